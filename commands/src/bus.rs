@@ -1,0 +1,212 @@
+//! Running one command against one aggregate.
+
+use rand::Rng;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+use crate::error::{CommandError, StoreError};
+use crate::store::{HubAggregate, HubEventStore, Loaded};
+
+/// Number of lock stripes: commands for one aggregate run one at a time in a process, so
+/// they never conflict with each other; different aggregates rarely share a stripe.
+const STRIPES: usize = 1024;
+
+/// How version conflicts (another process wrote the aggregate first) are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts_max: u32,
+    /// Backoff before the second attempt; doubles each time up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts_max: 12,
+            backoff_base: Duration::from_millis(2),
+            backoff_max: Duration::from_millis(100),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: a uniform wait in `[0, min(max, base * 2^attempt)]`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.backoff_max);
+        let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(rand::rng().random_range(0..=micros))
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Committed<E> {
+    /// The events written now (empty for a repeat or a command with nothing to do).
+    pub events: Vec<E>,
+    /// The event the caller asked about: the last one written, or the first one ever
+    /// written under a repeated key.
+    pub decisive: Option<E>,
+    /// The command's key had been used before; nothing was written.
+    pub replayed: bool,
+    /// The aggregate's sequence after the command.
+    pub version: usize,
+}
+
+/// Recently used aggregates of one stripe, most recent last.
+struct Stripe<A> {
+    cached: Vec<Loaded<A>>,
+}
+
+impl<A> Stripe<A> {
+    fn take(&mut self, aggregate_id: &str) -> Option<Loaded<A>> {
+        let at = self
+            .cached
+            .iter()
+            .position(|l| l.aggregate_id == aggregate_id)?;
+        Some(self.cached.remove(at))
+    }
+
+    fn put(&mut self, loaded: Loaded<A>, capacity: usize) {
+        self.cached.push(loaded);
+        if self.cached.len() > capacity {
+            self.cached.remove(0);
+        }
+    }
+}
+
+/// Runs commands through an [`HubEventStore`].
+///
+/// Aggregates stay cached between commands. A cached state may be stale if another process
+/// wrote the aggregate; that is safe: its append conflicts on the sequence and the command
+/// is retried from the store, and a refusal decided on cached state is checked against the
+/// store before it is returned.
+pub struct CommandBus<A: HubAggregate> {
+    store: HubEventStore<A>,
+    retry: RetryPolicy,
+    stripes: Vec<Mutex<Stripe<A>>>,
+    per_stripe: usize,
+}
+
+impl<A> CommandBus<A>
+where
+    A: HubAggregate,
+    A::Command: Clone,
+    A::Error: 'static,
+{
+    /// `cache_max`: how many aggregates to keep in memory (0 disables the cache).
+    pub fn new(store: HubEventStore<A>, retry: RetryPolicy, cache_max: usize) -> Self {
+        CommandBus {
+            store,
+            retry,
+            stripes: (0..STRIPES)
+                .map(|_| Mutex::new(Stripe { cached: Vec::new() }))
+                .collect(),
+            per_stripe: cache_max.div_ceil(STRIPES),
+        }
+    }
+
+    pub fn store(&self) -> &HubEventStore<A> {
+        &self.store
+    }
+
+    fn stripe(&self, aggregate_id: &str) -> &Mutex<Stripe<A>> {
+        let mut hasher = DefaultHasher::new();
+        aggregate_id.hash(&mut hasher);
+        let at = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
+        &self.stripes[at]
+    }
+
+    /// Run `command` against aggregate `aggregate_id`; `metadata` is stored with each event.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
+        let mut stripe = self.stripe(aggregate_id).lock().await;
+        let mut trust_cache = true;
+        let mut recall = false;
+        let mut attempt: u32 = 0;
+        loop {
+            let cached = if trust_cache {
+                stripe.take(aggregate_id)
+            } else {
+                stripe.take(aggregate_id);
+                None
+            };
+            let from_cache = cached.is_some();
+            let mut loaded = match cached {
+                Some(loaded) => loaded,
+                None => self.store.load(aggregate_id).await?,
+            };
+            if recall {
+                let keys = A::related_keys(&command);
+                let found = self.store.find_by_keys(aggregate_id, &keys).await?;
+                loaded.aggregate.recall(found);
+            }
+            let (events, replay_of) = match loaded.aggregate.decide(command.clone()) {
+                Ok(decided) => decided,
+                Err(refusal) => {
+                    if from_cache {
+                        // Decided on state another process may have moved on: confirm.
+                        trust_cache = false;
+                        continue;
+                    }
+                    if !recall && A::may_be_forgotten(&refusal) {
+                        recall = true;
+                        trust_cache = false;
+                        continue;
+                    }
+                    stripe.put(loaded, self.per_stripe);
+                    return Err(CommandError::Rejected(refusal));
+                }
+            };
+            if replay_of.is_some() || events.is_empty() {
+                let version = loaded.sequence;
+                stripe.put(loaded, self.per_stripe);
+                return Ok(Committed {
+                    events: Vec::new(),
+                    replayed: replay_of.is_some(),
+                    decisive: replay_of,
+                    version,
+                });
+            }
+            for event in &events {
+                loaded.aggregate.apply(event.clone());
+            }
+            match self.store.append(events, &mut loaded, metadata).await {
+                Ok(envelopes) => {
+                    let version = loaded.sequence;
+                    stripe.put(loaded, self.per_stripe);
+                    let events: Vec<A::Event> = envelopes.into_iter().map(|e| e.payload).collect();
+                    return Ok(Committed {
+                        decisive: events.last().cloned(),
+                        events,
+                        replayed: false,
+                        version,
+                    });
+                }
+                Err(StoreError::Conflict) => {
+                    // Another writer took this sequence, or this key was used before and is
+                    // forgotten here: reload, recall the command's keys, decide again.
+                    attempt += 1;
+                    if attempt >= self.retry.attempts_max {
+                        return Err(CommandError::Contention { attempts: attempt });
+                    }
+                    trust_cache = false;
+                    recall = !A::related_keys(&command).is_empty();
+                    tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+}

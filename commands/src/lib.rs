@@ -1,0 +1,27 @@
+//! The write side of Smart AI Hub: commands go to aggregates through cqrs-es, and their
+//! events are appended to the Postgres event store of postgres-es.
+//!
+//! # Layout
+//!
+//! - [`store`]: [`HubEventStore`], a cqrs-es `EventStore` over postgres-es's repository
+//!   with snapshots of our own (postgres-es 0.5.0's snapshot path applies new events twice),
+//!   loaded with their tail in one round trip, and with each event's idempotency key stored
+//!   in its metadata, where a unique index holds it.
+//! - [`bus`]: [`CommandBus`], which runs a command against one aggregate: in-process
+//!   serialization per aggregate, bounded retries with jitter on version conflicts (the
+//!   framework never retries), and the first outcome of a repeated key.
+//! - [`credit`]: [`CreditAccounts`], the typed entry point for the credit account.
+//! - [`sweeper`]: the process manager that expires reservations nobody settled.
+//! - [`db`]: connection pools and migrations.
+
+pub mod bus;
+pub mod credit;
+pub mod db;
+pub mod error;
+pub mod store;
+pub mod sweeper;
+
+pub use bus::{CommandBus, Committed, RetryPolicy};
+pub use credit::CreditAccounts;
+pub use error::{CommandError, StoreError};
+pub use store::{HubAggregate, HubEventStore, Loaded};

@@ -1,0 +1,365 @@
+//! A cqrs-es `EventStore` with correct snapshots.
+
+use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::{
+    Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
+};
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use crate::error::StoreError;
+
+/// What the store and the bus need from an aggregate beyond cqrs-es's `Aggregate`.
+pub trait HubAggregate: Aggregate + Clone {
+    /// Bump when the serialized state changes shape: older snapshots are then ignored.
+    const STATE_VERSION: i32;
+
+    /// The key under which an event is unique within its aggregate, if any.
+    fn event_key(event: &Self::Event) -> Option<String>;
+
+    /// Keys whose first events decide a repeat of the command.
+    fn related_keys(command: &Self::Command) -> Vec<String>;
+
+    /// The events to write, and the first event of a repeated key.
+    fn decide(
+        &self,
+        command: Self::Command,
+    ) -> Result<(Vec<Self::Event>, Option<Self::Event>), Self::Error>;
+
+    /// Take back forgotten keyed events found in the store.
+    fn recall(&mut self, events: Vec<Self::Event>);
+
+    /// Whether a refusal might be a repeat the aggregate forgot (so the store is asked).
+    fn may_be_forgotten(error: &Self::Error) -> bool;
+}
+
+impl HubAggregate for hub_domain::CreditAccount {
+    const STATE_VERSION: i32 = 1;
+
+    fn event_key(event: &hub_domain::CreditEvent) -> Option<String> {
+        event.idempotency_key()
+    }
+
+    fn related_keys(command: &hub_domain::CreditCommand) -> Vec<String> {
+        command.related_keys()
+    }
+
+    fn decide(
+        &self,
+        command: hub_domain::CreditCommand,
+    ) -> Result<
+        (
+            Vec<hub_domain::CreditEvent>,
+            Option<hub_domain::CreditEvent>,
+        ),
+        hub_domain::CreditError,
+    > {
+        let decision = hub_domain::CreditAccount::decide(self, command)?;
+        Ok((decision.events, decision.replay_of))
+    }
+
+    fn recall(&mut self, events: Vec<hub_domain::CreditEvent>) {
+        hub_domain::CreditAccount::recall(self, events);
+    }
+
+    fn may_be_forgotten(error: &hub_domain::CreditError) -> bool {
+        matches!(error, hub_domain::CreditError::ReservationNotFound(_))
+    }
+}
+
+/// An aggregate as loaded: its state and the sequence of its last event.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub aggregate_id: String,
+    pub aggregate: A,
+    /// Sequence of the last event folded into `aggregate` (0 for a new aggregate).
+    pub sequence: usize,
+    /// Sequence the snapshot it started from was taken at (0: none).
+    pub snapshot_sequence: usize,
+}
+
+impl<A: Aggregate> AggregateContext<A> for Loaded<A> {
+    fn aggregate(&mut self) -> &mut A {
+        &mut self.aggregate
+    }
+}
+
+/// Events through postgres-es; snapshots in our own table, written from the state the
+/// command produced (never re-applying its events) and read with their tail in one query.
+pub struct HubEventStore<A> {
+    pool: PgPool,
+    repo: PostgresEventRepository,
+    /// Take a snapshot once this many events have accumulated since the last one.
+    snapshot_every: usize,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+/// The snapshot (if its state version matches) followed by the events after it.
+const LOAD_SQL: &str = "
+WITH snap AS (
+    SELECT last_sequence, payload
+      FROM aggregate_snapshots
+     WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3
+)
+SELECT * FROM (
+    SELECT last_sequence AS sequence, payload, true AS is_snapshot FROM snap
+    UNION ALL
+    SELECT sequence, payload, false AS is_snapshot
+      FROM events
+     WHERE aggregate_type = $1 AND aggregate_id = $2
+       AND sequence > COALESCE((SELECT last_sequence FROM snap), 0)
+) loaded
+ORDER BY is_snapshot DESC, sequence";
+
+const SAVE_SNAPSHOT_SQL: &str = "
+INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, state_version, payload)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+   SET last_sequence = excluded.last_sequence,
+       state_version = excluded.state_version,
+       payload = excluded.payload,
+       taken_at = clock_timestamp()
+ WHERE aggregate_snapshots.last_sequence < excluded.last_sequence
+    OR aggregate_snapshots.state_version <> excluded.state_version";
+
+/// Default snapshot interval: an active account gains two events per request, so an
+/// account is never folded from more than a hundred events.
+pub const SNAPSHOT_EVERY_DEFAULT: usize = 100;
+
+impl<A: HubAggregate> HubEventStore<A> {
+    pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
+        HubEventStore {
+            repo: PostgresEventRepository::new(pool.clone()),
+            pool,
+            snapshot_every: snapshot_every.max(1),
+            _aggregate: PhantomData,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Load from the snapshot and the events after it.
+    pub async fn load(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let rows = sqlx::query(LOAD_SQL)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(A::STATE_VERSION)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let mut loaded = Loaded {
+            aggregate_id: aggregate_id.to_string(),
+            aggregate: A::default(),
+            sequence: 0,
+            snapshot_sequence: 0,
+        };
+        for row in rows {
+            let sequence = to_usize(row.try_get::<i64, _>("sequence"))?;
+            let payload: Value = row.try_get("payload").map_err(StoreError::from_sqlx)?;
+            if row
+                .try_get::<bool, _>("is_snapshot")
+                .map_err(StoreError::from_sqlx)?
+            {
+                loaded.aggregate = serde_json::from_value(payload).map_err(internal)?;
+                loaded.snapshot_sequence = sequence;
+            } else {
+                let event: A::Event = serde_json::from_value(payload).map_err(internal)?;
+                loaded.aggregate.apply(event);
+            }
+            loaded.sequence = sequence;
+        }
+        Ok(loaded)
+    }
+
+    /// Fold every event from the first, ignoring snapshots: the reference a snapshot must
+    /// equal.
+    pub async fn load_without_snapshot(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let events = self
+            .repo
+            .get_events::<A>(aggregate_id)
+            .await
+            .map_err(|e| StoreError::from_aggregate(AggregateError::<A::Error>::from(e)))?;
+        let mut loaded = Loaded {
+            aggregate_id: aggregate_id.to_string(),
+            aggregate: A::default(),
+            sequence: 0,
+            snapshot_sequence: 0,
+        };
+        for event in events {
+            let payload: A::Event = serde_json::from_value(event.payload).map_err(internal)?;
+            loaded.aggregate.apply(payload);
+            loaded.sequence = event.sequence;
+        }
+        Ok(loaded)
+    }
+
+    /// The first events written under any of `keys`, oldest first.
+    pub async fn find_by_keys(
+        &self,
+        aggregate_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<A::Event>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT payload FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2
+                AND (metadata ->> 'idempotency_key') = ANY($3)
+              ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.into_iter()
+            .map(|row| {
+                let payload: Value = row.try_get("payload").map_err(StoreError::from_sqlx)?;
+                serde_json::from_value(payload).map_err(internal)
+            })
+            .collect()
+    }
+
+    /// Append events after `loaded.sequence`; `loaded.aggregate` must already have them
+    /// applied. On success `loaded` describes the new state (sequence, snapshot). Fails with
+    /// [`StoreError::Conflict`] if another writer got there first.
+    pub async fn append(
+        &self,
+        events: Vec<A::Event>,
+        loaded: &mut Loaded<A>,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
+        let mut serialized = Vec::with_capacity(events.len());
+        let mut envelopes = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let sequence = loaded.sequence + i + 1;
+            let mut event_metadata = metadata.clone();
+            if let Some(key) = A::event_key(&event) {
+                event_metadata.insert("idempotency_key".to_string(), key);
+            }
+            serialized.push(SerializedEvent::new(
+                loaded.aggregate_id.clone(),
+                sequence,
+                A::TYPE.to_string(),
+                event.event_type(),
+                event.event_version(),
+                serde_json::to_value(&event).map_err(internal)?,
+                serde_json::to_value(&event_metadata).map_err(internal)?,
+            ));
+            envelopes.push(EventEnvelope {
+                aggregate_id: loaded.aggregate_id.clone(),
+                sequence,
+                payload: event,
+                metadata: event_metadata,
+            });
+        }
+        if serialized.is_empty() {
+            return Ok(envelopes);
+        }
+        self.repo
+            .persist::<A>(&serialized, None)
+            .await
+            .map_err(|e| StoreError::from_aggregate(AggregateError::<A::Error>::from(e)))?;
+
+        let last = loaded.sequence + envelopes.len();
+        loaded.sequence = last;
+        if last - loaded.snapshot_sequence >= self.snapshot_every {
+            // A snapshot is derived data: failing to save one costs only load time.
+            match self
+                .save_snapshot(&loaded.aggregate_id, last, &loaded.aggregate)
+                .await
+            {
+                Ok(()) => loaded.snapshot_sequence = last,
+                Err(err) => {
+                    tracing::warn!(aggregate_id = %loaded.aggregate_id, error = %err, "could not save snapshot");
+                }
+            }
+        }
+        Ok(envelopes)
+    }
+
+    /// Save `aggregate` as the state after event `sequence`, unless a later one is saved.
+    pub async fn save_snapshot(
+        &self,
+        aggregate_id: &str,
+        sequence: usize,
+        aggregate: &A,
+    ) -> Result<(), StoreError> {
+        let payload = serde_json::to_value(aggregate).map_err(internal)?;
+        sqlx::query(SAVE_SNAPSHOT_SQL)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(i64::try_from(sequence).map_err(internal)?)
+            .bind(A::STATE_VERSION)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+}
+
+fn to_usize(value: Result<i64, sqlx::Error>) -> Result<usize, StoreError> {
+    let value = value.map_err(StoreError::from_sqlx)?;
+    usize::try_from(value).map_err(internal)
+}
+
+fn internal<E: std::error::Error + Send + Sync + 'static>(err: E) -> StoreError {
+    StoreError::Internal(Box::new(err))
+}
+
+impl<A: HubAggregate> EventStore<A> for HubEventStore<A> {
+    type AC = Loaded<A>;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let events = self.repo.get_events::<A>(aggregate_id).await?;
+        events
+            .into_iter()
+            .map(|e| {
+                Ok(EventEnvelope {
+                    aggregate_id: e.aggregate_id,
+                    sequence: e.sequence,
+                    payload: serde_json::from_value(e.payload)?,
+                    metadata: serde_json::from_value(e.metadata)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, AggregateError<A::Error>> {
+        self.load(aggregate_id).await.map_err(to_aggregate_error)
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: Loaded<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let mut context = context;
+        self.append(events, &mut context, &metadata)
+            .await
+            .map_err(to_aggregate_error)
+    }
+}
+
+fn to_aggregate_error<E: std::error::Error>(err: StoreError) -> AggregateError<E> {
+    match err {
+        StoreError::Conflict => AggregateError::AggregateConflict,
+        StoreError::Unavailable(e) => AggregateError::DatabaseConnectionError(e),
+        StoreError::Internal(e) => AggregateError::UnexpectedError(e),
+    }
+}

@@ -1,0 +1,425 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::commands::{CreditCommand, REASON_LEN_MAX};
+use super::error::CreditError;
+use super::events::CreditEvent;
+use super::recent::RecentOutcomes;
+use crate::ids::RequestId;
+use crate::money::{Credits, MoneyError};
+
+/// Most active reservations one account may hold: bounds the state and each snapshot.
+pub const RESERVATIONS_MAX: usize = 10_000;
+
+/// Most reservations one `ExpireReservations` command expires; the sweeper comes back for
+/// the rest.
+pub const EXPIRE_BATCH_MAX: usize = 1_000;
+
+/// The most one account may hold. A quarter of `i64` leaves room for sums across accounts
+/// in reports and audits.
+pub const BALANCE_MAX: Credits = Credits::from_micros(i64::MAX / 4);
+
+/// A reservation still holding credits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ActiveReservation {
+    amount: Credits,
+    expires_at: DateTime<Utc>,
+    /// The totals its `CreditsReserved` event reported, so a repeat returns the same outcome.
+    balance_at_reserve: Credits,
+    reserved_at_reserve: Credits,
+}
+
+/// One user's credits. The state is what the rules need and no more.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreditAccount {
+    opened: bool,
+    balance: Credits,
+    /// Sum of `reservations`' amounts.
+    reserved: Credits,
+    reservations: BTreeMap<RequestId, ActiveReservation>,
+    recent: RecentOutcomes,
+}
+
+/// What a command decided: the events to write, or — for a repeated key — the first event
+/// written under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub events: Vec<CreditEvent>,
+    pub replay_of: Option<CreditEvent>,
+}
+
+impl Decision {
+    fn write(events: Vec<CreditEvent>) -> Self {
+        Decision {
+            events,
+            replay_of: None,
+        }
+    }
+
+    fn replay(event: CreditEvent) -> Self {
+        Decision {
+            events: Vec::new(),
+            replay_of: Some(event),
+        }
+    }
+
+    /// The event a caller wants to hear about: the repeated one, or the last one written.
+    pub fn decisive(&self) -> Option<&CreditEvent> {
+        self.replay_of.as_ref().or(self.events.last())
+    }
+}
+
+/// Where a reservation stands, as far as this account remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationState {
+    Active,
+    Settled,
+    Released,
+    Expired,
+    /// Never made, or resolved longer ago than the account remembers.
+    Unknown,
+}
+
+impl CreditAccount {
+    pub fn is_open(&self) -> bool {
+        self.opened
+    }
+
+    pub fn balance(&self) -> Credits {
+        self.balance
+    }
+
+    pub fn reserved(&self) -> Credits {
+        self.reserved
+    }
+
+    /// `balance - reserved`; never negative.
+    pub fn available(&self) -> Credits {
+        Credits::from_micros(self.balance.micros() - self.reserved.micros())
+    }
+
+    pub fn active_reservations(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Sum of the active reservations (equal to [`Self::reserved`] whenever the rules hold).
+    pub fn sum_of_active_reservations(&self) -> Credits {
+        Credits::from_micros(self.reservations.values().map(|r| r.amount.micros()).sum())
+    }
+
+    pub fn reservation_state(&self, request_id: &RequestId) -> ReservationState {
+        if self.reservations.contains_key(request_id) {
+            ReservationState::Active
+        } else if self.recent.contains(&format!("settle:{request_id}")) {
+            ReservationState::Settled
+        } else if self.recent.contains(&format!("release:{request_id}")) {
+            ReservationState::Released
+        } else if self.recent.contains(&format!("expire:{request_id}")) {
+            ReservationState::Expired
+        } else {
+            ReservationState::Unknown
+        }
+    }
+
+    /// Take back into memory keyed events the account no longer remembers (found in the
+    /// event store by key), so that a repeat of an old command returns its first outcome and
+    /// a settle of a long-released reservation says so. Totals are untouched.
+    pub fn recall(&mut self, events: impl IntoIterator<Item = CreditEvent>) {
+        for event in events {
+            if let CreditEvent::CreditsReserved { request_id, .. } = &event {
+                if self.reservations.contains_key(request_id) {
+                    continue;
+                }
+            }
+            if let Some(key) = event.idempotency_key() {
+                self.recent.remember(key, event);
+            }
+        }
+    }
+
+    /// Decide what a command does to this account. Pure: the caller writes the events.
+    pub fn decide(&self, command: CreditCommand) -> Result<Decision, CreditError> {
+        if let CreditCommand::OpenAccount = command {
+            return Ok(if self.opened {
+                Decision::replay(CreditEvent::AccountOpened {})
+            } else {
+                Decision::write(vec![CreditEvent::AccountOpened {}])
+            });
+        }
+        if !self.opened {
+            return Err(CreditError::AccountNotOpen);
+        }
+        if let Some(first) = self.first_outcome(&command) {
+            return Ok(Decision::replay(first));
+        }
+        match command {
+            CreditCommand::OpenAccount => Ok(Decision::replay(CreditEvent::AccountOpened {})),
+            CreditCommand::GrantCredits {
+                key,
+                amount,
+                reason,
+                granted_by,
+            } => {
+                if reason.chars().count() > REASON_LEN_MAX {
+                    return Err(CreditError::ReasonTooLong {
+                        max: REASON_LEN_MAX,
+                    });
+                }
+                let balance_after = self.credit(amount)?;
+                Ok(Decision::write(vec![CreditEvent::CreditsGranted {
+                    key,
+                    amount,
+                    reason,
+                    granted_by,
+                    balance_after,
+                    reserved_after: self.reserved,
+                }]))
+            }
+            CreditCommand::PurchaseCredits { payment_id, amount } => {
+                let balance_after = self.credit(amount)?;
+                Ok(Decision::write(vec![CreditEvent::CreditsPurchased {
+                    payment_id,
+                    amount,
+                    balance_after,
+                    reserved_after: self.reserved,
+                }]))
+            }
+            CreditCommand::ApplyPromoCredits { code, amount } => {
+                let balance_after = self.credit(amount)?;
+                Ok(Decision::write(vec![CreditEvent::PromoCreditsApplied {
+                    code,
+                    amount,
+                    balance_after,
+                    reserved_after: self.reserved,
+                }]))
+            }
+            CreditCommand::ReserveCredits {
+                request_id,
+                amount,
+                expires_at,
+                now,
+            } => self.reserve(request_id, amount, expires_at, now),
+            CreditCommand::SettleReservation { request_id, charge } => {
+                self.settle(request_id, charge)
+            }
+            CreditCommand::ReleaseReservation { request_id } => self.release(request_id),
+            CreditCommand::ExpireReservations { now } => {
+                Ok(Decision::write(self.expire_due(now, self.reserved)))
+            }
+        }
+    }
+
+    /// Apply an event. Only assigns: every check happened in [`Self::decide`].
+    pub fn evolve(&mut self, event: CreditEvent) {
+        let (balance, reserved) = event.totals_after();
+        match &event {
+            CreditEvent::AccountOpened {} => {
+                self.opened = true;
+                return;
+            }
+            CreditEvent::CreditsReserved {
+                request_id,
+                amount,
+                expires_at,
+                balance_after,
+                reserved_after,
+            } => {
+                self.reservations.insert(
+                    request_id.clone(),
+                    ActiveReservation {
+                        amount: *amount,
+                        expires_at: *expires_at,
+                        balance_at_reserve: *balance_after,
+                        reserved_at_reserve: *reserved_after,
+                    },
+                );
+            }
+            CreditEvent::ReservationSettled { request_id, .. }
+            | CreditEvent::ReservationReleased { request_id, .. }
+            | CreditEvent::ReservationExpired { request_id, .. } => {
+                if let Some(active) = self.reservations.remove(request_id) {
+                    let reserved_event = reserved_event(request_id, &active);
+                    self.recent
+                        .remember(format!("reserve:{request_id}"), reserved_event);
+                }
+                if let Some(key) = event.idempotency_key() {
+                    self.recent.remember(key, event.clone());
+                }
+            }
+            CreditEvent::CreditsGranted { .. }
+            | CreditEvent::CreditsPurchased { .. }
+            | CreditEvent::PromoCreditsApplied { .. } => {
+                if let Some(key) = event.idempotency_key() {
+                    self.recent.remember(key, event.clone());
+                }
+            }
+        }
+        self.balance = balance;
+        self.reserved = reserved;
+    }
+
+    /// The first event written under this command's key, if the account remembers it.
+    fn first_outcome(&self, command: &CreditCommand) -> Option<CreditEvent> {
+        if let CreditCommand::ReserveCredits { request_id, .. } = command {
+            if let Some(active) = self.reservations.get(request_id) {
+                return Some(reserved_event(request_id, active));
+            }
+        }
+        let key = command.idempotency_key()?;
+        self.recent.get(&key).cloned()
+    }
+
+    fn credit(&self, amount: Credits) -> Result<Credits, CreditError> {
+        Credits::positive(amount.micros())?;
+        self.balance
+            .checked_add(amount)
+            .filter(|b| *b <= BALANCE_MAX)
+            .ok_or(CreditError::BalanceOverflow)
+    }
+
+    fn reserve(
+        &self,
+        request_id: RequestId,
+        amount: Credits,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, CreditError> {
+        Credits::positive(amount.micros())?;
+        if expires_at <= now {
+            return Err(CreditError::ExpiryNotInFuture);
+        }
+        let mut events = self.expire_due(now, self.reserved);
+        let reserved_before = events
+            .last()
+            .map(|e| e.totals_after().1)
+            .unwrap_or(self.reserved);
+        let still_active = self.reservations.len() - events.len();
+        if still_active >= RESERVATIONS_MAX {
+            return Err(CreditError::TooManyReservations {
+                max: RESERVATIONS_MAX,
+            });
+        }
+        let available = Credits::from_micros(self.balance.micros() - reserved_before.micros());
+        if amount > available {
+            return Err(CreditError::InsufficientCredits {
+                requested: amount,
+                available,
+            });
+        }
+        events.push(CreditEvent::CreditsReserved {
+            request_id,
+            amount,
+            expires_at,
+            balance_after: self.balance,
+            reserved_after: Credits::from_micros(reserved_before.micros() + amount.micros()),
+        });
+        Ok(Decision::write(events))
+    }
+
+    fn settle(&self, request_id: RequestId, charge: Credits) -> Result<Decision, CreditError> {
+        let Some(active) = self.reservations.get(&request_id) else {
+            return Err(self.not_active(request_id));
+        };
+        if charge.is_negative() {
+            return Err(MoneyError::Negative(charge.micros()).into());
+        }
+        if charge > active.amount {
+            return Err(CreditError::ChargeExceedsReservation {
+                charge,
+                reserved: active.amount,
+            });
+        }
+        Ok(Decision::write(vec![CreditEvent::ReservationSettled {
+            request_id,
+            reserved: active.amount,
+            charged: charge,
+            balance_after: Credits::from_micros(self.balance.micros() - charge.micros()),
+            reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
+        }]))
+    }
+
+    fn release(&self, request_id: RequestId) -> Result<Decision, CreditError> {
+        let Some(active) = self.reservations.get(&request_id) else {
+            return Err(self.not_active(request_id));
+        };
+        Ok(Decision::write(vec![CreditEvent::ReservationReleased {
+            request_id,
+            amount: active.amount,
+            balance_after: self.balance,
+            reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
+        }]))
+    }
+
+    fn not_active(&self, request_id: RequestId) -> CreditError {
+        match self.reservation_state(&request_id) {
+            ReservationState::Settled => CreditError::ReservationSettled(request_id),
+            ReservationState::Released => CreditError::ReservationReleased(request_id),
+            ReservationState::Expired => CreditError::ReservationExpired(request_id),
+            ReservationState::Active | ReservationState::Unknown => {
+                CreditError::ReservationNotFound(request_id)
+            }
+        }
+    }
+
+    /// `ReservationExpired` for each reservation due at `now`, oldest expiry first.
+    fn expire_due(&self, now: DateTime<Utc>, reserved: Credits) -> Vec<CreditEvent> {
+        let mut due: Vec<(&RequestId, &ActiveReservation)> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.expires_at <= now)
+            .collect();
+        due.sort_by_key(|(id, r)| (r.expires_at, (*id).clone()));
+        let mut reserved = reserved;
+        due.into_iter()
+            .take(EXPIRE_BATCH_MAX)
+            .map(|(request_id, r)| {
+                reserved = Credits::from_micros(reserved.micros() - r.amount.micros());
+                CreditEvent::ReservationExpired {
+                    request_id: request_id.clone(),
+                    amount: r.amount,
+                    balance_after: self.balance,
+                    reserved_after: reserved,
+                }
+            })
+            .collect()
+    }
+}
+
+fn reserved_event(request_id: &RequestId, active: &ActiveReservation) -> CreditEvent {
+    CreditEvent::CreditsReserved {
+        request_id: request_id.clone(),
+        amount: active.amount,
+        expires_at: active.expires_at,
+        balance_after: active.balance_at_reserve,
+        reserved_after: active.reserved_at_reserve,
+    }
+}
+
+impl Aggregate for CreditAccount {
+    /// Stored in every event row and subject: fixed forever.
+    const TYPE: &'static str = "CreditAccount";
+    type Command = CreditCommand;
+    type Event = CreditEvent;
+    type Error = CreditError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: CreditCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), CreditError> {
+        let decision = self.decide(command)?;
+        for event in decision.events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: CreditEvent) {
+        self.evolve(event);
+    }
+}

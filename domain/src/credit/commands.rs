@@ -1,0 +1,81 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{IdempotencyKey, RequestId};
+use crate::money::Credits;
+
+/// Longest reason an admin may give for a grant.
+pub const REASON_LEN_MAX: usize = 500;
+
+/// What may be asked of a credit account. Each variant that carries a key is idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CreditCommand {
+    /// Open the account. Opening an open account changes nothing.
+    OpenAccount,
+    /// An admin gives credits.
+    GrantCredits {
+        key: IdempotencyKey,
+        amount: Credits,
+        reason: String,
+        granted_by: String,
+    },
+    /// A completed payment buys credits.
+    PurchaseCredits {
+        payment_id: IdempotencyKey,
+        amount: Credits,
+    },
+    /// A redeemed promo code gives credits.
+    ApplyPromoCredits {
+        code: IdempotencyKey,
+        amount: Credits,
+    },
+    /// Hold `amount` for a request until it is settled, released, or `expires_at` passes.
+    /// Reservations already past their time at `now` are expired first.
+    ReserveCredits {
+        request_id: RequestId,
+        amount: Credits,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    /// Charge the actual cost of a request (at most what was reserved) and release the rest.
+    SettleReservation {
+        request_id: RequestId,
+        charge: Credits,
+    },
+    /// Give a reservation back without charging.
+    ReleaseReservation { request_id: RequestId },
+    /// Expire every reservation whose time has passed at `now` (at most
+    /// [`super::EXPIRE_BATCH_MAX`] per command).
+    ExpireReservations { now: DateTime<Utc> },
+}
+
+impl CreditCommand {
+    /// The key under which this command's decisive event is stored, if it has one.
+    pub fn idempotency_key(&self) -> Option<String> {
+        match self {
+            Self::OpenAccount | Self::ExpireReservations { .. } => None,
+            Self::GrantCredits { key, .. } => Some(format!("grant:{key}")),
+            Self::PurchaseCredits { payment_id, .. } => Some(format!("payment:{payment_id}")),
+            Self::ApplyPromoCredits { code, .. } => Some(format!("promo:{code}")),
+            Self::ReserveCredits { request_id, .. } => Some(format!("reserve:{request_id}")),
+            Self::SettleReservation { request_id, .. } => Some(format!("settle:{request_id}")),
+            Self::ReleaseReservation { request_id } => Some(format!("release:{request_id}")),
+        }
+    }
+
+    /// Keys whose first events decide a repeat of this command, or why it is refused: a
+    /// settle or release must know whether its reservation was settled, released or expired.
+    pub fn related_keys(&self) -> Vec<String> {
+        match self {
+            Self::SettleReservation { request_id, .. }
+            | Self::ReleaseReservation { request_id } => {
+                vec![
+                    format!("settle:{request_id}"),
+                    format!("release:{request_id}"),
+                    format!("expire:{request_id}"),
+                ]
+            }
+            other => other.idempotency_key().into_iter().collect(),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The `CreditAccount` aggregate: one per user.
+//!
+//! Credits come in (admin grants, purchases, promo codes) and go out only through
+//! reservations: a request first *reserves* the most it can cost, then *settles* with the
+//! actual charge (never more than reserved), or the reservation is *released* or *expires*.
+//!
+//! Rules kept here, for every sequence of commands:
+//! - `available = balance - reserved` is never negative, and `reserved` equals the sum of
+//!   the active reservations;
+//! - a command with an idempotency key (grant key, payment id, promo code, request id) is
+//!   applied at most once; a repeat returns the first outcome and writes no event. The
+//!   aggregate remembers the last [`RECENT_KEYS_MAX`] keys; the event store's unique index on
+//!   the key (see `migrations/`) extends the guarantee to every key ever used;
+//! - every event carries the balance and the reserved amount after it, so read models copy,
+//!   never recompute.
+
+mod aggregate;
+mod commands;
+mod error;
+mod events;
+mod recent;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{
+    CreditAccount, Decision, ReservationState, EXPIRE_BATCH_MAX, RESERVATIONS_MAX,
+};
+pub use commands::{CreditCommand, REASON_LEN_MAX};
+pub use error::CreditError;
+pub use events::CreditEvent;
+pub use recent::RECENT_KEYS_MAX;
+
+/// The outcome callers see: the decisive event of a command (new, or the first one for a
+/// repeated key) and whether it was a repeat.
+pub type Outcome = (Option<CreditEvent>, bool);
