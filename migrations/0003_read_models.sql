@@ -6,6 +6,8 @@ CREATE TABLE projection_checkpoints
 (
     projection      text PRIMARY KEY,
     stream_sequence bigint      NOT NULL CHECK (stream_sequence >= 0),
+    -- Set by `aihub replay` while it rebuilds; the live projector stands aside meanwhile.
+    paused          boolean     NOT NULL DEFAULT false,
     updated_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 

@@ -1,1 +1,23 @@
-//! placeholder
+//! The HTTP API of Smart AI Hub and everything the `aihub` binary runs.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed, layered, validated settings.
+//! - [`app`]: [`app::Application`], which builds every role (HTTP, relay, projectors,
+//!   sweeper) from settings and runs them until shutdown; tests bind it to port 0.
+//! - [`routes`]: handlers, each stating which roles it allows.
+//! - [`auth`]: bearer JWTs and roles. [`error`]: the one mapping of failures to HTTP.
+//! - [`bench`]: the load harness behind `aihub bench`.
+
+pub mod app;
+pub mod auth;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+pub use app::{Application, Roles};
+pub use config::Settings;

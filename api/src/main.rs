@@ -1,1 +1,135 @@
-fn main() {}
+//! `aihub`: every role of Smart AI Hub in one binary.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hub_api::auth::{Jwt, Role};
+use hub_api::{app, bench, telemetry, Application, Roles, Settings};
+use hub_projections::ProjectionKind;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "aihub",
+    version,
+    about = "Smart AI Hub: a credit-metered AI gateway"
+)]
+struct Cli {
+    /// Settings file (default: ./aihub.toml if present). Environment `AIHUB__SECTION__KEY` overrides it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve,
+    /// Relay committed events from Postgres to JetStream.
+    Relay,
+    /// Run the projections (read models).
+    Project,
+    /// Apply database migrations.
+    Migrate,
+    /// Rebuild a projection from the start of the stream.
+    Replay {
+        /// `balances` or `ledger`.
+        projection: ProjectionKind,
+    },
+    /// Every role in one process (migrations included): the laptop default.
+    All,
+    /// Print a signed access token for a user id and role.
+    Token {
+        #[arg(long)]
+        user: Option<Uuid>,
+        #[arg(long, value_enum, default_value = "user")]
+        role: Role,
+        /// Lifetime in seconds (default: auth.token_ttl_s).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Load benchmarks against local Postgres and NATS.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    if let Command::Token { user, role, ttl } = cli.command {
+        let user = user.unwrap_or_else(Uuid::new_v4);
+        let token = Jwt::new(&settings.auth.jwt_secret)
+            .mint(user, role, ttl.unwrap_or(settings.auth.token_ttl_s))
+            .context("could not sign the token")?;
+        println!("{token}");
+        return Ok(());
+    }
+    telemetry::init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli.command, settings))
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if settings.auth.jwt_secret == hub_api::config::DEV_JWT_SECRET {
+        tracing::warn!(
+            "auth.jwt_secret is the development secret; set AIHUB__AUTH__JWT_SECRET in production"
+        );
+    }
+    let roles = match command {
+        Command::Serve => Roles {
+            http: true,
+            ..Roles::NONE
+        },
+        Command::Relay => Roles {
+            relay: true,
+            ..Roles::NONE
+        },
+        Command::Project => Roles {
+            projections: true,
+            sweeper: true,
+            ..Roles::NONE
+        },
+        Command::All => Roles::ALL,
+        Command::Migrate => {
+            let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;
+            hub_commands::db::migrate(&pool)
+                .await
+                .context("migrations failed")?;
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        Command::Replay { projection } => {
+            let (pool, _nats, js) = app::connect(&settings).await?;
+            let stats = hub_projections::replay(
+                &pool,
+                &settings.database.url,
+                &js,
+                &settings.topology(),
+                projection,
+                true,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            return Ok(());
+        }
+        Command::Bench { which } => return bench::run(which, settings).await,
+        Command::Token { .. } => return Ok(()),
+    };
+    if roles.http || roles.projections {
+        let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;
+        hub_commands::db::migrate(&pool)
+            .await
+            .context("migrations failed")?;
+    }
+    let app = Application::build(settings, roles).await?;
+    app.run_until(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await
+}

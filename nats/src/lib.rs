@@ -1,1 +1,33 @@
-//! placeholder
+//! Everything that names a NATS stream or subject, and the relay that carries committed
+//! events from the Postgres event store to JetStream.
+//!
+//! # Layout
+//!
+//! - [`topology`]: stream and subject names (with per-test prefixes) and their idempotent
+//!   creation at start-up.
+//! - [`envelope`]: the JSON an event travels in, and its `Nats-Msg-Id`.
+//! - [`relay`]: the outbox relay; exactly once in the stream, in order per aggregate.
+//! - [`leader`]: Postgres advisory locks as leader election for single-writer roles.
+
+pub mod envelope;
+pub mod leader;
+pub mod relay;
+pub mod topology;
+
+pub use envelope::EventEnvelope;
+pub use relay::{Relay, RelayConfig, RelayLag};
+pub use topology::Topology;
+
+/// Connect to NATS with explicit timeouts and a name that shows in server monitoring.
+pub async fn connect(
+    url: &str,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .request_timeout(Some(std::time::Duration::from_secs(10)))
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+}

@@ -1,1 +1,21 @@
-//! placeholder
+//! Read models built from the JetStream event stream into Postgres.
+//!
+//! Each projection is a durable JetStream consumer whose rows and checkpoint (the stream
+//! sequence it has applied up to) are written in one transaction, so a redelivered message
+//! changes nothing. Any projection can be dropped and rebuilt from the stream
+//! (`aihub replay <projection>`).
+//!
+//! # Layout
+//!
+//! - [`model`]: the projections (`balances`, `ledger`): which events they read and the rows
+//!   they write.
+//! - [`runner`]: the live projector: one leader per projection, batches, checkpoints.
+//! - [`replay`]: rebuild from the start of the stream with progress.
+
+pub mod model;
+pub mod replay;
+pub mod runner;
+
+pub use model::ProjectionKind;
+pub use replay::{replay, ReplayStats};
+pub use runner::{checkpoint, Projector, ProjectorConfig};

@@ -1,1 +1,206 @@
-//! placeholder
+//! Helpers for the black-box tests: each test gets the real app on port 0 with a fresh
+//! Postgres database and its own NATS stream and subject names, and leaves nothing behind.
+
+use hub_api::auth::Role;
+use hub_api::state::AppState;
+use hub_api::{Application, Roles, Settings};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The server tests create their databases on (the `postgres` maintenance database).
+pub fn admin_database_url() -> String {
+    std::env::var("AIHUB_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("AIHUB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
+    format!("{base}/{name}")
+}
+
+/// A running app and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub state: Arc<AppState>,
+    pub settings: Settings,
+    database: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The app with every role (HTTP, relay, projections, sweeper).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Roles::ALL, |_| {}).await
+}
+
+/// The app with chosen roles and settings.
+pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let id = Uuid::new_v4().simple().to_string();
+    let database = format!("aihub_test_{id}");
+    let mut admin = PgConnection::connect(&admin_database_url())
+        .await
+        .expect("the test Postgres is reachable (AIHUB_TEST_DATABASE_URL)");
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    let _ = admin.close().await;
+
+    let mut settings = Settings::default();
+    settings.server.port = 0;
+    settings.database.url = with_database(&admin_database_url(), &database);
+    settings.database.max_connections = 16;
+    settings.nats.url = nats_url();
+    settings.nats.stream_prefix = format!("T{}_", &id[..12]);
+    settings.nats.subject_prefix = format!("t{}", &id[..12]);
+    settings.credits.sweep_interval_ms = 200;
+    tweak(&mut settings);
+    settings.validate().expect("test settings are valid");
+
+    let pool = hub_commands::db::connect_lazy(&settings.pool_settings()).expect("pool");
+    hub_commands::db::migrate(&pool)
+        .await
+        .expect("migrations apply");
+    let app = Application::build(settings.clone(), roles)
+        .await
+        .expect("the app builds (is NATS up? AIHUB_TEST_NATS_URL)");
+    let port = app.port().unwrap_or(0);
+    let state = app.state();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = app
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        pool,
+        state,
+        settings,
+        database,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, user: Uuid, role: Role) -> String {
+        self.state.jwt.mint(user, role, 600).expect("mint a token")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// `POST /api/admin/credits/grant` as `admin_token`.
+    pub async fn grant(
+        &self,
+        admin_token: &str,
+        user: Uuid,
+        amount_micros: i64,
+        key: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/admin/credits/grant"))
+            .bearer_auth(admin_token)
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({
+                "user_id": user, "amount_micros": amount_micros, "reason": "test grant"
+            }))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Stop every role, then drop the database and the streams.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.pool.close_event();
+        let database = self.database.clone();
+        let nats = self.settings.nats.url.clone();
+        let topology = self.settings.topology();
+        // Clean up on a thread of its own: Drop may run inside a runtime.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await;
+                }
+                if let Ok(client) = async_nats::connect(nats).await {
+                    let js = async_nats::jetstream::new(client);
+                    let _ = js.delete_stream(topology.events_stream()).await;
+                    let _ = js.delete_stream(topology.commands_stream()).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Poll `check` until it returns `Some`, or panic after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,188 @@
+//! Building the hub from settings and running its roles.
+
+use anyhow::Context;
+use async_nats::jetstream;
+use hub_commands::{CommandBus, CreditAccounts, HubEventStore, RetryPolicy};
+use hub_nats::{Relay, RelayConfig};
+use hub_projections::{ProjectionKind, Projector, ProjectorConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Jwt;
+use crate::config::Settings;
+use crate::state::AppState;
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub http: bool,
+    pub relay: bool,
+    pub projections: bool,
+    pub sweeper: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        http: true,
+        relay: true,
+        projections: true,
+        sweeper: true,
+    };
+    pub const NONE: Roles = Roles {
+        http: false,
+        relay: false,
+        projections: false,
+        sweeper: false,
+    };
+}
+
+/// A built hub, ready to run.
+pub struct Application {
+    state: Arc<AppState>,
+    roles: Roles,
+    listener: Option<TcpListener>,
+}
+
+/// Connect to Postgres (lazily) and NATS, and make sure the streams exist.
+pub async fn connect(
+    settings: &Settings,
+) -> anyhow::Result<(sqlx::PgPool, async_nats::Client, jetstream::Context)> {
+    let pool = hub_commands::db::connect_lazy(&settings.pool_settings())
+        .context("invalid database.url")?;
+    let nats = hub_nats::connect(&settings.nats.url, "aihub")
+        .await
+        .with_context(|| format!("could not connect to NATS at {}", settings.nats.url))?;
+    let js = jetstream::new(nats.clone());
+    settings
+        .topology()
+        .ensure_streams(&js)
+        .await
+        .context("could not set up the JetStream streams")?;
+    Ok((pool, nats, js))
+}
+
+impl Application {
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        let (pool, nats, js) = connect(&settings).await?;
+        let store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every);
+        let bus = CommandBus::new(
+            store,
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        );
+        let listener = if roles.http {
+            let address = (settings.server.host.as_str(), settings.server.port);
+            Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("could not listen on {}:{}", address.0, address.1))?,
+            )
+        } else {
+            None
+        };
+        let state = Arc::new(AppState {
+            jwt: Jwt::new(&settings.auth.jwt_secret),
+            topology: settings.topology(),
+            settings,
+            pool,
+            nats,
+            js,
+            credits: Arc::new(CreditAccounts::new(bus)),
+        });
+        Ok(Application {
+            state,
+            roles,
+            listener,
+        })
+    }
+
+    /// The port the API listens on, if this process serves HTTP.
+    pub fn port(&self) -> Option<u16> {
+        self.listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Run every role until `shutdown` resolves, then stop them all.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let state = self.state;
+        let mut tasks = tokio::task::JoinSet::new();
+        if self.roles.relay {
+            let relay = Relay::new(
+                state.pool.clone(),
+                state.settings.database.url.clone(),
+                state.js.clone(),
+                state.topology.clone(),
+                RelayConfig::default(),
+            );
+            tasks.spawn(relay.run(stopped()));
+        }
+        if self.roles.projections {
+            for kind in ProjectionKind::ALL {
+                let projector = Projector::new(
+                    state.pool.clone(),
+                    state.settings.database.url.clone(),
+                    state.js.clone(),
+                    state.topology.clone(),
+                    kind,
+                    ProjectorConfig::default(),
+                );
+                tasks.spawn(projector.run(stopped()));
+            }
+        }
+        if self.roles.sweeper {
+            tasks.spawn(hub_commands::sweeper::run(
+                state.pool.clone(),
+                state.credits.clone(),
+                Duration::from_millis(state.settings.credits.sweep_interval_ms),
+                stopped(),
+            ));
+        }
+        if let Some(listener) = self.listener {
+            let app = crate::routes::router(state.clone())
+                .layer(RequestBodyLimitLayer::new(
+                    state.settings.server.body_limit_bytes,
+                ))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    Duration::from_millis(state.settings.server.request_timeout_ms),
+                ))
+                .layer(TraceLayer::new_for_http());
+            tracing::info!(address = ?listener.local_addr().ok(), "serving HTTP");
+            let graceful = stopped();
+            tasks.spawn(async move {
+                if let Err(err) = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    tracing::error!(error = %err, "HTTP server failed");
+                }
+            });
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}

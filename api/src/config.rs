@@ -1,0 +1,278 @@
+//! Typed settings: defaults → optional `aihub.toml` → environment (`AIHUB__SECTION__KEY`),
+//! validated at start-up with errors that name the field.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// The secret used when none is configured: fine on a laptop, refused when `auth.dev_secret_allowed` is false.
+pub const DEV_JWT_SECRET: &str = "aihub-development-secret-change-me-0123456789";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub nats: NatsSettings,
+    pub auth: AuthSettings,
+    pub credits: CreditSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Whole-request timeout, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSettings {
+    pub url: String,
+    /// Prepended to stream names (empty in production).
+    pub stream_prefix: String,
+    /// First token of every subject.
+    pub subject_prefix: String,
+    pub duplicate_window_s: u64,
+    pub replicas: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 secret for access tokens; at least 32 bytes.
+    pub jwt_secret: String,
+    /// Lifetime of tokens minted by `aihub token`, in seconds.
+    pub token_ttl_s: u64,
+    /// Accept the built-in development secret (a laptop default; turn off in production).
+    pub dev_secret_allowed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CreditSettings {
+    /// Take an aggregate snapshot every this many events.
+    pub snapshot_every: usize,
+    /// Credit accounts kept in memory by the command side.
+    pub cache_accounts: usize,
+    /// After a write, wait up to this long for the read model to show it, in milliseconds.
+    pub read_your_writes_wait_ms: u64,
+    /// How often expired reservations are swept, in milliseconds.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings {
+                host: "127.0.0.1".into(),
+                port: 8080,
+                body_limit_bytes: 1 << 20,
+                request_timeout_ms: 30_000,
+            },
+            database: DatabaseSettings {
+                url: "postgres://postgres@127.0.0.1:5432/aihub".into(),
+                max_connections: 32,
+                acquire_timeout_ms: 3_000,
+            },
+            nats: NatsSettings {
+                url: "nats://127.0.0.1:4222".into(),
+                stream_prefix: String::new(),
+                subject_prefix: "hub".into(),
+                duplicate_window_s: 120,
+                replicas: 1,
+            },
+            auth: AuthSettings {
+                jwt_secret: DEV_JWT_SECRET.into(),
+                token_ttl_s: 3_600,
+                dev_secret_allowed: true,
+            },
+            credits: CreditSettings {
+                snapshot_every: hub_commands::store::SNAPSHOT_EVERY_DEFAULT,
+                cache_accounts: 16_384,
+                read_your_writes_wait_ms: 2_000,
+                sweep_interval_ms: 1_000,
+            },
+        }
+    }
+}
+
+macro_rules! default_sections {
+    ($($t:ident),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                let s = Settings::default();
+                default_sections!(@pick s, $t)
+            }
+        }
+    )*};
+    (@pick $s:ident, ServerSettings) => { $s.server };
+    (@pick $s:ident, DatabaseSettings) => { $s.database };
+    (@pick $s:ident, NatsSettings) => { $s.nats };
+    (@pick $s:ident, AuthSettings) => { $s.auth };
+    (@pick $s:ident, CreditSettings) => { $s.credits };
+}
+default_sections!(
+    ServerSettings,
+    DatabaseSettings,
+    NatsSettings,
+    AuthSettings,
+    CreditSettings
+);
+
+/// Settings that cannot be used, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Load from defaults, then `file` if it exists, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let path = file.unwrap_or(Path::new("aihub.toml"));
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("AIHUB__").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return Err(invalid("database.url", "must start with postgres://"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if !self.nats.url.starts_with("nats://") && !self.nats.url.starts_with("tls://") {
+            return Err(invalid("nats.url", "must start with nats:// or tls://"));
+        }
+        if self.nats.subject_prefix.is_empty()
+            || self.nats.subject_prefix.contains(['.', '*', '>', ' '])
+        {
+            return Err(invalid("nats.subject_prefix", "must be one subject token"));
+        }
+        if !self
+            .nats
+            .stream_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "nats.stream_prefix",
+                "may only hold letters, digits, _ and -",
+            ));
+        }
+        if self.nats.duplicate_window_s == 0 {
+            return Err(invalid("nats.duplicate_window_s", "must be at least 1"));
+        }
+        if self.auth.jwt_secret.len() < 32 {
+            return Err(invalid("auth.jwt_secret", "must be at least 32 bytes"));
+        }
+        if self.auth.jwt_secret == DEV_JWT_SECRET && !self.auth.dev_secret_allowed {
+            return Err(invalid(
+                "auth.jwt_secret",
+                "is the development secret; set a real one (or auth.dev_secret_allowed = true)",
+            ));
+        }
+        if self.auth.token_ttl_s == 0 {
+            return Err(invalid("auth.token_ttl_s", "must be at least 1"));
+        }
+        if self.credits.snapshot_every == 0 {
+            return Err(invalid("credits.snapshot_every", "must be at least 1"));
+        }
+        if self.server.body_limit_bytes == 0 {
+            return Err(invalid("server.body_limit_bytes", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn topology(&self) -> hub_nats::Topology {
+        hub_nats::Topology {
+            stream_prefix: self.nats.stream_prefix.clone(),
+            subject_prefix: self.nats.subject_prefix.clone(),
+            duplicate_window: Duration::from_secs(self.nats.duplicate_window_s),
+            replicas: self.nats.replicas,
+        }
+    }
+
+    pub fn pool_settings(&self) -> hub_commands::db::PoolSettings {
+        hub_commands::db::PoolSettings {
+            url: self.database.url.clone(),
+            max_connections: self.database.max_connections,
+            acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_naming_the_field() {
+        let mut s = Settings::default();
+        s.auth.jwt_secret = "short".into();
+        let err = s.validate().expect_err("refused").to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "aihub.toml",
+                "[server]\nport = 9000\n[nats]\nsubject_prefix = \"file\"\n",
+            )?;
+            jail.set_env("AIHUB__NATS__SUBJECT_PREFIX", "env");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.port, 9000);
+            assert_eq!(s.nats.subject_prefix, "env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("aihub.toml", "[server]\nprot = 9000\n")?;
+            let err = Settings::load(None).expect_err("refused").to_string();
+            assert!(err.contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,18 @@
+use async_nats::jetstream;
+use hub_commands::CreditAccounts;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+use crate::auth::Jwt;
+use crate::config::Settings;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub topology: hub_nats::Topology,
+    pub credits: Arc<CreditAccounts>,
+    pub jwt: Jwt,
+}

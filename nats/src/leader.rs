@@ -1,0 +1,42 @@
+//! Leader election with Postgres session advisory locks.
+//!
+//! The lock lives on a connection of its own, never a pooled one: closing the connection (or
+//! losing it) releases the lock, and no other query can inherit it.
+
+use sqlx::{Connection, PgConnection};
+
+/// A stable lock key for a role name (FNV-1a, so it never changes between builds).
+pub fn lock_key(role: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in role.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// A held leadership; dropped or closed, it is released.
+pub struct Leadership {
+    conn: PgConnection,
+}
+
+impl Leadership {
+    /// Try once to become the leader for `role`.
+    pub async fn try_acquire(url: &str, role: &str) -> Result<Option<Leadership>, sqlx::Error> {
+        let mut conn = PgConnection::connect(url).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key(role))
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then_some(Leadership { conn }))
+    }
+
+    /// Whether the lock's connection is still alive (so the lock is still ours).
+    pub async fn still_held(&mut self) -> bool {
+        self.conn.ping().await.is_ok()
+    }
+
+    pub async fn release(self) {
+        let _ = self.conn.close().await;
+    }
+}

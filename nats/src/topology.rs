@@ -1,0 +1,115 @@
+use async_nats::jetstream::{self, stream};
+use std::time::Duration;
+
+/// Names of the hub's streams and subjects. Tests give each run its own prefixes so runs
+/// share a server without seeing each other.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Prepended to stream names: `""` in production, unique per test.
+    pub stream_prefix: String,
+    /// First subject token: `hub` in production, unique per test.
+    pub subject_prefix: String,
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a repeat.
+    pub duplicate_window: Duration,
+    /// Stream replicas: 1 on one server, 3 in a cluster.
+    pub replicas: usize,
+}
+
+/// Why the streams could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("could not create stream {name}")]
+    Create {
+        name: String,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    #[error("{0:?} cannot be used in a subject")]
+    BadToken(String),
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            stream_prefix: String::new(),
+            subject_prefix: "hub".to_string(),
+            duplicate_window: Duration::from_secs(120),
+            replicas: 1,
+        }
+    }
+}
+
+impl Topology {
+    /// The immutable event log.
+    pub fn events_stream(&self) -> String {
+        format!("{}HUB_EVENTS", self.stream_prefix)
+    }
+
+    /// The work queue of commands for workers.
+    pub fn commands_stream(&self) -> String {
+        format!("{}HUB_COMMANDS", self.stream_prefix)
+    }
+
+    /// `hub.events.<aggregate_type>.<aggregate_id>`.
+    pub fn event_subject(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<String, TopologyError> {
+        for token in [aggregate_type, aggregate_id] {
+            if token.is_empty()
+                || token
+                    .chars()
+                    .any(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace())
+            {
+                return Err(TopologyError::BadToken(token.to_string()));
+            }
+        }
+        Ok(format!(
+            "{}.events.{aggregate_type}.{aggregate_id}",
+            self.subject_prefix
+        ))
+    }
+
+    /// Every event of one aggregate type.
+    pub fn events_of_type(&self, aggregate_type: &str) -> String {
+        format!("{}.events.{aggregate_type}.>", self.subject_prefix)
+    }
+
+    /// Create both streams if missing. Idempotent; an existing stream is left as it is.
+    pub async fn ensure_streams(&self, js: &jetstream::Context) -> Result<(), TopologyError> {
+        let events = stream::Config {
+            name: self.events_stream(),
+            subjects: vec![format!("{}.events.>", self.subject_prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            // Kept forever: the log is the history analysts and auditors replay.
+            max_age: Duration::ZERO,
+            max_messages: -1,
+            max_bytes: -1,
+            deny_delete: true,
+            deny_purge: true,
+            duplicate_window: self.duplicate_window,
+            num_replicas: self.replicas,
+            description: Some("Smart AI Hub events (immutable)".to_string()),
+            ..Default::default()
+        };
+        let commands = stream::Config {
+            name: self.commands_stream(),
+            subjects: vec![format!("{}.cmd.>", self.subject_prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: self.duplicate_window,
+            num_replicas: self.replicas,
+            description: Some("Smart AI Hub commands (work queue)".to_string()),
+            ..Default::default()
+        };
+        for config in [events, commands] {
+            let name = config.name.clone();
+            js.get_or_create_stream(config)
+                .await
+                .map_err(|source| TopologyError::Create { name, source })?;
+        }
+        Ok(())
+    }
+}
