@@ -121,16 +121,11 @@ async fn rebuild(
             .await?;
         let mut messages = consumer.messages().await?;
         loop {
-            let batch = match tokio::time::timeout(
-                Duration::from_secs(5),
-                next_batch(&mut messages, REPLAY_BATCH_MAX),
-            )
-            .await
-            {
-                Ok(batch) => batch?,
+            let batch = next_batch(&mut messages, REPLAY_BATCH_MAX, Duration::from_secs(5)).await?;
+            if batch.is_empty() {
                 // Nothing more arrives: every matching message up to `last` was read.
-                Err(_) => break,
-            };
+                break;
+            }
             let tail = batch
                 .last()
                 .and_then(|m| m.info().ok().map(|i| (i.stream_sequence, i.pending)));

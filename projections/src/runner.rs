@@ -34,6 +34,18 @@ impl Default for ProjectorConfig {
     }
 }
 
+/// How often an idle projector checks whether a replay asked it to stand aside.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+async fn paused(pool: &PgPool, kind: ProjectionKind) -> Result<bool, sqlx::Error> {
+    let paused: Option<bool> =
+        sqlx::query_scalar("SELECT paused FROM projection_checkpoints WHERE projection = $1")
+            .bind(kind.name())
+            .fetch_optional(pool)
+            .await?;
+    Ok(paused.unwrap_or(false))
+}
+
 /// The durable consumer's name for a projection.
 pub fn consumer_name(kind: ProjectionKind) -> String {
     format!("proj_{}", kind.name())
@@ -133,17 +145,22 @@ pub(crate) async fn apply_batch(
     Ok(at)
 }
 
-/// Take up to `max` messages: wait for the first, then whatever is already buffered.
+/// Take up to `max` messages: wait up to `idle` for the first (an empty batch if none
+/// came), then whatever is already buffered. Only the wait for the first message is ever cut
+/// short, and `next()` on a stream gives up no message when dropped while pending.
 pub(crate) async fn next_batch<S, E>(
     messages: &mut S,
     max: usize,
+    idle: Duration,
 ) -> anyhow::Result<Vec<jetstream::Message>>
 where
     S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let Some(first) = messages.next().await else {
-        anyhow::bail!("the message stream ended");
+    let first = match tokio::time::timeout(idle, messages.next()).await {
+        Err(_) => return Ok(Vec::new()),
+        Ok(None) => anyhow::bail!("the message stream ended"),
+        Ok(Some(first)) => first,
     };
     let mut batch = vec![first?];
     while batch.len() < max {
@@ -225,7 +242,16 @@ impl Projector {
             "projector is the leader"
         );
         loop {
-            let batch = next_batch(&mut messages, self.config.batch_max).await?;
+            let batch = next_batch(&mut messages, self.config.batch_max, IDLE_CHECK).await?;
+            if batch.is_empty() {
+                // Idle: a replay may be waiting for this projector to stand aside.
+                if paused(&self.pool, self.kind).await? {
+                    tracing::info!(projection = self.kind.name(), "paused for a replay");
+                    leadership.release().await;
+                    return Ok(());
+                }
+                continue;
+            }
             if !leadership.still_held().await {
                 anyhow::bail!("lost the leader lock's connection");
             }
