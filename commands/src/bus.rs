@@ -26,10 +26,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
+        // Two processes hammering one account each lose about half their races; 64
+        // jittered attempts (up to ~2 s of waiting) make starvation vanishingly unlikely
+        // while still bounding how long a caller waits.
         RetryPolicy {
-            attempts_max: 12,
-            backoff_base: Duration::from_millis(2),
-            backoff_max: Duration::from_millis(100),
+            attempts_max: 64,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(50),
         }
     }
 }
