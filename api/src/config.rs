@@ -235,6 +235,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; that is its API.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

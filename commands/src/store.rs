@@ -12,6 +12,9 @@ use std::marker::PhantomData;
 
 use crate::error::StoreError;
 
+/// The events a command writes, and the first event of a repeated key (then no events).
+pub type Decided<E> = (Vec<E>, Option<E>);
+
 /// What the store and the bus need from an aggregate beyond cqrs-es's `Aggregate`.
 pub trait HubAggregate: Aggregate + Clone {
     /// Bump when the serialized state changes shape: older snapshots are then ignored.
@@ -24,10 +27,7 @@ pub trait HubAggregate: Aggregate + Clone {
     fn related_keys(command: &Self::Command) -> Vec<String>;
 
     /// The events to write, and the first event of a repeated key.
-    fn decide(
-        &self,
-        command: Self::Command,
-    ) -> Result<(Vec<Self::Event>, Option<Self::Event>), Self::Error>;
+    fn decide(&self, command: Self::Command) -> Result<Decided<Self::Event>, Self::Error>;
 
     /// Take back forgotten keyed events found in the store.
     fn recall(&mut self, events: Vec<Self::Event>);
