@@ -16,7 +16,7 @@ pub mod ids;
 pub mod money;
 
 pub use credit::{
-    CreditAccount, CreditCommand, CreditError, CreditEvent, Decision, Outcome, ReservationState,
+    CreditAccount, CreditCommand, CreditError, CreditEvent, Decision, ReservationState,
 };
 pub use ids::{AccountId, IdError, IdempotencyKey, RequestId};
 pub use money::{Credits, MoneyError};

@@ -40,3 +40,31 @@ impl Leadership {
         let _ = self.conn.close().await;
     }
 }
+
+/// Run `attempt` until `shutdown` resolves: whenever it returns (an error, or leadership
+/// given up), log and try again after `retry_delay`. The loop every single-writer role uses.
+pub async fn supervise<F, Fut>(
+    role: &str,
+    retry_delay: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut attempt: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            result = attempt() => {
+                if let Err(err) = result {
+                    tracing::warn!(role, error = format!("{err:#}"), "interrupted; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(retry_delay) => {}
+        }
+    }
+}

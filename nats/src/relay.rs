@@ -111,21 +111,7 @@ impl Relay {
     /// Lead when possible and relay until `shutdown` resolves. Errors are logged and
     /// retried; this returns only on shutdown.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                result = self.lead() => {
-                    if let Err(err) = result {
-                        tracing::warn!(error = format!("{err:#}"), "relay interrupted; retrying");
-                    }
-                }
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(self.config.retry_delay) => {}
-            }
-        }
+        crate::leader::supervise("relay", self.config.retry_delay, shutdown, || self.lead()).await;
     }
 
     /// Become leader, then drain until an error.

@@ -204,20 +204,8 @@ impl Projector {
 
     /// Project until `shutdown` resolves; errors are logged and retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                result = self.lead() => match result {
-                    Ok(()) => {}
-                    Err(err) => tracing::warn!(projection = self.kind.name(), error = format!("{err:#}"), "projector interrupted; retrying"),
-                }
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(self.config.retry_delay) => {}
-            }
-        }
+        let role = role(self.kind);
+        hub_nats::leader::supervise(&role, self.config.retry_delay, shutdown, || self.lead()).await;
     }
 
     async fn lead(&self) -> anyhow::Result<()> {

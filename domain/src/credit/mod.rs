@@ -30,7 +30,3 @@ pub use commands::{CreditCommand, REASON_LEN_MAX};
 pub use error::CreditError;
 pub use events::CreditEvent;
 pub use recent::RECENT_KEYS_MAX;
-
-/// The outcome callers see: the decisive event of a command (new, or the first one for a
-/// repeated key) and whether it was a repeat.
-pub type Outcome = (Option<CreditEvent>, bool);
