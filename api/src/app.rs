@@ -3,7 +3,7 @@
 use anyhow::Context;
 use async_nats::jetstream;
 use hub_commands::{CommandBus, CreditAccounts, HubEventStore, RetryPolicy};
-use hub_nats::{Relay, RelayConfig};
+use hub_nats::{CommitSignal, Relay, RelayConfig};
 use hub_projections::{ProjectionKind, Projector, ProjectorConfig};
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +47,7 @@ pub struct Application {
     state: Arc<AppState>,
     roles: Roles,
     listener: Option<TcpListener>,
+    commit_signal: CommitSignal,
 }
 
 /// Connect to Postgres (lazily) and NATS, and make sure the streams exist.
@@ -70,7 +71,13 @@ pub async fn connect(
 impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
         let (pool, nats, js) = connect(&settings).await?;
-        let store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every);
+        // Writers wake the relay (here or in another process) after each commit.
+        let commit_signal = CommitSignal::new();
+        let store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+            .with_commit_hook({
+                let signal = commit_signal.clone();
+                Arc::new(move || signal.committed())
+            });
         let bus = CommandBus::new(
             store,
             RetryPolicy::default(),
@@ -99,6 +106,7 @@ impl Application {
             state,
             roles,
             listener,
+            commit_signal,
         })
     }
 
@@ -128,6 +136,11 @@ impl Application {
         };
         let state = self.state;
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.commit_signal.forward(
+            state.nats.clone(),
+            state.topology.outbox_wake_subject(),
+            stopped(),
+        ));
         if self.roles.relay {
             let relay = Relay::new(
                 state.pool.clone(),

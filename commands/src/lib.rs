@@ -24,4 +24,4 @@ pub mod sweeper;
 pub use bus::{CommandBus, Committed, RetryPolicy};
 pub use credit::CreditAccounts;
 pub use error::{CommandError, StoreError};
-pub use store::{HubAggregate, HubEventStore, Loaded};
+pub use store::{CommitHook, HubAggregate, HubEventStore, Loaded};

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::error::StoreError;
 
@@ -94,8 +95,12 @@ pub struct HubEventStore<A> {
     repo: PostgresEventRepository,
     /// Take a snapshot once this many events have accumulated since the last one.
     snapshot_every: usize,
+    on_commit: Option<CommitHook>,
     _aggregate: PhantomData<fn() -> A>,
 }
+
+/// Called after every commit that wrote events (the relay's wake-up). Must not block.
+pub type CommitHook = Arc<dyn Fn() + Send + Sync>;
 
 /// The snapshot (if its state version matches) followed by the events after it.
 const LOAD_SQL: &str = "
@@ -135,8 +140,15 @@ impl<A: HubAggregate> HubEventStore<A> {
             repo: PostgresEventRepository::new(pool.clone()),
             pool,
             snapshot_every: snapshot_every.max(1),
+            on_commit: None,
             _aggregate: PhantomData,
         }
+    }
+
+    /// Call `hook` after each commit that wrote events.
+    pub fn with_commit_hook(mut self, hook: CommitHook) -> Self {
+        self.on_commit = Some(hook);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -267,6 +279,9 @@ impl<A: HubAggregate> HubEventStore<A> {
             .persist::<A>(&serialized, None)
             .await
             .map_err(|e| StoreError::from_aggregate(AggregateError::<A::Error>::from(e)))?;
+        if let Some(hook) = &self.on_commit {
+            hook();
+        }
 
         let last = loaded.sequence + envelopes.len();
         loaded.sequence = last;

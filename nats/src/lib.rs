@@ -8,15 +8,18 @@
 //! - [`envelope`]: the JSON an event travels in, and its `Nats-Msg-Id`.
 //! - [`relay`]: the outbox relay; exactly once in the stream, in order per aggregate.
 //! - [`leader`]: Postgres advisory locks as leader election for single-writer roles.
+//! - [`wake`]: writers wake the relay after a commit, over core NATS.
 
 pub mod envelope;
 pub mod leader;
 pub mod relay;
 pub mod topology;
+pub mod wake;
 
 pub use envelope::EventEnvelope;
 pub use relay::{Relay, RelayConfig, RelayLag};
 pub use topology::Topology;
+pub use wake::CommitSignal;
 
 /// Connect to NATS with explicit timeouts and a name that shows in server monitoring.
 pub async fn connect(

@@ -13,12 +13,15 @@
 //!
 //! One relay leads at a time (an advisory lock); a second one waits. Even two at once are
 //! safe: both publish each aggregate in order, and the server keeps the first of each id.
+//!
+//! The relay learns of commits at once from writers' wake-ups on core NATS
+//! ([`crate::wake`]), and polls the outbox every `idle_poll` in case one was lost.
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
 use std::future::{Future, IntoFuture};
@@ -28,15 +31,12 @@ use crate::envelope::{sequence_of_message_id, EventEnvelope};
 use crate::leader::Leadership;
 use crate::topology::Topology;
 
-/// The channel the event store's trigger notifies on each commit.
-pub const OUTBOX_CHANNEL: &str = "aihub_outbox";
-
 /// Tuning, passed explicitly.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Outbox rows read per round.
     pub batch_max: i64,
-    /// Poll this often even without a notification (a lost NOTIFY, a listener reconnecting).
+    /// Poll this often even without a wake-up (one lost, a writer that sends none).
     pub idle_poll: Duration,
     /// Wait this long before retrying after an error.
     pub retry_delay: Duration,
@@ -46,7 +46,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             batch_max: 1_000,
-            idle_poll: Duration::from_millis(500),
+            idle_poll: Duration::from_millis(250),
             retry_delay: Duration::from_millis(500),
         }
     }
@@ -65,9 +65,8 @@ pub struct RelayLag {
 pub async fn lag(pool: &PgPool) -> Result<RelayLag, sqlx::Error> {
     let row = sqlx::query(
         "SELECT count(*) AS pending,
-                COALESCE((EXTRACT(EPOCH FROM clock_timestamp() - min(e.recorded_at)) * 1000)::bigint, 0) AS oldest_ms
-           FROM event_outbox o
-           JOIN events e USING (aggregate_type, aggregate_id, sequence)",
+                COALESCE((EXTRACT(EPOCH FROM clock_timestamp() - min(recorded_at)) * 1000)::bigint, 0) AS oldest_ms
+           FROM event_outbox",
     )
     .fetch_one(pool)
     .await?;
@@ -123,8 +122,11 @@ impl Relay {
             tokio::time::sleep(self.config.idle_poll).await;
         };
         tracing::info!("relay is the leader");
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(OUTBOX_CHANNEL).await?;
+        let mut wake_ups = self
+            .js
+            .client()
+            .subscribe(self.topology.outbox_wake_subject())
+            .await?;
         // The first round after taking over reconciles with the stream: the previous leader
         // may have published rows it never deleted, longer ago than the duplicate window.
         let mut reconcile = true;
@@ -134,14 +136,13 @@ impl Relay {
             }
             let relayed = self.relay_batch(&mut reconcile).await?;
             if relayed < usize::try_from(self.config.batch_max).unwrap_or(usize::MAX) {
-                // Caught up: sleep until a commit notifies (or the idle poll).
-                if tokio::time::timeout(self.config.idle_poll, listener.recv())
-                    .await
-                    .is_ok_and(|r| r.is_err())
+                // Caught up: sleep until a writer wakes us (or the idle poll).
+                if let Ok(None) = tokio::time::timeout(self.config.idle_poll, wake_ups.next()).await
                 {
-                    anyhow::bail!("the outbox listener lost its connection");
+                    anyhow::bail!("the wake-up subscription ended");
                 }
-                while listener.next_buffered().is_some() {}
+                // Wake-ups that came meanwhile are answered by the next round.
+                while let Some(Some(_)) = wake_ups.next().now_or_never() {}
             }
         }
     }
@@ -149,11 +150,10 @@ impl Relay {
     /// Relay one batch of outbox rows; returns how many rows were read.
     pub async fn relay_batch(&self, reconcile: &mut bool) -> anyhow::Result<usize> {
         let rows = sqlx::query(
-            "SELECT o.id, o.aggregate_type, o.aggregate_id, o.sequence,
-                    e.event_type, e.event_version, e.payload, e.metadata, e.recorded_at
-               FROM event_outbox o
-               JOIN events e USING (aggregate_type, aggregate_id, sequence)
-              ORDER BY o.id
+            "SELECT id, aggregate_type, aggregate_id, sequence,
+                    event_type, event_version, payload, metadata, recorded_at
+               FROM event_outbox
+              ORDER BY id
               LIMIT $1",
         )
         .bind(self.config.batch_max)

@@ -71,6 +71,11 @@ impl Topology {
         ))
     }
 
+    /// Core NATS subject (no stream) on which writers tell the relay they committed events.
+    pub fn outbox_wake_subject(&self) -> String {
+        format!("{}.outbox.committed", self.subject_prefix)
+    }
+
     /// Every event of one aggregate type.
     pub fn events_of_type(&self, aggregate_type: &str) -> String {
         format!("{}.events.{aggregate_type}.>", self.subject_prefix)
