@@ -4,14 +4,14 @@ use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::Deliv
 use hub_nats::leader::Leadership;
 use hub_nats::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use std::time::{Duration, Instant};
 
 use crate::model::ProjectionKind;
 use crate::runner::{apply_batch, consumer_name, ensure_checkpoint_row, next_batch, role};
 
 /// Messages applied per transaction during a replay.
-const REPLAY_BATCH_MAX: usize = 2_000;
+const REPLAY_BATCH_MAX: usize = 5_000;
 
 /// How long to wait for the live projector to stand aside.
 const PAUSE_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -40,7 +40,10 @@ pub async fn replay(
     show_progress: bool,
 ) -> anyhow::Result<ReplayStats> {
     ensure_checkpoint_row(pool, kind).await?;
-    set_paused(pool, kind, true).await?;
+    // The pause belongs to this session: if the replay dies, so does the session, and the
+    // live projector no longer honours the pause.
+    let mut owner = PgConnection::connect(database_url).await?;
+    set_paused(&mut owner, kind, true).await?;
     let result = async {
         let deadline = Instant::now() + PAUSE_WAIT_MAX;
         let leadership = loop {
@@ -57,16 +60,25 @@ pub async fn replay(
         stats
     }
     .await;
-    set_paused(pool, kind, false).await?;
+    set_paused(&mut owner, kind, false).await?;
+    let _ = owner.close().await;
     result
 }
 
-async fn set_paused(pool: &PgPool, kind: ProjectionKind, paused: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE projection_checkpoints SET paused = $2 WHERE projection = $1")
-        .bind(kind.name())
-        .bind(paused)
-        .execute(pool)
-        .await?;
+async fn set_paused(
+    owner: &mut PgConnection,
+    kind: ProjectionKind,
+    paused: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET paused = $2, paused_by = CASE WHEN $2 THEN pg_backend_pid() END
+          WHERE projection = $1",
+    )
+    .bind(kind.name())
+    .bind(paused)
+    .execute(owner)
+    .await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::model::ProjectionKind;
+use crate::model::{Projected, ProjectionKind};
 
 /// Tuning, passed explicitly.
 #[derive(Debug, Clone)]
@@ -37,12 +37,18 @@ impl Default for ProjectorConfig {
 /// How often an idle projector checks whether a replay asked it to stand aside.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 
+/// Whether a replay holds the projection: paused, by a session that still exists. A replay
+/// killed without cleaning up leaves `paused` set, but its session is gone with it.
+const PAUSE_HOLDS: &str = "(paused AND (paused_by IS NULL
+      OR EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = paused_by)))";
+
 async fn paused(pool: &PgPool, kind: ProjectionKind) -> Result<bool, sqlx::Error> {
-    let paused: Option<bool> =
-        sqlx::query_scalar("SELECT paused FROM projection_checkpoints WHERE projection = $1")
-            .bind(kind.name())
-            .fetch_optional(pool)
-            .await?;
+    let paused: Option<bool> = sqlx::query_scalar(&format!(
+        "SELECT {PAUSE_HOLDS} FROM projection_checkpoints WHERE projection = $1"
+    ))
+    .bind(kind.name())
+    .fetch_optional(pool)
+    .await?;
     Ok(paused.unwrap_or(false))
 }
 
@@ -99,10 +105,10 @@ pub(crate) async fn apply_batch(
     respect_pause: bool,
 ) -> Result<u64, BatchError> {
     let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
-    let row = sqlx::query(
-        "SELECT stream_sequence, paused FROM projection_checkpoints
-          WHERE projection = $1 FOR UPDATE",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT stream_sequence, {PAUSE_HOLDS} AS paused FROM projection_checkpoints
+          WHERE projection = $1 FOR UPDATE"
+    ))
     .bind(kind.name())
     .fetch_one(&mut *tx)
     .await
@@ -119,6 +125,7 @@ pub(crate) async fn apply_batch(
             .map_err(anyhow::Error::from)?,
     )
     .map_err(anyhow::Error::from)?;
+    let mut events = Vec::with_capacity(batch.len());
     for message in batch {
         let seq = message
             .info()
@@ -129,9 +136,10 @@ pub(crate) async fn apply_batch(
         }
         let envelope: EventEnvelope =
             serde_json::from_slice(&message.payload).map_err(anyhow::Error::from)?;
-        kind.apply(&mut tx, &envelope, seq).await?;
+        events.extend(Projected::decode(envelope, seq)?);
         at = seq;
     }
+    kind.apply(&mut tx, &events).await?;
     sqlx::query(
         "UPDATE projection_checkpoints SET stream_sequence = $2, updated_at = clock_timestamp()
           WHERE projection = $1",

@@ -445,3 +445,62 @@ async fn table_dump(app: &TestApp) -> (Vec<String>, Vec<String>) {
     .expect("ledger");
     (balances, ledger)
 }
+
+/// `aihub replay` pauses the live projector from a session of its own. Killed with SIGKILL,
+/// it never clears the pause, but its session ends; the live projector must then carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_left_by_a_killed_replay_does_not_stop_the_live_projector() {
+    let app = spawn_app_with(Roles::ALL, |_| {}).await;
+    let credits = app.state.credits.clone();
+    let account = AccountId(Uuid::new_v4());
+    let balance = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT balance_micros FROM balances WHERE account_id = $1")
+            .bind(account.0)
+            .fetch_optional(&pool)
+            .await
+            .expect("balance")
+    };
+    credits
+        .credit(account, grant("before-pause", 10), "t")
+        .await
+        .expect("grant");
+    eventually(Duration::from_secs(10), "the first grant", || async {
+        (balance(app.pool.clone()).await == Some(10)).then_some(())
+    })
+    .await;
+
+    // A "replay" takes the pause the way `hub_projections::replay` does.
+    let mut replay_session =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&app.settings.database.url)
+            .await
+            .expect("connect");
+    sqlx::query(
+        "UPDATE projection_checkpoints SET paused = true, paused_by = pg_backend_pid()
+          WHERE projection = 'balances'",
+    )
+    .execute(&mut replay_session)
+    .await
+    .expect("pause");
+    credits
+        .credit(account, grant("while-paused", 5), "t")
+        .await
+        .expect("grant");
+    // While its owner lives, the pause holds: the ledger moves on, balances do not.
+    eventually(Duration::from_secs(10), "the ledger entry", || async {
+        let n = count(&app, "SELECT count(*) FROM ledger").await;
+        (n == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(balance(app.pool.clone()).await, Some(10), "paused");
+
+    // The replay dies: its session ends without clearing the pause.
+    drop(replay_session);
+    eventually(
+        Duration::from_secs(10),
+        "balances after the replay died",
+        || async { (balance(app.pool.clone()).await == Some(15)).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+}
