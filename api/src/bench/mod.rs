@@ -38,10 +38,14 @@ use uuid::Uuid;
 
 use crate::{Application, Roles, Settings};
 
+mod snapshot;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Which {
     /// Reserve+settle pairs across many accounts, with relay, projections and sweeper running.
     Ledger(LedgerArgs),
+    /// Loading an account with a long history (snapshot + tail) against a new one.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -88,6 +92,7 @@ pub struct LedgerArgs {
 pub async fn run(which: Which, settings: Settings) -> anyhow::Result<()> {
     match which {
         Which::Ledger(args) => ledger(args, settings).await,
+        Which::Snapshot(args) => snapshot::run(args, settings).await,
     }
 }
 
@@ -108,7 +113,7 @@ const RESERVE_MICROS_MAX: i64 = 1_000_000;
 /// Highest value the latency histograms hold, in microseconds (one minute).
 const HISTOGRAM_MAX_US: u64 = 60_000_000;
 
-const PGBENCH_SCRIPT: &str = include_str!("../../bench/pgbench-insert.sql");
+const PGBENCH_SCRIPT: &str = include_str!("../../../bench/pgbench-insert.sql");
 
 // ---------------------------------------------------------------------------------------
 // The whole run
@@ -116,7 +121,7 @@ const PGBENCH_SCRIPT: &str = include_str!("../../bench/pgbench-insert.sql");
 
 async fn ledger(args: LedgerArgs, base: Settings) -> anyhow::Result<()> {
     validate(&args)?;
-    let env = BenchEnv::create(&base, &args).await?;
+    let env = BenchEnv::create(&base, &args.admin_database, args.max_connections, true).await?;
     progress(&format!(
         "benchmark database {}, streams {}*, subjects {}.*",
         env.database, env.settings.nats.stream_prefix, env.settings.nats.subject_prefix
@@ -282,14 +287,21 @@ struct BenchEnv {
     settings: Settings,
     database: String,
     admin_url: String,
+    /// Whether the run creates NATS streams (to delete at the end).
+    uses_nats: bool,
 }
 
 impl BenchEnv {
-    async fn create(base: &Settings, args: &LedgerArgs) -> anyhow::Result<BenchEnv> {
+    async fn create(
+        base: &Settings,
+        admin_database: &str,
+        max_connections: Option<u32>,
+        uses_nats: bool,
+    ) -> anyhow::Result<BenchEnv> {
         let id = Uuid::new_v4().simple().to_string();
         let tag = id.get(..12).unwrap_or(&id).to_string();
         let database = format!("aihub_bench_{tag}");
-        let admin_url = with_database(&base.database.url, &args.admin_database)?;
+        let admin_url = with_database(&base.database.url, admin_database)?;
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .with_context(|| format!("could not connect to {}", redact(&admin_url)))?;
@@ -302,7 +314,7 @@ impl BenchEnv {
 
         let mut settings = base.clone();
         settings.database.url = with_database(&base.database.url, &database)?;
-        if let Some(max) = args.max_connections {
+        if let Some(max) = max_connections {
             settings.database.max_connections = max;
         }
         settings.nats.stream_prefix = format!("BENCH{tag}_");
@@ -314,6 +326,7 @@ impl BenchEnv {
             settings,
             database,
             admin_url,
+            uses_nats,
         })
     }
 
@@ -329,6 +342,10 @@ impl BenchEnv {
         .await
         .with_context(|| format!("could not drop database {}", self.database))?;
         let _ = admin.close().await;
+        if !self.uses_nats {
+            progress(&format!("dropped database {}", self.database));
+            return Ok(());
+        }
         let client = hub_nats::connect(&self.settings.nats.url, "aihub-bench-cleanup")
             .await
             .context("could not connect to NATS to delete the streams")?;
