@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::str::FromStr;
 use uuid::Uuid;
 
 /// Longest request id or idempotency key accepted. They are stored in every event and index.
@@ -45,6 +46,63 @@ pub struct AccountId(pub Uuid);
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A user. One user owns exactly one credit account, under the same id, so the two convert
+/// freely: [`UserId::account_id`] and `AccountId::from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    /// The user's credit account.
+    pub const fn account_id(self) -> AccountId {
+        AccountId(self.0)
+    }
+}
+
+impl From<UserId> for AccountId {
+    fn from(user: UserId) -> AccountId {
+        user.account_id()
+    }
+}
+
+impl From<AccountId> for UserId {
+    fn from(account: AccountId) -> UserId {
+        UserId(account.0)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for UserId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, uuid::Error> {
+        Uuid::parse_str(s).map(UserId)
+    }
+}
+
+/// One API key of a user. The caller picks it (a random UUID), so it is unique everywhere;
+/// the user aggregate refuses a second key with the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiKeyId(pub Uuid);
+
+impl fmt::Display for ApiKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for ApiKeyId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, uuid::Error> {
+        Uuid::parse_str(s).map(ApiKeyId)
     }
 }
 
@@ -115,6 +173,21 @@ mod tests {
             Err(IdError::BadCharacter { .. })
         ));
         assert!(RequestId::parse("req_01:abc-DEF.9").is_ok());
+    }
+
+    #[test]
+    fn a_user_id_is_its_credit_account_id() {
+        let user: UserId = "6f1c1f8e-0b7a-4a44-9d3e-2b1f3c4d5e6f"
+            .parse()
+            .expect("a valid uuid");
+        let account = AccountId::from(user);
+        assert_eq!(account.0, user.0);
+        assert_eq!(UserId::from(account), user);
+        assert_eq!(user.to_string(), account.to_string());
+        assert_eq!(
+            serde_json::to_string(&user).expect("serializes"),
+            serde_json::to_string(&account).expect("serializes")
+        );
     }
 
     #[test]

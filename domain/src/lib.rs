@@ -7,16 +7,23 @@
 //! # Layout
 //!
 //! - [`money`]: [`Credits`], an integer amount in micro-credits, with checked arithmetic.
-//! - [`ids`]: validated identifiers (account, request, idempotency key).
+//! - [`ids`]: validated identifiers (account, user, API key, request, idempotency key).
 //! - [`credit`]: the [`CreditAccount`] aggregate — balances, grants, purchases, promo
 //!   credits and reservations for inference requests.
+//! - [`user`]: the [`User`] aggregate — registration, email verification, passwords,
+//!   roles, Google sign-in and API keys — and its values ([`Email`], [`Role`], hashes).
 
 pub mod credit;
 pub mod ids;
 pub mod money;
+pub mod user;
 
 pub use credit::{
     CreditAccount, CreditCommand, CreditError, CreditEvent, Decision, ReservationState,
 };
-pub use ids::{AccountId, IdError, IdempotencyKey, RequestId};
+pub use ids::{AccountId, ApiKeyId, IdError, IdempotencyKey, RequestId, UserId};
 pub use money::{Credits, MoneyError};
+pub use user::{
+    ApiKey, ApiKeyName, ApiKeyPrefix, DisplayName, Email, GoogleSubject, PasswordHash, Role,
+    SecretHash, User, UserCommand, UserError, UserEvent, UserValueError,
+};
