@@ -15,6 +15,8 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod mail;
+pub mod oidc;
 pub mod routes;
 pub mod state;
 pub mod telemetry;

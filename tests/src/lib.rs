@@ -1,6 +1,8 @@
 //! Helpers for the black-box tests: each test gets the real app on port 0 with a fresh
 //! Postgres database and its own NATS stream and subject names, and leaves nothing behind.
 
+pub mod oidc_provider;
+pub mod smtp;
 use hub_api::auth::Role;
 use hub_api::state::AppState;
 use hub_api::{Application, Roles, Settings};
