@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use async_nats::jetstream;
-use hub_commands::{CommandBus, CreditAccounts, HubEventStore, RetryPolicy};
+use hub_commands::{CommandBus, CreditAccounts, HubEventStore, RetryPolicy, Users};
 use hub_nats::{CommitSignal, Relay, RelayConfig};
 use hub_projections::{ProjectionKind, Projector, ProjectorConfig};
 use std::future::Future;
@@ -73,16 +73,25 @@ impl Application {
         let (pool, nats, js) = connect(&settings).await?;
         // Writers wake the relay (here or in another process) after each commit.
         let commit_signal = CommitSignal::new();
+        let hook: hub_commands::CommitHook = {
+            let signal = commit_signal.clone();
+            Arc::new(move || signal.committed())
+        };
         let store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-            .with_commit_hook({
-                let signal = commit_signal.clone();
-                Arc::new(move || signal.committed())
-            });
+            .with_commit_hook(hook.clone());
         let bus = CommandBus::new(
             store,
             RetryPolicy::default(),
             settings.credits.cache_accounts,
         );
+        let user_store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+            .with_commit_hook(hook);
+        let users = Users::new(CommandBus::new(
+            user_store,
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        ));
+        let mailer = crate::mail::Mailer::new(&settings.mail).context("invalid mail settings")?;
         let listener = if roles.http {
             let address = (settings.server.host.as_str(), settings.server.port);
             Some(
@@ -101,6 +110,8 @@ impl Application {
             nats,
             js,
             credits: Arc::new(CreditAccounts::new(bus)),
+            users: Arc::new(users),
+            mailer,
         });
         Ok(Application {
             state,
@@ -185,6 +196,7 @@ impl Application {
             tracing::info!(address = ?listener.local_addr().ok(), "serving HTTP");
             let graceful = stopped();
             tasks.spawn(async move {
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
                 if let Err(err) = axum::serve(listener, app)
                     .with_graceful_shutdown(graceful)
                     .await

@@ -2,6 +2,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use hub_domain::{ApiKeyId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -10,33 +11,16 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Admin,
-    Analyst,
-    Auditor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-            Role::Analyst => "analyst",
-            Role::Auditor => "auditor",
-        }
-    }
-}
+/// What a caller may do (the domain's roles: user, admin, analyst, auditor).
+pub use hub_domain::Role;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id.
     pub sub: Uuid,
-    pub role: Role,
+    /// Every role the user held when the token was issued.
+    pub roles: Vec<Role>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -63,13 +47,16 @@ impl Jwt {
     pub fn mint(
         &self,
         user: Uuid,
-        role: Role,
+        roles: &[Role],
         ttl_s: u64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = chrono::Utc::now().timestamp();
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
         let claims = Claims {
             sub: user,
-            role,
+            roles,
             iat: now,
             exp: now.saturating_add(i64::try_from(ttl_s).unwrap_or(i64::MAX)),
         };
@@ -81,17 +68,23 @@ impl Jwt {
     }
 }
 
-/// An authenticated caller.
-#[derive(Debug, Clone, Copy)]
+/// An authenticated caller: by an access token, or by an API key acting as its owner.
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub user: Uuid,
-    pub role: Role,
+    pub roles: Vec<Role>,
+    /// The API key used, if the caller is a program.
+    pub api_key: Option<ApiKeyId>,
 }
 
 impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
     /// Refuse unless the caller has one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
+        if roles.iter().any(|r| self.has(*r)) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(
@@ -122,14 +115,43 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized(
                 "the Authorization header must be 'Bearer <token>'",
-            ))?;
+            ))?
+            .trim();
+        if let Some(prefix) = crate::secrets::api_key_prefix(token) {
+            return api_key_caller(state, prefix, token).await;
+        }
         let claims = state
             .jwt
-            .verify(token.trim())
+            .verify(token)
             .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
         Ok(Caller {
             user: claims.sub,
-            role: claims.role,
+            roles: claims.roles,
+            api_key: None,
         })
     }
+}
+
+/// An API key acts as its owner, with the owner's roles now; a revoked or expired key is
+/// refused at once (the owner is read from the event store, never from a cache).
+async fn api_key_caller(state: &AppState, prefix: &str, key: &str) -> Result<Caller, ApiError> {
+    const REFUSED: ApiError = ApiError::Unauthorized("invalid, revoked or expired API key");
+    let owner: Option<Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM api_key_index WHERE prefix = $1")
+            .bind(prefix)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(ApiError::from)?;
+    let owner = owner.ok_or(REFUSED)?;
+    let user = state.users.load(UserId(owner)).await?;
+    let hash = crate::secrets::sha256_hash(key);
+    let api_key = user.api_key_by_hash(&hash).ok_or(REFUSED)?;
+    if !api_key.is_usable_at(chrono::Utc::now()) {
+        return Err(REFUSED);
+    }
+    Ok(Caller {
+        user: owner,
+        roles: user.roles().iter().copied().collect(),
+        api_key: Some(api_key.id()),
+    })
 }

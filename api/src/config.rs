@@ -18,6 +18,8 @@ pub struct Settings {
     pub nats: NatsSettings,
     pub auth: AuthSettings,
     pub credits: CreditSettings,
+    /// Outgoing email: a folder on a laptop, SMTP in production.
+    pub mail: crate::mail::MailSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +63,34 @@ pub struct AuthSettings {
     pub token_ttl_s: u64,
     /// Accept the built-in development secret (a laptop default; turn off in production).
     pub dev_secret_allowed: bool,
+    /// Lifetime of access tokens issued at sign-in and refresh, in seconds.
+    pub access_token_ttl_s: u64,
+    /// Lifetime of a refresh token, in seconds (each use replaces it).
+    pub refresh_token_ttl_s: u64,
+    /// Credits granted when a user registers, in micro-credits (0: none).
+    pub signup_grant_micros: i64,
+    /// Refuse inference and purchases until the user's email is verified.
+    pub require_verified_email: bool,
+    /// Lifetime of an email verification code, in seconds.
+    pub verification_code_ttl_s: u64,
+    /// Wrong guesses a verification code allows.
+    pub verification_attempts: u32,
+    /// Lifetime of a password-reset link, in seconds.
+    pub reset_token_ttl_s: u64,
+    /// Failed logins allowed per account before each further one locks it (1 s, 2 s, 4 s, ...).
+    pub login_free_failures_account: i32,
+    /// The same per client address.
+    pub login_free_failures_ip: i32,
+    /// Failed logins older than this are forgotten, in seconds.
+    pub login_window_s: u64,
+    /// Longest login lock, in seconds.
+    pub login_lock_max_s: u64,
+    /// Where users reach the hub: the base of links in emails.
+    pub public_url: String,
+    /// Mark session cookies `Secure` (browsers then send them over HTTPS only).
+    pub cookie_secure: bool,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +131,20 @@ impl Default for Settings {
                 jwt_secret: DEV_JWT_SECRET.into(),
                 token_ttl_s: 3_600,
                 dev_secret_allowed: true,
+                access_token_ttl_s: 900,
+                refresh_token_ttl_s: 30 * 24 * 3_600,
+                signup_grant_micros: 0,
+                require_verified_email: false,
+                verification_code_ttl_s: 900,
+                verification_attempts: 5,
+                reset_token_ttl_s: 3_600,
+                login_free_failures_account: 5,
+                login_free_failures_ip: 20,
+                login_window_s: 900,
+                login_lock_max_s: 900,
+                public_url: "http://127.0.0.1:8080".into(),
+                cookie_secure: true,
+                trust_forwarded_for: false,
             },
             credits: CreditSettings {
                 snapshot_every: hub_commands::store::SNAPSHOT_EVERY_DEFAULT,
@@ -108,6 +152,7 @@ impl Default for Settings {
                 read_your_writes_wait_ms: 2_000,
                 sweep_interval_ms: 1_000,
             },
+            mail: crate::mail::MailSettings::default(),
         }
     }
 }
@@ -204,11 +249,67 @@ impl Settings {
                 "is the development secret; set a real one (or auth.dev_secret_allowed = true)",
             ));
         }
-        if self.auth.token_ttl_s == 0 {
-            return Err(invalid("auth.token_ttl_s", "must be at least 1"));
+        for (field, value) in [
+            ("auth.token_ttl_s", self.auth.token_ttl_s),
+            ("auth.access_token_ttl_s", self.auth.access_token_ttl_s),
+            ("auth.refresh_token_ttl_s", self.auth.refresh_token_ttl_s),
+            (
+                "auth.verification_code_ttl_s",
+                self.auth.verification_code_ttl_s,
+            ),
+            ("auth.reset_token_ttl_s", self.auth.reset_token_ttl_s),
+            ("auth.login_window_s", self.auth.login_window_s),
+            ("auth.login_lock_max_s", self.auth.login_lock_max_s),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if self.auth.verification_code_ttl_s > 24 * 3_600 {
+            return Err(invalid(
+                "auth.verification_code_ttl_s",
+                "must be at most 86400",
+            ));
+        }
+        if self.auth.reset_token_ttl_s > 24 * 3_600 {
+            return Err(invalid("auth.reset_token_ttl_s", "must be at most 86400"));
+        }
+        if !(1..=hub_domain::user::VERIFICATION_ATTEMPTS_MAX)
+            .contains(&self.auth.verification_attempts)
+        {
+            return Err(invalid(
+                "auth.verification_attempts",
+                format!(
+                    "must be 1 to {}",
+                    hub_domain::user::VERIFICATION_ATTEMPTS_MAX
+                ),
+            ));
+        }
+        if self.auth.signup_grant_micros < 0 {
+            return Err(invalid("auth.signup_grant_micros", "must not be negative"));
+        }
+        if self.auth.login_free_failures_account < 1 || self.auth.login_free_failures_ip < 1 {
+            return Err(invalid(
+                "auth.login_free_failures_account",
+                "login_free_failures_account and login_free_failures_ip must be at least 1",
+            ));
+        }
+        if !self.auth.public_url.starts_with("http://")
+            && !self.auth.public_url.starts_with("https://")
+        {
+            return Err(invalid(
+                "auth.public_url",
+                "must start with http:// or https://",
+            ));
         }
         if self.credits.snapshot_every == 0 {
             return Err(invalid("credits.snapshot_every", "must be at least 1"));
+        }
+        if let Err(reason) = self.mail.validate() {
+            return Err(ConfigError::Invalid {
+                field: "mail",
+                reason,
+            });
         }
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));

@@ -4,7 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hub_commands::CommandError;
-use hub_domain::CreditError;
+use hub_commands::StoreError;
+use hub_domain::{CreditError, UserError};
 use serde_json::json;
 
 /// Every error a handler returns. The doc comment of each variant is its meaning.
@@ -28,6 +29,12 @@ pub enum ApiError {
     /// Well-formed, but a business rule refuses it.
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// Too many attempts: wait `retry_after` (sent as `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        message: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// A dependency (Postgres, NATS) is down.
     #[error("{0}")]
     Unavailable(&'static str),
@@ -52,6 +59,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -65,7 +75,17 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            // Whole seconds, rounded up: never tell a client to come back too early.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
@@ -112,6 +132,67 @@ fn credit_rule(rule: CreditError) -> ApiError {
         CreditError::ReservationExpired(_) => "reservation_expired",
         CreditError::ReservationSettled(_) => "reservation_settled",
         CreditError::ChargeExceedsReservation { .. } => "charge_exceeds_reservation",
+    };
+    ApiError::Unprocessable { code, message }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict => ApiError::Conflict("changed concurrently; retry".into()),
+            StoreError::Unavailable(_) => ApiError::Unavailable("the event store is unavailable"),
+            StoreError::Internal(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}
+
+impl From<CommandError<UserError>> for ApiError {
+    fn from(err: CommandError<UserError>) -> Self {
+        match err {
+            CommandError::Rejected(rule) => user_rule(rule),
+            CommandError::Contention { .. } => {
+                ApiError::Conflict("the user is busy; retry the request".into())
+            }
+            CommandError::Unavailable(_) => ApiError::Unavailable("the event store is unavailable"),
+            CommandError::Internal(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}
+
+fn user_rule(rule: UserError) -> ApiError {
+    let message = rule.to_string();
+    let code = match rule {
+        UserError::NotRegistered => return ApiError::NotFound(message),
+        UserError::AlreadyRegistered => return ApiError::bad_request("email_taken", message),
+        UserError::NoCredential => "no_credential",
+        UserError::ActorInvalid { .. } => return ApiError::bad_request("invalid_actor", message),
+        UserError::EmailAlreadyVerified => "email_already_verified",
+        UserError::ExpiryNotInFuture | UserError::ExpiryTooFar { .. } => {
+            return ApiError::bad_request("invalid_expiry", message)
+        }
+        UserError::AttemptsOutOfRange { .. } => "invalid_attempts",
+        UserError::NoVerificationCode => "no_verification_code",
+        UserError::VerificationCodeExpired => "verification_code_expired",
+        UserError::VerificationCodeExhausted => "verification_code_exhausted",
+        UserError::NoPasswordResetPending | UserError::ResetTokenMismatch => {
+            return ApiError::bad_request(
+                "invalid_reset_token",
+                "the reset link is invalid or was already used",
+            )
+        }
+        UserError::ResetTokenExpired => {
+            return ApiError::bad_request("reset_token_expired", message)
+        }
+        UserError::CannotRevokeUserRole => "cannot_revoke_user_role",
+        UserError::RoleNotHeld(_) => "role_not_held",
+        UserError::GoogleAccountAlreadyLinked => "google_account_already_linked",
+        UserError::ApiKeyIdTaken(_) => return ApiError::Conflict(message),
+        UserError::TooManyApiKeys { .. } => "too_many_api_keys",
+        UserError::InvalidSpendingLimit(_) => {
+            return ApiError::bad_request("invalid_spending_limit", message)
+        }
+        UserError::ApiKeyNotFound(_) => return ApiError::NotFound(message),
+        UserError::ApiKeyAlreadyRevoked(_) => "api_key_already_revoked",
     };
     ApiError::Unprocessable { code, message }
 }

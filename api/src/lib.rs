@@ -12,12 +12,15 @@
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod mail;
 pub mod oidc;
 pub mod routes;
+pub mod secrets;
+pub mod sessions;
 pub mod state;
 pub mod telemetry;
 

@@ -43,16 +43,37 @@ enum Command {
     Token {
         #[arg(long)]
         user: Option<Uuid>,
-        #[arg(long, value_enum, default_value = "user")]
-        role: Role,
+        /// user, admin, analyst or auditor (repeat for several).
+        #[arg(long, default_value = "user")]
+        role: Vec<Role>,
         /// Lifetime in seconds (default: auth.token_ttl_s).
         #[arg(long)]
         ttl: Option<u64>,
+    },
+    /// Operator tasks.
+    Admin {
+        #[command(subcommand)]
+        which: AdminCommand,
     },
     /// Load benchmarks against local Postgres and NATS.
     Bench {
         #[command(subcommand)]
         which: bench::Which,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user with roles (the first admin), or give an existing user those roles.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// admin, analyst or auditor (repeat for several); every user also has `user`.
+        #[arg(long)]
+        role: Vec<Role>,
+        /// The password; a strong one is generated and printed once when absent.
+        #[arg(long, env = "AIHUB_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
 }
 
@@ -62,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     if let Command::Token { user, role, ttl } = cli.command {
         let user = user.unwrap_or_else(Uuid::new_v4);
         let token = Jwt::new(&settings.auth.jwt_secret)
-            .mint(user, role, ttl.unwrap_or(settings.auth.token_ttl_s))
+            .mint(user, &role, ttl.unwrap_or(settings.auth.token_ttl_s))
             .context("could not sign the token")?;
         println!("{token}");
         return Ok(());
@@ -118,6 +139,24 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Bench { which } => return bench::run(which, settings).await,
+        Command::Admin {
+            which:
+                AdminCommand::CreateUser {
+                    email,
+                    role,
+                    password,
+                },
+        } => {
+            let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;
+            hub_commands::db::migrate(&pool)
+                .await
+                .context("migrations failed")?;
+            let app = Application::build(settings, Roles::NONE).await?;
+            let done =
+                hub_api::bootstrap::create_user(&app.state(), &email, &role, password).await?;
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            return Ok(());
+        }
         Command::Token { .. } => return Ok(()),
     };
     if roles.http || roles.projections {

@@ -1,5 +1,5 @@
 use async_nats::jetstream;
-use hub_commands::CreditAccounts;
+use hub_commands::{CreditAccounts, Users};
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -14,5 +14,7 @@ pub struct AppState {
     pub js: jetstream::Context,
     pub topology: hub_nats::Topology,
     pub credits: Arc<CreditAccounts>,
+    pub users: Arc<Users>,
     pub jwt: Jwt,
+    pub mailer: crate::mail::Mailer,
 }

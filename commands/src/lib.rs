@@ -11,6 +11,8 @@
 //!   serialization per aggregate, bounded retries with jitter on version conflicts (the
 //!   framework never retries), and the first outcome of a repeated key.
 //! - [`credit`]: [`CreditAccounts`], the typed entry point for the credit account.
+//! - [`user`]: [`Users`], the `User` aggregate's entry point, with the claims that keep an
+//!   email address or a Google account to one user.
 //! - [`sweeper`]: the process manager that expires reservations nobody settled.
 //! - [`db`]: connection pools and migrations.
 
@@ -20,8 +22,10 @@ pub mod db;
 pub mod error;
 pub mod store;
 pub mod sweeper;
+pub mod user;
 
 pub use bus::{CommandBus, Committed, RetryPolicy};
 pub use credit::CreditAccounts;
 pub use error::{CommandError, StoreError};
 pub use store::{CommitHook, HubAggregate, HubEventStore, Loaded};
+pub use user::{RegisterError, Registration, UserResult, Users};

@@ -7,14 +7,15 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: the projections (`balances`, `ledger`): which events they read and the rows
-//!   they write.
+//! - [`model`]: the projections (`balances`, `ledger`, `users`): which events they read and
+//!   the rows they write (`users` in its own module).
 //! - [`runner`]: the live projector: one leader per projection, batches, checkpoints.
 //! - [`replay`]: rebuild from the start of the stream with progress.
 
 pub mod model;
 pub mod replay;
 pub mod runner;
+mod users;
 
 pub use model::ProjectionKind;
 pub use replay::{replay, ReplayStats};

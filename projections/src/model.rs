@@ -5,8 +5,10 @@ use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// The aggregate type both projections read (`CreditAccount`'s cqrs-es type name).
+/// The aggregate type the credit projections read (`CreditAccount`'s cqrs-es type name).
 const CREDIT_ACCOUNT: &str = "CreditAccount";
+/// The aggregate type the users projection reads.
+const USER: &str = "User";
 
 /// The projections the hub keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,11 +17,13 @@ pub enum ProjectionKind {
     Balances,
     /// `ledger`: one row per movement of a balance, with its cause.
     Ledger,
+    /// `users`: who is registered, with their roles (for admins' listings).
+    Users,
 }
 
 /// Unknown projection name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown projection {0:?} (known: balances, ledger)")]
+#[error("unknown projection {0:?} (known: balances, ledger, users)")]
 pub struct UnknownProjection(pub String);
 
 impl std::str::FromStr for ProjectionKind {
@@ -28,24 +32,33 @@ impl std::str::FromStr for ProjectionKind {
         match s {
             "balances" => Ok(ProjectionKind::Balances),
             "ledger" => Ok(ProjectionKind::Ledger),
+            "users" => Ok(ProjectionKind::Users),
             other => Err(UnknownProjection(other.to_string())),
         }
     }
 }
 
 impl ProjectionKind {
-    pub const ALL: [ProjectionKind; 2] = [ProjectionKind::Balances, ProjectionKind::Ledger];
+    pub const ALL: [ProjectionKind; 3] = [
+        ProjectionKind::Balances,
+        ProjectionKind::Ledger,
+        ProjectionKind::Users,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ProjectionKind::Balances => "balances",
             ProjectionKind::Ledger => "ledger",
+            ProjectionKind::Users => "users",
         }
     }
 
     /// The aggregate type whose events it reads.
     pub fn aggregate_type(self) -> &'static str {
-        CREDIT_ACCOUNT
+        match self {
+            ProjectionKind::Balances | ProjectionKind::Ledger => CREDIT_ACCOUNT,
+            ProjectionKind::Users => USER,
+        }
     }
 
     /// The tables it owns (emptied by a replay).
@@ -53,19 +66,34 @@ impl ProjectionKind {
         match self {
             ProjectionKind::Balances => &["balances", "active_reservations"],
             ProjectionKind::Ledger => &["ledger"],
+            ProjectionKind::Users => &["users"],
         }
     }
 
     /// Apply a batch of events, in stream order, inside the caller's transaction. The rows
     /// written are those event-at-a-time application would leave, in a few set-based
     /// statements: the cost of a batch barely depends on its length.
-    pub async fn apply(self, conn: &mut PgConnection, events: &[Projected]) -> anyhow::Result<()> {
+    /// `messages` are envelopes with their stream sequences; those of other aggregate
+    /// types are skipped.
+    pub async fn apply(
+        self,
+        conn: &mut PgConnection,
+        messages: Vec<(EventEnvelope, u64)>,
+    ) -> anyhow::Result<()> {
+        if self == ProjectionKind::Users {
+            return crate::users::apply(conn, messages).await;
+        }
+        let mut events = Vec::with_capacity(messages.len());
+        for (envelope, seq) in messages {
+            events.extend(Projected::decode(envelope, seq)?);
+        }
         if events.is_empty() {
             return Ok(());
         }
         match self {
-            ProjectionKind::Balances => apply_balances(conn, events).await,
-            ProjectionKind::Ledger => apply_ledger(conn, events).await,
+            ProjectionKind::Balances => apply_balances(conn, &events).await,
+            ProjectionKind::Ledger => apply_ledger(conn, &events).await,
+            ProjectionKind::Users => Ok(()),
         }
     }
 }

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::model::{Projected, ProjectionKind};
+use crate::model::ProjectionKind;
 
 /// Tuning, passed explicitly.
 #[derive(Debug, Clone)]
@@ -136,10 +136,10 @@ pub(crate) async fn apply_batch(
         }
         let envelope: EventEnvelope =
             serde_json::from_slice(&message.payload).map_err(anyhow::Error::from)?;
-        events.extend(Projected::decode(envelope, seq)?);
+        events.push((envelope, seq));
         at = seq;
     }
-    kind.apply(&mut tx, &events).await?;
+    kind.apply(&mut tx, events).await?;
     sqlx::query(
         "UPDATE projection_checkpoints SET stream_sequence = $2, updated_at = clock_timestamp()
           WHERE projection = $1",

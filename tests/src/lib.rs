@@ -23,6 +23,11 @@ pub fn nats_url() -> String {
     std::env::var("AIHUB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// Where a test app's folder mail transport writes (removed with the app).
+fn mail_folder(database: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{database}_mail"))
+}
+
 /// `url` with its database name replaced.
 fn with_database(url: &str, name: &str) -> String {
     let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
@@ -67,6 +72,7 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
     settings.nats.stream_prefix = format!("T{}_", &id[..12]);
     settings.nats.subject_prefix = format!("t{}", &id[..12]);
     settings.credits.sweep_interval_ms = 200;
+    settings.mail.folder = mail_folder(&database);
     tweak(&mut settings);
     settings.validate().expect("test settings are valid");
 
@@ -101,7 +107,10 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
 
 impl TestApp {
     pub fn token(&self, user: Uuid, role: Role) -> String {
-        self.state.jwt.mint(user, role, 600).expect("mint a token")
+        self.state
+            .jwt
+            .mint(user, &[role], 600)
+            .expect("mint a token")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -161,6 +170,7 @@ impl Drop for TestApp {
         }
         self.pool.close_event();
         let database = self.database.clone();
+        let _ = std::fs::remove_dir_all(mail_folder(&database));
         let nats = self.settings.nats.url.clone();
         let topology = self.settings.topology();
         // Clean up on a thread of its own: Drop may run inside a runtime.

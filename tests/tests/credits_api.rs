@@ -103,7 +103,7 @@ async fn requests_without_a_valid_token_are_refused_with_401() {
 
     // Signed with another secret.
     let forged = hub_api::auth::Jwt::new("another-secret-that-is-long-enough-0123456789")
-        .mint(Uuid::new_v4(), Role::Admin, 600)
+        .mint(Uuid::new_v4(), &[Role::Admin], 600)
         .expect("mint");
     assert_eq!(
         app.get("/api/credits/balance", Some(&forged))

@@ -1,0 +1,218 @@
+//! Passwords, opaque tokens, codes and API keys: how they are made, hashed and checked.
+//!
+//! - Passwords: argon2id (PHC strings), hashed and verified off the async runtime.
+//! - Opaque tokens (refresh tokens, reset links) and API keys carry 256 bits of randomness,
+//!   so one SHA-256 is enough to store them.
+//! - Six-digit codes have only a million values: they are stored as an HMAC under a server
+//!   secret and the user id, so a leaked hash cannot be reversed by trying them all.
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use hub_domain::{PasswordHash, SecretHash};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+/// Shortest and longest password accepted, in characters.
+pub const PASSWORD_LEN_MIN: usize = 8;
+pub const PASSWORD_LEN_MAX: usize = 128;
+
+/// Why a password was refused; the message is shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakPassword {
+    #[error("the password must be at least {PASSWORD_LEN_MIN} characters")]
+    TooShort,
+    #[error("the password must be at most {PASSWORD_LEN_MAX} characters")]
+    TooLong,
+    #[error("the password must contain a letter and a digit or symbol")]
+    TooSimple,
+    #[error("the password must not contain the email address")]
+    ContainsEmail,
+}
+
+/// The strength rule, for registration and for a new password.
+pub fn check_strength(password: &str, email: &str) -> Result<(), WeakPassword> {
+    let chars = password.chars().count();
+    if chars < PASSWORD_LEN_MIN {
+        return Err(WeakPassword::TooShort);
+    }
+    if chars > PASSWORD_LEN_MAX {
+        return Err(WeakPassword::TooLong);
+    }
+    let letter = password.chars().any(char::is_alphabetic);
+    let other = password.chars().any(|c| !c.is_alphabetic());
+    if !(letter && other) {
+        return Err(WeakPassword::TooSimple);
+    }
+    let local = email.split('@').next().unwrap_or_default().to_lowercase();
+    if local.chars().count() >= 4 && password.to_lowercase().contains(&local) {
+        return Err(WeakPassword::ContainsEmail);
+    }
+    Ok(())
+}
+
+/// Hashing failed (never shows the password).
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed")]
+pub struct HashingFailed;
+
+/// Hash a password with argon2id and a fresh salt (on a blocking thread: ~tens of ms).
+pub async fn hash_password(password: String) -> Result<PasswordHash, HashingFailed> {
+    tokio::task::spawn_blocking(move || {
+        let salt_bytes: [u8; 16] = rand::rng().random();
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|_| HashingFailed)?;
+        let phc = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|_| HashingFailed)?
+            .to_string();
+        PasswordHash::parse(phc).map_err(|_| HashingFailed)
+    })
+    .await
+    .map_err(|_| HashingFailed)?
+}
+
+/// Check a password against a stored hash (on a blocking thread). `None` still spends the
+/// time of one verification, so an unknown user answers as slowly as a known one.
+pub async fn verify_password(password: String, hash: Option<PasswordHash>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let argon = Argon2::default();
+        match hash {
+            Some(hash) => argon2::PasswordHash::new(hash.as_str())
+                .is_ok_and(|parsed| argon.verify_password(password.as_bytes(), &parsed).is_ok()),
+            None => {
+                let salt = SaltString::encode_b64(b"timing-equaliser").ok();
+                if let Some(salt) = salt {
+                    let _ = argon.hash_password(password.as_bytes(), &salt);
+                }
+                false
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A random opaque token (256 bits, base64url).
+pub fn opaque_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// SHA-256 of a high-entropy secret, as the domain stores it.
+pub fn sha256_hash(secret: &str) -> SecretHash {
+    let digest = Sha256::digest(secret.as_bytes());
+    SecretHash::parse(hex(&digest)).expect("a SHA-256 digest is 64 hex digits")
+}
+
+/// A six-digit code, uniformly drawn.
+pub fn six_digit_code() -> String {
+    format!("{:06}", rand::rng().random_range(0..1_000_000u32))
+}
+
+/// HMAC-SHA-256 of a short code under the server secret, bound to one user.
+pub fn code_hash(server_secret: &str, user: uuid::Uuid, code: &str) -> SecretHash {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(server_secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"aihub-verification-code:");
+    mac.update(user.as_bytes());
+    mac.update(b":");
+    mac.update(code.trim().as_bytes());
+    SecretHash::parse(hex(&mac.finalize().into_bytes())).expect("a SHA-256 digest is 64 hex digits")
+}
+
+/// What an API key looks like: `aihub_<10 characters>_<43 characters>`. The first part is
+/// its public prefix (shown in listings, used to find the owner); the rest is the secret.
+pub const API_KEY_PREFIX_TAG: &str = "aihub_";
+const API_KEY_ID_LEN: usize = 10;
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A new API key: (the key, shown once; its prefix; its hash).
+pub fn new_api_key() -> (String, String, SecretHash) {
+    let mut rng = rand::rng();
+    let id: String = (0..API_KEY_ID_LEN)
+        .map(|_| char::from(ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())]))
+        .collect();
+    let prefix = format!("{API_KEY_PREFIX_TAG}{id}");
+    let key = format!("{prefix}_{}", opaque_token());
+    let hash = sha256_hash(&key);
+    (key, prefix, hash)
+}
+
+/// The public prefix of something that looks like an API key.
+pub fn api_key_prefix(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(API_KEY_PREFIX_TAG)?;
+    let id = rest.get(..API_KEY_ID_LEN)?;
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric())
+        || rest.as_bytes().get(API_KEY_ID_LEN) != Some(&b'_')
+    {
+        return None;
+    }
+    key.get(..API_KEY_PREFIX_TAG.len() + API_KEY_ID_LEN)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_strength_rule_accepts_the_seed_contract_password_and_refuses_weak_ones() {
+        assert_eq!(check_strength("password123", "test@example.com"), Ok(()));
+        assert_eq!(
+            check_strength("short1", "a@b.co"),
+            Err(WeakPassword::TooShort)
+        );
+        assert_eq!(
+            check_strength("onlyletters", "a@b.co"),
+            Err(WeakPassword::TooSimple)
+        );
+        assert_eq!(
+            check_strength("12345678", "a@b.co"),
+            Err(WeakPassword::TooSimple)
+        );
+        assert_eq!(
+            check_strength("alice-2024!", "alice@example.com"),
+            Err(WeakPassword::ContainsEmail)
+        );
+        assert_eq!(
+            check_strength(&"a1".repeat(65), "a@b.co"),
+            Err(WeakPassword::TooLong)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_password_verifies_against_its_hash_only() {
+        let hash = hash_password("correct horse 1".into()).await.expect("hash");
+        assert!(hash.as_str().starts_with("$argon2id$"));
+        assert!(verify_password("correct horse 1".into(), Some(hash.clone())).await);
+        assert!(!verify_password("correct horse 2".into(), Some(hash)).await);
+        assert!(!verify_password("anything".into(), None).await);
+    }
+
+    #[test]
+    fn api_keys_carry_their_prefix_and_hash_to_what_they_are() {
+        let (key, prefix, hash) = new_api_key();
+        assert_eq!(api_key_prefix(&key), Some(prefix.as_str()));
+        assert!(hash.matches(&sha256_hash(&key)));
+        assert_eq!(prefix.len(), 16);
+        assert_eq!(api_key_prefix("aihub_short"), None);
+        assert_eq!(api_key_prefix("eyJhbGciOiJIUzI1NiJ9.x.y"), None);
+    }
+
+    #[test]
+    fn codes_are_six_digits_and_their_hash_depends_on_user_and_secret() {
+        let code = six_digit_code();
+        assert_eq!(code.len(), 6);
+        assert!(code.bytes().all(|b| b.is_ascii_digit()));
+        let user = uuid::Uuid::new_v4();
+        let h = code_hash("secret-a", user, "123456");
+        assert!(h.matches(&code_hash("secret-a", user, " 123456 ")));
+        assert!(!h.matches(&code_hash("secret-b", user, "123456")));
+        assert!(!h.matches(&code_hash("secret-a", uuid::Uuid::new_v4(), "123456")));
+    }
+}
