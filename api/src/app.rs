@@ -92,6 +92,17 @@ impl Application {
             settings.credits.cache_accounts,
         ));
         let mailer = crate::mail::Mailer::new(&settings.mail).context("invalid mail settings")?;
+        let google = if settings.google.enabled {
+            // No redirects: the token request carries the client secret.
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_millis(settings.google.http_timeout_ms))
+                .build()
+                .context("could not build the HTTP client for Google sign-in")?;
+            Some(crate::oidc::GoogleOidc::new(settings.google.clone(), http))
+        } else {
+            None
+        };
         let listener = if roles.http {
             let address = (settings.server.host.as_str(), settings.server.port);
             Some(
@@ -112,6 +123,7 @@ impl Application {
             credits: Arc::new(CreditAccounts::new(bus)),
             users: Arc::new(users),
             mailer,
+            google,
         });
         Ok(Application {
             state,

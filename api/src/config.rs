@@ -20,6 +20,8 @@ pub struct Settings {
     pub credits: CreditSettings,
     /// Outgoing email: a folder on a laptop, SMTP in production.
     pub mail: crate::mail::MailSettings,
+    /// Google sign-in (OpenID Connect); off unless `enabled`.
+    pub google: crate::oidc::GoogleSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +155,7 @@ impl Default for Settings {
                 sweep_interval_ms: 1_000,
             },
             mail: crate::mail::MailSettings::default(),
+            google: crate::oidc::GoogleSettings::default(),
         }
     }
 }
@@ -308,6 +311,12 @@ impl Settings {
         if let Err(reason) = self.mail.validate() {
             return Err(ConfigError::Invalid {
                 field: "mail",
+                reason,
+            });
+        }
+        if let Err(reason) = self.google.validate() {
+            return Err(ConfigError::Invalid {
+                field: "google",
                 reason,
             });
         }

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// No credentials, or credentials that do not check out.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Credentials refused, with a code more precise than `unauthorized`.
+    #[error("{message}")]
+    UnauthorizedCode { code: &'static str, message: String },
     /// Authenticated, but the role does not allow this.
     #[error("this action needs one of the roles: {0}")]
     Forbidden(String),
@@ -35,6 +38,9 @@ pub enum ApiError {
         message: &'static str,
         retry_after: std::time::Duration,
     },
+    /// An upstream service (an identity or model provider) failed or answered badly.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
     /// A dependency (Postgres, NATS) is down.
     #[error("{0}")]
     Unavailable(&'static str),
@@ -55,6 +61,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::UnauthorizedCode { code, .. } => (StatusCode::UNAUTHORIZED, code),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -62,6 +69,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
             }
+            ApiError::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -17,4 +17,6 @@ pub struct AppState {
     pub users: Arc<Users>,
     pub jwt: Jwt,
     pub mailer: crate::mail::Mailer,
+    /// Google sign-in, when `google.enabled`.
+    pub google: Option<crate::oidc::GoogleOidc>,
 }

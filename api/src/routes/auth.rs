@@ -140,7 +140,7 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// Issue an access token and start a refresh family for `user`.
-async fn sign_in(
+pub(crate) async fn sign_in(
     state: &AppState,
     headers: &HeaderMap,
     id: UserId,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_users;
 pub mod auth;
 pub mod credits;
+pub mod google;
 pub mod health;
 pub mod keys;
 pub mod verification;
@@ -26,6 +27,7 @@ use crate::state::AppState;
 /// | `POST /api/auth/register`, `POST /api/auth/login` | anyone |
 /// | `POST /api/auth/refresh`, `POST /api/auth/logout` | anyone holding a refresh token |
 /// | `POST /api/auth/forgot-password`, `POST /api/auth/reset-password` | anyone (reset: holding a link) |
+/// | `GET /api/auth/google`, `GET /api/auth/google/callback` | anyone (503 unless `google.enabled`) |
 /// | `GET /api/auth/me` | any signed-in caller (own profile) |
 /// | `POST /api/auth/verify-email`, `POST /api/auth/resend-verification` | any signed-in caller (own email) |
 /// | `POST /api/keys`, `DELETE /api/keys/{id}` | a signed-in user, not an API key (own keys) |
@@ -53,6 +55,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/auth/reset-password",
             post(verification::reset_password),
         )
+        .route("/api/auth/google", get(google::start))
+        .route("/api/auth/google/callback", get(google::callback))
         .route("/api/keys", post(keys::create).get(keys::list))
         .route("/api/keys/{id}", delete(keys::revoke))
         .route("/api/admin/users", get(admin_users::list))

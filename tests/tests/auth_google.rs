@@ -1,0 +1,252 @@
+//! Google sign-in through the hub's routes, against a local OpenID provider.
+
+use hub_api::auth::Role;
+use hub_tests::oidc_provider::{IdTokenClaims, OidcProvider, Signing};
+use hub_tests::{spawn_app, spawn_app_with, TestApp};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::collections::HashMap;
+
+const CLIENT_ID: &str = "hub-client.apps.example";
+const CLIENT_SECRET: &str = "hub-client-secret";
+const REDIRECT: &str = "http://127.0.0.1:8080/api/auth/google/callback";
+
+async fn app_with_google(provider: &OidcProvider) -> TestApp {
+    let settings = provider.google_settings(REDIRECT);
+    spawn_app_with(hub_api::Roles::ALL, move |s| s.google = settings).await
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// `GET /api/auth/google`: the redirect's query parameters.
+async fn begin(app: &TestApp) -> HashMap<String, String> {
+    let response = no_redirects()
+        .get(app.url("/api/auth/google"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location");
+    url::Url::parse(location)
+        .expect("a URL")
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+async fn callback(app: &TestApp, code: &str, state: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .get(app.url("/api/auth/google/callback"))
+        .query(&[("code", code), ("state", state)])
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A whole sign-in as `claims(nonce)`.
+async fn sign_in(
+    app: &TestApp,
+    provider: &OidcProvider,
+    claims: impl FnOnce(&str) -> IdTokenClaims,
+) -> (StatusCode, Value) {
+    let params = begin(app).await;
+    assert_eq!(params["redirect_uri"], REDIRECT);
+    assert_eq!(params["code_challenge_method"], "S256");
+    let code = provider.issue_code(
+        claims(&params["nonce"]),
+        &params["code_challenge"],
+        REDIRECT,
+    );
+    callback(app, &code, &params["state"]).await
+}
+
+#[tokio::test]
+async fn a_first_google_sign_in_creates_a_verified_user_and_later_ones_sign_it_in() {
+    let provider = OidcProvider::start(CLIENT_ID, CLIENT_SECRET).await;
+    let app = app_with_google(&provider).await;
+
+    let (status, first) = sign_in(&app, &provider, |nonce| {
+        IdTokenClaims::new("g-alice", nonce)
+    })
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["user"]["email"], "g-alice@example.com");
+    assert_eq!(first["user"]["email_verified"], true);
+    assert_eq!(first["user"]["google_linked"], true);
+    assert_eq!(first["user"]["has_password"], false);
+    let token = first["token"].as_str().expect("token");
+    assert_eq!(
+        app.get("/api/auth/me", Some(token)).await.status(),
+        StatusCode::OK
+    );
+
+    let (status, again) = sign_in(&app, &provider, |nonce| {
+        IdTokenClaims::new("g-alice", nonce)
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["user"]["id"], first["user"]["id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_state_works_once_and_a_replayed_nonce_is_refused() {
+    let provider = OidcProvider::start(CLIENT_ID, CLIENT_SECRET).await;
+    let app = app_with_google(&provider).await;
+
+    let first = begin(&app).await;
+    let code = provider.issue_code(
+        IdTokenClaims::new("g-bob", &first["nonce"]),
+        &first["code_challenge"],
+        REDIRECT,
+    );
+    assert_eq!(
+        callback(&app, &code, &first["state"]).await.0,
+        StatusCode::CREATED
+    );
+    // The same state again (a replayed callback URL).
+    let (status, body) = callback(&app, &code, &first["state"]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_state");
+
+    // A new sign-in, answered with an ID token minted for the first one's nonce.
+    let second = begin(&app).await;
+    let code = provider.issue_code(
+        IdTokenClaims::new("g-bob", &first["nonce"]),
+        &second["code_challenge"],
+        REDIRECT,
+    );
+    let (status, body) = callback(&app, &code, &second["state"]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "oidc_nonce_mismatch");
+
+    // An unknown state.
+    let (status, _) = callback(&app, "whatever", "not-a-state").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forged_misaddressed_and_expired_id_tokens_are_refused() {
+    let provider = OidcProvider::start(CLIENT_ID, CLIENT_SECRET).await;
+    let app = app_with_google(&provider).await;
+
+    let (status, body) = sign_in(&app, &provider, |nonce| {
+        IdTokenClaims::new("g-eve", nonce).for_audience("someone-else")
+    })
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, "oidc_wrong_audience".into())
+    );
+
+    let (status, body) = sign_in(&app, &provider, |nonce| {
+        IdTokenClaims::new("g-eve", nonce).expired()
+    })
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, "oidc_token_expired".into())
+    );
+
+    provider
+        .set_signing(Signing::UnpublishedKeyUnderPublishedKid)
+        .await;
+    let (status, body) = sign_in(&app, &provider, |nonce| IdTokenClaims::new("g-eve", nonce)).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, "oidc_bad_signature".into())
+    );
+
+    // None of them made a user.
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM user_emails")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(users, 0);
+
+    // A Google account without a verified email cannot sign up.
+    provider.set_signing(Signing::Published).await;
+    let (status, _) = sign_in(&app, &provider, |nonce| IdTokenClaims {
+        email_verified: false,
+        ..IdTokenClaims::new("g-unverified", nonce)
+    })
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn google_links_to_a_verified_user_with_its_email_but_never_to_an_unverified_one() {
+    let provider = OidcProvider::start(CLIENT_ID, CLIENT_SECRET).await;
+    let app = app_with_google(&provider).await;
+
+    // Verified (an operator vouched for it): linked, same user.
+    let verified = hub_api::bootstrap::create_user(
+        &app.state,
+        "carol@example.com",
+        &[Role::Analyst],
+        Some("secret-pass-42".into()),
+    )
+    .await
+    .expect("user");
+    let (status, linked) = sign_in(&app, &provider, |nonce| IdTokenClaims {
+        email: Some("Carol@Example.com".into()),
+        ..IdTokenClaims::new("g-carol", nonce)
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "{linked}");
+    assert_eq!(linked["user"]["id"], verified.user_id.0.to_string());
+    assert_eq!(linked["user"]["google_linked"], true);
+    assert_eq!(
+        linked["user"]["roles"],
+        serde_json::json!(["user", "analyst"])
+    );
+
+    // Unverified (anyone could have typed that address): refused, nothing linked.
+    let response = app
+        .client
+        .post(app.url("/api/auth/register"))
+        .json(&serde_json::json!({"email": "dave@example.com", "password": "password123"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, body) = sign_in(&app, &provider, |nonce| IdTokenClaims {
+        email: Some("dave@example.com".into()),
+        ..IdTokenClaims::new("g-dave", nonce)
+    })
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM user_google_subjects WHERE subject = 'g-dave'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(claimed, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_google_configured_the_routes_answer_503() {
+    let app = spawn_app().await;
+    let response = no_redirects()
+        .get(app.url("/api/auth/google"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    app.stop().await;
+}
