@@ -34,7 +34,7 @@ enum Command {
     Migrate,
     /// Rebuild a projection from the start of the stream.
     Replay {
-        /// `balances` or `ledger`.
+        /// `balances`, `ledger` or `users`.
         projection: ProjectionKind,
     },
     /// Every role in one process (migrations included): the laptop default.
