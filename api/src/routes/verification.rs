@@ -56,7 +56,7 @@ async fn try_send_code(state: &AppState, id: UserId, user: &User) -> Result<(), 
         now,
     };
     state.users.execute(id, command, "system").await?;
-    let minutes = auth.verification_code_ttl_s.div_ceil(60);
+    let within = duration_words(auth.verification_code_ttl_s);
     state
         .mailer
         .send(OutgoingMail {
@@ -64,13 +64,23 @@ async fn try_send_code(state: &AppState, id: UserId, user: &User) -> Result<(), 
             subject: "Your Smart AI Hub verification code".into(),
             text: format!(
                 "Your verification code is {code}\n\n\
-                 Enter it in Smart AI Hub within {minutes} minutes to verify this address.\n\
+                 Enter it in Smart AI Hub within {within} to verify this address.\n\
                  If you did not create an account, ignore this message.\n"
             ),
         })
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(())
+}
+
+/// "15 minutes", "1 minute", "30 seconds".
+fn duration_words(seconds: u64) -> String {
+    let (n, unit) = if seconds >= 60 {
+        (seconds.div_ceil(60), "minute")
+    } else {
+        (seconds, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 fn seconds(s: u64) -> Duration {
@@ -199,7 +209,7 @@ async fn send_reset_link(state: &AppState, email: &Email) -> Result<(), ApiError
         "{}/reset-password?token={token}",
         auth.public_url.trim_end_matches('/')
     );
-    let minutes = auth.reset_token_ttl_s.div_ceil(60);
+    let within = duration_words(auth.reset_token_ttl_s);
     state
         .mailer
         .send(OutgoingMail {
@@ -207,7 +217,7 @@ async fn send_reset_link(state: &AppState, email: &Email) -> Result<(), ApiError
             subject: "Reset your Smart AI Hub password".into(),
             text: format!(
                 "Someone asked to reset the password of this Smart AI Hub account.\n\n\
-                 To choose a new password, open this link within {minutes} minutes:\n{link}\n\n\
+                 To choose a new password, open this link within {within}:\n{link}\n\n\
                  The link works once. If you did not ask, ignore this message: \
                  your password stays as it is.\n"
             ),
