@@ -550,3 +550,53 @@ async fn registering_opens_the_credit_account_with_the_configured_grant_in_the_l
     assert_eq!(me["credits"]["balance_micros"], 5_000_000);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_cannot_see_or_revoke_another_users_keys_balance_or_ledger() {
+    let app = spawn_app().await;
+    let (_, alice, _) = body(register(&app, "alice@example.com", "password123").await).await;
+    let (_, bob, _) = body(register(&app, "bob@example.com", "password123").await).await;
+    let alice_token = alice["token"].as_str().expect("token").to_string();
+    let bob_token = bob["token"].as_str().expect("token").to_string();
+    let alice_id = alice["user"]["id"].as_str().expect("id").to_string();
+
+    let (_, key, _) = body(
+        post(
+            &app,
+            "/api/keys",
+            json!({"name": "alice-ci"}),
+            Some(&alice_token),
+        )
+        .await,
+    )
+    .await;
+    let key_id = key["id"].as_str().expect("id").to_string();
+    let secret = key["key"].as_str().expect("key").to_string();
+
+    // Bob's listing is his own (empty); he cannot revoke Alice's key.
+    let (_, listing, _) = body(app.get("/api/keys", Some(&bob_token)).await).await;
+    assert_eq!(listing["keys"], json!([]));
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/keys/{key_id}")))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&secret)).await.status(),
+        StatusCode::OK,
+        "still valid"
+    );
+
+    // Nor read her balance or ledger.
+    for path in ["/api/credits/balance", "/api/credits/transactions"] {
+        let status = app
+            .get(&format!("{path}?user_id={alice_id}"), Some(&bob_token))
+            .await
+            .status();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    app.stop().await;
+}
