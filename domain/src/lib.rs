@@ -20,6 +20,7 @@ pub mod user;
 
 pub use credit::{
     CreditAccount, CreditCommand, CreditError, CreditEvent, Decision, ReservationState,
+    TokenSource, UsageOutcome, UsageRecord,
 };
 pub use ids::{AccountId, ApiKeyId, IdError, IdempotencyKey, RequestId, UserId};
 pub use money::{Credits, MoneyError};

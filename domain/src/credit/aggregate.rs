@@ -8,6 +8,7 @@ use super::commands::{CreditCommand, REASON_LEN_MAX};
 use super::error::CreditError;
 use super::events::CreditEvent;
 use super::recent::RecentOutcomes;
+use super::usage::UsageRecord;
 use crate::ids::RequestId;
 use crate::money::{Credits, MoneyError};
 
@@ -203,7 +204,16 @@ impl CreditAccount {
                 now,
             } => self.reserve(request_id, amount, expires_at, now),
             CreditCommand::SettleReservation { request_id, charge } => {
-                self.settle(request_id, charge)
+                self.settle(request_id, charge, None)
+            }
+            CreditCommand::SettleUsage { request_id, usage } => {
+                let Some(active) = self.reservations.get(&request_id) else {
+                    return Err(self.not_active(request_id));
+                };
+                // The hub caps output to what it reserved; an estimate that still fell
+                // short is the hub's loss, never an overdraft.
+                let charge = usage.cost.min(active.amount).max(Credits::ZERO);
+                self.settle(request_id, charge, Some(usage))
             }
             CreditCommand::ReleaseReservation { request_id } => self.release(request_id),
             CreditCommand::ExpireReservations { now } => {
@@ -319,7 +329,12 @@ impl CreditAccount {
         Ok(Decision::write(events))
     }
 
-    fn settle(&self, request_id: RequestId, charge: Credits) -> Result<Decision, CreditError> {
+    fn settle(
+        &self,
+        request_id: RequestId,
+        charge: Credits,
+        usage: Option<Box<UsageRecord>>,
+    ) -> Result<Decision, CreditError> {
         let Some(active) = self.reservations.get(&request_id) else {
             return Err(self.not_active(request_id));
         };
@@ -338,6 +353,7 @@ impl CreditAccount {
             charged: charge,
             balance_after: Credits::from_micros(self.balance.micros() - charge.micros()),
             reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
+            usage,
         }]))
     }
 

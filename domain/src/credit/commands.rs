@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::usage::UsageRecord;
 use crate::ids::{IdempotencyKey, RequestId};
 use crate::money::Credits;
 
@@ -42,6 +43,12 @@ pub enum CreditCommand {
         request_id: RequestId,
         charge: Credits,
     },
+    /// Settle an inference request from its usage: charge `usage.cost`, capped at what was
+    /// reserved, release the rest, and record the usage in the settlement event.
+    SettleUsage {
+        request_id: RequestId,
+        usage: Box<UsageRecord>,
+    },
     /// Give a reservation back without charging.
     ReleaseReservation { request_id: RequestId },
     /// Expire every reservation whose time has passed at `now` (at most
@@ -58,7 +65,9 @@ impl CreditCommand {
             Self::PurchaseCredits { payment_id, .. } => Some(format!("payment:{payment_id}")),
             Self::ApplyPromoCredits { code, .. } => Some(format!("promo:{code}")),
             Self::ReserveCredits { request_id, .. } => Some(format!("reserve:{request_id}")),
-            Self::SettleReservation { request_id, .. } => Some(format!("settle:{request_id}")),
+            Self::SettleReservation { request_id, .. } | Self::SettleUsage { request_id, .. } => {
+                Some(format!("settle:{request_id}"))
+            }
             Self::ReleaseReservation { request_id } => Some(format!("release:{request_id}")),
         }
     }
@@ -68,6 +77,7 @@ impl CreditCommand {
     pub fn related_keys(&self) -> Vec<String> {
         match self {
             Self::SettleReservation { request_id, .. }
+            | Self::SettleUsage { request_id, .. }
             | Self::ReleaseReservation { request_id } => {
                 vec![
                     format!("settle:{request_id}"),

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use super::usage::UsageRecord;
 use crate::ids::{IdempotencyKey, RequestId};
 use crate::money::Credits;
 
@@ -47,6 +48,9 @@ pub enum CreditEvent {
         charged: Credits,
         balance_after: Credits,
         reserved_after: Credits,
+        /// For an inference request: what it used, from which `charged` was computed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Box<UsageRecord>>,
     },
     ReservationReleased {
         request_id: RequestId,

@@ -3,6 +3,8 @@
 //! Credits come in (admin grants, purchases, promo codes) and go out only through
 //! reservations: a request first *reserves* the most it can cost, then *settles* with the
 //! actual charge (never more than reserved), or the reservation is *released* or *expires*.
+//! An inference request settles with its [`UsageRecord`], stored in the settlement event:
+//! usage and charge are one fact, written once.
 //!
 //! Rules kept here, for every sequence of commands:
 //! - `available = balance - reserved` is never negative, and `reserved` equals the sum of
@@ -19,6 +21,7 @@ mod commands;
 mod error;
 mod events;
 mod recent;
+mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -30,3 +33,4 @@ pub use commands::{CreditCommand, REASON_LEN_MAX};
 pub use error::CreditError;
 pub use events::CreditEvent;
 pub use recent::RECENT_KEYS_MAX;
+pub use usage::{TokenSource, UsageOutcome, UsageRecord};

@@ -300,6 +300,7 @@ fn settling_charges_the_actual_cost_and_releases_the_rest() {
             charged: c(25),
             balance_after: c(75),
             reserved_after: c(0),
+            usage: None,
         }]);
 }
 
@@ -329,6 +330,7 @@ fn settling_twice_returns_the_first_settlement() {
         charged: c(25),
         balance_after: c(75),
         reserved_after: c(0),
+        usage: None,
     };
     let given = vec![
         opened(),
@@ -437,6 +439,7 @@ fn releasing_a_settled_reservation_is_refused() {
                 charged: c(60),
                 balance_after: c(40),
                 reserved_after: c(0),
+                usage: None,
             },
         ])
         .when(CreditCommand::ReleaseReservation {
@@ -610,6 +613,7 @@ fn a_recalled_settlement_is_replayed_even_after_the_account_forgot_it() {
         charged: c(25),
         balance_after: c(75),
         reserved_after: c(0),
+        usage: None,
     };
     let mut account = account_with(&[opened(), granted("g", 100, 100, 0)]);
     let settle = CreditCommand::SettleReservation {
@@ -624,4 +628,96 @@ fn a_recalled_settlement_is_replayed_even_after_the_account_forgot_it() {
     let decision = account.decide(settle).expect("replayed");
     assert_eq!(decision.replay_of, Some(settled));
     assert_eq!(account.balance(), c(100), "recall never changes totals");
+}
+
+fn usage(cost: i64) -> Box<UsageRecord> {
+    Box::new(UsageRecord {
+        model: "mock-1".into(),
+        provider: "mock".into(),
+        api_key: None,
+        input_tokens: 12,
+        output_tokens: 30,
+        cached_input_tokens: 0,
+        token_source: TokenSource::Provider,
+        latency_ms: 40,
+        first_token_ms: Some(5),
+        cost: c(cost),
+        price_version: "v1".into(),
+        outcome: UsageOutcome::Completed,
+    })
+}
+
+#[test]
+fn settling_from_usage_charges_its_cost_and_records_the_usage() {
+    AccountTest::with(())
+        .given(vec![
+            opened(),
+            granted("g", 100, 100, 0),
+            reserved("r1", 60, 30, 100, 60),
+        ])
+        .when(CreditCommand::SettleUsage {
+            request_id: rid("r1"),
+            usage: usage(25),
+        })
+        .then_expect_events(vec![CreditEvent::ReservationSettled {
+            request_id: rid("r1"),
+            reserved: c(60),
+            charged: c(25),
+            balance_after: c(75),
+            reserved_after: c(0),
+            usage: Some(usage(25)),
+        }]);
+}
+
+#[test]
+fn usage_costing_more_than_was_reserved_is_charged_the_reservation_only() {
+    AccountTest::with(())
+        .given(vec![
+            opened(),
+            granted("g", 100, 100, 0),
+            reserved("r1", 60, 30, 100, 60),
+        ])
+        .when(CreditCommand::SettleUsage {
+            request_id: rid("r1"),
+            usage: usage(90),
+        })
+        .then_expect_events(vec![CreditEvent::ReservationSettled {
+            request_id: rid("r1"),
+            reserved: c(60),
+            charged: c(60),
+            balance_after: c(40),
+            reserved_after: c(0),
+            usage: Some(usage(90)),
+        }]);
+}
+
+#[test]
+fn a_repeated_usage_settlement_returns_the_first_and_charges_nothing_more() {
+    let first = CreditEvent::ReservationSettled {
+        request_id: rid("r1"),
+        reserved: c(60),
+        charged: c(25),
+        balance_after: c(75),
+        reserved_after: c(0),
+        usage: Some(usage(25)),
+    };
+    let account = [
+        opened(),
+        granted("g", 100, 100, 0),
+        reserved("r1", 60, 30, 100, 60),
+        first.clone(),
+    ]
+    .into_iter()
+    .fold(CreditAccount::default(), |mut a, e| {
+        a.evolve(e);
+        a
+    });
+    let decision = account
+        .decide(CreditCommand::SettleUsage {
+            request_id: rid("r1"),
+            usage: usage(50),
+        })
+        .expect("a repeat is not an error");
+    assert!(decision.events.is_empty());
+    assert_eq!(decision.replay_of, Some(first));
 }
