@@ -76,6 +76,29 @@ impl Topology {
         format!("{}.outbox.committed", self.subject_prefix)
     }
 
+    /// The work-queue subject of inference commands (in `HUB_COMMANDS`).
+    pub fn inference_command_subject(&self) -> String {
+        format!("{}.cmd.inference", self.subject_prefix)
+    }
+
+    /// Core NATS subject on which a worker streams one request's answer back to the API
+    /// process waiting for it. `request_id` must be one subject token (request ids are
+    /// `[A-Za-z0-9_-]`).
+    pub fn inference_reply_subject(&self, request_id: &str) -> String {
+        format!("{}.stream.{request_id}", self.subject_prefix)
+    }
+
+    /// Core NATS subject on which the API asks the worker to stop one request (the client
+    /// went away).
+    pub fn inference_cancel_subject(&self, request_id: &str) -> String {
+        format!("{}.cancel.{request_id}", self.subject_prefix)
+    }
+
+    /// Every cancellation, for a worker's one subscription.
+    pub fn inference_cancel_all(&self) -> String {
+        format!("{}.cancel.*", self.subject_prefix)
+    }
+
     /// Every event of one aggregate type.
     pub fn events_of_type(&self, aggregate_type: &str) -> String {
         format!("{}.events.{aggregate_type}.>", self.subject_prefix)

@@ -19,11 +19,13 @@ pub enum ProjectionKind {
     Ledger,
     /// `users`: who is registered, with their roles (for admins' listings).
     Users,
+    /// `usage_records`: one row per settled inference request (for analysts).
+    Usage,
 }
 
 /// Unknown projection name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown projection {0:?} (known: balances, ledger, users)")]
+#[error("unknown projection {0:?} (known: balances, ledger, users, usage)")]
 pub struct UnknownProjection(pub String);
 
 impl std::str::FromStr for ProjectionKind {
@@ -33,16 +35,18 @@ impl std::str::FromStr for ProjectionKind {
             "balances" => Ok(ProjectionKind::Balances),
             "ledger" => Ok(ProjectionKind::Ledger),
             "users" => Ok(ProjectionKind::Users),
+            "usage" => Ok(ProjectionKind::Usage),
             other => Err(UnknownProjection(other.to_string())),
         }
     }
 }
 
 impl ProjectionKind {
-    pub const ALL: [ProjectionKind; 3] = [
+    pub const ALL: [ProjectionKind; 4] = [
         ProjectionKind::Balances,
         ProjectionKind::Ledger,
         ProjectionKind::Users,
+        ProjectionKind::Usage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,13 +54,16 @@ impl ProjectionKind {
             ProjectionKind::Balances => "balances",
             ProjectionKind::Ledger => "ledger",
             ProjectionKind::Users => "users",
+            ProjectionKind::Usage => "usage",
         }
     }
 
     /// The aggregate type whose events it reads.
     pub fn aggregate_type(self) -> &'static str {
         match self {
-            ProjectionKind::Balances | ProjectionKind::Ledger => CREDIT_ACCOUNT,
+            ProjectionKind::Balances | ProjectionKind::Ledger | ProjectionKind::Usage => {
+                CREDIT_ACCOUNT
+            }
             ProjectionKind::Users => USER,
         }
     }
@@ -67,6 +74,7 @@ impl ProjectionKind {
             ProjectionKind::Balances => &["balances", "active_reservations"],
             ProjectionKind::Ledger => &["ledger"],
             ProjectionKind::Users => &["users"],
+            ProjectionKind::Usage => &["usage_records"],
         }
     }
 
@@ -93,6 +101,7 @@ impl ProjectionKind {
         match self {
             ProjectionKind::Balances => apply_balances(conn, &events).await,
             ProjectionKind::Ledger => apply_ledger(conn, &events).await,
+            ProjectionKind::Usage => apply_usage(conn, &events).await,
             ProjectionKind::Users => Ok(()),
         }
     }
@@ -381,6 +390,103 @@ struct LedgerRows<'a> {
     cause_ids: Vec<&'a str>,
     descriptions: Vec<Option<&'a str>>,
     actors: Vec<Option<&'a str>>,
+    stream_sequences: Vec<i64>,
+    recorded_at: Vec<DateTime<Utc>>,
+}
+
+/// One `usage_records` row per settlement that carries usage.
+async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::Result<()> {
+    let mut rows = UsageRows::default();
+    for e in events {
+        let CreditEvent::ReservationSettled {
+            request_id,
+            charged,
+            usage: Some(usage),
+            ..
+        } = &e.event
+        else {
+            continue;
+        };
+        rows.accounts.push(e.account);
+        rows.requests.push(request_id.as_str());
+        rows.api_keys.push(usage.api_key.map(|k| k.0));
+        rows.models.push(usage.model.as_str());
+        rows.providers.push(usage.provider.as_str());
+        rows.input.push(i64::try_from(usage.input_tokens)?);
+        rows.output.push(i64::try_from(usage.output_tokens)?);
+        rows.cached.push(i64::try_from(usage.cached_input_tokens)?);
+        rows.sources.push(match usage.token_source {
+            hub_domain::TokenSource::Provider => "provider",
+            hub_domain::TokenSource::Estimated => "estimated",
+        });
+        rows.latency.push(i64::try_from(usage.latency_ms)?);
+        rows.first_token.push(usage.first_token_ms.map(i64::try_from).transpose()?);
+        rows.cost.push(usage.cost.micros());
+        rows.charged.push(charged.micros());
+        rows.price_versions.push(usage.price_version.as_str());
+        rows.outcomes.push(match usage.outcome {
+            hub_domain::UsageOutcome::Completed => "completed",
+            hub_domain::UsageOutcome::Cancelled => "cancelled",
+            hub_domain::UsageOutcome::Broken => "broken",
+        });
+        rows.stream_sequences.push(e.stream_sequence);
+        rows.recorded_at.push(e.recorded_at);
+    }
+    if rows.accounts.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO usage_records (account_id, request_id, api_key_id, model, provider,
+                                    input_tokens, output_tokens, cached_input_tokens,
+                                    token_source, latency_ms, first_token_ms, cost_micros,
+                                    charged_micros, price_version, outcome, stream_sequence,
+                                    recorded_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+                              $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::int8[],
+                              $11::int8[], $12::int8[], $13::int8[], $14::text[], $15::text[],
+                              $16::int8[], $17::timestamptz[])
+         ON CONFLICT (account_id, request_id) DO NOTHING",
+    )
+    .bind(&rows.accounts)
+    .bind(&rows.requests)
+    .bind(&rows.api_keys)
+    .bind(&rows.models)
+    .bind(&rows.providers)
+    .bind(&rows.input)
+    .bind(&rows.output)
+    .bind(&rows.cached)
+    .bind(&rows.sources)
+    .bind(&rows.latency)
+    .bind(&rows.first_token)
+    .bind(&rows.cost)
+    .bind(&rows.charged)
+    .bind(&rows.price_versions)
+    .bind(&rows.outcomes)
+    .bind(&rows.stream_sequences)
+    .bind(&rows.recorded_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Usage rows as columns, for one `UNNEST` insert.
+#[derive(Default)]
+struct UsageRows<'a> {
+    accounts: Vec<Uuid>,
+    requests: Vec<&'a str>,
+    api_keys: Vec<Option<Uuid>>,
+    models: Vec<&'a str>,
+    providers: Vec<&'a str>,
+    input: Vec<i64>,
+    output: Vec<i64>,
+    cached: Vec<i64>,
+    sources: Vec<&'static str>,
+    latency: Vec<i64>,
+    first_token: Vec<Option<i64>>,
+    cost: Vec<i64>,
+    charged: Vec<i64>,
+    price_versions: Vec<&'a str>,
+    outcomes: Vec<&'static str>,
     stream_sequences: Vec<i64>,
     recorded_at: Vec<DateTime<Utc>>,
 }
