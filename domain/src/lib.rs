@@ -12,10 +12,15 @@
 //!   credits and reservations for inference requests.
 //! - [`user`]: the [`User`] aggregate — registration, email verification, passwords,
 //!   roles, Google sign-in and API keys — and its values ([`Email`], [`Role`], hashes).
+//! - [`promo`]: the [`PromoCode`] aggregate — limits, validity window, once per user.
+//! - [`payment`]: the [`Payment`] aggregate — one Stripe Checkout Session, from checkout to
+//!   refunds, idempotent under retried and out-of-order webhooks.
 
 pub mod credit;
 pub mod ids;
 pub mod money;
+pub mod payment;
+pub mod promo;
 pub mod user;
 
 pub use credit::{
@@ -24,6 +29,10 @@ pub use credit::{
 };
 pub use ids::{AccountId, ApiKeyId, IdError, IdempotencyKey, RequestId, UserId};
 pub use money::{Credits, MoneyError};
+pub use payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus, StripeId};
+pub use promo::{
+    PromoCode, PromoCodeValue, PromoCodeValueError, PromoCommand, PromoError, PromoEvent,
+};
 pub use user::{
     ApiKey, ApiKeyName, ApiKeyPrefix, DisplayName, Email, GoogleSubject, PasswordHash, Role,
     SecretHash, User, UserCommand, UserError, UserEvent, UserValueError,
