@@ -1,0 +1,40 @@
+//! The inference side of Smart AI Hub: the providers that answer chat requests (OpenAI,
+//! Anthropic, any OpenAI-compatible server, and a built-in mock), the router that picks one
+//! with retries, fallback and cooldown, token counting, and the `[models]` settings.
+//!
+//! A caller (the worker loop, the HTTP API) builds one [`ProviderRouter`] from
+//! [`ModelsSettings`], counts the prompt with [`tokens::count_prompt_tokens`], reserves
+//! [`hub_domain::Price::max_cost`] for the model's price, then calls
+//! [`ProviderRouter::open`] and reads the [`StreamEvent`]s of the [`Opened`] stream:
+//! `Delta* Usage? Finish`, or an error item last. When no `Usage` came, it estimates the
+//! output with [`tokens::count_text_tokens`] over the deltas it delivered.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`ModelsSettings`] — models, prices, providers, timeouts, retries, cooldown.
+//! - [`providers`]: the [`Provider`] trait, the shared request and event types, and one file
+//!   per upstream ([`providers::openai`], [`providers::anthropic`], [`providers::mock`]), over
+//!   a server-sent events parser ([`providers::sse`]).
+//! - [`router`]: [`ProviderRouter`] — per-model provider lists, retries before the first
+//!   token, fallback, circuit breakers, model and status listings.
+//! - [`tokens`]: token counting with OpenAI's tokenizers (`o200k`, `cl100k`).
+//! - [`wire`]: the inference command (API → worker, on `HUB_COMMANDS`) and the answer's
+//!   chunks (worker → API, on core NATS).
+//! - [`worker`]: the worker loop — at most once per request, streaming back, settling the
+//!   reservation from the usage.
+//!
+//! **Invariant:** no error message, log line or `Debug` output contains a provider API key.
+
+pub mod config;
+pub mod providers;
+pub mod router;
+pub mod tokens;
+pub mod wire;
+pub mod worker;
+
+pub use config::{ModelSettings, ModelsSettings, PriceSettings, ProviderKind, ProviderSettings};
+pub use providers::{
+    ChatMessage, ChatParams, ChatRequest, EventStream, Provider, ProviderError, StreamEvent,
+    Timeouts, TokenUsage,
+};
+pub use router::{HealthState, ModelInfo, Opened, ProviderRouter, ProviderStatus, RouteError};

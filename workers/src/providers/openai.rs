@@ -1,0 +1,379 @@
+//! OpenAI's chat completions, and any OpenAI-compatible server (vLLM, Ollama, llama.cpp) by
+//! base URL.
+//!
+//! Requests always stream (`stream: true`, `stream_options.include_usage: true`). The stream is
+//! `data: {chunk}` events ended by `data: [DONE]`; the finish reason comes in the last choice
+//! chunk and the usage, when the server reports it, in a chunk with no choices after it. Both
+//! are held back and yielded at `[DONE]` as `Usage` then `Finish`. A server that does not
+//! report usage yields no `Usage`.
+
+use futures::future::BoxFuture;
+use serde_json::{json, Map, Value};
+
+use super::{
+    count, is_json, json_error_message, json_stream, scrub, send, sse_stream, ChatRequest,
+    Deadlines, Decoder, EventStream, Pending, Provider, ProviderError, StreamEvent, Timeouts,
+    TokenUsage,
+};
+use crate::providers::sse::SseEvent;
+
+/// The flavour of the OpenAI protocol a server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI itself: `max_completion_tokens` (the reasoning models refuse `max_tokens`).
+    OpenAi,
+    /// An OpenAI-compatible server: `max_tokens`, and `developer` messages sent as `system`
+    /// (chat templates of open models know no `developer` role).
+    Compatible,
+}
+
+/// A provider speaking OpenAI's chat completions.
+pub struct OpenAiProvider {
+    name: String,
+    client: reqwest::Client,
+    /// `{base_url}/chat/completions`.
+    url: String,
+    api_key: Option<String>,
+    dialect: Dialect,
+    timeouts: Timeouts,
+}
+
+impl OpenAiProvider {
+    /// A provider named `name` at `base_url` (e.g. `https://api.openai.com/v1`, or
+    /// `http://localhost:8000/v1` for vLLM), sending `api_key` as a bearer token if set.
+    pub fn new(
+        name: &str,
+        client: reqwest::Client,
+        base_url: &str,
+        api_key: Option<String>,
+        dialect: Dialect,
+        timeouts: Timeouts,
+    ) -> Self {
+        OpenAiProvider {
+            name: name.to_owned(),
+            client,
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+            dialect,
+            timeouts,
+        }
+    }
+
+    /// The JSON body for `request`.
+    pub fn body(&self, request: &ChatRequest) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| {
+                let role = match (self.dialect, m.role.as_str()) {
+                    (Dialect::Compatible, "developer") => "system",
+                    (_, role) => role,
+                };
+                json!({"role": role, "content": m.content})
+            })
+            .collect();
+        let mut body = Map::new();
+        body.insert("model".into(), json!(request.model));
+        body.insert("messages".into(), Value::Array(messages));
+        body.insert("stream".into(), json!(true));
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+        let max_field = match self.dialect {
+            Dialect::OpenAi => "max_completion_tokens",
+            Dialect::Compatible => "max_tokens",
+        };
+        body.insert(max_field.into(), json!(request.max_tokens));
+        if let Some(t) = request.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = request.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
+        if !request.stop.is_empty() {
+            body.insert("stop".into(), json!(request.stop));
+        }
+        if let Some(user) = &request.user {
+            body.insert("user".into(), json!(user));
+        }
+        Value::Object(body)
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
+        Box::pin(async move {
+            let deadlines = Deadlines::start(&self.timeouts);
+            let mut builder = self.client.post(&self.url).json(&self.body(&request));
+            if let Some(key) = &self.api_key {
+                builder = builder.bearer_auth(key);
+            }
+            let response = send(builder, &deadlines, self.api_key.as_deref()).await?;
+            if is_json(&response) {
+                return Ok(json_stream(
+                    response,
+                    deadlines,
+                    self.api_key.clone(),
+                    whole_answer,
+                ));
+            }
+            Ok(sse_stream(
+                response,
+                ChunkDecoder {
+                    finish: None,
+                    usage: None,
+                    secret: self.api_key.clone(),
+                },
+                deadlines,
+            ))
+        })
+    }
+}
+
+/// Decodes `chat.completion.chunk` events.
+struct ChunkDecoder {
+    /// The `finish_reason` seen, yielded at `[DONE]`.
+    finish: Option<String>,
+    /// The usage seen, yielded at `[DONE]`.
+    usage: Option<TokenUsage>,
+    /// Scrubbed from error messages.
+    secret: Option<String>,
+}
+
+impl ChunkDecoder {
+    fn complete(&mut self, out: &mut Pending) {
+        if let Some(usage) = self.usage.take() {
+            out.push_back(Ok(StreamEvent::Usage(usage)));
+        }
+        let reason = self.finish.take().unwrap_or_else(|| "stop".to_owned());
+        out.push_back(Ok(StreamEvent::Finish { reason }));
+    }
+}
+
+impl Decoder for ChunkDecoder {
+    fn event(&mut self, event: SseEvent, out: &mut Pending) -> bool {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.complete(out);
+            return true;
+        }
+        if data.is_empty() {
+            return false;
+        }
+        let chunk: Value = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                out.push_back(Err(ProviderError::Protocol(format!(
+                    "a stream chunk is not JSON ({error})"
+                ))));
+                return true;
+            }
+        };
+        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+            let message = json_error_message(&chunk).unwrap_or_default();
+            out.push_back(Err(ProviderError::StreamBroken(scrub(
+                &message,
+                self.secret.as_deref(),
+            ))));
+            return true;
+        }
+        for choice in chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = choice.pointer("/delta/content").and_then(Value::as_str);
+            if let Some(text) = text.filter(|t| !t.is_empty()) {
+                out.push_back(Ok(StreamEvent::Delta {
+                    text: text.to_owned(),
+                }));
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.finish = Some(reason.to_owned());
+            }
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(usage_of(usage));
+        }
+        false
+    }
+
+    fn end(&mut self, out: &mut Pending) {
+        // Some servers close without `[DONE]` once they sent the finish reason: that answer is
+        // whole. Without a finish reason it was cut.
+        if self.finish.is_some() {
+            self.complete(out);
+        } else {
+            out.push_back(Err(ProviderError::StreamBroken(
+                "the upstream closed the stream before it finished".into(),
+            )));
+        }
+    }
+}
+
+/// OpenAI's `usage`: `prompt_tokens` (cached included), `completion_tokens`,
+/// `prompt_tokens_details.cached_tokens`.
+fn usage_of(usage: &Value) -> TokenUsage {
+    TokenUsage {
+        input_tokens: count(usage.get("prompt_tokens")),
+        output_tokens: count(usage.get("completion_tokens")),
+        cached_input_tokens: count(usage.pointer("/prompt_tokens_details/cached_tokens")),
+    }
+}
+
+/// A non-streamed `chat.completion`.
+fn whole_answer(answer: &Value) -> Result<Vec<StreamEvent>, ProviderError> {
+    let choice = answer
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or_else(|| ProviderError::Protocol("the answer has no choices".into()))?;
+    let mut events = Vec::new();
+    if let Some(text) = choice
+        .pointer("/message/content")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        events.push(StreamEvent::Delta {
+            text: text.to_owned(),
+        });
+    }
+    if let Some(usage) = answer.get("usage").filter(|u| u.is_object()) {
+        events.push(StreamEvent::Usage(usage_of(usage)));
+    }
+    let reason = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("stop");
+    events.push(StreamEvent::Finish {
+        reason: reason.to_owned(),
+    });
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::ChatMessage;
+    use std::collections::VecDeque;
+
+    fn decode(events: &[&str]) -> Vec<Result<StreamEvent, ProviderError>> {
+        let mut decoder = ChunkDecoder {
+            finish: None,
+            usage: None,
+            secret: Some("sk-secret".into()),
+        };
+        let mut out = VecDeque::new();
+        for data in events {
+            let event = SseEvent {
+                event: None,
+                data: (*data).to_owned(),
+            };
+            if decoder.event(event, &mut out) {
+                return out.into_iter().collect();
+            }
+        }
+        decoder.end(&mut out);
+        out.into_iter().collect()
+    }
+
+    fn delta(text: &str) -> Result<StreamEvent, ProviderError> {
+        Ok(StreamEvent::Delta { text: text.into() })
+    }
+
+    #[test]
+    fn chunks_become_deltas_then_usage_then_finish() {
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            events,
+            vec![
+                delta("Hel"),
+                delta("lo"),
+                Ok(StreamEvent::Usage(TokenUsage {
+                    input_tokens: 9,
+                    output_tokens: 2,
+                    cached_input_tokens: 4
+                })),
+                Ok(StreamEvent::Finish {
+                    reason: "length".into()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stream_without_done_or_finish_reason_is_broken() {
+        let events = decode(&[r#"{"choices":[{"delta":{"content":"Hi"}}]}"#]);
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[1], Err(ProviderError::StreamBroken(_))));
+        let lenient =
+            decode(&[r#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#]);
+        assert_eq!(
+            lenient.last(),
+            Some(&Ok(StreamEvent::Finish {
+                reason: "stop".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn an_error_chunk_breaks_the_stream_without_the_key() {
+        let events = decode(&[r#"{"error":{"message":"overloaded for sk-secret"}}"#]);
+        match events.as_slice() {
+            [Err(ProviderError::StreamBroken(message))] => {
+                assert!(!message.contains("sk-secret"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_body_streams_with_usage_and_names_max_tokens_per_dialect() {
+        let request = ChatRequest {
+            model: "gpt-4o".into(),
+            messages: vec![
+                ChatMessage::new("developer", "be brief"),
+                ChatMessage::new("user", "hi"),
+            ],
+            max_tokens: 7,
+            temperature: Some(0.5),
+            top_p: None,
+            stop: vec!["END".into()],
+            user: Some("u1".into()),
+        };
+        let provider = |dialect| {
+            OpenAiProvider::new(
+                "p",
+                reqwest::Client::new(),
+                "http://x/v1/",
+                None,
+                dialect,
+                Timeouts::default(),
+            )
+        };
+        let openai = provider(Dialect::OpenAi).body(&request);
+        assert_eq!(openai["stream"], json!(true));
+        assert_eq!(openai["stream_options"]["include_usage"], json!(true));
+        assert_eq!(openai["max_completion_tokens"], json!(7));
+        assert_eq!(openai["messages"][0]["role"], json!("developer"));
+        assert_eq!(openai["stop"], json!(["END"]));
+        assert_eq!(openai["user"], json!("u1"));
+        assert!(openai.get("top_p").is_none());
+        let compatible = provider(Dialect::Compatible).body(&request);
+        assert_eq!(compatible["max_tokens"], json!(7));
+        assert_eq!(compatible["messages"][0]["role"], json!("system"));
+        assert_eq!(
+            provider(Dialect::OpenAi).url,
+            "http://x/v1/chat/completions"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! What travels between the API and the workers.
+//!
+//! - [`InferenceCommand`]: JSON on the work-queue subject of `HUB_COMMANDS`
+//!   (`Nats-Msg-Id` = request id, so a repeated publish is dropped by the server).
+//! - [`WireChunk`]: JSON on the request's core NATS reply subject, worker → API: `started`,
+//!   then `delta`s numbered from 1, then exactly one of `finished` or `failed`.
+//! - A cancellation is an empty message on the request's cancel subject, API → worker.
+
+use chrono::{DateTime, Utc};
+use hub_domain::pricing::Price;
+use hub_domain::{ApiKeyId, Credits};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::providers::ChatMessage;
+
+/// A chat request the API has accepted and reserved credits for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InferenceCommand {
+    /// `req_<32 hex>`: one subject token, and the reservation's request id.
+    pub request_id: String,
+    /// The user (and credit account) paying.
+    pub account: Uuid,
+    pub api_key: Option<ApiKeyId>,
+    /// The model the client asked for (a configured name).
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    /// Already capped to what was reserved.
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// The prompt's tokens as the hub counted them (used when the provider reports none).
+    pub prompt_tokens: u64,
+    pub reserved_micros: i64,
+    /// Prices in micro-credits per million tokens, as accepted.
+    pub price: WirePrice,
+    pub price_version: String,
+    pub accepted_at: DateTime<Utc>,
+    /// A worker that picks the command up later than this does not start it (its
+    /// reservation is about to expire).
+    pub start_by: DateTime<Utc>,
+}
+
+/// A model's prices, in micro-credits per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePrice {
+    pub input_per_million_micros: i64,
+    pub output_per_million_micros: i64,
+    pub cached_input_per_million_micros: i64,
+}
+
+impl From<Price> for WirePrice {
+    fn from(p: Price) -> Self {
+        WirePrice {
+            input_per_million_micros: p.input_per_million.micros(),
+            output_per_million_micros: p.output_per_million.micros(),
+            cached_input_per_million_micros: p.cached_input_per_million.micros(),
+        }
+    }
+}
+
+impl From<WirePrice> for Price {
+    fn from(p: WirePrice) -> Self {
+        Price {
+            input_per_million: Credits::from_micros(p.input_per_million_micros),
+            output_per_million: Credits::from_micros(p.output_per_million_micros),
+            cached_input_per_million: Credits::from_micros(p.cached_input_per_million_micros),
+        }
+    }
+}
+
+/// Token counts as reported to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    /// `provider` or `estimated`.
+    pub source: hub_domain::TokenSource,
+}
+
+/// One message of a request's answer, worker → API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WireChunk {
+    /// A provider accepted the request.
+    Started { provider: String },
+    /// Text, in order; `seq` counts from 1 so a gap is visible.
+    Delta { seq: u64, text: String },
+    /// The end: what it used and what was charged.
+    Finished {
+        finish_reason: String,
+        usage: WireUsage,
+        charged_micros: i64,
+        /// `completed`, `cancelled` or `broken`.
+        outcome: hub_domain::UsageOutcome,
+    },
+    /// The request failed. `charged_micros` is what was charged for what was delivered
+    /// (zero when nothing was).
+    Failed {
+        /// A stable code: `upstream_rate_limited`, `upstream_unauthorized`,
+        /// `upstream_timeout`, `upstream_error`, `upstream_stream_broken`, `expired`, ...
+        code: String,
+        message: String,
+        /// The HTTP status the API answers with.
+        status: u16,
+        retry_after_s: Option<u64>,
+        charged_micros: i64,
+    },
+}
+
+impl WireChunk {
+    /// Whether this is the last chunk of a request.
+    pub fn is_last(&self) -> bool {
+        matches!(self, WireChunk::Finished { .. } | WireChunk::Failed { .. })
+    }
+}

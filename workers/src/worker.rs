@@ -1,0 +1,449 @@
+//! The inference worker: pulls [`InferenceCommand`]s from `HUB_COMMANDS`, calls the
+//! provider, streams the answer back over core NATS, and settles the reservation from the
+//! usage.
+//!
+//! **At most once.** A worker acknowledges a command (and waits for the server to confirm
+//! the ack) *before* it calls a provider. A command is redelivered only if that ack never
+//! happened, so no provider is ever called twice for one request. A worker that dies after
+//! the ack leaves a reservation that the sweeper expires and releases: the user pays nothing.
+//!
+//! **Billing.** When a provider accepted the request, the user pays for the prompt and for
+//! the tokens produced (all of them when the answer completed; those delivered when the
+//! client went away or the stream broke), at the model's price as accepted, capped at the
+//! reservation. When no provider accepted it, the reservation is released.
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use chrono::Utc;
+use futures::StreamExt;
+use hub_commands::CreditAccounts;
+use hub_domain::pricing::{Price, TokenUsage};
+use hub_domain::{
+    AccountId, CreditCommand, CreditError, CreditEvent, RequestId, TokenSource, UsageOutcome,
+    UsageRecord,
+};
+use hub_nats::Topology;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::providers::{ChatParams, ProviderError, StreamEvent};
+use crate::router::{ProviderRouter, RouteError};
+use crate::tokens;
+use crate::wire::{InferenceCommand, WireChunk, WireUsage};
+
+/// Tuning, passed explicitly.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Requests one worker process runs at once.
+    pub concurrency: usize,
+    /// Wait this long before retrying after an error.
+    pub retry_delay: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 1_024,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The durable consumer all workers share (the stream is a work queue: each command goes
+/// to one of them).
+pub const CONSUMER: &str = "inference_workers";
+
+/// One worker process.
+pub struct Worker {
+    js: jetstream::Context,
+    topology: Topology,
+    router: Arc<ProviderRouter>,
+    credits: Arc<CreditAccounts>,
+    config: WorkerConfig,
+    cancels: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl Worker {
+    pub fn new(
+        js: jetstream::Context,
+        topology: Topology,
+        router: Arc<ProviderRouter>,
+        credits: Arc<CreditAccounts>,
+        config: WorkerConfig,
+    ) -> Self {
+        Worker {
+            js,
+            topology,
+            router,
+            credits,
+            config,
+            cancels: Arc::default(),
+        }
+    }
+
+    /// Work until `shutdown` resolves; errors are logged and retried.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let this = Arc::new(self);
+        let delay = this.config.retry_delay;
+        hub_nats::leader::supervise("worker", delay, shutdown, || this.clone().work()).await;
+    }
+
+    async fn work(self: Arc<Self>) -> anyhow::Result<()> {
+        let stream = self.js.get_stream(self.topology.commands_stream()).await?;
+        let consumer = stream
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.to_string()),
+                    filter_subject: self.topology.inference_command_subject(),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: i64::try_from(self.config.concurrency * 2).unwrap_or(2_048),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // One subscription for every cancellation aimed at this process's requests.
+        let mut cancellations = self
+            .js
+            .client()
+            .subscribe(self.topology.inference_cancel_all())
+            .await?;
+        let cancels = self.cancels.clone();
+        let prefix_len = self.topology.inference_cancel_subject("").len();
+        let listener = tokio::spawn(async move {
+            while let Some(message) = cancellations.next().await {
+                let request = message
+                    .subject
+                    .as_str()
+                    .get(prefix_len..)
+                    .unwrap_or_default();
+                if let Ok(map) = cancels.lock() {
+                    if let Some(token) = map.get(request) {
+                        token.cancel();
+                    }
+                }
+            }
+        });
+        let _listener = AbortOnDrop(listener);
+
+        let permits = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.concurrency.min(256))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        tracing::info!("inference worker is pulling commands");
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            let permit = permits.clone().acquire_owned().await?;
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.handle(message).await;
+                drop(permit);
+            });
+        }
+        anyhow::bail!("the command stream ended")
+    }
+
+    async fn handle(&self, message: jetstream::Message) {
+        // Claim before calling anyone: confirmed by the server, or not run at all.
+        if let Err(err) = message.double_ack().await {
+            tracing::warn!(error = %err, "could not acknowledge an inference command; leaving it");
+            return;
+        }
+        let command: InferenceCommand = match serde_json::from_slice(&message.payload) {
+            Ok(command) => command,
+            Err(err) => {
+                tracing::error!(error = %err, "unreadable inference command dropped");
+                return;
+            }
+        };
+        let token = CancellationToken::new();
+        if let Ok(mut map) = self.cancels.lock() {
+            map.insert(command.request_id.clone(), token.clone());
+        }
+        let request_id = command.request_id.clone();
+        self.execute(command, token).await;
+        if let Ok(mut map) = self.cancels.lock() {
+            map.remove(&request_id);
+        }
+    }
+
+    async fn execute(&self, command: InferenceCommand, cancel: CancellationToken) {
+        let reply = self.topology.inference_reply_subject(&command.request_id);
+        let client = self.js.client();
+        let send = |chunk: WireChunk| {
+            let client = client.clone();
+            let reply = reply.clone();
+            async move {
+                match serde_json::to_vec(&chunk) {
+                    Ok(body) => {
+                        if let Err(err) = client.publish(reply, body.into()).await {
+                            tracing::debug!(error = %err, "could not stream a chunk back");
+                        }
+                    }
+                    Err(err) => tracing::error!(error = %err, "could not encode a chunk"),
+                }
+            }
+        };
+        if Utc::now() > command.start_by {
+            self.release(&command).await;
+            send(failed(
+                "expired",
+                "the request waited too long for a worker",
+                504,
+                None,
+                0,
+            ))
+            .await;
+            return;
+        }
+        let started = Instant::now();
+        let request = ChatParams {
+            messages: command.messages.clone(),
+            max_tokens: command.max_tokens,
+            temperature: command.temperature,
+            top_p: command.top_p,
+            stop: command.stop.clone(),
+            user: None,
+        };
+        let opened = tokio::select! {
+            opened = self.router.open(&command.model, request) => opened,
+            () = cancel.cancelled() => {
+                self.release(&command).await;
+                return;
+            }
+        };
+        let mut opened = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                self.release(&command).await;
+                send(route_failure(&err)).await;
+                return;
+            }
+        };
+        send(WireChunk::Started {
+            provider: opened.provider.clone(),
+        })
+        .await;
+
+        let mut text = String::new();
+        let mut reported: Option<TokenUsage> = None;
+        let mut finish_reason = "stop".to_string();
+        let mut first_token_ms = None;
+        let mut outcome = UsageOutcome::Completed;
+        let mut broken: Option<ProviderError> = None;
+        let mut seq = 0u64;
+        loop {
+            let event = tokio::select! {
+                event = opened.stream.next() => event,
+                () = cancel.cancelled() => {
+                    outcome = UsageOutcome::Cancelled;
+                    break;
+                }
+            };
+            match event {
+                Some(Ok(StreamEvent::Delta { text: piece })) => {
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    first_token_ms.get_or_insert_with(|| millis(started.elapsed()));
+                    seq += 1;
+                    text.push_str(&piece);
+                    send(WireChunk::Delta { seq, text: piece }).await;
+                }
+                Some(Ok(StreamEvent::Usage(usage))) => reported = Some(usage),
+                Some(Ok(StreamEvent::Finish { reason })) => finish_reason = reason,
+                Some(Err(err)) => {
+                    outcome = UsageOutcome::Broken;
+                    broken = Some(err);
+                    break;
+                }
+                None => break,
+            }
+        }
+        // Dropping the stream aborts the upstream call (a cancelled or broken request).
+        let provider = opened.provider.clone();
+        drop(opened);
+
+        let tokenizer = self.router.tokenizer(&command.model).unwrap_or("o200k");
+        let (usage, source) = match reported {
+            Some(usage) if outcome == UsageOutcome::Completed => (usage, TokenSource::Provider),
+            _ => (
+                TokenUsage {
+                    input_tokens: command.prompt_tokens,
+                    output_tokens: tokens::count_text_tokens(tokenizer, &text),
+                    cached_input_tokens: 0,
+                },
+                TokenSource::Estimated,
+            ),
+        };
+        let price: Price = command.price.into();
+        let cost = match price.cost(&usage) {
+            Ok(cost) => cost,
+            Err(err) => {
+                tracing::error!(error = %err, "cost overflow; charging the reservation");
+                hub_domain::Credits::from_micros(command.reserved_micros)
+            }
+        };
+        let record = UsageRecord {
+            model: command.model.clone(),
+            provider,
+            api_key: command.api_key,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            token_source: source,
+            latency_ms: millis(started.elapsed()),
+            first_token_ms,
+            cost,
+            price_version: command.price_version.clone(),
+            outcome,
+        };
+        let charged = self.settle(&command, record).await;
+        let wire_usage = WireUsage {
+            prompt_tokens: usage.input_tokens,
+            completion_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_input_tokens,
+            source,
+        };
+        match broken {
+            Some(err) => {
+                send(failed(
+                    "upstream_stream_broken",
+                    &format!("the provider's stream broke: {err}"),
+                    502,
+                    None,
+                    charged,
+                ))
+                .await;
+            }
+            None => {
+                send(WireChunk::Finished {
+                    finish_reason,
+                    usage: wire_usage,
+                    charged_micros: charged,
+                    outcome,
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Settle from the usage; returns what was charged (0 if settling failed).
+    async fn settle(&self, command: &InferenceCommand, usage: UsageRecord) -> i64 {
+        let Ok(request_id) = RequestId::parse(&command.request_id) else {
+            return 0;
+        };
+        let settle = CreditCommand::SettleUsage {
+            request_id,
+            usage: Box::new(usage),
+        };
+        match self
+            .credits
+            .execute(AccountId(command.account), settle, "worker")
+            .await
+        {
+            Ok(committed) => match committed.decisive {
+                Some(CreditEvent::ReservationSettled { charged, .. }) => charged.micros(),
+                _ => 0,
+            },
+            Err(err) => {
+                tracing::error!(request = %command.request_id, error = %err, "could not settle a request");
+                0
+            }
+        }
+    }
+
+    async fn release(&self, command: &InferenceCommand) {
+        let Ok(request_id) = RequestId::parse(&command.request_id) else {
+            return;
+        };
+        let release = CreditCommand::ReleaseReservation { request_id };
+        match self
+            .credits
+            .execute(AccountId(command.account), release, "worker")
+            .await
+        {
+            Ok(_)
+            | Err(hub_commands::CommandError::Rejected(CreditError::ReservationExpired(_))) => {}
+            Err(err) => {
+                tracing::warn!(request = %command.request_id, error = %err, "could not release a reservation; it will expire");
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn failed(
+    code: &str,
+    message: &str,
+    status: u16,
+    retry_after_s: Option<u64>,
+    charged: i64,
+) -> WireChunk {
+    WireChunk::Failed {
+        code: code.to_string(),
+        message: message.to_string(),
+        status,
+        retry_after_s,
+        charged_micros: charged,
+    }
+}
+
+/// No provider took the request: what the client is told.
+fn route_failure(err: &RouteError) -> WireChunk {
+    match err {
+        RouteError::UnknownModel(model) => failed(
+            "model_not_found",
+            &format!("the model {model:?} does not exist"),
+            404,
+            None,
+            0,
+        ),
+        RouteError::Unavailable { retry_after, .. } => failed(
+            "upstream_unavailable",
+            &err.to_string(),
+            503,
+            Some(retry_after.as_secs().max(1)),
+            0,
+        ),
+        RouteError::Provider { error, .. } => provider_failure(error),
+    }
+}
+
+fn provider_failure(err: &ProviderError) -> WireChunk {
+    let message = err.to_string();
+    match err {
+        ProviderError::RateLimited { retry_after } => failed(
+            "upstream_rate_limited",
+            &message,
+            429,
+            Some(retry_after.map_or(1, |d| d.as_secs().max(1))),
+            0,
+        ),
+        ProviderError::Unauthorized { .. } => {
+            failed("upstream_unauthorized", &message, 502, None, 0)
+        }
+        ProviderError::Timeout { .. } => failed("upstream_timeout", &message, 504, None, 0),
+        ProviderError::BadRequest { .. } => failed("invalid_request", &message, 400, None, 0),
+        _ => failed("upstream_error", &message, 502, None, 0),
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
