@@ -1,0 +1,275 @@
+//! Payments: the `Payment` aggregate's entry point, the lookup of Stripe objects that name
+//! no Checkout Session, and the process manager that turns a payment's events into credits.
+//!
+//! # Payment → credits
+//!
+//! Two aggregates, two steps, each idempotent: the payment records what Stripe said
+//! (`PaymentCompleted` once per session, `PaymentRefunded` once per cumulative amount), and
+//! [`Payments::settle_credits`] then brings the user's credit account in line with *every*
+//! event of the payment — `PurchaseCredits` for its completion (key `payment:<session>`),
+//! `RevokeCredits` for each refund (key `revoke:refund:<session>:<cents refunded so far>`).
+//! [`Payments::handle`] runs both for each webhook of a known session, whether or not the
+//! webhook changed the payment, and the webhook answers 2xx only after both succeeded. A
+//! crash between the two steps therefore leaves a webhook that Stripe delivers again, and
+//! that delivery (or any later one for the session) completes the second step; a repeat
+//! finds every key used and changes nothing.
+
+use cqrs_es::EventStore;
+use hub_domain::{
+    AccountId, CreditCommand, CreditError, CreditEvent, Credits, IdempotencyKey, Payment,
+    PaymentCommand, PaymentError, PaymentEvent, StripeId,
+};
+use sqlx::PgPool;
+use std::collections::HashMap;
+
+use crate::bus::{CommandBus, Committed};
+use crate::credit::CreditAccounts;
+use crate::error::{CommandError, StoreError};
+use crate::store::{Decided, HubAggregate};
+
+pub type PaymentResult = Result<Committed<PaymentEvent>, CommandError<PaymentError>>;
+
+/// Who the credit movements of payments are attributed to in the events' metadata.
+const CREDITS_ACTOR: &str = "system:payments";
+
+impl HubAggregate for Payment {
+    const STATE_VERSION: i32 = 1;
+
+    fn event_key(event: &PaymentEvent) -> Option<String> {
+        event.idempotency_key()
+    }
+
+    fn related_keys(command: &PaymentCommand) -> Vec<String> {
+        command.related_keys()
+    }
+
+    fn decide(&self, command: PaymentCommand) -> Result<Decided<PaymentEvent>, PaymentError> {
+        Ok((Payment::decide(self, command)?, None))
+    }
+
+    fn recall(&mut self, events: Vec<PaymentEvent>) {
+        Payment::recall(self, events);
+    }
+
+    fn may_be_forgotten(_error: &PaymentError) -> bool {
+        // A payment forgets only Stripe event ids, and a forgotten one is not refused: it
+        // conflicts on its key in the store, and the bus recalls it then.
+        false
+    }
+}
+
+/// Why a payment's webhook did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentFlowError {
+    /// The payment refused the command, or its store failed.
+    #[error(transparent)]
+    Payment(#[from] CommandError<PaymentError>),
+    /// The user's credit account refused or failed.
+    #[error("could not move the payment's credits: {0}")]
+    Credits(#[source] CommandError<CreditError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a webhook did.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The payment's events written now (empty: a repeat, or a transition already past).
+    pub events: Vec<PaymentEvent>,
+    /// What the credit side did.
+    pub credits: CreditsSettled,
+}
+
+/// What [`Payments::settle_credits`] did to the user's account.
+#[derive(Debug, Clone, Default)]
+pub struct CreditsSettled {
+    /// Credits bought, written now (`None`: not paid, or written before).
+    pub purchased: Option<Credits>,
+    /// Revocations written now, each `(requested, taken)`.
+    pub revoked: Vec<(Credits, Credits)>,
+}
+
+/// The kind of Stripe object a reference names (see [`Payments::remember_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    PaymentIntent,
+    Charge,
+    /// The hub's own checkout reference, carried in the payment intent's metadata.
+    Checkout,
+}
+
+impl RefKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefKind::PaymentIntent => "payment_intent",
+            RefKind::Charge => "charge",
+            RefKind::Checkout => "checkout",
+        }
+    }
+}
+
+/// Commands for payments, one aggregate per Stripe Checkout Session.
+pub struct Payments {
+    bus: CommandBus<Payment>,
+    pool: PgPool,
+}
+
+impl Payments {
+    pub fn new(bus: CommandBus<Payment>) -> Self {
+        Payments {
+            pool: bus.store().pool().clone(),
+            bus,
+        }
+    }
+
+    /// Run a command; `actor` goes into each event's metadata.
+    pub async fn execute(
+        &self,
+        session: &StripeId,
+        command: PaymentCommand,
+        actor: &str,
+    ) -> PaymentResult {
+        let metadata = HashMap::from([("actor".to_string(), actor.to_string())]);
+        self.bus.execute(session.as_str(), command, &metadata).await
+    }
+
+    /// The payment as the event store has it now.
+    pub async fn load(&self, session: &StripeId) -> Result<Payment, StoreError> {
+        Ok(self.bus.store().load(session.as_str()).await?.aggregate)
+    }
+
+    /// Run a webhook's command, then bring the user's credits in line with the payment
+    /// (see the module's documentation). Both steps are idempotent.
+    pub async fn handle(
+        &self,
+        credits: &CreditAccounts,
+        session: &StripeId,
+        command: PaymentCommand,
+        actor: &str,
+    ) -> Result<Handled, PaymentFlowError> {
+        let committed = self.execute(session, command, actor).await?;
+        let settled = self.settle_credits(credits, session).await?;
+        Ok(Handled {
+            events: committed.events,
+            credits: settled,
+        })
+    }
+
+    /// Issue, for every event of the payment that moves credits, its credit command:
+    /// `PurchaseCredits` for `PaymentCompleted`, `RevokeCredits` for each `PaymentRefunded`.
+    /// Each is keyed, so those already applied change nothing. A payment has a handful of
+    /// events, so reading them all is cheap.
+    pub async fn settle_credits(
+        &self,
+        credits: &CreditAccounts,
+        session: &StripeId,
+    ) -> Result<CreditsSettled, PaymentFlowError> {
+        let events = self
+            .bus
+            .store()
+            .load_events(session.as_str())
+            .await
+            .map_err(StoreError::from_aggregate)?;
+        let payment_id = key(session.as_str())?;
+        let mut settled = CreditsSettled::default();
+        for envelope in events {
+            match envelope.payload {
+                PaymentEvent::PaymentCompleted {
+                    user,
+                    credits: amount,
+                    ..
+                } => {
+                    let committed = credits
+                        .credit(
+                            AccountId::from(user),
+                            CreditCommand::PurchaseCredits {
+                                payment_id: payment_id.clone(),
+                                amount,
+                            },
+                            CREDITS_ACTOR,
+                        )
+                        .await
+                        .map_err(PaymentFlowError::Credits)?;
+                    if !committed.events.is_empty() {
+                        settled.purchased = Some(amount);
+                    }
+                }
+                PaymentEvent::PaymentRefunded {
+                    user,
+                    refunded_cents_total,
+                    credits_to_take_back,
+                    ..
+                } => {
+                    // A refund too small to take back one micro-credit moves nothing.
+                    if credits_to_take_back.micros() <= 0 {
+                        continue;
+                    }
+                    let committed = credits
+                        .execute(
+                            AccountId::from(user),
+                            CreditCommand::RevokeCredits {
+                                key: key(&format!("refund:{session}:{refunded_cents_total}"))?,
+                                payment_id: payment_id.clone(),
+                                amount: credits_to_take_back,
+                            },
+                            CREDITS_ACTOR,
+                        )
+                        .await
+                        .map_err(PaymentFlowError::Credits)?;
+                    for event in committed.events {
+                        if let CreditEvent::CreditsRevoked {
+                            requested, taken, ..
+                        } = event
+                        {
+                            settled.revoked.push((requested, taken));
+                        }
+                    }
+                }
+                PaymentEvent::CheckoutStarted { .. }
+                | PaymentEvent::CheckoutAwaitingPayment { .. }
+                | PaymentEvent::PaymentFailed { .. }
+                | PaymentEvent::CheckoutExpired { .. } => {}
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Remember that a Stripe object (a payment intent, a charge, the hub's checkout
+    /// reference) belongs to `session`. The first mapping of a reference is kept.
+    pub async fn remember_ref(
+        &self,
+        ref_id: &str,
+        kind: RefKind,
+        session: &StripeId,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stripe_refs (ref_id, kind, session_id) VALUES ($1, $2, $3)
+             ON CONFLICT (ref_id) DO NOTHING",
+        )
+        .bind(ref_id)
+        .bind(kind.as_str())
+        .bind(session.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// The session a Stripe object was mapped to, if any.
+    pub async fn session_for(&self, ref_id: &str) -> Result<Option<StripeId>, StoreError> {
+        let session: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM stripe_refs WHERE ref_id = $1")
+                .bind(ref_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        session
+            .map(|s| StripeId::parse(s).map_err(|e| StoreError::Internal(Box::new(e))))
+            .transpose()
+    }
+}
+
+fn key(s: &str) -> Result<IdempotencyKey, PaymentFlowError> {
+    IdempotencyKey::parse(s)
+        .map_err(|e| PaymentFlowError::Credits(CommandError::Internal(Box::new(e))))
+}

@@ -1,0 +1,181 @@
+//! The `payments` projection: one row per Stripe Checkout Session, for a user's payment
+//! history.
+//!
+//! Payment events are rare next to credit events, so each is applied with one statement,
+//! guarded by the row's version so a message applied twice changes nothing. Every event
+//! carries what its row needs (the events that may come first carry the whole checkout).
+
+use chrono::{DateTime, Utc};
+use hub_domain::PaymentEvent;
+use hub_nats::EventEnvelope;
+use sqlx::PgConnection;
+
+/// The columns a checkout fixes, from the events that carry the whole checkout.
+struct CheckoutRow<'a> {
+    user: uuid::Uuid,
+    package_id: &'a str,
+    credits_micros: i64,
+    amount_cents: i64,
+    currency: &'a str,
+    status: &'static str,
+    payment_intent: Option<&'a str>,
+    at: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    messages: Vec<(EventEnvelope, u64)>,
+) -> anyhow::Result<()> {
+    for (envelope, _) in messages {
+        if envelope.aggregate_type != "Payment" {
+            continue;
+        }
+        let session = envelope.aggregate_id.as_str();
+        let version = i64::try_from(envelope.sequence)?;
+        let recorded_at = envelope.recorded_at;
+        let event: PaymentEvent = serde_json::from_value(envelope.payload)?;
+        let checkout = match &event {
+            PaymentEvent::CheckoutStarted {
+                user,
+                package_id,
+                credits,
+                amount_cents,
+                currency,
+                started_at,
+                ..
+            } => Some(CheckoutRow {
+                user: user.0,
+                package_id,
+                credits_micros: credits.micros(),
+                amount_cents: *amount_cents,
+                currency,
+                status: "started",
+                payment_intent: None,
+                at: *started_at,
+                paid_at: None,
+            }),
+            PaymentEvent::CheckoutAwaitingPayment {
+                user,
+                package_id,
+                credits,
+                amount_cents,
+                currency,
+                payment_intent,
+                completed_at,
+                ..
+            } => Some(CheckoutRow {
+                user: user.0,
+                package_id,
+                credits_micros: credits.micros(),
+                amount_cents: *amount_cents,
+                currency,
+                status: "awaiting_payment",
+                payment_intent: payment_intent.as_ref().map(|p| p.as_str()),
+                at: *completed_at,
+                paid_at: None,
+            }),
+            PaymentEvent::PaymentCompleted {
+                user,
+                package_id,
+                credits,
+                amount_cents,
+                currency,
+                payment_intent,
+                paid_at,
+                ..
+            } => Some(CheckoutRow {
+                user: user.0,
+                package_id,
+                credits_micros: credits.micros(),
+                amount_cents: *amount_cents,
+                currency,
+                status: "paid",
+                payment_intent: payment_intent.as_ref().map(|p| p.as_str()),
+                at: *paid_at,
+                paid_at: Some(*paid_at),
+            }),
+            PaymentEvent::PaymentFailed { .. }
+            | PaymentEvent::CheckoutExpired { .. }
+            | PaymentEvent::PaymentRefunded { .. } => None,
+        };
+        if let Some(row) = checkout {
+            // `created_at` keeps the first value: the start, or the first report of a
+            // session whose start was never recorded.
+            sqlx::query(
+                "INSERT INTO payments (session_id, user_id, package_id, credits_micros,
+                                       amount_cents, currency, status, payment_intent,
+                                       created_at, paid_at, version, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (session_id) DO UPDATE
+                    SET amount_cents = excluded.amount_cents,
+                        currency = excluded.currency,
+                        status = excluded.status,
+                        payment_intent = COALESCE(excluded.payment_intent, payments.payment_intent),
+                        paid_at = COALESCE(excluded.paid_at, payments.paid_at),
+                        version = excluded.version,
+                        updated_at = excluded.updated_at
+                  WHERE payments.version < excluded.version",
+            )
+            .bind(session)
+            .bind(row.user)
+            .bind(row.package_id)
+            .bind(row.credits_micros)
+            .bind(row.amount_cents)
+            .bind(row.currency)
+            .bind(row.status)
+            .bind(row.payment_intent)
+            .bind(row.at)
+            .bind(row.paid_at)
+            .bind(version)
+            .bind(recorded_at)
+            .execute(&mut *conn)
+            .await?;
+            continue;
+        }
+        let (status, failure_reason, refunded_cents, taken_back) = match &event {
+            PaymentEvent::PaymentFailed { reason, .. } => {
+                ("failed", Some(reason.as_str()), None, None)
+            }
+            PaymentEvent::CheckoutExpired { .. } => ("expired", None, None, None),
+            PaymentEvent::PaymentRefunded {
+                refunded_cents_total,
+                fully_refunded,
+                credits_taken_back_total,
+                ..
+            } => (
+                if *fully_refunded {
+                    "refunded"
+                } else {
+                    "partially_refunded"
+                },
+                None,
+                Some(*refunded_cents_total),
+                Some(credits_taken_back_total.micros()),
+            ),
+            PaymentEvent::CheckoutStarted { .. }
+            | PaymentEvent::CheckoutAwaitingPayment { .. }
+            | PaymentEvent::PaymentCompleted { .. } => continue,
+        };
+        sqlx::query(
+            "UPDATE payments
+                SET status = $3,
+                    failure_reason = COALESCE($4, failure_reason),
+                    refunded_cents = COALESCE($5, refunded_cents),
+                    credits_taken_back_micros = COALESCE($6, credits_taken_back_micros),
+                    version = $2,
+                    updated_at = $7
+              WHERE session_id = $1 AND version < $2",
+        )
+        .bind(session)
+        .bind(version)
+        .bind(status)
+        .bind(failure_reason)
+        .bind(refunded_cents)
+        .bind(taken_back)
+        .bind(recorded_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
