@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use async_nats::jetstream;
-use hub_commands::{CommandBus, CreditAccounts, HubEventStore, RetryPolicy, Users};
+use hub_commands::{
+    CommandBus, CreditAccounts, HubEventStore, Payments, Promos, RetryPolicy, Users,
+};
 use hub_nats::{CommitSignal, Relay, RelayConfig};
 use hub_projections::{ProjectionKind, Projector, ProjectorConfig};
 use std::future::Future;
@@ -25,6 +27,8 @@ pub struct Roles {
     pub relay: bool,
     pub projections: bool,
     pub sweeper: bool,
+    /// Inference workers (pull commands, call providers, settle).
+    pub worker: bool,
 }
 
 impl Roles {
@@ -33,12 +37,14 @@ impl Roles {
         relay: true,
         projections: true,
         sweeper: true,
+        worker: true,
     };
     pub const NONE: Roles = Roles {
         http: false,
         relay: false,
         projections: false,
         sweeper: false,
+        worker: false,
     };
 }
 
@@ -85,13 +91,32 @@ impl Application {
             settings.credits.cache_accounts,
         );
         let user_store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-            .with_commit_hook(hook);
+            .with_commit_hook(hook.clone());
+        // Payments and promo codes: aggregates of their own, through the same store and relay.
+        let payments = Payments::new(CommandBus::new(
+            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+                .with_commit_hook(hook.clone()),
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        ));
+        let promos = Promos::new(CommandBus::new(
+            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+                .with_commit_hook(hook),
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        ));
+        let stripe = crate::stripe::StripeCheckout::from_settings(&settings.payments)
+            .map_err(|reason| anyhow::anyhow!("invalid payments settings: {reason}"))?;
         let users = Users::new(CommandBus::new(
             user_store,
             RetryPolicy::default(),
             settings.credits.cache_accounts,
         ));
         let mailer = crate::mail::Mailer::new(&settings.mail).context("invalid mail settings")?;
+        let router = Arc::new(
+            hub_workers::ProviderRouter::new(&settings.models)
+                .map_err(|reason| anyhow::anyhow!("invalid models settings: {reason}"))?,
+        );
         let google = if settings.google.enabled {
             // No redirects: the token request carries the client secret.
             let http = reqwest::Client::builder()
@@ -123,7 +148,11 @@ impl Application {
             credits: Arc::new(CreditAccounts::new(bus)),
             users: Arc::new(users),
             mailer,
+            router,
             google,
+            payments: Arc::new(payments),
+            promos: Arc::new(promos),
+            stripe,
         });
         Ok(Application {
             state,
@@ -186,6 +215,16 @@ impl Application {
                 );
                 tasks.spawn(projector.run(stopped()));
             }
+        }
+        if self.roles.worker {
+            let worker = hub_workers::worker::Worker::new(
+                state.js.clone(),
+                state.topology.clone(),
+                state.router.clone(),
+                state.credits.clone(),
+                hub_workers::worker::WorkerConfig::default(),
+            );
+            tasks.spawn(worker.run(stopped()));
         }
         if self.roles.sweeper {
             tasks.spawn(hub_commands::sweeper::run(

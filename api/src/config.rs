@@ -22,6 +22,11 @@ pub struct Settings {
     pub mail: crate::mail::MailSettings,
     /// Google sign-in (OpenID Connect); off unless `enabled`.
     pub google: crate::oidc::GoogleSettings,
+    /// Stripe Checkout and webhooks, and the credit packages for sale; checkout is off
+    /// (503) until `stripe_secret_key` is set.
+    pub payments: crate::stripe::PaymentSettings,
+    /// Models, their prices and providers, timeouts and retries (the inference gateway).
+    pub models: hub_workers::ModelsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +161,8 @@ impl Default for Settings {
             },
             mail: crate::mail::MailSettings::default(),
             google: crate::oidc::GoogleSettings::default(),
+            payments: crate::stripe::PaymentSettings::default(),
+            models: hub_workers::ModelsSettings::default(),
         }
     }
 }
@@ -311,6 +318,18 @@ impl Settings {
         if let Err(reason) = self.mail.validate() {
             return Err(ConfigError::Invalid {
                 field: "mail",
+                reason,
+            });
+        }
+        if let Err(reason) = self.models.validate() {
+            return Err(ConfigError::Invalid {
+                field: "models",
+                reason,
+            });
+        }
+        if let Err(reason) = self.payments.validate() {
+            return Err(ConfigError::Invalid {
+                field: "payments",
                 reason,
             });
         }

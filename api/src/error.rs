@@ -5,7 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hub_commands::CommandError;
 use hub_commands::StoreError;
-use hub_domain::{CreditError, UserError};
+use hub_commands::{PaymentFlowError, RedeemError};
+use hub_domain::{CreditError, PaymentError, PromoError, UserError};
 use serde_json::json;
 
 /// Every error a handler returns. The doc comment of each variant is its meaning.
@@ -26,6 +27,9 @@ pub enum ApiError {
     /// No such route or resource.
     #[error("{0}")]
     NotFound(String),
+    /// No such resource, with a code more precise than `not_found`.
+    #[error("{message}")]
+    NotFoundCode { code: &'static str, message: String },
     /// The request conflicts with the current state; retrying the same request may work.
     #[error("{0}")]
     Conflict(String),
@@ -44,6 +48,9 @@ pub enum ApiError {
     /// A dependency (Postgres, NATS) is down.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// A feature is off or its dependency is down, with a code that says which.
+    #[error("{message}")]
+    UnavailableCode { code: &'static str, message: String },
     /// A bug. The client sees only "internal error"; the log has the cause chain.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -64,6 +71,7 @@ impl ApiError {
             ApiError::UnauthorizedCode { code, .. } => (StatusCode::UNAUTHORIZED, code),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFoundCode { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::TooManyRequests { .. } => {
@@ -71,6 +79,7 @@ impl ApiError {
             }
             ApiError::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::UnavailableCode { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -203,4 +212,94 @@ fn user_rule(rule: UserError) -> ApiError {
         UserError::ApiKeyAlreadyRevoked(_) => "api_key_already_revoked",
     };
     ApiError::Unprocessable { code, message }
+}
+
+impl From<CommandError<PaymentError>> for ApiError {
+    fn from(err: CommandError<PaymentError>) -> Self {
+        match err {
+            CommandError::Rejected(rule) => payment_rule(rule),
+            CommandError::Contention { .. } => {
+                ApiError::Conflict("the payment is busy; retry the request".into())
+            }
+            CommandError::Unavailable(_) => ApiError::Unavailable("the event store is unavailable"),
+            CommandError::Internal(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}
+
+/// A payment's refusals. Those a later delivery may cure (the webhook overtook the event
+/// that makes the session known, or paid) are 409, so Stripe delivers the webhook again.
+fn payment_rule(rule: PaymentError) -> ApiError {
+    let message = rule.to_string();
+    let code = match rule {
+        PaymentError::UnknownSession | PaymentError::NotPaid => return ApiError::Conflict(message),
+        PaymentError::CheckoutMismatch { .. } => "checkout_mismatch",
+        PaymentError::InvalidCredits(_) => "invalid_credits",
+        PaymentError::InvalidAmountCents(_) => "invalid_amount",
+        PaymentError::NegativeRefund(_) => "invalid_refund",
+        PaymentError::RefundExceedsPayment { .. } => "refund_exceeds_payment",
+        PaymentError::InvalidCurrency => "invalid_currency",
+        PaymentError::InvalidPackageId { .. } => "invalid_package",
+    };
+    ApiError::Unprocessable { code, message }
+}
+
+impl From<PaymentFlowError> for ApiError {
+    fn from(err: PaymentFlowError) -> Self {
+        match err {
+            PaymentFlowError::Payment(e) => e.into(),
+            PaymentFlowError::Credits(e) => e.into(),
+            PaymentFlowError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CommandError<PromoError>> for ApiError {
+    fn from(err: CommandError<PromoError>) -> Self {
+        match err {
+            CommandError::Rejected(rule) => promo_rule(rule),
+            CommandError::Contention { .. } => {
+                ApiError::Conflict("the promo code is busy; retry the request".into())
+            }
+            CommandError::Unavailable(_) => ApiError::Unavailable("the event store is unavailable"),
+            CommandError::Internal(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}
+
+/// A promo code's refusals: each refusal of a redemption has its own code.
+fn promo_rule(rule: PromoError) -> ApiError {
+    let message = rule.to_string();
+    let code = match rule {
+        PromoError::Unknown => {
+            return ApiError::NotFoundCode {
+                code: "promo_code_unknown",
+                message,
+            }
+        }
+        PromoError::InvalidCredits(_) => return ApiError::bad_request("invalid_credits", message),
+        PromoError::MaxRedemptionsOutOfRange { .. } => {
+            return ApiError::bad_request("invalid_max_redemptions", message)
+        }
+        PromoError::ValidityWindowEmpty | PromoError::ValidUntilNotInFuture => {
+            return ApiError::bad_request("invalid_validity", message)
+        }
+        PromoError::ActorInvalid { .. } => return ApiError::bad_request("invalid_actor", message),
+        PromoError::AlreadyExists => "promo_code_exists",
+        PromoError::NotYetValid { .. } => "promo_code_not_yet_valid",
+        PromoError::Expired { .. } => "promo_code_expired",
+        PromoError::Disabled => "promo_code_disabled",
+        PromoError::Exhausted { .. } => "promo_code_exhausted",
+        PromoError::AlreadyRedeemed { .. } => "promo_code_already_redeemed",
+    };
+    ApiError::Unprocessable { code, message }
+}
+
+impl From<RedeemError> for ApiError {
+    fn from(err: RedeemError) -> Self {
+        match err {
+            RedeemError::Promo(e) => e.into(),
+            RedeemError::Credits(e) => e.into(),
+        }
+    }
 }

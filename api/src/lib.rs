@@ -7,6 +7,7 @@
 //!   sweeper) from settings and runs them until shutdown; tests bind it to port 0.
 //! - [`routes`]: handlers, each stating which roles it allows.
 //! - [`auth`]: bearer JWTs and roles. [`error`]: the one mapping of failures to HTTP.
+//! - [`stripe`]: payments settings, the Stripe Checkout call and webhook verification.
 //! - [`bench`]: the load harness behind `aihub bench`.
 
 pub mod app;
@@ -16,12 +17,14 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod mail;
 pub mod oidc;
 pub mod routes;
 pub mod secrets;
 pub mod sessions;
 pub mod state;
+pub mod stripe;
 pub mod telemetry;
 
 pub use app::{Application, Roles};

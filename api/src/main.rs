@@ -30,6 +30,8 @@ enum Command {
     Relay,
     /// Run the projections (read models).
     Project,
+    /// Run inference workers: pull commands, call providers, settle.
+    Worker,
     /// Apply database migrations.
     Migrate,
     /// Rebuild a projection from the start of the stream.
@@ -113,6 +115,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Project => Roles {
             projections: true,
             sweeper: true,
+            ..Roles::NONE
+        },
+        Command::Worker => Roles {
+            worker: true,
             ..Roles::NONE
         },
         Command::All => Roles::ALL,

@@ -1,5 +1,5 @@
 use async_nats::jetstream;
-use hub_commands::{CreditAccounts, Users};
+use hub_commands::{CreditAccounts, Payments, Promos, Users};
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -17,6 +17,14 @@ pub struct AppState {
     pub users: Arc<Users>,
     pub jwt: Jwt,
     pub mailer: crate::mail::Mailer,
+    /// Models and providers (the inference gateway).
+    pub router: Arc<hub_workers::ProviderRouter>,
     /// Google sign-in, when `google.enabled`.
     pub google: Option<crate::oidc::GoogleOidc>,
+    /// Payments, one aggregate per Stripe Checkout Session.
+    pub payments: Arc<Payments>,
+    /// Promo codes, one aggregate per code.
+    pub promos: Arc<Promos>,
+    /// The Stripe API client, when `payments.stripe_secret_key` is set.
+    pub stripe: Option<crate::stripe::StripeCheckout>,
 }

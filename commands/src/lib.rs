@@ -13,6 +13,11 @@
 //! - [`credit`]: [`CreditAccounts`], the typed entry point for the credit account.
 //! - [`user`]: [`Users`], the `User` aggregate's entry point, with the claims that keep an
 //!   email address or a Google account to one user.
+//! - [`payment`]: [`Payments`], the `Payment` aggregate's entry point (one per Stripe
+//!   Checkout Session), the Stripe references that name no session, and the step that
+//!   turns a payment's events into purchases and revocations of credits.
+//! - [`promo`]: [`Promos`], the `PromoCode` aggregate's entry point and the redemption that
+//!   credits the redeemer.
 //! - [`sweeper`]: the process manager that expires reservations nobody settled.
 //! - [`db`]: connection pools and migrations.
 
@@ -20,6 +25,8 @@ pub mod bus;
 pub mod credit;
 pub mod db;
 pub mod error;
+pub mod payment;
+pub mod promo;
 pub mod store;
 pub mod sweeper;
 pub mod user;
@@ -27,5 +34,7 @@ pub mod user;
 pub use bus::{CommandBus, Committed, RetryPolicy};
 pub use credit::CreditAccounts;
 pub use error::{CommandError, StoreError};
+pub use payment::{Handled, PaymentFlowError, Payments, RefKind};
+pub use promo::{Promos, RedeemError, Redemption};
 pub use store::{CommitHook, HubAggregate, HubEventStore, Loaded};
 pub use user::{RegisterError, Registration, UserResult, Users};

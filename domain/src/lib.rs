@@ -20,6 +20,7 @@ pub mod credit;
 pub mod ids;
 pub mod money;
 pub mod payment;
+pub mod pricing;
 pub mod promo;
 pub mod user;
 
@@ -30,6 +31,7 @@ pub use credit::{
 pub use ids::{AccountId, ApiKeyId, IdError, IdempotencyKey, RequestId, UserId};
 pub use money::{Credits, MoneyError};
 pub use payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus, StripeId};
+pub use pricing::{Price, TokenUsage};
 pub use promo::{
     PromoCode, PromoCodeValue, PromoCodeValueError, PromoCommand, PromoError, PromoEvent,
 };

@@ -7,12 +7,15 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: the projections (`balances`, `ledger`, `users`): which events they read and
-//!   the rows they write (`users` in its own module).
+//! - [`model`]: the projections (`balances`, `ledger`, `users`, `usage`, `payments`,
+//!   `promos`): which events they read and the rows they write (`users`, `payments` and
+//!   `promos` in their own modules).
 //! - [`runner`]: the live projector: one leader per projection, batches, checkpoints.
 //! - [`replay`]: rebuild from the start of the stream with progress.
 
 pub mod model;
+mod payments;
+mod promos;
 pub mod replay;
 pub mod runner;
 mod users;

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use hub_domain::CreditEvent;
 use hub_nats::EventEnvelope;
 use sqlx::PgConnection;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -9,6 +10,10 @@ use uuid::Uuid;
 const CREDIT_ACCOUNT: &str = "CreditAccount";
 /// The aggregate type the users projection reads.
 const USER: &str = "User";
+/// The aggregate type the payments projection reads.
+const PAYMENT: &str = "Payment";
+/// The aggregate type the promos projection reads.
+const PROMO_CODE: &str = "PromoCode";
 
 /// The projections the hub keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +26,15 @@ pub enum ProjectionKind {
     Users,
     /// `usage_records`: one row per settled inference request (for analysts).
     Usage,
+    /// `payments`: one row per Stripe Checkout Session (a user's payment history).
+    Payments,
+    /// `promo_codes`: one row per promo code with its redemption count (for admins).
+    Promos,
 }
 
 /// Unknown projection name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown projection {0:?} (known: balances, ledger, users, usage)")]
+#[error("unknown projection {0:?} (known: balances, ledger, users, usage, payments, promos)")]
 pub struct UnknownProjection(pub String);
 
 impl std::str::FromStr for ProjectionKind {
@@ -36,17 +45,21 @@ impl std::str::FromStr for ProjectionKind {
             "ledger" => Ok(ProjectionKind::Ledger),
             "users" => Ok(ProjectionKind::Users),
             "usage" => Ok(ProjectionKind::Usage),
+            "payments" => Ok(ProjectionKind::Payments),
+            "promos" => Ok(ProjectionKind::Promos),
             other => Err(UnknownProjection(other.to_string())),
         }
     }
 }
 
 impl ProjectionKind {
-    pub const ALL: [ProjectionKind; 4] = [
+    pub const ALL: [ProjectionKind; 6] = [
         ProjectionKind::Balances,
         ProjectionKind::Ledger,
         ProjectionKind::Users,
         ProjectionKind::Usage,
+        ProjectionKind::Payments,
+        ProjectionKind::Promos,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +68,8 @@ impl ProjectionKind {
             ProjectionKind::Ledger => "ledger",
             ProjectionKind::Users => "users",
             ProjectionKind::Usage => "usage",
+            ProjectionKind::Payments => "payments",
+            ProjectionKind::Promos => "promos",
         }
     }
 
@@ -65,6 +80,8 @@ impl ProjectionKind {
                 CREDIT_ACCOUNT
             }
             ProjectionKind::Users => USER,
+            ProjectionKind::Payments => PAYMENT,
+            ProjectionKind::Promos => PROMO_CODE,
         }
     }
 
@@ -75,6 +92,8 @@ impl ProjectionKind {
             ProjectionKind::Ledger => &["ledger"],
             ProjectionKind::Users => &["users"],
             ProjectionKind::Usage => &["usage_records"],
+            ProjectionKind::Payments => &["payments"],
+            ProjectionKind::Promos => &["promo_codes"],
         }
     }
 
@@ -88,8 +107,11 @@ impl ProjectionKind {
         conn: &mut PgConnection,
         messages: Vec<(EventEnvelope, u64)>,
     ) -> anyhow::Result<()> {
-        if self == ProjectionKind::Users {
-            return crate::users::apply(conn, messages).await;
+        match self {
+            ProjectionKind::Users => return crate::users::apply(conn, messages).await,
+            ProjectionKind::Payments => return crate::payments::apply(conn, messages).await,
+            ProjectionKind::Promos => return crate::promos::apply(conn, messages).await,
+            ProjectionKind::Balances | ProjectionKind::Ledger | ProjectionKind::Usage => {}
         }
         let mut events = Vec::with_capacity(messages.len());
         for (envelope, seq) in messages {
@@ -102,7 +124,7 @@ impl ProjectionKind {
             ProjectionKind::Balances => apply_balances(conn, &events).await,
             ProjectionKind::Ledger => apply_ledger(conn, &events).await,
             ProjectionKind::Usage => apply_usage(conn, &events).await,
-            ProjectionKind::Users => Ok(()),
+            ProjectionKind::Users | ProjectionKind::Payments | ProjectionKind::Promos => Ok(()),
         }
     }
 }
@@ -263,7 +285,8 @@ struct Movement<'a> {
     balance_after: i64,
     cause_type: &'static str,
     cause_id: &'a str,
-    description: Option<&'a str>,
+    /// Borrowed from the event, or written for it (a refund's shortfall).
+    description: Option<Cow<'a, str>>,
     actor: Option<&'a str>,
 }
 
@@ -282,7 +305,7 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
             balance_after: balance_after.micros(),
             cause_type: "grant",
             cause_id: key.as_str(),
-            description: Some(reason.as_str()),
+            description: Some(Cow::Borrowed(reason.as_str())),
             actor: Some(granted_by.as_str()),
         }),
         CreditEvent::CreditsPurchased {
@@ -313,6 +336,26 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
             description: None,
             actor: None,
         }),
+        CreditEvent::CreditsRevoked {
+            key,
+            payment_id,
+            requested,
+            taken,
+            balance_after,
+            ..
+        } => Some(Movement {
+            kind: "refund",
+            amount: -taken.micros(),
+            balance_after: balance_after.micros(),
+            cause_type: "payment",
+            cause_id: payment_id.as_str(),
+            description: Some(Cow::Owned(refund_description(
+                key.as_str(),
+                *requested,
+                *taken,
+            ))),
+            actor: None,
+        }),
         CreditEvent::ReservationSettled {
             request_id,
             charged,
@@ -334,22 +377,41 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
     }
 }
 
+/// A refund's ledger text: what it asked back, what it took, and the shortfall (credits
+/// already spent or held, which the available balance could not give back).
+fn refund_description(
+    key: &str,
+    requested: hub_domain::Credits,
+    taken: hub_domain::Credits,
+) -> String {
+    let shortfall = hub_domain::Credits::from_micros(requested.micros() - taken.micros());
+    if shortfall.micros() == 0 {
+        format!("{key}: took back {requested} credits")
+    } else {
+        format!(
+            "{key}: asked back {requested} credits, took {taken}; shortfall {shortfall} (already spent or held)"
+        )
+    }
+}
+
 async fn apply_ledger(conn: &mut PgConnection, events: &[Projected]) -> anyhow::Result<()> {
+    let movements: Vec<(&Projected, Movement<'_>)> = events
+        .iter()
+        .filter_map(|e| movement(&e.event).map(|m| (e, m)))
+        .collect();
     let mut rows = LedgerRows::default();
-    for e in events {
-        if let Some(m) = movement(&e.event) {
-            rows.accounts.push(e.account);
-            rows.sequences.push(e.sequence);
-            rows.kinds.push(m.kind);
-            rows.amounts.push(m.amount);
-            rows.balances_after.push(m.balance_after);
-            rows.cause_types.push(m.cause_type);
-            rows.cause_ids.push(m.cause_id);
-            rows.descriptions.push(m.description);
-            rows.actors.push(m.actor);
-            rows.stream_sequences.push(e.stream_sequence);
-            rows.recorded_at.push(e.recorded_at);
-        }
+    for (e, m) in &movements {
+        rows.accounts.push(e.account);
+        rows.sequences.push(e.sequence);
+        rows.kinds.push(m.kind);
+        rows.amounts.push(m.amount);
+        rows.balances_after.push(m.balance_after);
+        rows.cause_types.push(m.cause_type);
+        rows.cause_ids.push(m.cause_id);
+        rows.descriptions.push(m.description.as_deref());
+        rows.actors.push(m.actor);
+        rows.stream_sequences.push(e.stream_sequence);
+        rows.recorded_at.push(e.recorded_at);
     }
     if rows.accounts.is_empty() {
         return Ok(());
@@ -420,7 +482,8 @@ async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::R
             hub_domain::TokenSource::Estimated => "estimated",
         });
         rows.latency.push(i64::try_from(usage.latency_ms)?);
-        rows.first_token.push(usage.first_token_ms.map(i64::try_from).transpose()?);
+        rows.first_token
+            .push(usage.first_token_ms.map(i64::try_from).transpose()?);
         rows.cost.push(usage.cost.micros());
         rows.charged.push(charged.micros());
         rows.price_versions.push(usage.price_version.as_str());

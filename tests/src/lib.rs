@@ -1,6 +1,9 @@
 //! Helpers for the black-box tests: each test gets the real app on port 0 with a fresh
 //! Postgres database and its own NATS stream and subject names, and leaves nothing behind.
 
+pub mod fake_anthropic;
+pub mod fake_openai;
+pub mod fake_stripe;
 pub mod oidc_provider;
 pub mod smtp;
 use hub_api::auth::Role;

@@ -181,6 +181,7 @@ async fn measure(args: &LedgerArgs, env: &BenchEnv) -> anyhow::Result<Report> {
         relay: true,
         projections: true,
         sweeper: true,
+        worker: false,
     };
     let app = Application::build(settings.clone(), roles)
         .await

@@ -7,7 +7,11 @@ pub mod credits;
 pub mod google;
 pub mod health;
 pub mod keys;
+pub mod openai;
+pub mod payments;
+pub mod promos;
 pub mod verification;
+pub mod ws;
 
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -29,10 +33,18 @@ use crate::state::AppState;
 /// | `POST /api/auth/forgot-password`, `POST /api/auth/reset-password` | anyone (reset: holding a link) |
 /// | `GET /api/auth/google`, `GET /api/auth/google/callback` | anyone (503 unless `google.enabled`) |
 /// | `GET /api/auth/me` | any signed-in caller (own profile) |
+/// | `POST /v1/chat/completions`, `GET /v1/models`, `GET /api/ws` | any signed-in caller (JWT or API key; charged to the caller) |
+/// | `GET /api/providers/status` | any signed-in caller |
 /// | `POST /api/auth/verify-email`, `POST /api/auth/resend-verification` | any signed-in caller (own email) |
 /// | `POST /api/keys`, `DELETE /api/keys/{id}` | a signed-in user, not an API key (own keys) |
 /// | `GET /api/keys` | any signed-in caller (own keys) |
 /// | `GET /api/admin/users`, `POST /api/admin/users/{id}/roles`, `DELETE /api/admin/users/{id}/roles/{role}` | admin |
+/// | `GET /api/payments/packages` | anyone |
+/// | `POST /api/payments/checkout` | any signed-in caller (own account; 503 unless Stripe is configured) |
+/// | `POST /api/payments/webhook` | Stripe (the `Stripe-Signature` header, no bearer token) |
+/// | `GET /api/payments/history` | any signed-in caller (own payments; `user_id=` for admin, auditor) |
+/// | `POST /api/promos/redeem` | any signed-in caller (own account) |
+/// | `POST /api/admin/promos`, `GET /api/admin/promos`, `POST /api/admin/promos/{code}/disable`, `POST /api/admin/promos/{code}/enable` | admin |
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health::health))
@@ -57,6 +69,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/auth/google", get(google::start))
         .route("/api/auth/google/callback", get(google::callback))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .route("/api/providers/status", get(openai::providers_status))
+        .route("/api/ws", get(ws::connect))
         .route("/api/keys", post(keys::create).get(keys::list))
         .route("/api/keys/{id}", delete(keys::revoke))
         .route("/api/admin/users", get(admin_users::list))
@@ -68,6 +84,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/credits/balance", get(credits::balance))
         .route("/api/credits/transactions", get(credits::transactions))
         .route("/api/admin/credits/grant", post(admin::grant))
+        .route("/api/payments/packages", get(payments::packages))
+        .route("/api/payments/checkout", post(payments::checkout))
+        .route("/api/payments/webhook", post(payments::webhook))
+        .route("/api/payments/history", get(payments::history))
+        .route("/api/promos/redeem", post(promos::redeem))
+        .route("/api/admin/promos", post(promos::create).get(promos::list))
+        .route("/api/admin/promos/{code}/disable", post(promos::disable))
+        .route("/api/admin/promos/{code}/enable", post(promos::enable))
         .fallback(not_found)
         .with_state(state)
 }

@@ -197,6 +197,24 @@ impl CreditAccount {
                     reserved_after: self.reserved,
                 }]))
             }
+            CreditCommand::RevokeCredits {
+                key,
+                payment_id,
+                amount,
+            } => {
+                let requested = Credits::positive(amount.micros())?;
+                // Take what is available, never more: the rest was spent or is held by a
+                // request, and the available balance must not go negative.
+                let taken = requested.min(self.available());
+                Ok(Decision::write(vec![CreditEvent::CreditsRevoked {
+                    key,
+                    payment_id,
+                    requested,
+                    taken,
+                    balance_after: Credits::from_micros(self.balance.micros() - taken.micros()),
+                    reserved_after: self.reserved,
+                }]))
+            }
             CreditCommand::ReserveCredits {
                 request_id,
                 amount,
@@ -261,7 +279,8 @@ impl CreditAccount {
             }
             CreditEvent::CreditsGranted { .. }
             | CreditEvent::CreditsPurchased { .. }
-            | CreditEvent::PromoCreditsApplied { .. } => {
+            | CreditEvent::PromoCreditsApplied { .. }
+            | CreditEvent::CreditsRevoked { .. } => {
                 if let Some(key) = event.idempotency_key() {
                     self.recent.remember(key, event.clone());
                 }

@@ -30,6 +30,17 @@ pub enum CreditCommand {
         code: IdempotencyKey,
         amount: Credits,
     },
+    /// A refunded payment takes its credits back: as much of `amount` as is available
+    /// (`balance - reserved`), never more, so the available balance never goes negative.
+    /// What could not be taken (already spent or held) is recorded as the shortfall.
+    RevokeCredits {
+        /// One per refund step, e.g. `refund:<session id>:<cumulative cents refunded>`.
+        key: IdempotencyKey,
+        /// The payment whose credits are taken back (its Stripe session id).
+        payment_id: IdempotencyKey,
+        /// What the refund asks back: more than zero.
+        amount: Credits,
+    },
     /// Hold `amount` for a request until it is settled, released, or `expires_at` passes.
     /// Reservations already past their time at `now` are expired first.
     ReserveCredits {
@@ -64,6 +75,7 @@ impl CreditCommand {
             Self::GrantCredits { key, .. } => Some(format!("grant:{key}")),
             Self::PurchaseCredits { payment_id, .. } => Some(format!("payment:{payment_id}")),
             Self::ApplyPromoCredits { code, .. } => Some(format!("promo:{code}")),
+            Self::RevokeCredits { key, .. } => Some(format!("revoke:{key}")),
             Self::ReserveCredits { request_id, .. } => Some(format!("reserve:{request_id}")),
             Self::SettleReservation { request_id, .. } | Self::SettleUsage { request_id, .. } => {
                 Some(format!("settle:{request_id}"))

@@ -33,6 +33,17 @@ pub enum CreditEvent {
         balance_after: Credits,
         reserved_after: Credits,
     },
+    /// A refund took credits back: `taken = min(requested, available before)`, so the
+    /// available balance never goes negative; `requested - taken` is the shortfall, the
+    /// credits already spent or held that the hub did not get back.
+    CreditsRevoked {
+        key: IdempotencyKey,
+        payment_id: IdempotencyKey,
+        requested: Credits,
+        taken: Credits,
+        balance_after: Credits,
+        reserved_after: Credits,
+    },
     CreditsReserved {
         request_id: RequestId,
         amount: Credits,
@@ -75,6 +86,7 @@ impl CreditEvent {
             Self::CreditsGranted { key, .. } => Some(format!("grant:{key}")),
             Self::CreditsPurchased { payment_id, .. } => Some(format!("payment:{payment_id}")),
             Self::PromoCreditsApplied { code, .. } => Some(format!("promo:{code}")),
+            Self::CreditsRevoked { key, .. } => Some(format!("revoke:{key}")),
             Self::CreditsReserved { request_id, .. } => Some(format!("reserve:{request_id}")),
             Self::ReservationSettled { request_id, .. } => Some(format!("settle:{request_id}")),
             Self::ReservationReleased { request_id, .. } => Some(format!("release:{request_id}")),
@@ -97,6 +109,11 @@ impl CreditEvent {
                 ..
             }
             | Self::PromoCreditsApplied {
+                balance_after,
+                reserved_after,
+                ..
+            }
+            | Self::CreditsRevoked {
                 balance_after,
                 reserved_after,
                 ..
@@ -132,6 +149,7 @@ impl DomainEvent for CreditEvent {
             Self::CreditsGranted { .. } => "CreditsGranted",
             Self::CreditsPurchased { .. } => "CreditsPurchased",
             Self::PromoCreditsApplied { .. } => "PromoCreditsApplied",
+            Self::CreditsRevoked { .. } => "CreditsRevoked",
             Self::CreditsReserved { .. } => "CreditsReserved",
             Self::ReservationSettled { .. } => "ReservationSettled",
             Self::ReservationReleased { .. } => "ReservationReleased",

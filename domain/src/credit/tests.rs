@@ -200,6 +200,84 @@ fn a_promo_code_credits_once_per_account() {
         .then_expect_events(vec![]);
 }
 
+fn revoke(k: &str, amount: i64) -> CreditCommand {
+    CreditCommand::RevokeCredits {
+        key: key(k),
+        payment_id: key("cs_1"),
+        amount: c(amount),
+    }
+}
+
+fn revoked(k: &str, requested: i64, taken: i64, balance: i64, res: i64) -> CreditEvent {
+    CreditEvent::CreditsRevoked {
+        key: key(k),
+        payment_id: key("cs_1"),
+        requested: c(requested),
+        taken: c(taken),
+        balance_after: c(balance),
+        reserved_after: c(res),
+    }
+}
+
+#[test]
+fn a_revocation_takes_the_refunded_credits_back() {
+    AccountTest::with(())
+        .given(vec![opened(), granted("g", 1_000, 1_000, 0)])
+        .when(revoke("refund:cs_1:8000", 1_000))
+        .then_expect_events(vec![revoked("refund:cs_1:8000", 1_000, 1_000, 0, 0)]);
+}
+
+#[test]
+fn a_revocation_of_credits_already_spent_takes_what_is_available_and_records_the_shortfall() {
+    AccountTest::with(())
+        .given(vec![opened(), granted("g", 1_000, 1_000, 0)])
+        .when(revoke("refund:cs_1:8000", 1_500))
+        .then_expect_events(vec![revoked("refund:cs_1:8000", 1_500, 1_000, 0, 0)]);
+}
+
+#[test]
+fn a_revocation_never_takes_credits_held_by_a_reservation() {
+    AccountTest::with(())
+        .given(vec![
+            opened(),
+            granted("g", 100, 100, 0),
+            reserved("r1", 60, 30, 100, 60),
+        ])
+        .when(revoke("refund:cs_1:8000", 100))
+        .then_expect_events(vec![revoked("refund:cs_1:8000", 100, 40, 60, 60)]);
+}
+
+#[test]
+fn a_revocation_with_nothing_available_is_recorded_with_its_whole_shortfall() {
+    AccountTest::with(())
+        .given(vec![
+            opened(),
+            granted("g", 100, 100, 0),
+            reserved("r1", 100, 30, 100, 100),
+        ])
+        .when(revoke("refund:cs_1:8000", 50))
+        .then_expect_events(vec![revoked("refund:cs_1:8000", 50, 0, 100, 100)]);
+}
+
+#[test]
+fn a_repeated_revocation_returns_the_first_outcome_and_takes_nothing_more() {
+    let first = revoked("refund:cs_1:8000", 40, 40, 60, 0);
+    let account = account_with(&[opened(), granted("g", 100, 100, 0), first.clone()]);
+    let decision = account
+        .decide(revoke("refund:cs_1:8000", 40))
+        .expect("a repeat is not an error");
+    assert!(decision.events.is_empty());
+    assert_eq!(decision.replay_of, Some(first));
+}
+
+#[test]
+fn a_revocation_refuses_zero_and_negative_amounts() {
+    AccountTest::with(())
+        .given(vec![opened(), granted("g", 100, 100, 0)])
+        .when(revoke("refund:cs_1:0", 0))
+        .then_expect_error(CreditError::InvalidAmount(MoneyError::NotPositive(0)));
+}
+
 #[test]
 fn a_reservation_holds_credits_without_changing_the_balance() {
     AccountTest::with(())
@@ -518,6 +596,7 @@ fn the_account_forgets_old_keys_but_keeps_a_bounded_window() {
 #[derive(Debug, Clone)]
 enum Op {
     Grant(u8, i64),
+    Revoke(u8, i64),
     Reserve(u8, i64, i64),
     Settle(u8, i64),
     Release(u8),
@@ -528,6 +607,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..6, 1i64..500).prop_map(|(k, a)| Op::Grant(k, a)),
+        (0u8..6, 1i64..600).prop_map(|(k, a)| Op::Revoke(k, a)),
         (0u8..12, 1i64..400, 1i64..50).prop_map(|(r, a, e)| Op::Reserve(r, a, e)),
         (0u8..12, 0i64..400).prop_map(|(r, c)| Op::Settle(r, c)),
         (0u8..12).prop_map(Op::Release),
@@ -548,10 +628,12 @@ proptest! {
         let mut first: std::collections::HashMap<String, CreditEvent> = Default::default();
         let mut credited: i64 = 0;
         let mut charged: i64 = 0;
+        let mut revoked_total: i64 = 0;
 
         for op in ops {
             let command = match op {
                 Op::Grant(k, a) => grant(&format!("g{k}"), a),
+                Op::Revoke(k, a) => revoke(&format!("v{k}"), a),
                 Op::Reserve(r, a, e) => CreditCommand::ReserveCredits {
                     request_id: rid(&format!("r{r}")),
                     amount: c(a),
@@ -583,6 +665,12 @@ proptest! {
                         }
                         match &e {
                             CreditEvent::CreditsGranted { amount, .. } => credited += amount.micros(),
+                            CreditEvent::CreditsRevoked { requested, taken, .. } => {
+                                prop_assert!(taken <= requested, "never takes more than asked");
+                                prop_assert!(!taken.is_negative());
+                                prop_assert!(*taken <= before.available(), "never takes more than is available");
+                                revoked_total += taken.micros();
+                            }
                             CreditEvent::ReservationSettled { charged: ch, reserved, .. } => {
                                 prop_assert!(ch <= reserved);
                                 charged += ch.micros();
@@ -598,7 +686,11 @@ proptest! {
             prop_assert!(!account.available().is_negative(), "available went negative");
             prop_assert!(!account.reserved().is_negative());
             prop_assert_eq!(account.reserved(), account.sum_of_active_reservations());
-            prop_assert_eq!(account.balance().micros(), credited - charged, "balance = credits in - charges");
+            prop_assert_eq!(
+                account.balance().micros(),
+                credited - charged - revoked_total,
+                "balance = credits in - charges - revocations"
+            );
         }
         // A fresh fold of every event gives the same state (what replay and snapshots rely on).
         prop_assert_eq!(account_with(&all_events), account);
