@@ -144,12 +144,17 @@ async fn a_completion_is_charged_the_price_table_applied_to_the_reported_usage()
     let after = settled_balance(&app, &token).await;
     assert_eq!(after["balance_micros"], 10_000_000 - expected);
     // The ledger shows the charge with its request; the usage read model has the record.
-    let ledger: Value = app
-        .get("/api/credits/transactions", Some(&token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    // The ledger projection runs apart from the balances one: wait for the charge.
+    let ledger: Value = eventually(Duration::from_secs(10), "the ledger charge", || async {
+        let ledger: Value = app
+            .get("/api/credits/transactions", Some(&token))
+            .await
+            .json()
+            .await
+            .expect("json");
+        (ledger["data"][0]["kind"] == "charge").then_some(ledger)
+    })
+    .await;
     let charge = &ledger["data"][0];
     assert_eq!(charge["kind"], "charge");
     assert_eq!(charge["amount_micros"], -expected);
@@ -376,10 +381,14 @@ async fn a_client_that_goes_away_pays_only_for_what_was_produced() {
         charged < full / 2,
         "far less than the whole answer: {charged} vs {full}"
     );
-    let outcome: String = sqlx::query_scalar("SELECT outcome FROM usage_records LIMIT 1")
-        .fetch_one(&app.pool)
-        .await
-        .expect("usage");
+    // The usage projection runs apart from the balances one: wait for its row.
+    let outcome: String = eventually(Duration::from_secs(10), "the usage record", || async {
+        sqlx::query_scalar("SELECT outcome FROM usage_records LIMIT 1")
+            .fetch_optional(&app.pool)
+            .await
+            .expect("usage")
+    })
+    .await;
     assert_eq!(outcome, "cancelled");
     app.stop().await;
 }
