@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use async_nats::jetstream;
+use axum::serve::ListenerExt;
 use hub_commands::{
     CommandBus, CreditAccounts, HubEventStore, Payments, Promos, RetryPolicy, Users,
 };
@@ -138,7 +139,11 @@ impl Application {
         } else {
             None
         };
+        let replies = crate::gateway::Replies::start(&nats, &settings.topology())
+            .await
+            .context("could not subscribe to inference replies")?;
         let state = Arc::new(AppState {
+            replies,
             jwt: Jwt::new(&settings.auth.jwt_secret),
             topology: settings.topology(),
             settings,
@@ -248,6 +253,13 @@ impl Application {
             let graceful = stopped();
             tasks.spawn(async move {
                 let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                // Streamed answers are many small writes: without TCP_NODELAY, Nagle holds
+                // each one until the client's (delayed, up to 40 ms) ack of the previous.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(err) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %err, "could not set TCP_NODELAY");
+                    }
+                });
                 if let Err(err) = axum::serve(listener, app)
                     .with_graceful_shutdown(graceful)
                     .await

@@ -6,20 +6,24 @@
 //!    limit (or the configured default), so the most the request can cost is known;
 //! 2. that much is **reserved** on the caller's account (402 when the available balance is
 //!    short; an API key's spending limit is checked too);
-//! 3. the caller subscribes to the request's reply subject, then the command is published to
-//!    `HUB_COMMANDS` with `Nats-Msg-Id` = request id;
+//! 3. the request is registered with this process's [`Replies`] (one NATS subscription for
+//!    every request, so none is made or dropped per request), then the command, naming the
+//!    reply subject, is published to `HUB_COMMANDS` with `Nats-Msg-Id` = request id;
 //! 4. a worker streams [`WireChunk`]s back; dropping the [`Submission`] before the last one
 //!    asks the worker to stop (the client went away).
 
 use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use hub_commands::CommandError;
 use hub_domain::{AccountId, CreditCommand, CreditError, Credits, RequestId, UserId};
 use hub_workers::providers::ChatMessage;
 use hub_workers::wire::{InferenceCommand, WireChunk};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -80,7 +84,8 @@ pub struct Submission {
     /// Unix seconds, for OpenAI's `created`.
     pub created: i64,
     pub prompt_tokens: u64,
-    replies: async_nats::Subscriber,
+    replies: mpsc::UnboundedReceiver<Bytes>,
+    _registration: Registration,
     client: async_nats::Client,
     cancel_subject: String,
     /// Longest wait for the next chunk.
@@ -95,14 +100,14 @@ impl Submission {
             return None;
         }
         loop {
-            let message = match tokio::time::timeout(self.idle, self.replies.next()).await {
-                Ok(Some(message)) => message,
+            let payload = match tokio::time::timeout(self.idle, self.replies.recv()).await {
+                Ok(Some(payload)) => payload,
                 Ok(None) | Err(_) => {
                     self.done = true;
                     return None;
                 }
             };
-            match serde_json::from_slice::<WireChunk>(&message.payload) {
+            match serde_json::from_slice::<WireChunk>(&payload) {
                 Ok(chunk) => {
                     if chunk.is_last() {
                         self.done = true;
@@ -228,17 +233,7 @@ pub async fn submit(
     }
 
     let topology = &state.topology;
-    let replies = match state
-        .nats
-        .subscribe(topology.inference_reply_subject(&request_id))
-        .await
-    {
-        Ok(replies) => replies,
-        Err(_) => {
-            release(state, account, rid).await;
-            return Err(GatewayError::Unavailable("NATS is unavailable"));
-        }
-    };
+    let (reply_subject, registration, replies) = state.replies.register(&request_id);
     let command = InferenceCommand {
         request_id: request_id.clone(),
         account: caller.user,
@@ -255,6 +250,7 @@ pub async fn submit(
         price_version: info.price_version.clone(),
         accepted_at: now,
         start_by: expires_at - chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default(),
+        reply_subject: Some(reply_subject),
     };
     let body = serde_json::to_vec(&command).map_err(|e| GatewayError::Internal(e.into()))?;
     let published = state
@@ -282,6 +278,7 @@ pub async fn submit(
         created: now.timestamp(),
         prompt_tokens,
         replies,
+        _registration: registration,
         client: state.nats.clone(),
         cancel_subject: topology.inference_cancel_subject(&request_id),
         idle: Duration::from_millis(models.first_token_timeout_ms.max(models.total_timeout_ms))
@@ -323,4 +320,82 @@ async fn check_key_limit(
         return Err(GatewayError::KeySpendingLimit);
     }
     Ok(())
+}
+
+/// The answers to this process's requests, taken from NATS with one subscription
+/// (`<inbox>.*`) and handed to each waiting request. Subscribing per request would change the
+/// server's interest graph twice per request, which costs the server more than the answer.
+pub struct Replies {
+    inbox: String,
+    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Bytes>>>,
+}
+
+impl Replies {
+    /// Subscribes to a fresh inbox and spawns the task that dispatches its messages.
+    pub async fn start(
+        nats: &async_nats::Client,
+        topology: &hub_nats::Topology,
+    ) -> Result<Arc<Replies>, async_nats::SubscribeError> {
+        let inbox = topology.inference_reply_inbox(&Uuid::new_v4().simple().to_string());
+        let mut subscription = nats.subscribe(format!("{inbox}.*")).await?;
+        let replies = Arc::new(Replies {
+            inbox,
+            waiting: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&replies);
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                let Some(replies) = weak.upgrade() else {
+                    break;
+                };
+                let Some(request_id) = message.subject.as_str().rsplit('.').next() else {
+                    continue;
+                };
+                let waiting = replies
+                    .waiting
+                    .lock()
+                    .ok()
+                    .and_then(|waiting| waiting.get(request_id).cloned());
+                // No one waiting: the client went away and its cancellation is on its way.
+                if let Some(sender) = waiting {
+                    let _ = sender.send(message.payload);
+                }
+            }
+        });
+        Ok(replies)
+    }
+
+    /// The reply subject for `request_id`, and its answers until the registration drops.
+    fn register(
+        self: &Arc<Self>,
+        request_id: &str,
+    ) -> (String, Registration, mpsc::UnboundedReceiver<Bytes>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(request_id.to_string(), sender);
+        }
+        let registration = Registration {
+            replies: self.clone(),
+            request_id: request_id.to_string(),
+        };
+        (
+            format!("{}.{request_id}", self.inbox),
+            registration,
+            receiver,
+        )
+    }
+}
+
+/// A request waiting for its answer; dropping it stops the dispatch to it.
+struct Registration {
+    replies: Arc<Replies>,
+    request_id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.replies.waiting.lock() {
+            waiting.remove(&self.request_id);
+        }
+    }
 }

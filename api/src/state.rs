@@ -19,6 +19,8 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// Models and providers (the inference gateway).
     pub router: Arc<hub_workers::ProviderRouter>,
+    /// Answers to this process's inference requests (one NATS subscription).
+    pub replies: Arc<crate::gateway::Replies>,
     /// Google sign-in, when `google.enabled`.
     pub google: Option<crate::oidc::GoogleOidc>,
     /// Payments, one aggregate per Stripe Checkout Session.

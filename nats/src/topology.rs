@@ -88,6 +88,13 @@ impl Topology {
         format!("{}.stream.{request_id}", self.subject_prefix)
     }
 
+    /// Core NATS subject prefix under which one API process takes the answers to all of its
+    /// requests with one subscription (`<inbox>.*`); a worker answers request `r` on
+    /// `<inbox>.r`. `inbox` must be one subject token.
+    pub fn inference_reply_inbox(&self, inbox: &str) -> String {
+        format!("{}.stream.{inbox}", self.subject_prefix)
+    }
+
     /// Core NATS subject on which the API asks the worker to stop one request (the client
     /// went away).
     pub fn inference_cancel_subject(&self, request_id: &str) -> String {

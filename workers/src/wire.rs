@@ -41,6 +41,10 @@ pub struct InferenceCommand {
     /// A worker that picks the command up later than this does not start it (its
     /// reservation is about to expire).
     pub start_by: DateTime<Utc>,
+    /// Where the answer goes: the accepting API process's inbox subject for this request.
+    /// Absent in commands from older API processes: then the per-request reply subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_subject: Option<String>,
 }
 
 /// A model's prices, in micro-credits per million tokens.

@@ -14,7 +14,7 @@
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hub_commands::CreditAccounts;
 use hub_domain::pricing::{Price, TokenUsage};
 use hub_domain::{
@@ -176,7 +176,10 @@ impl Worker {
     }
 
     async fn execute(&self, command: InferenceCommand, cancel: CancellationToken) {
-        let reply = self.topology.inference_reply_subject(&command.request_id);
+        let reply = command
+            .reply_subject
+            .clone()
+            .unwrap_or_else(|| self.topology.inference_reply_subject(&command.request_id));
         let client = self.js.client();
         let send = |chunk: WireChunk| {
             let client = client.clone();
@@ -240,16 +243,33 @@ impl Worker {
         let mut outcome = UsageOutcome::Completed;
         let mut broken: Option<ProviderError> = None;
         let mut seq = 0u64;
+        // An event read while coalescing deltas, handled on the next pass.
+        let mut held = None;
         loop {
-            let event = tokio::select! {
-                event = opened.stream.next() => event,
-                () = cancel.cancelled() => {
-                    outcome = UsageOutcome::Cancelled;
-                    break;
-                }
+            let event = match held.take() {
+                Some(event) => event,
+                None => tokio::select! {
+                    event = opened.stream.next() => event,
+                    () = cancel.cancelled() => {
+                        outcome = UsageOutcome::Cancelled;
+                        break;
+                    }
+                },
             };
             match event {
-                Some(Ok(StreamEvent::Delta { text: piece })) => {
+                Some(Ok(StreamEvent::Delta { text: mut piece })) => {
+                    // Deltas the upstream has already sent travel as one message: a fast
+                    // or backlogged upstream costs a few messages, not one per token,
+                    // and nothing waits for a delta that has not arrived.
+                    while let Some(next) = opened.stream.next().now_or_never() {
+                        match next {
+                            Some(Ok(StreamEvent::Delta { text: more })) => piece.push_str(&more),
+                            other => {
+                                held = Some(other);
+                                break;
+                            }
+                        }
+                    }
                     if piece.is_empty() {
                         continue;
                     }

@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 use crate::{Application, Roles, Settings};
 
+mod gateway;
 mod snapshot;
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,6 +47,9 @@ pub enum Which {
     Ledger(LedgerArgs),
     /// Loading an account with a long history (snapshot + tail) against a new one.
     Snapshot(snapshot::SnapshotArgs),
+    /// The hub's added latency over a local upstream, its sustained rate with billing on, and
+    /// its memory with many open streams; LiteLLM's proxy side by side.
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -93,6 +97,7 @@ pub async fn run(which: Which, settings: Settings) -> anyhow::Result<()> {
     match which {
         Which::Ledger(args) => ledger(args, settings).await,
         Which::Snapshot(args) => snapshot::run(args, settings).await,
+        Which::Gateway(args) => gateway::run(args, settings).await,
     }
 }
 

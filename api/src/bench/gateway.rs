@@ -1,0 +1,1363 @@
+//! `aihub bench gateway`: the hub's added latency over calling an upstream directly, the
+//! highest request rate it sustains with billing on, and its memory with many open streams.
+//!
+//! The run, all on this machine:
+//!
+//! 1. starts a fast OpenAI-compatible upstream in this process (`/v1/chat/completions`: a
+//!    fixed answer of [`ANSWER_TOKENS`] tokens, JSON or SSE; model `slow` streams one token
+//!    every [`SLOW_TOKEN_EVERY`]);
+//! 2. starts the hub as a child process (`aihub all`, every role, billing on) against a
+//!    database and NATS streams of its own, with models `bench-fast` and `bench-slow` served by
+//!    that upstream through a `compatible` provider; funds `--users` accounts and signs a
+//!    token for each;
+//! 3. optionally starts LiteLLM's proxy (`--litellm PATH`) against the same upstream;
+//! 4. for each target (the upstream itself, the hub, LiteLLM) and each `--rates` rate, sends
+//!    an open-loop load for `--warmup-s` + `--duration-s`: requests are scheduled at fixed
+//!    times and latency counts from the scheduled time, so a slow target is not excused by
+//!    the load generator waiting for it. Non-streaming: time to the whole answer. Streaming:
+//!    time to the first content token;
+//! 5. ramps the hub through `--ramp` rates (non-streaming) for the highest it sustains;
+//! 6. opens `--streams` concurrent slow streams through each proxy and samples its resident
+//!    memory while they are all open;
+//! 7. checks the billing: every answered hub request left one usage record;
+//! 8. stops the children and drops the database and streams (unless `--keep`).
+
+use anyhow::Context;
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use axum::Router;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::{histogram, progress, AbortOnDrop, BenchEnv, Percentiles};
+use crate::auth::{Jwt, Role};
+use crate::Settings;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Fixed request rates (requests per second) at which latency is compared.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+    pub rates: Vec<u32>,
+    /// Rates tried in turn, non-streaming through the hub, for the highest it sustains.
+    #[arg(long, value_delimiter = ',', default_value = "1000,1250,1500,2000")]
+    pub ramp: Vec<u32>,
+    /// Length of each recorded load, in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub duration_s: u64,
+    /// Load before each recording starts, in seconds.
+    #[arg(long, default_value_t = 3)]
+    pub warmup_s: u64,
+    /// Concurrent open streams for the memory measurement (0: skip).
+    #[arg(long, default_value_t = 1_000)]
+    pub streams: usize,
+    /// Funded users the hub's load is spread over (one signed token each).
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// LiteLLM's `litellm` executable (`bench/install-litellm.sh` installs one); skipped when
+    /// absent.
+    #[arg(long)]
+    pub litellm: Option<PathBuf>,
+    /// Skip streaming loads.
+    #[arg(long)]
+    pub no_streaming: bool,
+    /// The database on the same server used to create and drop the benchmark's own.
+    #[arg(long, default_value = "postgres")]
+    pub admin_database: String,
+    /// Keep the benchmark database, streams and logs afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the report as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The targets from the issue.
+const TARGET_ADDED_P99_MS_AT_500: f64 = 10.0;
+const TARGET_SUSTAINED_PER_S: u32 = 1_000;
+const TARGET_RSS_MB_STREAMS: f64 = 200.0;
+
+/// Tokens in the fast upstream's answer.
+const ANSWER_TOKENS: usize = 16;
+/// Prompt tokens the upstream reports.
+const PROMPT_TOKENS: u64 = 14;
+/// The slow model's pace.
+const SLOW_TOKEN_EVERY: Duration = Duration::from_millis(500);
+/// Tokens in a slow answer (longer than the memory phase holds a stream).
+const SLOW_TOKENS: usize = 240;
+/// A request not answered in this long is counted as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests in flight at most, per load; more are counted as errors (the target is drowning).
+const IN_FLIGHT_MAX: usize = 30_000;
+/// A rate is sustained when at most this share of requests fail...
+const SUSTAINED_ERROR_SHARE: f64 = 0.001;
+/// ...the answers keep up with the offered rate...
+const SUSTAINED_THROUGHPUT_SHARE: f64 = 0.97;
+/// ...and the p99 latency stays under this.
+const SUSTAINED_P99_MS: f64 = 250.0;
+/// How long the open streams are sampled once all have their first token.
+const STREAMS_HOLD: Duration = Duration::from_secs(5);
+/// How fast the streams are opened, per second.
+const STREAMS_OPEN_PER_S: usize = 250;
+/// Credits per user: far more than the run can spend.
+const USER_CREDITS: i64 = 1_000_000;
+
+pub async fn run(args: GatewayArgs, base: Settings) -> anyhow::Result<()> {
+    anyhow::ensure!(args.duration_s > 0, "--duration-s must be at least 1");
+    anyhow::ensure!(args.users > 0, "--users must be at least 1");
+    anyhow::ensure!(
+        args.rates.iter().chain(&args.ramp).all(|r| *r > 0),
+        "rates must be at least 1 request per second"
+    );
+    let env = BenchEnv::create(&base, &args.admin_database, None, true).await?;
+    let logs = std::env::temp_dir().join(format!("aihub-bench-{}", env.database));
+    tokio::fs::create_dir_all(&logs)
+        .await
+        .with_context(|| format!("could not create {}", logs.display()))?;
+    progress(&format!(
+        "benchmark database {}, logs in {}",
+        env.database,
+        logs.display()
+    ));
+    let outcome = tokio::select! {
+        outcome = measure(&args, &env, &logs) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if args.keep {
+        progress(&format!("kept database {} (--keep)", env.database));
+    } else {
+        if let Err(err) = env.destroy().await {
+            progress(&format!("cleanup failed: {err:#}"));
+        }
+        if outcome.is_ok() {
+            let _ = tokio::fs::remove_dir_all(&logs).await;
+        }
+    }
+    let report = outcome?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Result<Report> {
+    let upstream = Upstream::start().await?;
+    progress(&format!("upstream on {}", upstream.base));
+
+    let hub = Hub::start(env, &upstream, logs).await?;
+    progress(&format!("hub (pid {}) on {}", hub.pid, hub.base));
+    let tokens = hub.fund(args.users).await?;
+    let hub_idle_rss_mb = rss_tree_mb(hub.pid);
+
+    let litellm = match &args.litellm {
+        Some(path) => {
+            let proxy = LiteLlm::start(path, &upstream, logs).await?;
+            progress(&format!("litellm (pid {}) on {}", proxy.pid, proxy.base));
+            Some(proxy)
+        }
+        None => None,
+    };
+    let litellm_idle_rss_mb = litellm.as_ref().and_then(|l| rss_tree_mb(l.pid));
+
+    let mut targets = vec![Target::direct(&upstream), Target::hub(&hub, tokens.clone())];
+    if let Some(proxy) = &litellm {
+        targets.push(Target::litellm(proxy));
+    }
+
+    let mut loads = Vec::new();
+    let modes: &[Mode] = if args.no_streaming {
+        &[Mode::Json]
+    } else {
+        &[Mode::Json, Mode::Stream]
+    };
+    for mode in modes {
+        for rate in &args.rates {
+            for target in &targets {
+                let load = run_load(target, *mode, *rate, args).await?;
+                progress(&load.summary());
+                loads.push(load);
+            }
+        }
+    }
+
+    let hub_target = Target::hub(&hub, tokens.clone());
+    let mut ramp = Vec::new();
+    for rate in &args.ramp {
+        let load = run_load(&hub_target, Mode::Json, *rate, args).await?;
+        progress(&format!("ramp: {}", load.summary()));
+        let sustained = load.sustained();
+        ramp.push(load);
+        if !sustained {
+            break;
+        }
+    }
+
+    let mut memory = Vec::new();
+    if args.streams > 0 {
+        memory.push(hold_streams(&hub_target, hub.pid, args.streams).await?);
+        progress(&memory[memory.len() - 1].summary());
+        if let Some(proxy) = &litellm {
+            memory.push(hold_streams(&Target::litellm(proxy), proxy.pid, args.streams).await?);
+            progress(&memory[memory.len() - 1].summary());
+        }
+    }
+
+    let billing = hub.billing(&env.settings, &loads, &ramp).await?;
+    progress(&format!(
+        "billing: {} answered hub requests, {} usage records, {} micro-credits charged",
+        billing.answered, billing.usage_records, billing.charged_micros
+    ));
+
+    drop(litellm);
+    drop(hub);
+    Ok(Report::new(
+        args,
+        loads,
+        ramp,
+        memory,
+        billing,
+        hub_idle_rss_mb,
+        litellm_idle_rss_mb,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// The upstream
+// ---------------------------------------------------------------------------------------
+
+/// A fast OpenAI-compatible server in this process.
+struct Upstream {
+    base: String,
+    _server: AbortOnDrop<()>,
+}
+
+impl Upstream {
+    async fn start() -> anyhow::Result<Upstream> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("could not bind the upstream")?;
+        let addr = listener.local_addr()?;
+        let app = Router::new().route("/v1/chat/completions", post(upstream_chat));
+        // As real servers do (uvicorn, nginx): answers are not held back by Nagle.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                progress(&format!("upstream stopped: {err}"));
+            }
+        });
+        Ok(Upstream {
+            base: format!("http://{addr}/v1"),
+            _server: AbortOnDrop(server),
+        })
+    }
+}
+
+async fn upstream_chat(body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "bad json", "type": "invalid_request_error"}})),
+        )
+            .into_response();
+    };
+    let model = request["model"].as_str().unwrap_or("fast").to_string();
+    let streaming = request["stream"].as_bool().unwrap_or(false);
+    let with_usage = request["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    if model == "slow" {
+        return sse(slow_stream(model, with_usage));
+    }
+    if !streaming {
+        let content: String = (0..ANSWER_TOKENS).map(|i| format!(" w{i}")).collect();
+        let answer = json!({
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": ANSWER_TOKENS, "total_tokens": PROMPT_TOKENS + ANSWER_TOKENS as u64}
+        });
+        return axum::Json(answer).into_response();
+    }
+    let mut frames = vec![frame(&chunk(&model, json!({"role": "assistant"}), None))];
+    for i in 0..ANSWER_TOKENS {
+        frames.push(frame(&chunk(
+            &model,
+            json!({"content": format!(" w{i}")}),
+            None,
+        )));
+    }
+    frames.push(frame(&chunk(&model, json!({}), Some("stop"))));
+    if with_usage {
+        frames.push(frame(&usage_chunk(&model, ANSWER_TOKENS)));
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    sse(futures::stream::iter(
+        frames.into_iter().map(Ok::<_, Infallible>),
+    ))
+}
+
+fn slow_stream(
+    model: String,
+    with_usage: bool,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+    futures::stream::unfold(0usize, move |i| {
+        let model = model.clone();
+        async move {
+            let next = match i {
+                0 => frame(&chunk(&model, json!({"role": "assistant"}), None)),
+                n if n <= SLOW_TOKENS => {
+                    if n > 1 {
+                        tokio::time::sleep(SLOW_TOKEN_EVERY).await;
+                    }
+                    frame(&chunk(&model, json!({"content": format!(" s{n}")}), None))
+                }
+                n if n == SLOW_TOKENS + 1 => frame(&chunk(&model, json!({}), Some("stop"))),
+                n if n == SLOW_TOKENS + 2 && with_usage => frame(&usage_chunk(&model, SLOW_TOKENS)),
+                n if n <= SLOW_TOKENS + 3 => Bytes::from_static(b"data: [DONE]\n\n"),
+                _ => return None,
+            };
+            Some((Ok(next), i + 1))
+        }
+    })
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+    })
+}
+
+fn usage_chunk(model: &str, completion: usize) -> Value {
+    json!({
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [],
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": completion, "total_tokens": PROMPT_TOKENS + completion as u64}
+    })
+}
+
+fn frame(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+fn sse<S>(frames: S) -> Response
+where
+    S: futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    let mut response = Response::new(Body::from_stream(frames));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxies
+// ---------------------------------------------------------------------------------------
+
+/// The hub as a child process (`aihub all`).
+struct Hub {
+    base: String,
+    pid: u32,
+    jwt_secret: String,
+    _child: Child,
+}
+
+impl Hub {
+    async fn start(env: &BenchEnv, upstream: &Upstream, logs: &Path) -> anyhow::Result<Hub> {
+        let port = free_port()?;
+        let jwt_secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        let config = logs.join("aihub.toml");
+        let models = format!(
+            r#"[models]
+default_max_output_tokens = 64
+
+[[models.models]]
+name = "bench-fast"
+tokenizer = "o200k"
+max_output_tokens = 256
+price = {{ input_per_million_micros = 150000, output_per_million_micros = 600000 }}
+providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "fast", name = "upstream" }}]
+
+[[models.models]]
+name = "bench-slow"
+tokenizer = "o200k"
+max_output_tokens = 512
+price = {{ input_per_million_micros = 150000, output_per_million_micros = 600000 }}
+providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow", name = "upstream-slow" }}]
+"#,
+            base = upstream.base
+        );
+        tokio::fs::write(&config, models)
+            .await
+            .with_context(|| format!("could not write {}", config.display()))?;
+        let log = std::fs::File::create(logs.join("hub.log"))?;
+        let exe = std::env::current_exe().context("could not find the aihub executable")?;
+        let settings = &env.settings;
+        let mut child = Command::new(exe)
+            .arg("--config")
+            .arg(&config)
+            .arg("all")
+            .env("AIHUB__DATABASE__URL", &settings.database.url)
+            .env("AIHUB__NATS__URL", &settings.nats.url)
+            .env("AIHUB__NATS__STREAM_PREFIX", &settings.nats.stream_prefix)
+            .env("AIHUB__NATS__SUBJECT_PREFIX", &settings.nats.subject_prefix)
+            .env("AIHUB__SERVER__HOST", "127.0.0.1")
+            .env("AIHUB__SERVER__PORT", port.to_string())
+            .env("AIHUB__AUTH__JWT_SECRET", &jwt_secret)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("could not start the hub")?;
+        let pid = child.id().context("the hub exited at once")?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(
+            &mut child,
+            &format!("{base}/ready"),
+            Duration::from_secs(120),
+            "the hub",
+        )
+        .await?;
+        Ok(Hub {
+            base,
+            pid,
+            jwt_secret,
+            _child: child,
+        })
+    }
+
+    /// Grants credits to `users` new accounts; their signed tokens.
+    async fn fund(&self, users: usize) -> anyhow::Result<Arc<Vec<String>>> {
+        let jwt = Jwt::new(&self.jwt_secret);
+        let admin = jwt.mint(Uuid::new_v4(), &[Role::Admin], 86_400)?;
+        let client = reqwest::Client::new();
+        let mut tokens = Vec::with_capacity(users);
+        for i in 0..users {
+            let user = Uuid::new_v4();
+            let response = client
+                .post(format!("{}/api/admin/credits/grant", self.base))
+                .bearer_auth(&admin)
+                .header("idempotency-key", format!("bench-{i}"))
+                .json(&json!({
+                    "user_id": user,
+                    "amount_micros": USER_CREDITS * 1_000_000,
+                    "reason": "gateway benchmark"
+                }))
+                .send()
+                .await
+                .context("could not fund a user")?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "funding a user answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+            tokens.push(jwt.mint(user, &[Role::User], 86_400)?);
+        }
+        progress(&format!("funded {users} users"));
+        Ok(Arc::new(tokens))
+    }
+
+    /// Waits for the usage projection to take every settled request, then compares.
+    async fn billing(
+        &self,
+        settings: &Settings,
+        loads: &[Load],
+        ramp: &[Load],
+    ) -> anyhow::Result<Billing> {
+        let answered: u64 = loads
+            .iter()
+            .chain(ramp)
+            .filter(|l| l.target == "hub")
+            .map(|l| l.answered_total)
+            .sum();
+        let pool = sqlx::PgPool::connect(&settings.database.url).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = (0i64, 0i64);
+        loop {
+            let (records, charged): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT count(*), sum(charged_micros)::bigint FROM usage_records \
+                 WHERE model = 'bench-fast' AND outcome = 'completed'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            let now = (records, charged.unwrap_or(0));
+            if u64::try_from(records).unwrap_or(0) >= answered || Instant::now() > deadline {
+                last = now;
+                break;
+            }
+            if now == last && records > 0 {
+                // Still moving? Give the projection another moment.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        pool.close().await;
+        Ok(Billing {
+            answered,
+            usage_records: u64::try_from(last.0).unwrap_or(0),
+            charged_micros: last.1,
+        })
+    }
+}
+
+/// LiteLLM's proxy as a child process, against the same upstream.
+struct LiteLlm {
+    base: String,
+    pid: u32,
+    /// Its proxy key (LiteLLM refuses to start without one).
+    master_key: String,
+    _child: Child,
+}
+
+impl LiteLlm {
+    async fn start(exe: &Path, upstream: &Upstream, logs: &Path) -> anyhow::Result<LiteLlm> {
+        let port = free_port()?;
+        let config = logs.join("litellm.yaml");
+        let mut yaml = String::from("model_list:\n");
+        for (name, upstream_model) in [("bench-fast", "fast"), ("bench-slow", "slow")] {
+            yaml.push_str(&format!(
+                "  - model_name: {name}\n    litellm_params:\n      model: openai/{upstream_model}\n      api_base: {}\n      api_key: sk-bench\n",
+                upstream.base
+            ));
+        }
+        yaml.push_str("litellm_settings:\n  drop_params: true\n  telemetry: false\n");
+        tokio::fs::write(&config, yaml).await?;
+        let log = std::fs::File::create(logs.join("litellm.log"))?;
+        let master_key = format!("sk-{}", Uuid::new_v4().simple());
+        let mut child = Command::new(exe)
+            .arg("--config")
+            .arg(&config)
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--num_workers")
+            .arg("1")
+            .env("LITELLM_MASTER_KEY", &master_key)
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("LITELLM_LOG", "ERROR")
+            .env("LITELLM_TELEMETRY", "False")
+            .env("DISABLE_SCHEMA_UPDATE", "True")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("could not start {}", exe.display()))?;
+        let pid = child.id().context("litellm exited at once")?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(
+            &mut child,
+            &format!("{base}/health/liveliness"),
+            Duration::from_secs(180),
+            "litellm",
+        )
+        .await?;
+        Ok(LiteLlm {
+            base,
+            pid,
+            master_key,
+            _child: child,
+        })
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn wait_ready(
+    child: &mut Child,
+    url: &str,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{what} exited with {status} before it was ready (see its log)");
+        }
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what} was not ready at {url} within {within:?} (see its log)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Resident memory of a process and its descendants, in MB (from `/proc`).
+fn rss_tree_mb(root: u32) -> Option<f64> {
+    let mut parents: BTreeMap<u32, u32> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest)?;
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.insert(pid, ppid);
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| **p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    let kb: u64 = tree.iter().filter_map(|pid| rss_kb(*pid)).sum();
+    (kb > 0).then(|| kb as f64 / 1_024.0)
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------
+// The load
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// `stream: false`: time to the whole answer.
+    Json,
+    /// `stream: true`: time to the first content token.
+    Stream,
+}
+
+/// Where a load is sent.
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    url: String,
+    model: &'static str,
+    slow_model: &'static str,
+    /// Bearer tokens used in turn (none for the upstream).
+    tokens: Arc<Vec<String>>,
+}
+
+impl Target {
+    fn direct(upstream: &Upstream) -> Target {
+        Target {
+            name: "direct",
+            url: format!("{}/chat/completions", upstream.base),
+            model: "fast",
+            slow_model: "slow",
+            tokens: Arc::new(Vec::new()),
+        }
+    }
+
+    fn hub(hub: &Hub, tokens: Arc<Vec<String>>) -> Target {
+        Target {
+            name: "hub",
+            url: format!("{}/v1/chat/completions", hub.base),
+            model: "bench-fast",
+            slow_model: "bench-slow",
+            tokens,
+        }
+    }
+
+    fn litellm(proxy: &LiteLlm) -> Target {
+        Target {
+            name: "litellm",
+            url: format!("{}/v1/chat/completions", proxy.base),
+            model: "bench-fast",
+            slow_model: "bench-slow",
+            tokens: Arc::new(vec![proxy.master_key.clone()]),
+        }
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        i: usize,
+        mode: Mode,
+        slow: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut body = json!({
+            "model": if slow { self.slow_model } else { self.model },
+            "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
+            "max_tokens": if slow { 512 } else { 32 },
+        });
+        if mode == Mode::Stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let mut request = client.post(&self.url).json(&body);
+        if !self.tokens.is_empty() {
+            request = request.bearer_auth(&self.tokens[i % self.tokens.len()]);
+        }
+        request
+    }
+}
+
+fn client(pool: usize) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .tcp_nodelay(true)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("could not build the HTTP client")
+}
+
+/// What one request did.
+enum Outcome {
+    /// Latency from its scheduled time, in microseconds.
+    Answered(u64),
+    Failed(String),
+}
+
+/// One open-loop load: `rate` requests per second to `target`.
+#[derive(Debug, Clone, Serialize)]
+struct Load {
+    target: &'static str,
+    mode: Mode,
+    rate: u32,
+    /// Requests scheduled in the recorded window.
+    sent: u64,
+    answered: u64,
+    /// Answered in the warm-up and the recorded window (for the billing check).
+    answered_total: u64,
+    errors: BTreeMap<String, u64>,
+    /// Answers per second in the recorded window.
+    throughput: f64,
+    latency_ms: Percentiles,
+}
+
+impl Load {
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn sustained(&self) -> bool {
+        let sent = self.sent.max(1) as f64;
+        (self.error_count() as f64 / sent) <= SUSTAINED_ERROR_SHARE
+            && self.throughput >= SUSTAINED_THROUGHPUT_SHARE * f64::from(self.rate)
+            && self.latency_ms.p99 <= SUSTAINED_P99_MS
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{:<7} {:<6} {:>5}/s: p50 {:>7.2} ms, p99 {:>7.2} ms, {:>7.1} answers/s, {} errors",
+            self.target,
+            mode_name(self.mode),
+            self.rate,
+            self.latency_ms.p50,
+            self.latency_ms.p99,
+            self.throughput,
+            self.error_count()
+        )
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Json => "json",
+        Mode::Stream => "stream",
+    }
+}
+
+async fn run_load(
+    target: &Target,
+    mode: Mode,
+    rate: u32,
+    args: &GatewayArgs,
+) -> anyhow::Result<Load> {
+    let client = client(4_096)?;
+    let rate_f = f64::from(rate);
+    let warmup = (rate_f * args.warmup_s as f64) as usize;
+    let total = warmup + (rate_f * args.duration_s as f64) as usize;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut tasks: JoinSet<(bool, Outcome)> = JoinSet::new();
+    let started = Instant::now();
+    let mut scheduled = 0usize;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut hist = histogram()?;
+    let mut answered = 0u64;
+    let mut answered_total = 0u64;
+    let mut recorded_sent = 0u64;
+    let mut record = |recorded: bool,
+                      outcome: Outcome,
+                      hist: &mut Histogram<u64>,
+                      errors: &mut BTreeMap<String, u64>| {
+        match outcome {
+            Outcome::Answered(us) => {
+                answered_total += 1;
+                if recorded {
+                    answered += 1;
+                    let _ = hist.record(us.max(1));
+                }
+            }
+            Outcome::Failed(kind) => {
+                if recorded {
+                    *errors.entry(kind).or_default() += 1;
+                }
+            }
+        }
+    };
+    while scheduled < total {
+        // Every request whose time has come, then a short sleep: exact rates above 1,000/s.
+        let due = ((started.elapsed().as_secs_f64() * rate_f) as usize + 1).min(total);
+        while scheduled < due {
+            let at = started + Duration::from_secs_f64(scheduled as f64 / rate_f);
+            let recorded = scheduled >= warmup;
+            if recorded {
+                recorded_sent += 1;
+            }
+            if in_flight.load(Ordering::Relaxed) >= IN_FLIGHT_MAX {
+                record(
+                    recorded,
+                    Outcome::Failed("overloaded".into()),
+                    &mut hist,
+                    &mut errors,
+                );
+            } else {
+                let request = target.request(&client, scheduled, mode, false);
+                let in_flight = in_flight.clone();
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                tasks.spawn(async move {
+                    let outcome = send(request, mode, at).await;
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    (recorded, outcome)
+                });
+            }
+            scheduled += 1;
+        }
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok((recorded, outcome)) = done {
+                record(recorded, outcome, &mut hist, &mut errors);
+            }
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((recorded, outcome)) = done {
+            record(recorded, outcome, &mut hist, &mut errors);
+        }
+    }
+    Ok(Load {
+        target: target.name,
+        mode,
+        rate,
+        sent: recorded_sent,
+        answered,
+        answered_total,
+        errors,
+        throughput: answered as f64 / args.duration_s as f64,
+        latency_ms: Percentiles::of(&hist),
+    })
+}
+
+/// Sends one request; its latency counts from `at`, when it was due.
+async fn send(request: reqwest::RequestBuilder, mode: Mode, at: Instant) -> Outcome {
+    let mut response = match request.send().await {
+        Ok(response) => response,
+        Err(err) => return Outcome::Failed(transport_error(&err)),
+    };
+    if !response.status().is_success() {
+        return Outcome::Failed(format!("http {}", response.status().as_u16()));
+    }
+    match mode {
+        Mode::Json => match response.bytes().await {
+            Ok(body) if body.starts_with(b"{") => Outcome::Answered(micros_since(at)),
+            Ok(_) => Outcome::Failed("not json".into()),
+            Err(err) => Outcome::Failed(transport_error(&err)),
+        },
+        Mode::Stream => {
+            let mut reader = SseReader::default();
+            let mut first = None;
+            loop {
+                match response.chunk().await {
+                    Ok(Some(bytes)) => {
+                        let seen = reader.push(&bytes);
+                        if first.is_none() && seen.content {
+                            first = Some(micros_since(at));
+                        }
+                        if seen.error {
+                            return Outcome::Failed("stream error".into());
+                        }
+                        if seen.done {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => return Outcome::Failed(transport_error(&err)),
+                }
+            }
+            match (first, reader.done) {
+                (Some(us), true) => Outcome::Answered(us),
+                (None, _) => Outcome::Failed("no content".into()),
+                (_, false) => Outcome::Failed("no [DONE]".into()),
+            }
+        }
+    }
+}
+
+fn transport_error(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timeout".into()
+    } else if err.is_connect() {
+        "connect".into()
+    } else {
+        "transport".into()
+    }
+}
+
+fn micros_since(at: Instant) -> u64 {
+    u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Reads SSE `data:` lines as they arrive.
+#[derive(Default)]
+struct SseReader {
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+#[derive(Default)]
+struct Seen {
+    content: bool,
+    error: bool,
+    done: bool,
+}
+
+impl SseReader {
+    fn push(&mut self, bytes: &[u8]) -> Seen {
+        self.buffer.extend_from_slice(bytes);
+        let mut seen = Seen::default();
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let Ok(line) = std::str::from_utf8(&line) else {
+                continue;
+            };
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                self.done = true;
+                seen.done = true;
+                continue;
+            }
+            let Ok(value) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            if value.get("error").is_some() {
+                seen.error = true;
+            }
+            if value["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+            {
+                seen.content = true;
+            }
+        }
+        seen
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory with many open streams
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+struct Memory {
+    target: &'static str,
+    streams: usize,
+    /// Streams that delivered their first token.
+    open: usize,
+    failed: usize,
+    /// Resident memory of the proxy (and its children) just before the streams opened.
+    rss_before_mb: Option<f64>,
+    /// Highest resident memory sampled while every stream was open.
+    rss_peak_mb: Option<f64>,
+}
+
+impl Memory {
+    fn summary(&self) -> String {
+        format!(
+            "{}: {} of {} streams open, rss {} MB before, {} MB peak",
+            self.target,
+            self.open,
+            self.streams,
+            mb(self.rss_before_mb),
+            mb(self.rss_peak_mb)
+        )
+    }
+}
+
+fn mb(value: Option<f64>) -> String {
+    value.map_or_else(|| "?".into(), |v| format!("{v:.0}"))
+}
+
+async fn hold_streams(target: &Target, pid: u32, streams: usize) -> anyhow::Result<Memory> {
+    progress(&format!(
+        "{}: opening {streams} concurrent streams",
+        target.name
+    ));
+    let client = client(streams)?;
+    let rss_before_mb = rss_tree_mb(pid);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    let pace = Duration::from_secs_f64(1.0 / STREAMS_OPEN_PER_S as f64);
+    for i in 0..streams {
+        let request = target.request(&client, i, Mode::Stream, true);
+        let mut stop = stop_rx.clone();
+        let opened = opened.clone();
+        let failed = failed.clone();
+        tasks.spawn(async move {
+            let mut response = match request.send().await {
+                Ok(r) if r.status().is_success() => r,
+                _ => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let mut reader = SseReader::default();
+            let mut counted = false;
+            loop {
+                tokio::select! {
+                    chunk = response.chunk() => match chunk {
+                        Ok(Some(bytes)) => {
+                            if !counted && reader.push(&bytes).content {
+                                counted = true;
+                                opened.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            if !counted {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            return;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        tokio::time::sleep(pace).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while opened.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < streams
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut peak: Option<f64> = None;
+    let hold_until = Instant::now() + STREAMS_HOLD;
+    while Instant::now() < hold_until {
+        if let Some(rss) = rss_tree_mb(pid) {
+            peak = Some(peak.map_or(rss, |p| p.max(rss)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let open = opened.load(Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    // Let the proxy notice the closed streams before the next measurement.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(Memory {
+        target: target.name,
+        streams,
+        open,
+        failed: failed.load(Ordering::Relaxed),
+        rss_before_mb,
+        rss_peak_mb: peak,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+struct Billing {
+    /// Hub requests answered (warm-up included).
+    answered: u64,
+    /// Completed `bench-fast` requests in the usage read model.
+    usage_records: u64,
+    charged_micros: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Added {
+    target: &'static str,
+    mode: Mode,
+    rate: u32,
+    /// The target's percentile minus the upstream's, in milliseconds.
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Report {
+    cores: usize,
+    duration_s: u64,
+    warmup_s: u64,
+    users: usize,
+    loads: Vec<Load>,
+    added: Vec<Added>,
+    ramp: Vec<Load>,
+    /// The highest ramp rate the hub sustained (see `sustained`).
+    sustained_per_s: Option<u32>,
+    memory: Vec<Memory>,
+    hub_idle_rss_mb: Option<f64>,
+    litellm_idle_rss_mb: Option<f64>,
+    billing: Billing,
+    targets: Vec<(String, String, bool)>,
+}
+
+impl Report {
+    fn new(
+        args: &GatewayArgs,
+        loads: Vec<Load>,
+        ramp: Vec<Load>,
+        memory: Vec<Memory>,
+        billing: Billing,
+        hub_idle_rss_mb: Option<f64>,
+        litellm_idle_rss_mb: Option<f64>,
+    ) -> Report {
+        let mut added = Vec::new();
+        for load in loads.iter().filter(|l| l.target != "direct") {
+            if let Some(direct) = loads
+                .iter()
+                .find(|d| d.target == "direct" && d.mode == load.mode && d.rate == load.rate)
+            {
+                added.push(Added {
+                    target: load.target,
+                    mode: load.mode,
+                    rate: load.rate,
+                    p50_ms: load.latency_ms.p50 - direct.latency_ms.p50,
+                    p99_ms: load.latency_ms.p99 - direct.latency_ms.p99,
+                });
+            }
+        }
+        let sustained_per_s = ramp
+            .iter()
+            .chain(
+                loads
+                    .iter()
+                    .filter(|l| l.target == "hub" && l.mode == Mode::Json),
+            )
+            .filter(|l| l.sustained())
+            .map(|l| l.rate)
+            .max();
+        let mut targets = Vec::new();
+        if let Some(a) = added
+            .iter()
+            .find(|a| a.target == "hub" && a.mode == Mode::Json && a.rate == 500)
+        {
+            targets.push((
+                format!("added p99 at 500 req/s ≤ {TARGET_ADDED_P99_MS_AT_500} ms"),
+                format!("{:.2} ms", a.p99_ms),
+                a.p99_ms <= TARGET_ADDED_P99_MS_AT_500,
+            ));
+        }
+        targets.push((
+            format!("sustained with billing ≥ {TARGET_SUSTAINED_PER_S} req/s"),
+            sustained_per_s.map_or_else(|| "none".into(), |r| format!("{r} req/s")),
+            sustained_per_s.is_some_and(|r| r >= TARGET_SUSTAINED_PER_S),
+        ));
+        if let Some(m) = memory.iter().find(|m| m.target == "hub") {
+            targets.push((
+                format!(
+                    "resident with {} open streams ≤ {TARGET_RSS_MB_STREAMS} MB",
+                    m.streams
+                ),
+                format!("{} MB", mb(m.rss_peak_mb)),
+                m.open == m.streams && m.rss_peak_mb.is_some_and(|r| r <= TARGET_RSS_MB_STREAMS),
+            ));
+        }
+        Report {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            duration_s: args.duration_s,
+            warmup_s: args.warmup_s,
+            users: args.users,
+            loads,
+            added,
+            ramp,
+            sustained_per_s,
+            memory,
+            hub_idle_rss_mb,
+            litellm_idle_rss_mb,
+            billing,
+            targets,
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "gateway benchmark: {} cores, {} s recorded after {} s warm-up per load, {} users\n\n",
+            self.cores, self.duration_s, self.warmup_s, self.users
+        ));
+        out.push_str(
+            "| target | mode | rate/s | p50 ms | p99 ms | p99.9 ms | answers/s | errors |\n",
+        );
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---|\n");
+        for l in self.loads.iter().chain(&self.ramp) {
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |\n",
+                l.target,
+                mode_name(l.mode),
+                l.rate,
+                l.latency_ms.p50,
+                l.latency_ms.p99,
+                l.latency_ms.p999,
+                l.throughput,
+                errors_text(&l.errors)
+            ));
+        }
+        out.push_str("\nadded over calling the upstream directly (json: whole answer; stream: first token)\n\n");
+        out.push_str(
+            "| proxy | mode | rate/s | added p50 ms | added p99 ms |\n|---|---|---:|---:|---:|\n",
+        );
+        for a in &self.added {
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.2} | {:.2} |\n",
+                a.target,
+                mode_name(a.mode),
+                a.rate,
+                a.p50_ms,
+                a.p99_ms
+            ));
+        }
+        out.push_str("\n| proxy | streams open | RSS idle MB | RSS before MB | RSS peak MB |\n|---|---:|---:|---:|---:|\n");
+        for m in &self.memory {
+            let idle = if m.target == "hub" {
+                self.hub_idle_rss_mb
+            } else {
+                self.litellm_idle_rss_mb
+            };
+            out.push_str(&format!(
+                "| {} | {}/{} | {} | {} | {} |\n",
+                m.target,
+                m.open,
+                m.streams,
+                mb(idle),
+                mb(m.rss_before_mb),
+                mb(m.rss_peak_mb)
+            ));
+        }
+        out.push_str(&format!(
+            "\nbilling: {} hub requests answered, {} completed usage records, {} micro-credits charged\n\n",
+            self.billing.answered, self.billing.usage_records, self.billing.charged_micros
+        ));
+        for (name, value, met) in &self.targets {
+            out.push_str(&format!(
+                "target {name}: {value} [{}]\n",
+                if *met { "met" } else { "NOT met" }
+            ));
+        }
+        out
+    }
+}
+
+fn errors_text(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "0".into();
+    }
+    errors
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sse_reader_sees_content_errors_and_done_across_split_chunks() {
+        let mut reader = SseReader::default();
+        let first =
+            reader.push(b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\nda");
+        assert!(!first.content);
+        let second = reader.push(b"ta: {\"choices\":[{\"delta\":{\"content\":\" hi\"}}]}\n\n");
+        assert!(second.content);
+        let third = reader.push(b"data: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n");
+        assert!(third.error && third.done && reader.done);
+    }
+
+    #[test]
+    fn a_load_is_sustained_only_without_errors_backlog_or_slow_tail() {
+        let load = |errors: u64, throughput: f64, p99: f64| {
+            let mut h = histogram().expect("histogram");
+            h.record((p99 * 1_000.0) as u64).expect("record");
+            let mut map = BTreeMap::new();
+            if errors > 0 {
+                map.insert("timeout".to_string(), errors);
+            }
+            Load {
+                target: "hub",
+                mode: Mode::Json,
+                rate: 1_000,
+                sent: 10_000,
+                answered: 10_000 - errors,
+                answered_total: 10_000 - errors,
+                errors: map,
+                throughput,
+                latency_ms: Percentiles::of(&h),
+            }
+        };
+        assert!(load(0, 1_000.0, 20.0).sustained());
+        assert!(!load(100, 990.0, 20.0).sustained());
+        assert!(!load(0, 800.0, 20.0).sustained());
+        assert!(!load(0, 1_000.0, 900.0).sustained());
+    }
+}
