@@ -142,7 +142,9 @@ impl Application {
         let replies = crate::gateway::Replies::start(&nats, &settings.topology())
             .await
             .context("could not subscribe to inference replies")?;
+        let admission = Arc::new(tokio::sync::Semaphore::new(settings.models.admission_limit));
         let state = Arc::new(AppState {
+            admission,
             replies,
             jwt: Jwt::new(&settings.auth.jwt_secret),
             topology: settings.topology(),

@@ -55,6 +55,8 @@ pub enum GatewayError {
     EmailNotVerified,
     #[error("{0}")]
     Unavailable(&'static str),
+    #[error("the hub is taking more requests than it can; retry in a second")]
+    Overloaded,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -69,6 +71,7 @@ impl GatewayError {
             GatewayError::KeySpendingLimit => (402, "key_spending_limit"),
             GatewayError::EmailNotVerified => (403, "email_not_verified"),
             GatewayError::Unavailable(_) => (503, "unavailable"),
+            GatewayError::Overloaded => (503, "overloaded"),
             GatewayError::Internal(_) => (500, "internal"),
         }
     }
@@ -142,6 +145,11 @@ pub async fn submit(
     caller: &Caller,
     params: ChatParams,
 ) -> Result<Submission, GatewayError> {
+    // Held until the command is queued: bounds the work (and memory) of a burst.
+    let _admitted = state
+        .admission
+        .try_acquire()
+        .map_err(|_| GatewayError::Overloaded)?;
     let models = &state.settings.models;
     if params.messages.is_empty() {
         return Err(GatewayError::BadRequest(

@@ -19,6 +19,8 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// Models and providers (the inference gateway).
     pub router: Arc<hub_workers::ProviderRouter>,
+    /// Inference requests between acceptance and publication (`models.admission_limit`).
+    pub admission: Arc<tokio::sync::Semaphore>,
     /// Answers to this process's inference requests (one NATS subscription).
     pub replies: Arc<crate::gateway::Replies>,
     /// Google sign-in, when `google.enabled`.

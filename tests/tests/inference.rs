@@ -95,14 +95,26 @@ async fn balance(app: &TestApp, token: &str) -> Value {
         .expect("json")
 }
 
-/// Waits until the account has no reservation left and returns its balance row.
+/// Waits until the balances read model has caught up with every event the account has
+/// in the store and holds no reservation, and returns the row. (Waiting for `reserved = 0`
+/// alone could return the row from before a request's reservation.)
 async fn settled_balance(app: &TestApp, token: &str) -> Value {
+    let account = app.state.jwt.verify(token).expect("token").sub.to_string();
     eventually(
         Duration::from_secs(15),
         "the reservations to settle",
         || async {
+            let stored: Option<i64> = sqlx::query_scalar(
+                "SELECT max(sequence) FROM events
+                  WHERE aggregate_type = 'CreditAccount' AND aggregate_id = $1",
+            )
+            .bind(&account)
+            .fetch_one(&app.pool)
+            .await
+            .expect("events");
             let b = balance(app, token).await;
-            (b["reserved_micros"] == 0 && b["version"].as_i64().unwrap_or(0) > 0).then_some(b)
+            (stored.is_some() && b["version"].as_i64() == stored && b["reserved_micros"] == 0)
+                .then_some(b)
         },
     )
     .await
@@ -291,6 +303,42 @@ async fn a_request_the_balance_cannot_cover_is_refused_with_402_and_charges_noth
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let body: Value = anonymous.json().await.expect("json");
     assert_eq!(body["error"]["type"], "authentication_error");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_admission_limit_is_refused_with_503_and_charges_nothing() {
+    let app = app_with(Vec::new()).await;
+    let (_, token) = funded_user(&app, 1_000_000).await;
+    let limit = u32::try_from(app.settings.models.admission_limit).expect("small");
+    // Every admission slot taken, as by requests still reserving.
+    let busy = app
+        .state
+        .admission
+        .clone()
+        .acquire_many_owned(limit)
+        .await
+        .expect("permits");
+    let refused = chat(&app, &token, hello("mock-1")).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "overloaded");
+    let b = balance(&app, &token).await;
+    assert_eq!(
+        (b["balance_micros"].clone(), b["reserved_micros"].clone()),
+        (json!(1_000_000), json!(0))
+    );
+
+    drop(busy);
+    let answered = chat(&app, &token, hello("mock-1")).await;
+    assert_eq!(answered.status(), StatusCode::OK);
     app.stop().await;
 }
 

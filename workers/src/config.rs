@@ -30,6 +30,9 @@ pub const PROVIDERS_PER_MODEL_MAX: usize = 16;
 /// The highest price accepted, per million tokens of any kind: one million credits (in
 /// micro-credits). Keeps every reservation far below the largest amount a command may move.
 pub const PRICE_PER_MILLION_MAX_MICROS: i64 = 1_000_000 * 1_000_000;
+/// The highest `admission_limit` accepted (tokio's semaphore holds fewer than 2^61 permits;
+/// this is far above any useful value).
+pub const ADMISSION_LIMIT_MAX: usize = 1_000_000;
 /// The longest timeout accepted: one hour.
 pub const TIMEOUT_MAX_MS: u64 = 3_600_000;
 
@@ -57,6 +60,11 @@ pub struct ModelsSettings {
     pub cooldown_after_failures: u32,
     /// How long a failing provider is skipped before one request probes it again.
     pub cooldown_ms: u64,
+    /// Requests one API process takes through admission (estimate, reserve, publish) at
+    /// once; more are refused at once with 503 `overloaded` and `Retry-After: 1`. A burst
+    /// beyond what Postgres and NATS take is shed instead of queued without bound (memory
+    /// and latency). Streams already admitted do not count.
+    pub admission_limit: usize,
     /// The models served, in the order `GET /v1/models` lists them.
     pub models: Vec<ModelSettings>,
 }
@@ -232,6 +240,7 @@ impl Default for ModelsSettings {
             backoff_max_ms: 5_000,
             cooldown_after_failures: 3,
             cooldown_ms: 30_000,
+            admission_limit: 256,
             models: vec![ModelSettings::mock("mock-1")],
         }
     }
@@ -286,6 +295,12 @@ impl ModelsSettings {
         }
         if self.default_max_output_tokens == 0 {
             return Err("models.default_max_output_tokens: must be at least 1".into());
+        }
+        if self.admission_limit == 0 || self.admission_limit > ADMISSION_LIMIT_MAX {
+            return Err(format!(
+                "models.admission_limit: must be between 1 and {ADMISSION_LIMIT_MAX}, got {}",
+                self.admission_limit
+            ));
         }
         if self.first_token_timeout_ms > self.total_timeout_ms {
             return Err(format!(

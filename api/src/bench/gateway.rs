@@ -53,7 +53,11 @@ pub struct GatewayArgs {
     #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
     pub rates: Vec<u32>,
     /// Rates tried in turn, non-streaming through the hub, for the highest it sustains.
-    #[arg(long, value_delimiter = ',', default_value = "1000,1250,1500,2000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "600,700,800,900,1000,1250,1500"
+    )]
     pub ramp: Vec<u32>,
     /// Length of each recorded load, in seconds.
     #[arg(long, default_value_t = 15)]
@@ -174,46 +178,64 @@ async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Res
     };
     let litellm_idle_rss_mb = litellm.as_ref().and_then(|l| rss_tree_mb(l.pid));
 
-    let mut targets = vec![Target::direct(&upstream), Target::hub(&hub, tokens.clone())];
-    if let Some(proxy) = &litellm {
-        targets.push(Target::litellm(proxy));
-    }
-
-    let mut loads = Vec::new();
     let modes: &[Mode] = if args.no_streaming {
         &[Mode::Json]
     } else {
         &[Mode::Json, Mode::Stream]
     };
-    for mode in modes {
-        for rate in &args.rates {
-            for target in &targets {
-                let load = run_load(target, *mode, *rate, args).await?;
+    let hub_target = Target::hub(&hub, tokens.clone());
+    // Memory first, on a hub that has served nothing yet: what 1,000 open streams cost, not
+    // what an overload (below) left in the allocator. The RSS after the run is reported too.
+    let mut memory = Vec::new();
+    if args.streams > 0 {
+        let held = hold_streams(&hub_target, hub.pid, args.streams).await?;
+        progress(&held.summary());
+        memory.push(held);
+        wait_idle(hub.pid).await;
+    }
+    let mut loads = Vec::new();
+    // The upstream and the hub first, LiteLLM last: an overloaded proxy goes on working on
+    // requests its clients gave up on, which would tax whatever runs next.
+    for target in [Target::direct(&upstream), hub_target.clone()] {
+        for mode in modes {
+            for rate in &args.rates {
+                let load = run_load(&target, *mode, *rate, args).await?;
                 progress(&load.summary());
                 loads.push(load);
+                wait_idle(hub.pid).await;
             }
         }
     }
 
-    let hub_target = Target::hub(&hub, tokens.clone());
     let mut ramp = Vec::new();
     for rate in &args.ramp {
         let load = run_load(&hub_target, Mode::Json, *rate, args).await?;
         progress(&format!("ramp: {}", load.summary()));
         let sustained = load.sustained();
         ramp.push(load);
+        wait_idle(hub.pid).await;
         if !sustained {
             break;
         }
     }
 
-    let mut memory = Vec::new();
-    if args.streams > 0 {
-        memory.push(hold_streams(&hub_target, hub.pid, args.streams).await?);
-        progress(&memory[memory.len() - 1].summary());
-        if let Some(proxy) = &litellm {
-            memory.push(hold_streams(&Target::litellm(proxy), proxy.pid, args.streams).await?);
-            progress(&memory[memory.len() - 1].summary());
+    let hub_final_rss_mb = rss_tree_mb(hub.pid);
+
+    if let Some(proxy) = &litellm {
+        let target = Target::litellm(proxy);
+        if args.streams > 0 {
+            let held = hold_streams(&target, proxy.pid, args.streams).await?;
+            progress(&held.summary());
+            memory.push(held);
+            wait_idle(proxy.pid).await;
+        }
+        for mode in modes {
+            for rate in &args.rates {
+                let load = run_load(&target, *mode, *rate, args).await?;
+                progress(&load.summary());
+                loads.push(load);
+                wait_idle(proxy.pid).await;
+            }
         }
     }
 
@@ -231,8 +253,11 @@ async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Res
         ramp,
         memory,
         billing,
-        hub_idle_rss_mb,
-        litellm_idle_rss_mb,
+        ProcessRss {
+            hub_idle_mb: hub_idle_rss_mb,
+            hub_final_mb: hub_final_rss_mb,
+            litellm_idle_mb: litellm_idle_rss_mb,
+        },
     ))
 }
 
@@ -562,8 +587,9 @@ impl LiteLlm {
             .arg("127.0.0.1")
             .arg("--port")
             .arg(port.to_string())
+            // One worker per core: the hub, one process, uses every core too.
             .arg("--num_workers")
-            .arg("1")
+            .arg(cores().to_string())
             .env("LITELLM_MASTER_KEY", &master_key)
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("LITELLM_LOG", "ERROR")
@@ -591,6 +617,10 @@ impl LiteLlm {
             _child: child,
         })
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -625,18 +655,31 @@ async fn wait_ready(
 
 /// Resident memory of a process and its descendants, in MB (from `/proc`).
 fn rss_tree_mb(root: u32) -> Option<f64> {
+    let kb: u64 = process_tree(root)
+        .iter()
+        .filter_map(|pid| rss_kb(*pid))
+        .sum();
+    (kb > 0).then(|| kb as f64 / 1_024.0)
+}
+
+/// A process and its descendants, from `/proc/*/stat`.
+fn process_tree(root: u32) -> Vec<u32> {
     let mut parents: BTreeMap<u32, u32> = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest)?;
-        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-            parents.insert(pid, ppid);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let Some((_, after)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                parents.insert(pid, ppid);
+            }
         }
     }
     let mut tree = vec![root];
@@ -651,8 +694,40 @@ fn rss_tree_mb(root: u32) -> Option<f64> {
         );
         i += 1;
     }
-    let kb: u64 = tree.iter().filter_map(|pid| rss_kb(*pid)).sum();
-    (kb > 0).then(|| kb as f64 / 1_024.0)
+    tree
+}
+
+/// Waits (up to two minutes) until a process tree uses less than a tenth of a core: the
+/// next load must not pay for the last one's backlog.
+async fn wait_idle(root: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = cpu_ticks_tree(root);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cpu_ticks_tree(root);
+        // Clock ticks are 1/100 s on Linux: under 10 per second is under a tenth of a core.
+        if now.saturating_sub(last) < 10 {
+            return;
+        }
+        last = now;
+    }
+    progress("the proxy was still busy after two minutes; going on");
+}
+
+/// User + system clock ticks of a process and its descendants.
+fn cpu_ticks_tree(root: u32) -> u64 {
+    process_tree(root)
+        .iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit_once(')').map(|(_, rest)| rest.to_string())?;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            // After `(comm)`: state is field 0, utime 11, stime 12.
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .sum()
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -771,7 +846,7 @@ struct Load {
     /// Answered in the warm-up and the recorded window (for the billing check).
     answered_total: u64,
     errors: BTreeMap<String, u64>,
-    /// Answers per second in the recorded window.
+    /// Answers per second, from the first recorded send to the last recorded answer.
     throughput: f64,
     latency_ms: Percentiles,
 }
@@ -828,6 +903,7 @@ async fn run_load(
     let mut answered = 0u64;
     let mut answered_total = 0u64;
     let mut recorded_sent = 0u64;
+    let mut last_answer: Option<Instant> = None;
     let mut record = |recorded: bool,
                       outcome: Outcome,
                       hist: &mut Histogram<u64>,
@@ -837,6 +913,7 @@ async fn run_load(
                 answered_total += 1;
                 if recorded {
                     answered += 1;
+                    last_answer = Some(Instant::now());
                     let _ = hist.record(us.max(1));
                 }
             }
@@ -887,6 +964,14 @@ async fn run_load(
             record(recorded, outcome, &mut hist, &mut errors);
         }
     }
+    // Answers per second from the first recorded send to the last recorded answer: a target
+    // that falls behind is not credited with answers it gave after the window.
+    let window_start = started + Duration::from_secs_f64(warmup as f64 / rate_f);
+    let window = last_answer
+        .map_or(Duration::ZERO, |last| {
+            last.saturating_duration_since(window_start)
+        })
+        .max(Duration::from_secs(args.duration_s));
     Ok(Load {
         target: target.name,
         mode,
@@ -895,7 +980,7 @@ async fn run_load(
         answered,
         answered_total,
         errors,
-        throughput: answered as f64 / args.duration_s as f64,
+        throughput: answered as f64 / window.as_secs_f64(),
         latency_ms: Percentiles::of(&hist),
     })
 }
@@ -1143,6 +1228,17 @@ struct Added {
     p99_ms: f64,
 }
 
+/// Resident memory of the proxies outside the stream measurement, in MB.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct ProcessRss {
+    /// The hub once started and funded.
+    hub_idle_mb: Option<f64>,
+    /// The hub after every load, overloads included.
+    hub_final_mb: Option<f64>,
+    /// LiteLLM once started.
+    litellm_idle_mb: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Report {
     cores: usize,
@@ -1155,8 +1251,7 @@ struct Report {
     /// The highest ramp rate the hub sustained (see `sustained`).
     sustained_per_s: Option<u32>,
     memory: Vec<Memory>,
-    hub_idle_rss_mb: Option<f64>,
-    litellm_idle_rss_mb: Option<f64>,
+    rss: ProcessRss,
     billing: Billing,
     targets: Vec<(String, String, bool)>,
 }
@@ -1168,11 +1263,13 @@ impl Report {
         ramp: Vec<Load>,
         memory: Vec<Memory>,
         billing: Billing,
-        hub_idle_rss_mb: Option<f64>,
-        litellm_idle_rss_mb: Option<f64>,
+        rss: ProcessRss,
     ) -> Report {
         let mut added = Vec::new();
-        for load in loads.iter().filter(|l| l.target != "direct") {
+        for load in loads
+            .iter()
+            .filter(|l| l.target != "direct" && l.latency_ms.count > 0)
+        {
             if let Some(direct) = loads
                 .iter()
                 .find(|d| d.target == "direct" && d.mode == load.mode && d.rate == load.rate)
@@ -1223,7 +1320,7 @@ impl Report {
             ));
         }
         Report {
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cores: cores(),
             duration_s: args.duration_s,
             warmup_s: args.warmup_s,
             users: args.users,
@@ -1232,8 +1329,7 @@ impl Report {
             ramp,
             sustained_per_s,
             memory,
-            hub_idle_rss_mb,
-            litellm_idle_rss_mb,
+            rss,
             billing,
             targets,
         }
@@ -1279,9 +1375,9 @@ impl Report {
         out.push_str("\n| proxy | streams open | RSS idle MB | RSS before MB | RSS peak MB |\n|---|---:|---:|---:|---:|\n");
         for m in &self.memory {
             let idle = if m.target == "hub" {
-                self.hub_idle_rss_mb
+                self.rss.hub_idle_mb
             } else {
-                self.litellm_idle_rss_mb
+                self.rss.litellm_idle_mb
             };
             out.push_str(&format!(
                 "| {} | {}/{} | {} | {} | {} |\n",
@@ -1293,6 +1389,10 @@ impl Report {
                 mb(m.rss_peak_mb)
             ));
         }
+        out.push_str(&format!(
+            "\nhub RSS after every load: {} MB\n",
+            mb(self.rss.hub_final_mb)
+        ));
         out.push_str(&format!(
             "\nbilling: {} hub requests answered, {} completed usage records, {} micro-credits charged\n\n",
             self.billing.answered, self.billing.usage_records, self.billing.charged_micros

@@ -94,7 +94,11 @@ impl From<GatewayError> for OpenAiError {
         if let GatewayError::Internal(cause) = &err {
             tracing::error!(error = format!("{cause:#}"), "inference request failed");
         }
-        OpenAiError::new(status, code, err.to_string())
+        let mut error = OpenAiError::new(status, code, err.to_string());
+        if matches!(err, GatewayError::Overloaded) {
+            error.retry_after_s = Some(1);
+        }
+        error
     }
 }
 
