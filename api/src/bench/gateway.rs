@@ -196,9 +196,11 @@ async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Res
     let mut loads = Vec::new();
     // The upstream and the hub first, LiteLLM last: an overloaded proxy goes on working on
     // requests its clients gave up on, which would tax whatever runs next.
+    // Rates rise, each in both modes: an overload comes after every lighter load it could
+    // have tainted.
     for target in [Target::direct(&upstream), hub_target.clone()] {
-        for mode in modes {
-            for rate in &args.rates {
+        for rate in &args.rates {
+            for mode in modes {
                 let load = run_load(&target, *mode, *rate, args).await?;
                 progress(&load.summary());
                 loads.push(load);
@@ -229,8 +231,8 @@ async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Res
             memory.push(held);
             wait_idle(proxy.pid).await;
         }
-        for mode in modes {
-            for rate in &args.rates {
+        for rate in &args.rates {
+            for mode in modes {
                 let load = run_load(&target, *mode, *rate, args).await?;
                 progress(&load.summary());
                 loads.push(load);
