@@ -255,14 +255,17 @@ impl Payments {
         Ok(())
     }
 
-    /// The session a Stripe object was mapped to, if any.
-    pub async fn session_for(&self, ref_id: &str) -> Result<Option<StripeId>, StoreError> {
-        let session: Option<String> =
-            sqlx::query_scalar("SELECT session_id FROM stripe_refs WHERE ref_id = $1")
-                .bind(ref_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::from_sqlx)?;
+    /// The session the first of `ref_ids` that is mapped was mapped to, if any: one query
+    /// for every id a Stripe object names (its own, its payment intent's, its metadata's).
+    pub async fn session_for(&self, ref_ids: &[&str]) -> Result<Option<StripeId>, StoreError> {
+        let session: Option<String> = sqlx::query_scalar(
+            "SELECT session_id FROM stripe_refs WHERE ref_id = ANY($1)
+              ORDER BY array_position($1, ref_id) LIMIT 1",
+        )
+        .bind(ref_ids)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         session
             .map(|s| StripeId::parse(s).map_err(|e| StoreError::Internal(Box::new(e))))
             .transpose()

@@ -571,7 +571,21 @@ async fn a_redelivered_command_never_calls_the_provider_twice() {
     );
     let running = tokio::spawn(worker.run(std::future::pending()));
     assert_eq!(pending.await.expect("joined"), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The work queue drops a command once it is acknowledged: with the stream empty, no
+    // later redelivery can reach the provider.
+    eventually(
+        Duration::from_secs(10),
+        "the command to leave the queue",
+        || {
+            let stream = stream.clone();
+            async move {
+                let mut stream = stream;
+                let info = stream.info().await.expect("stream info");
+                (info.state.messages == 0).then_some(())
+            }
+        },
+    )
+    .await;
     assert_eq!(fake.requests(), 1, "the provider was called exactly once");
     running.abort();
     app.stop().await;

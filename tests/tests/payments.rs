@@ -883,7 +883,13 @@ async fn history_pages_newest_first_and_shows_only_the_callers_payments() {
         StatusCode::FORBIDDEN
     );
     let auditor = app.token(Uuid::new_v4(), Role::Auditor);
-    let (status, page) = json_of(app.get(&path, Some(&auditor)).await).await;
+    // The other user's payment is projected on its own schedule: wait for it to show.
+    let (status, page) = eventually(WAIT, "the other user's payment", || async {
+        let (status, page) = json_of(app.get(&path, Some(&auditor)).await).await;
+        (status != StatusCode::OK || page["data"].as_array().is_some_and(|d| !d.is_empty()))
+            .then_some((status, page))
+    })
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["data"].as_array().map(Vec::len), Some(1));
     app.stop().await;

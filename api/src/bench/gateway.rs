@@ -529,31 +529,23 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
             .sum();
         let pool = sqlx::PgPool::connect(&settings.database.url).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut last = (0i64, 0i64);
-        loop {
+        let (records, charged) = loop {
             let (records, charged): (i64, Option<i64>) = sqlx::query_as(
                 "SELECT count(*), sum(charged_micros)::bigint FROM usage_records \
                  WHERE model = 'bench-fast' AND outcome = 'completed'",
             )
             .fetch_one(&pool)
             .await?;
-            let now = (records, charged.unwrap_or(0));
             if u64::try_from(records).unwrap_or(0) >= answered || Instant::now() > deadline {
-                last = now;
-                break;
+                break (records, charged.unwrap_or(0));
             }
-            if now == last && records > 0 {
-                // Still moving? Give the projection another moment.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            last = now;
             tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        };
         pool.close().await;
         Ok(Billing {
             answered,
-            usage_records: u64::try_from(last.0).unwrap_or(0),
-            charged_micros: last.1,
+            usage_records: u64::try_from(records).unwrap_or(0),
+            charged_micros: charged,
         })
     }
 }

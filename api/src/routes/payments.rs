@@ -425,16 +425,14 @@ async fn on_intent_failed(
     event_id: &StripeId,
 ) -> Result<bool, ApiError> {
     let intent: stripe::PaymentIntentObject = object(event)?;
-    let mut session = state.payments.session_for(&intent.id).await?;
-    if session.is_none() {
-        if let Some(reference) = intent
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get(metadata::CHECKOUT_REF))
-        {
-            session = state.payments.session_for(reference).await?;
-        }
-    }
+    let reference = intent
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get(metadata::CHECKOUT_REF));
+    let candidates: Vec<&str> = std::iter::once(intent.id.as_str())
+        .chain(reference.map(String::as_str))
+        .collect();
+    let session = state.payments.session_for(&candidates).await?;
     let Some(session_id) = session else {
         // Nothing moved: a payment intent of another product, or of a checkout whose record
         // was lost (its session's own `expired` or `completed` will say the rest).
@@ -479,21 +477,15 @@ async fn on_charge_refunded(
 ) -> Result<bool, ApiError> {
     let charge: stripe::ChargeObject = object(event)?;
     let intent = stripe::expandable_id(charge.payment_intent.as_ref());
-    let mut session = state.payments.session_for(&charge.id).await?;
-    if session.is_none() {
-        if let Some(intent) = intent {
-            session = state.payments.session_for(intent).await?;
-        }
-    }
-    if session.is_none() {
-        if let Some(reference) = charge
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get(metadata::CHECKOUT_REF))
-        {
-            session = state.payments.session_for(reference).await?;
-        }
-    }
+    let reference = charge
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get(metadata::CHECKOUT_REF));
+    let candidates: Vec<&str> = std::iter::once(charge.id.as_str())
+        .chain(intent)
+        .chain(reference.map(String::as_str))
+        .collect();
+    let session = state.payments.session_for(&candidates).await?;
     let Some(session_id) = session else {
         // Money moved back, so it is not dropped: the refund may have overtaken the
         // `checkout.session.completed` that maps its payment intent. Stripe retries.

@@ -166,21 +166,10 @@ pub async fn disable(
     caller: Caller,
     Path(code): Path<String>,
 ) -> Result<Json<PromoChanged>, ApiError> {
-    caller.require(&[Role::Admin])?;
-    let code = parse_code(&code)?;
-    let by = caller.user.to_string();
-    let committed = state
-        .promos
-        .execute(
-            &code,
-            PromoCommand::DisablePromoCode {
-                by,
-                now: Utc::now(),
-            },
-            &format!("user:{}", caller.user),
-        )
-        .await?;
-    Ok(Json(changed(&state, &code, committed.version).await?))
+    set_active(&state, &caller, &code, |by, now| {
+        PromoCommand::DisablePromoCode { by, now }
+    })
+    .await
 }
 
 /// `POST /api/admin/promos/{code}/enable` — admin. Enabling an active code changes nothing.
@@ -189,21 +178,30 @@ pub async fn enable(
     caller: Caller,
     Path(code): Path<String>,
 ) -> Result<Json<PromoChanged>, ApiError> {
+    set_active(&state, &caller, &code, |by, now| {
+        PromoCommand::EnablePromoCode { by, now }
+    })
+    .await
+}
+
+/// Disable or enable `code` as `caller` (an admin).
+async fn set_active(
+    state: &AppState,
+    caller: &Caller,
+    code: &str,
+    command: impl FnOnce(String, chrono::DateTime<Utc>) -> PromoCommand,
+) -> Result<Json<PromoChanged>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let code = parse_code(&code)?;
-    let by = caller.user.to_string();
+    let code = parse_code(code)?;
     let committed = state
         .promos
         .execute(
             &code,
-            PromoCommand::EnablePromoCode {
-                by,
-                now: Utc::now(),
-            },
+            command(caller.user.to_string(), Utc::now()),
             &format!("user:{}", caller.user),
         )
         .await?;
-    Ok(Json(changed(&state, &code, committed.version).await?))
+    Ok(Json(changed(state, &code, committed.version).await?))
 }
 
 #[derive(Debug, Deserialize)]
