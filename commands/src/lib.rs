@@ -7,6 +7,8 @@
 //!   with snapshots of our own (postgres-es 0.5.0's snapshot path applies new events twice),
 //!   loaded with their tail in one round trip, and with each event's idempotency key stored
 //!   in its metadata, where a unique index holds it.
+//! - [`append`]: how events are written: one statement per command, and the commands that
+//!   arrive together share one statement (group commit).
 //! - [`bus`]: [`CommandBus`], which runs a command against one aggregate: in-process
 //!   serialization per aggregate, bounded retries with jitter on version conflicts (the
 //!   framework never retries), and the first outcome of a repeated key.
@@ -21,6 +23,7 @@
 //! - [`sweeper`]: the process manager that expires reservations nobody settled.
 //! - [`db`]: connection pools and migrations.
 
+pub mod append;
 pub mod bus;
 pub mod credit;
 pub mod db;

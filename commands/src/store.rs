@@ -1,6 +1,6 @@
 //! A cqrs-es `EventStore` with correct snapshots.
 
-use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
 };
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::append::{EventRow, GroupCommit};
 use crate::error::StoreError;
 
 /// The events a command writes, and the first event of a repeated key (then no events).
@@ -88,11 +89,13 @@ impl<A: Aggregate> AggregateContext<A> for Loaded<A> {
     }
 }
 
-/// Events through postgres-es; snapshots in our own table, written from the state the
-/// command produced (never re-applying its events) and read with their tail in one query.
+/// Events in postgres-es's table, written by a group commit of our own
+/// ([`crate::append`]); snapshots in our own table, written from the state the command
+/// produced (never re-applying its events) and read with their tail in one query.
 pub struct HubEventStore<A> {
     pool: PgPool,
     repo: PostgresEventRepository,
+    writer: GroupCommit,
     /// Take a snapshot once this many events have accumulated since the last one.
     snapshot_every: usize,
     on_commit: Option<CommitHook>,
@@ -138,6 +141,7 @@ impl<A: HubAggregate> HubEventStore<A> {
     pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
         HubEventStore {
             repo: PostgresEventRepository::new(pool.clone()),
+            writer: GroupCommit::new(pool.clone()),
             pool,
             snapshot_every: snapshot_every.max(1),
             on_commit: None,
@@ -248,7 +252,7 @@ impl<A: HubAggregate> HubEventStore<A> {
         loaded: &mut Loaded<A>,
         metadata: &HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
-        let mut serialized = Vec::with_capacity(events.len());
+        let mut rows = Vec::with_capacity(events.len());
         let mut envelopes = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             let sequence = loaded.sequence + i + 1;
@@ -256,15 +260,15 @@ impl<A: HubAggregate> HubEventStore<A> {
             if let Some(key) = A::event_key(&event) {
                 event_metadata.insert("idempotency_key".to_string(), key);
             }
-            serialized.push(SerializedEvent::new(
-                loaded.aggregate_id.clone(),
-                sequence,
-                A::TYPE.to_string(),
-                event.event_type(),
-                event.event_version(),
-                serde_json::to_value(&event).map_err(internal)?,
-                serde_json::to_value(&event_metadata).map_err(internal)?,
-            ));
+            rows.push(EventRow {
+                aggregate_type: A::TYPE.to_string(),
+                aggregate_id: loaded.aggregate_id.clone(),
+                sequence: i64::try_from(sequence).map_err(internal)?,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_string(&event).map_err(internal)?,
+                metadata: serde_json::to_string(&event_metadata).map_err(internal)?,
+            });
             envelopes.push(EventEnvelope {
                 aggregate_id: loaded.aggregate_id.clone(),
                 sequence,
@@ -272,13 +276,10 @@ impl<A: HubAggregate> HubEventStore<A> {
                 metadata: event_metadata,
             });
         }
-        if serialized.is_empty() {
+        if rows.is_empty() {
             return Ok(envelopes);
         }
-        self.repo
-            .persist::<A>(&serialized, None)
-            .await
-            .map_err(|e| StoreError::from_aggregate(AggregateError::<A::Error>::from(e)))?;
+        self.writer.append(rows).await?;
         if let Some(hook) = &self.on_commit {
             hook();
         }

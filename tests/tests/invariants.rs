@@ -448,6 +448,8 @@ async fn table_dump(app: &TestApp) -> (Vec<String>, Vec<String>) {
 
 /// `aihub replay` pauses the live projector from a session of its own. Killed with SIGKILL,
 /// it never clears the pause, but its session ends; the live projector must then carry on.
+/// Balances, ledger and usage share one projector: while balances is paused, the other two
+/// must go on, and balances must rejoin and catch up once the pause is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_left_by_a_killed_replay_does_not_stop_the_live_projector() {
     let app = spawn_app_with(Roles::ALL, |_| {}).await;
@@ -502,5 +504,106 @@ async fn a_pause_left_by_a_killed_replay_does_not_stop_the_live_projector() {
         || async { (balance(app.pool.clone()).await == Some(15)).then_some(()) },
     )
     .await;
+    app.stop().await;
+}
+
+/// Concurrent commands are written together (group commit). One that lost a race (its
+/// sequence taken by another process) must fail alone: every other command of its batch is
+/// written, each aggregate's events keep their order in the outbox, and nothing is written
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_loses_a_race_fails_alone_in_a_group_commit() {
+    let app = spawn_app_with(Roles::NONE, |_| {}).await;
+    let store = Arc::new(HubEventStore::<CreditAccount>::new(app.pool.clone(), 1_000));
+    let accounts: Vec<String> = (0..100).map(|_| Uuid::new_v4().to_string()).collect();
+    let opened = || hub_domain::CreditEvent::AccountOpened {};
+    let granted = |key: &str| hub_domain::CreditEvent::CreditsGranted {
+        key: IdempotencyKey::parse(key).expect("key"),
+        amount: Credits::from_micros(5),
+        reason: "test".into(),
+        granted_by: "test".into(),
+        balance_after: Credits::from_micros(5),
+        reserved_after: Credits::ZERO,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, account) in accounts.iter().enumerate() {
+        // Every account gets a two-event command at sequences 1-2; every fourth one also
+        // gets a rival command for sequence 1, as a second process would.
+        let writers: &[&str] = if i % 4 == 0 { &["a", "rival"] } else { &["a"] };
+        for writer in writers {
+            let store = store.clone();
+            let account = account.clone();
+            let events = if *writer == "a" {
+                vec![opened(), granted("g1")]
+            } else {
+                vec![opened()]
+            };
+            let writer = writer.to_string();
+            tasks.spawn(async move {
+                let mut loaded = hub_commands::Loaded {
+                    aggregate_id: account.clone(),
+                    aggregate: CreditAccount::default(),
+                    sequence: 0,
+                    snapshot_sequence: 0,
+                };
+                let metadata = HashMap::from([("writer".to_string(), writer.clone())]);
+                let result = store.append(events, &mut loaded, &metadata).await;
+                (account, writer, result.map(|e| e.len()))
+            });
+        }
+    }
+    let mut winners: HashMap<String, String> = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (account, writer, result) = joined.expect("task");
+        match result {
+            Ok(_) => {
+                let previous = winners.insert(account.clone(), writer);
+                assert!(
+                    previous.is_none(),
+                    "two writers won sequence 1 of {account}"
+                );
+            }
+            Err(hub_commands::StoreError::Conflict) => {}
+            Err(other) => panic!("{writer} on {account} failed with {other}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        accounts.len(),
+        "every account has one winner"
+    );
+
+    for account in &accounts {
+        let rows = sqlx::query(
+            "SELECT e.sequence, e.metadata ->> 'writer' AS writer
+               FROM events e WHERE e.aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(account)
+        .fetch_all(&app.pool)
+        .await
+        .expect("events");
+        let expected = if winners[account] == "a" { 2 } else { 1 };
+        assert_eq!(
+            rows.len(),
+            expected,
+            "{account} has the winner's events only"
+        );
+        for row in &rows {
+            let writer: String = row.get("writer");
+            assert_eq!(writer, winners[account]);
+        }
+        let outbox: Vec<i64> = sqlx::query_scalar(
+            "SELECT sequence FROM event_outbox WHERE aggregate_id = $1 ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&app.pool)
+        .await
+        .expect("outbox");
+        let in_order: Vec<i64> = (1..=i64::try_from(expected).expect("small")).collect();
+        assert_eq!(
+            outbox, in_order,
+            "{account}'s events enter the outbox in order"
+        );
+    }
     app.stop().await;
 }
