@@ -211,15 +211,27 @@ impl Application {
             tasks.spawn(relay.run(stopped()));
         }
         if self.roles.projections {
-            for kind in ProjectionKind::ALL {
-                let projector = Projector::new(
+            // The credit projections read the same events: one consumer and one
+            // transaction per batch serve all three.
+            let credit = [
+                ProjectionKind::Balances,
+                ProjectionKind::Ledger,
+                ProjectionKind::Usage,
+            ];
+            let groups = ProjectionKind::ALL
+                .into_iter()
+                .filter(|kind| !credit.contains(kind))
+                .map(|kind| vec![kind])
+                .chain(std::iter::once(credit.to_vec()));
+            for kinds in groups {
+                let projector = Projector::group(
                     state.pool.clone(),
                     state.settings.database.url.clone(),
                     state.js.clone(),
                     state.topology.clone(),
-                    kind,
+                    kinds,
                     ProjectorConfig::default(),
-                );
+                )?;
                 tasks.spawn(projector.run(stopped()));
             }
         }

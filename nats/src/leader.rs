@@ -4,6 +4,14 @@
 //! losing it) releases the lock, and no other query can inherit it.
 
 use sqlx::{Connection, PgConnection};
+use std::time::{Duration, Instant};
+
+/// How long a successful check of the lock's connection is trusted. A leader checks before
+/// each round of work; checking at most this often keeps a busy leader from spending a
+/// round trip per batch. Leaders must already tolerate a second leader for this long (a
+/// lost connection is noticed only when checked): the relay's message ids and the
+/// projections' checkpoints make a duplicate round harmless.
+pub const RECHECK_AFTER: Duration = Duration::from_millis(250);
 
 /// A stable lock key for a role name (FNV-1a, so it never changes between builds).
 pub fn lock_key(role: &str) -> i64 {
@@ -18,6 +26,7 @@ pub fn lock_key(role: &str) -> i64 {
 /// A held leadership; dropped or closed, it is released.
 pub struct Leadership {
     conn: PgConnection,
+    checked_at: Instant,
 }
 
 impl Leadership {
@@ -28,12 +37,23 @@ impl Leadership {
             .bind(lock_key(role))
             .fetch_one(&mut conn)
             .await?;
-        Ok(got.then_some(Leadership { conn }))
+        Ok(got.then_some(Leadership {
+            conn,
+            checked_at: Instant::now(),
+        }))
     }
 
-    /// Whether the lock's connection is still alive (so the lock is still ours).
+    /// Whether the lock's connection is still alive (so the lock is still ours), as last
+    /// seen at most [`RECHECK_AFTER`] ago.
     pub async fn still_held(&mut self) -> bool {
-        self.conn.ping().await.is_ok()
+        if self.checked_at.elapsed() < RECHECK_AFTER {
+            return true;
+        }
+        let alive = self.conn.ping().await.is_ok();
+        if alive {
+            self.checked_at = Instant::now();
+        }
+        alive
     }
 
     pub async fn release(self) {

@@ -38,6 +38,9 @@ pub struct RelayConfig {
     pub batch_max: i64,
     /// Poll this often even without a wake-up (one lost, a writer that sends none).
     pub idle_poll: Duration,
+    /// After a wake-up, wait this long so that the commits of the same moment go in the
+    /// same round: a round costs two queries whatever its size.
+    pub linger: Duration,
     /// Wait this long before retrying after an error.
     pub retry_delay: Duration,
 }
@@ -47,6 +50,7 @@ impl Default for RelayConfig {
         RelayConfig {
             batch_max: 1_000,
             idle_poll: Duration::from_millis(250),
+            linger: Duration::from_millis(2),
             retry_delay: Duration::from_millis(500),
         }
     }
@@ -140,6 +144,9 @@ impl Relay {
                 if let Ok(None) = tokio::time::timeout(self.config.idle_poll, wake_ups.next()).await
                 {
                     anyhow::bail!("the wake-up subscription ended");
+                }
+                if !self.config.linger.is_zero() {
+                    tokio::time::sleep(self.config.linger).await;
                 }
                 // Wake-ups that came meanwhile are answered by the next round.
                 while let Some(Some(_)) = wake_ups.next().now_or_never() {}

@@ -10,7 +10,8 @@
 //! - [`model`]: the projections (`balances`, `ledger`, `users`, `usage`, `payments`,
 //!   `promos`): which events they read and the rows they write (`users`, `payments` and
 //!   `promos` in their own modules).
-//! - [`runner`]: the live projector: one leader per projection, batches, checkpoints.
+//! - [`runner`]: the live projector: one leader per projection, batches, checkpoints; the
+//!   projections that read one aggregate type may share a consumer and a transaction.
 //! - [`replay`]: rebuild from the start of the stream with progress.
 
 pub mod model;

@@ -133,7 +133,13 @@ async fn rebuild(
             .await?;
         let mut messages = consumer.messages().await?;
         loop {
-            let batch = next_batch(&mut messages, REPLAY_BATCH_MAX, Duration::from_secs(5)).await?;
+            let batch = next_batch(
+                &mut messages,
+                REPLAY_BATCH_MAX,
+                Duration::from_secs(5),
+                Duration::ZERO,
+            )
+            .await?;
             if batch.is_empty() {
                 // Nothing more arrives: every matching message up to `last` was read.
                 break;
@@ -141,7 +147,7 @@ async fn rebuild(
             let tail = batch
                 .last()
                 .and_then(|m| m.info().ok().map(|i| (i.stream_sequence, i.pending)));
-            apply_batch(pool, kind, &batch, false).await?;
+            apply_batch(pool, &[kind], &batch, false).await?;
             messages_read += batch.len() as u64;
             match tail {
                 Some((seq, pending)) => {

@@ -15,6 +15,10 @@ use crate::model::ProjectionKind;
 pub struct ProjectorConfig {
     /// Messages applied per transaction at most.
     pub batch_max: usize,
+    /// Once a message has come, wait this long for more to join its batch. A batch costs
+    /// about the same whatever its length, so under load a short wait saves most of the
+    /// transactions, for this much more projection lag.
+    pub linger: Duration,
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// Messages delivered but not yet acknowledged, at most.
@@ -27,6 +31,7 @@ impl Default for ProjectorConfig {
     fn default() -> Self {
         ProjectorConfig {
             batch_max: 500,
+            linger: Duration::from_millis(5),
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 20_000,
             retry_delay: Duration::from_millis(500),
@@ -96,70 +101,96 @@ pub(crate) enum BatchError {
     Other(#[from] anyhow::Error),
 }
 
-/// Apply messages and move the checkpoint in one transaction. Messages at or below the
-/// checkpoint were applied before and are skipped. Returns the new checkpoint.
+/// Apply messages to each of `kinds` and move their checkpoints, in one transaction. A
+/// kind skips the messages at or below its own checkpoint (applied before). With
+/// `respect_pause`, a kind that a replay holds stops the batch ([`BatchError::Paused`]).
 pub(crate) async fn apply_batch(
     pool: &PgPool,
-    kind: ProjectionKind,
+    kinds: &[ProjectionKind],
     batch: &[jetstream::Message],
     respect_pause: bool,
-) -> Result<u64, BatchError> {
-    let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
-    let row = sqlx::query(&format!(
-        "SELECT stream_sequence, {PAUSE_HOLDS} AS paused FROM projection_checkpoints
-          WHERE projection = $1 FOR UPDATE"
-    ))
-    .bind(kind.name())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(anyhow::Error::from)?;
-    if respect_pause
-        && row
-            .try_get::<bool, _>("paused")
-            .map_err(anyhow::Error::from)?
-    {
-        return Err(BatchError::Paused);
-    }
-    let mut at = u64::try_from(
-        row.try_get::<i64, _>("stream_sequence")
-            .map_err(anyhow::Error::from)?,
-    )
-    .map_err(anyhow::Error::from)?;
-    let mut events = Vec::with_capacity(batch.len());
+) -> Result<(), BatchError> {
+    let mut envelopes = Vec::with_capacity(batch.len());
     for message in batch {
         let seq = message
             .info()
             .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?
             .stream_sequence;
-        if seq <= at {
-            continue;
-        }
         let envelope: EventEnvelope =
             serde_json::from_slice(&message.payload).map_err(anyhow::Error::from)?;
-        events.push((envelope, seq));
-        at = seq;
+        envelopes.push((envelope, seq));
     }
-    kind.apply(&mut tx, events).await?;
-    sqlx::query(
-        "UPDATE projection_checkpoints SET stream_sequence = $2, updated_at = clock_timestamp()
-          WHERE projection = $1",
-    )
-    .bind(kind.name())
-    .bind(i64::try_from(at).map_err(anyhow::Error::from)?)
-    .execute(&mut *tx)
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
+    let rows = sqlx::query(&format!(
+        "SELECT projection, stream_sequence, {PAUSE_HOLDS} AS paused
+           FROM projection_checkpoints
+          WHERE projection = ANY($1)
+          ORDER BY projection
+            FOR UPDATE"
+    ))
+    .bind(&names)
+    .fetch_all(&mut *tx)
     .await
     .map_err(anyhow::Error::from)?;
+    let mut moved: Vec<(&str, i64)> = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let row = rows
+            .iter()
+            .find(|r| r.try_get::<&str, _>("projection").ok() == Some(kind.name()))
+            .ok_or_else(|| anyhow::anyhow!("no checkpoint row for {}", kind.name()))?;
+        if respect_pause
+            && row
+                .try_get::<bool, _>("paused")
+                .map_err(anyhow::Error::from)?
+        {
+            return Err(BatchError::Paused);
+        }
+        let at = u64::try_from(
+            row.try_get::<i64, _>("stream_sequence")
+                .map_err(anyhow::Error::from)?,
+        )
+        .map_err(anyhow::Error::from)?;
+        let fresh: Vec<(EventEnvelope, u64)> = envelopes
+            .iter()
+            .filter(|(_, seq)| *seq > at)
+            .cloned()
+            .collect();
+        let Some(last) = fresh.last().map(|(_, seq)| *seq) else {
+            continue;
+        };
+        kind.apply(&mut tx, fresh).await?;
+        moved.push((
+            kind.name(),
+            i64::try_from(last).map_err(anyhow::Error::from)?,
+        ));
+    }
+    if !moved.is_empty() {
+        let (names, sequences): (Vec<&str>, Vec<i64>) = moved.into_iter().unzip();
+        sqlx::query(
+            "UPDATE projection_checkpoints c
+                SET stream_sequence = m.seq, updated_at = clock_timestamp()
+               FROM UNNEST($1::text[], $2::bigint[]) AS m(projection, seq)
+              WHERE c.projection = m.projection",
+        )
+        .bind(&names)
+        .bind(&sequences)
+        .execute(&mut *tx)
+        .await
+        .map_err(anyhow::Error::from)?;
+    }
     tx.commit().await.map_err(anyhow::Error::from)?;
-    Ok(at)
+    Ok(())
 }
 
 /// Take up to `max` messages: wait up to `idle` for the first (an empty batch if none
-/// came), then whatever is already buffered. Only the wait for the first message is ever cut
+/// came), then whatever comes within `linger` of it. Only waits for a message are ever cut
 /// short, and `next()` on a stream gives up no message when dropped while pending.
 pub(crate) async fn next_batch<S, E>(
     messages: &mut S,
     max: usize,
     idle: Duration,
+    linger: Duration,
 ) -> anyhow::Result<Vec<jetstream::Message>>
 where
     S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
@@ -171,25 +202,44 @@ where
         Ok(Some(first)) => first,
     };
     let mut batch = vec![first?];
+    let until = tokio::time::Instant::now() + linger;
     while batch.len() < max {
-        match messages.next().now_or_never() {
-            Some(Some(Ok(m))) => batch.push(m),
-            Some(Some(Err(e))) => return Err(e.into()),
-            Some(None) | None => break,
+        let next = match messages.next().now_or_never() {
+            Some(next) => next,
+            None if linger.is_zero() => break,
+            None => match tokio::time::timeout_at(until, messages.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            Some(Ok(m)) => batch.push(m),
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
         }
     }
     Ok(batch)
 }
 
-/// One projection's live consumer.
+/// The live consumer of one projection, or of several that read the same aggregate type
+/// (a group): one delivery of each event and one transaction per batch for all of them.
+///
+/// A group holds the leader lock of each of its projections, and one of its own for the
+/// shared consumer. A projection a replay holds is left out until the replay is done (the
+/// others go on); it then rejoins, and the consumer restarts from the lowest checkpoint of
+/// the group, each projection skipping what it has already applied.
 pub struct Projector {
     pool: PgPool,
     database_url: String,
     js: jetstream::Context,
     topology: Topology,
-    kind: ProjectionKind,
+    kinds: Vec<ProjectionKind>,
     config: ProjectorConfig,
 }
+
+/// How often a leading group checks, even under load, whether a projection it left out
+/// (held by a replay) may rejoin.
+const REJOIN_CHECK: Duration = Duration::from_secs(1);
 
 impl Projector {
     pub fn new(
@@ -205,25 +255,107 @@ impl Projector {
             database_url,
             js,
             topology,
-            kind,
+            kinds: vec![kind],
             config,
+        }
+    }
+
+    /// One consumer for several projections of the same aggregate type.
+    pub fn group(
+        pool: PgPool,
+        database_url: String,
+        js: jetstream::Context,
+        topology: Topology,
+        kinds: Vec<ProjectionKind>,
+        config: ProjectorConfig,
+    ) -> anyhow::Result<Self> {
+        let Some(first) = kinds.first() else {
+            anyhow::bail!("a projector group needs at least one projection");
+        };
+        anyhow::ensure!(
+            kinds
+                .iter()
+                .all(|k| k.aggregate_type() == first.aggregate_type()),
+            "the projections of a group must read the same aggregate type"
+        );
+        Ok(Projector {
+            pool,
+            database_url,
+            js,
+            topology,
+            kinds,
+            config,
+        })
+    }
+
+    /// `balances+ledger+usage`: the group's name in logs, consumers and locks.
+    fn name(&self) -> String {
+        self.kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// The durable consumer's name: a lone projection's own, or the group's.
+    fn consumer(&self) -> String {
+        match self.kinds.as_slice() {
+            [kind] => consumer_name(*kind),
+            kinds => format!(
+                "proj_{}",
+                kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("_")
+            ),
         }
     }
 
     /// Project until `shutdown` resolves; errors are logged and retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let role = role(self.kind);
+        let role = format!("projection:{}", self.name());
         hub_nats::leader::supervise(&role, self.config.retry_delay, shutdown, || self.lead()).await;
     }
 
+    /// The leader locks of the projections no replay holds, as far as this process can
+    /// take them; and the projections left out because a replay holds them.
+    async fn acquire(
+        &self,
+    ) -> anyhow::Result<(Vec<(ProjectionKind, Leadership)>, Vec<ProjectionKind>)> {
+        let mut held = Vec::new();
+        let mut replaying = Vec::new();
+        for kind in &self.kinds {
+            ensure_checkpoint_row(&self.pool, *kind).await?;
+            if paused(&self.pool, *kind).await? {
+                replaying.push(*kind);
+                continue;
+            }
+            match Leadership::try_acquire(&self.database_url, &role(*kind)).await? {
+                Some(l) => held.push((*kind, l)),
+                None => tracing::info!(projection = kind.name(), "another projector leads it"),
+            }
+        }
+        Ok((held, replaying))
+    }
+
     async fn lead(&self) -> anyhow::Result<()> {
-        ensure_checkpoint_row(&self.pool, self.kind).await?;
-        let Some(mut leadership) =
-            Leadership::try_acquire(&self.database_url, &role(self.kind)).await?
-        else {
-            return Ok(()); // Another projector leads; try again after the retry delay.
+        // A group's consumer is shared by its projections: one process at a time uses it.
+        let mut group_lock = match self.kinds.len() {
+            1 => None,
+            _ => {
+                let role = format!("projection-group:{}", self.name());
+                match Leadership::try_acquire(&self.database_url, &role).await? {
+                    Some(l) => Some(l),
+                    None => return Ok(()), // Another process leads the group.
+                }
+            }
         };
-        let at = checkpoint(&self.pool, self.kind).await?;
+        let (mut held, replaying) = self.acquire().await?;
+        if held.is_empty() {
+            return Ok(()); // Replays or another projector hold them; try again later.
+        }
+        let active: Vec<ProjectionKind> = held.iter().map(|(k, _)| *k).collect();
+        let mut at = u64::MAX;
+        for kind in &active {
+            at = at.min(checkpoint(&self.pool, *kind).await?);
+        }
         let consumer = self.consumer_at(at).await?;
         let mut messages = consumer
             .stream()
@@ -232,30 +364,45 @@ impl Projector {
             .expires(Duration::from_secs(30))
             .messages()
             .await?;
-        tracing::info!(
-            projection = self.kind.name(),
-            checkpoint = at,
-            "projector is the leader"
-        );
+        let names: Vec<&str> = active.iter().map(|k| k.name()).collect();
+        tracing::info!(projections = ?names, checkpoint = at, "projector is the leader");
+        let mut checked_at = tokio::time::Instant::now();
         loop {
-            let batch = next_batch(&mut messages, self.config.batch_max, IDLE_CHECK).await?;
-            if batch.is_empty() {
-                // Idle: a replay may be waiting for this projector to stand aside.
-                if paused(&self.pool, self.kind).await? {
-                    tracing::info!(projection = self.kind.name(), "paused for a replay");
-                    leadership.release().await;
-                    return Ok(());
+            let batch = next_batch(
+                &mut messages,
+                self.config.batch_max,
+                IDLE_CHECK,
+                self.config.linger,
+            )
+            .await?;
+            if batch.is_empty() || checked_at.elapsed() >= REJOIN_CHECK {
+                checked_at = tokio::time::Instant::now();
+                // A replay may be waiting for this projector to stand aside, or be done
+                // with a projection that was left out: either way, lead again.
+                for kind in active.iter().chain(&replaying) {
+                    let is_active = active.contains(kind);
+                    if paused(&self.pool, *kind).await? == is_active {
+                        tracing::info!(
+                            projection = kind.name(),
+                            replay_started = is_active,
+                            "a replay started or ended; leading again"
+                        );
+                        return Ok(());
+                    }
                 }
-                continue;
+                if batch.is_empty() {
+                    continue;
+                }
             }
-            if !leadership.still_held().await {
-                anyhow::bail!("lost the leader lock's connection");
+            for leadership in held.iter_mut().map(|(_, l)| l).chain(group_lock.as_mut()) {
+                if !leadership.still_held().await {
+                    anyhow::bail!("lost a leader lock's connection");
+                }
             }
-            match apply_batch(&self.pool, self.kind, &batch, true).await {
-                Ok(_) => {}
+            match apply_batch(&self.pool, &active, &batch, true).await {
+                Ok(()) => {}
                 Err(BatchError::Paused) => {
-                    tracing::info!(projection = self.kind.name(), "paused for a replay");
-                    leadership.release().await;
+                    tracing::info!(projections = ?names, "paused for a replay");
                     return Ok(());
                 }
                 Err(BatchError::Other(err)) => return Err(err),
@@ -267,6 +414,7 @@ impl Projector {
                     .map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
             }
         }
+        // `held` and `group_lock` drop here: their connections close, the locks go.
     }
 
     /// The durable consumer, positioned right after `checkpoint`. The checkpoint in Postgres
@@ -278,7 +426,7 @@ impl Projector {
         checkpoint: u64,
     ) -> anyhow::Result<jetstream::consumer::PullConsumer> {
         let stream = self.js.get_stream(self.topology.events_stream()).await?;
-        let name = consumer_name(self.kind);
+        let name = self.consumer();
         if let Ok(mut existing) = stream.get_consumer::<pull::Config>(&name).await {
             let info = existing.info().await?;
             if info.ack_floor.stream_sequence == checkpoint && info.num_ack_pending == 0 {
@@ -293,10 +441,13 @@ impl Projector {
                 start_sequence: checkpoint + 1,
             }
         };
+        let Some(kind) = self.kinds.first() else {
+            anyhow::bail!("a projector without projections");
+        };
         let consumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(name),
-                filter_subject: self.topology.events_of_type(self.kind.aggregate_type()),
+                filter_subject: self.topology.events_of_type(kind.aggregate_type()),
                 ack_policy: AckPolicy::All,
                 ack_wait: self.config.ack_wait,
                 max_ack_pending: self.config.max_ack_pending,
