@@ -38,6 +38,8 @@ pub struct ChatParams {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub stop: Vec<String>,
+    /// Answer in one message at the end instead of piece by piece (a non-streaming client).
+    pub whole: bool,
 }
 
 /// Why a request was not submitted.
@@ -253,6 +255,7 @@ pub async fn submit(
         top_p: params.top_p,
         stop: params.stop,
         prompt_tokens,
+        whole: params.whole,
         reserved_micros: max_cost.micros(),
         price: price.into(),
         price_version: info.price_version.clone(),

@@ -3,7 +3,8 @@
 //! - [`InferenceCommand`]: JSON on the work-queue subject of `HUB_COMMANDS`
 //!   (`Nats-Msg-Id` = request id, so a repeated publish is dropped by the server).
 //! - [`WireChunk`]: JSON on the request's core NATS reply subject, worker → API: `started`,
-//!   then `delta`s numbered from 1, then exactly one of `finished` or `failed`.
+//!   then `delta`s numbered from 1, then exactly one of `finished` or `failed`; or, for a
+//!   command that asked for the whole answer at once, one `answered` (or `failed`).
 //! - A cancellation is an empty message on the request's cancel subject, API → worker.
 
 use chrono::{DateTime, Utc};
@@ -41,6 +42,10 @@ pub struct InferenceCommand {
     /// A worker that picks the command up later than this does not start it (its
     /// reservation is about to expire).
     pub start_by: DateTime<Utc>,
+    /// The caller wants the whole answer at once: the worker sends one [`WireChunk::Answered`]
+    /// instead of `started`, the deltas and `finished`. Absent (false) in older commands.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole: bool,
     /// Where the answer goes: the accepting API process's inbox subject for this request.
     /// Absent in commands from older API processes: then the per-request reply subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +106,16 @@ pub enum WireChunk {
         /// `completed`, `cancelled` or `broken`.
         outcome: hub_domain::UsageOutcome,
     },
+    /// The whole answer of a command with `whole` set, in place of `started`, the deltas
+    /// and `finished`: one message instead of three or more.
+    Answered {
+        provider: String,
+        text: String,
+        finish_reason: String,
+        usage: WireUsage,
+        charged_micros: i64,
+        outcome: hub_domain::UsageOutcome,
+    },
     /// The request failed. `charged_micros` is what was charged for what was delivered
     /// (zero when nothing was).
     Failed {
@@ -118,6 +133,9 @@ pub enum WireChunk {
 impl WireChunk {
     /// Whether this is the last chunk of a request.
     pub fn is_last(&self) -> bool {
-        matches!(self, WireChunk::Finished { .. } | WireChunk::Failed { .. })
+        matches!(
+            self,
+            WireChunk::Finished { .. } | WireChunk::Answered { .. } | WireChunk::Failed { .. }
+        )
     }
 }

@@ -231,10 +231,13 @@ impl Worker {
                 return;
             }
         };
-        send(WireChunk::Started {
-            provider: opened.provider.clone(),
-        })
-        .await;
+        let whole = command.whole;
+        if !whole {
+            send(WireChunk::Started {
+                provider: opened.provider.clone(),
+            })
+            .await;
+        }
 
         let mut text = String::new();
         let mut reported: Option<TokenUsage> = None;
@@ -274,9 +277,11 @@ impl Worker {
                         continue;
                     }
                     first_token_ms.get_or_insert_with(|| millis(started.elapsed()));
-                    seq += 1;
                     text.push_str(&piece);
-                    send(WireChunk::Delta { seq, text: piece }).await;
+                    if !whole {
+                        seq += 1;
+                        send(WireChunk::Delta { seq, text: piece }).await;
+                    }
                 }
                 Some(Ok(StreamEvent::Usage(usage))) => reported = Some(usage),
                 Some(Ok(StreamEvent::Finish { reason })) => finish_reason = reason,
@@ -312,6 +317,7 @@ impl Worker {
                 hub_domain::Credits::from_micros(command.reserved_micros)
             }
         };
+        let record_provider = provider.clone();
         let record = UsageRecord {
             model: command.model.clone(),
             provider,
@@ -342,6 +348,17 @@ impl Worker {
                     None,
                     charged,
                 ))
+                .await;
+            }
+            None if whole => {
+                send(WireChunk::Answered {
+                    provider: record_provider,
+                    text,
+                    finish_reason,
+                    usage: wire_usage,
+                    charged_micros: charged,
+                    outcome,
+                })
                 .await;
             }
             None => {

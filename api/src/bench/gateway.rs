@@ -843,6 +843,9 @@ struct Load {
     /// Answers per second, from the first recorded send to the last recorded answer.
     throughput: f64,
     latency_ms: Percentiles,
+    /// The slowest answer to the requests due in each second of the window: shows whether
+    /// a tail is spread out or one stall.
+    slowest_ms: Vec<f64>,
 }
 
 impl Load {
@@ -858,15 +861,21 @@ impl Load {
     }
 
     fn summary(&self) -> String {
+        let slowest: Vec<String> = self
+            .slowest_ms
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect();
         format!(
-            "{:<7} {:<6} {:>5}/s: p50 {:>7.2} ms, p99 {:>7.2} ms, {:>7.1} answers/s, {} errors",
+            "{:<7} {:<6} {:>5}/s: p50 {:>7.2} ms, p99 {:>7.2} ms, {:>7.1} answers/s, {} errors; slowest per second (ms): {}",
             self.target,
             mode_name(self.mode),
             self.rate,
             self.latency_ms.p50,
             self.latency_ms.p99,
             self.throughput,
-            self.error_count()
+            self.error_count(),
+            slowest.join(" ")
         )
     }
 }
@@ -889,7 +898,9 @@ async fn run_load(
     let warmup = (rate_f * args.warmup_s as f64) as usize;
     let total = warmup + (rate_f * args.duration_s as f64) as usize;
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut tasks: JoinSet<(bool, Outcome)> = JoinSet::new();
+    let mut tasks: JoinSet<(bool, usize, Outcome)> = JoinSet::new();
+    // The slowest answer among requests due in each second of the recorded window.
+    let mut slowest = vec![0u64; args.duration_s as usize + 1];
     let started = Instant::now();
     let mut scheduled = 0usize;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -899,6 +910,7 @@ async fn run_load(
     let mut recorded_sent = 0u64;
     let mut last_answer: Option<Instant> = None;
     let mut record = |recorded: bool,
+                      index: usize,
                       outcome: Outcome,
                       hist: &mut Histogram<u64>,
                       errors: &mut BTreeMap<String, u64>| {
@@ -909,6 +921,10 @@ async fn run_load(
                     answered += 1;
                     last_answer = Some(Instant::now());
                     let _ = hist.record(us.max(1));
+                    let second = (index.saturating_sub(warmup) as f64 / rate_f) as usize;
+                    if let Some(worst) = slowest.get_mut(second) {
+                        *worst = (*worst).max(us);
+                    }
                 }
             }
             Outcome::Failed(kind) => {
@@ -930,6 +946,7 @@ async fn run_load(
             if in_flight.load(Ordering::Relaxed) >= IN_FLIGHT_MAX {
                 record(
                     recorded,
+                    scheduled,
                     Outcome::Failed("overloaded".into()),
                     &mut hist,
                     &mut errors,
@@ -938,26 +955,28 @@ async fn run_load(
                 let request = target.request(&client, scheduled, mode, false);
                 let in_flight = in_flight.clone();
                 in_flight.fetch_add(1, Ordering::Relaxed);
+                let index = scheduled;
                 tasks.spawn(async move {
                     let outcome = send(request, mode, at).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
-                    (recorded, outcome)
+                    (recorded, index, outcome)
                 });
             }
             scheduled += 1;
         }
         while let Some(done) = tasks.try_join_next() {
-            if let Ok((recorded, outcome)) = done {
-                record(recorded, outcome, &mut hist, &mut errors);
+            if let Ok((recorded, index, outcome)) = done {
+                record(recorded, index, outcome, &mut hist, &mut errors);
             }
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     while let Some(done) = tasks.join_next().await {
-        if let Ok((recorded, outcome)) = done {
-            record(recorded, outcome, &mut hist, &mut errors);
+        if let Ok((recorded, index, outcome)) = done {
+            record(recorded, index, outcome, &mut hist, &mut errors);
         }
     }
+    let slowest_ms: Vec<f64> = slowest.iter().map(|us| *us as f64 / 1_000.0).collect();
     // Answers per second from the first recorded send to the last recorded answer: a target
     // that falls behind is not credited with answers it gave after the window.
     let window_start = started + Duration::from_secs_f64(warmup as f64 / rate_f);
@@ -976,6 +995,7 @@ async fn run_load(
         errors,
         throughput: answered as f64 / window.as_secs_f64(),
         latency_ms: Percentiles::of(&hist),
+        slowest_ms,
     })
 }
 
@@ -1447,6 +1467,7 @@ mod tests {
                 errors: map,
                 throughput,
                 latency_ms: Percentiles::of(&h),
+                slowest_ms: vec![p99],
             }
         };
         assert!(load(0, 1_000.0, 20.0).sustained());

@@ -188,8 +188,12 @@ pub async fn chat_completions(
             Some(Stop::One(s)) => vec![s],
             Some(Stop::Many(v)) => v,
         },
+        whole: !request.stream,
     };
     let mut submission = gateway::submit(&state, &caller, params).await?;
+    if !request.stream {
+        return complete(submission).await;
+    }
     // Wait for the worker to start (or fail) before choosing the HTTP status.
     let provider = match submission.next().await {
         Some(WireChunk::Started { provider }) => provider,
@@ -202,12 +206,8 @@ pub async fn chat_completions(
         }) => return Err(failure(&code, &message, status, retry_after_s)),
         Some(_) | None => return Err(lost()),
     };
-    if request.stream {
-        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        Ok(sse(submission, provider, include_usage).into_response())
-    } else {
-        complete(submission, provider).await
-    }
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    Ok(sse(submission, provider, include_usage).into_response())
 }
 
 fn usage_json(usage: &WireUsage) -> Value {
@@ -219,39 +219,38 @@ fn usage_json(usage: &WireUsage) -> Value {
     })
 }
 
-/// Collect the whole answer.
-async fn complete(mut submission: Submission, provider: String) -> Result<Response, OpenAiError> {
+/// The whole answer: one `answered` message from the worker (or, from a worker that sends
+/// the answer piece by piece, its pieces).
+async fn complete(mut submission: Submission) -> Result<Response, OpenAiError> {
     let mut text = String::new();
+    let mut provider = String::new();
     loop {
-        match submission.next().await {
-            Some(WireChunk::Delta { text: piece, .. }) => text.push_str(&piece),
-            Some(WireChunk::Started { .. }) => {}
+        let (finish_reason, usage, charged_micros) = match submission.next().await {
+            Some(WireChunk::Started { provider: started }) => {
+                provider = started;
+                continue;
+            }
+            Some(WireChunk::Delta { text: piece, .. }) => {
+                text.push_str(&piece);
+                continue;
+            }
             Some(WireChunk::Finished {
                 finish_reason,
                 usage,
                 charged_micros,
                 ..
+            }) => (finish_reason, usage, charged_micros),
+            Some(WireChunk::Answered {
+                provider: answered_by,
+                text: answer,
+                finish_reason,
+                usage,
+                charged_micros,
+                ..
             }) => {
-                let body = json!({
-                    "id": format!("chatcmpl-{}", submission.request_id),
-                    "object": "chat.completion",
-                    "created": submission.created,
-                    "model": submission.model,
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "logprobs": null,
-                        "finish_reason": finish_reason,
-                    }],
-                    "usage": usage_json(&usage),
-                    "x_aihub": {
-                        "request_id": submission.request_id,
-                        "provider": provider,
-                        "charged_micros": charged_micros,
-                        "token_source": usage.source,
-                    },
-                });
-                return Ok(Json(body).into_response());
+                provider = answered_by;
+                text = answer;
+                (finish_reason, usage, charged_micros)
             }
             Some(WireChunk::Failed {
                 code,
@@ -261,7 +260,27 @@ async fn complete(mut submission: Submission, provider: String) -> Result<Respon
                 ..
             }) => return Err(failure(&code, &message, status, retry_after_s)),
             None => return Err(lost()),
-        }
+        };
+        let body = json!({
+            "id": format!("chatcmpl-{}", submission.request_id),
+            "object": "chat.completion",
+            "created": submission.created,
+            "model": submission.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }],
+            "usage": usage_json(&usage),
+            "x_aihub": {
+                "request_id": submission.request_id,
+                "provider": provider,
+                "charged_micros": charged_micros,
+                "token_source": usage.source,
+            },
+        });
+        return Ok(Json(body).into_response());
     }
 }
 
@@ -335,7 +354,8 @@ fn sse(
                     let events = vec![Event::default().data(err.body().to_string())];
                     return Some((stream::iter(events.into_iter().map(Ok)), SseState::Done));
                 }
-                None => {
+                // `answered` only answers commands that asked for the whole answer at once.
+                None | Some(WireChunk::Answered { .. }) => {
                     let events = vec![Event::default().data(lost().body().to_string())];
                     return Some((stream::iter(events.into_iter().map(Ok)), SseState::Done));
                 }

@@ -216,6 +216,7 @@ async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
                     temperature: options.temperature,
                     top_p: options.top_p,
                     stop: options.stop,
+                    whole: false,
                 };
                 let task = tokio::spawn(chat(
                     state.clone(),
@@ -288,7 +289,8 @@ async fn chat(
                 let _ = out.send(chat_error(&id, &code, &message, status)).await;
                 return;
             }
-            None => {
+            // `answered` only answers commands that asked for the whole answer at once.
+            None | Some(WireChunk::Answered { .. }) => {
                 let _ = out
                     .send(chat_error(
                         &id,
