@@ -134,7 +134,7 @@ pub(crate) async fn apply_batch(
     .await
     .map_err(anyhow::Error::from)?;
     let mut moved: Vec<(&str, i64)> = Vec::with_capacity(kinds.len());
-    for kind in kinds {
+    for (i, kind) in kinds.iter().enumerate() {
         let row = rows
             .iter()
             .find(|r| r.try_get::<&str, _>("projection").ok() == Some(kind.name()))
@@ -151,11 +151,19 @@ pub(crate) async fn apply_batch(
                 .map_err(anyhow::Error::from)?,
         )
         .map_err(anyhow::Error::from)?;
-        let fresh: Vec<(EventEnvelope, u64)> = envelopes
-            .iter()
-            .filter(|(_, seq)| *seq > at)
-            .cloned()
-            .collect();
+        // The last projection takes the envelopes; the others get copies.
+        let fresh: Vec<(EventEnvelope, u64)> = if i + 1 == kinds.len() {
+            std::mem::take(&mut envelopes)
+                .into_iter()
+                .filter(|(_, seq)| *seq > at)
+                .collect()
+        } else {
+            envelopes
+                .iter()
+                .filter(|(_, seq)| *seq > at)
+                .cloned()
+                .collect()
+        };
         let Some(last) = fresh.last().map(|(_, seq)| *seq) else {
             continue;
         };

@@ -168,16 +168,6 @@ async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Res
     let tokens = hub.fund(args.users).await?;
     let hub_idle_rss_mb = rss_tree_mb(hub.pid);
 
-    let litellm = match &args.litellm {
-        Some(path) => {
-            let proxy = LiteLlm::start(path, &upstream, logs).await?;
-            progress(&format!("litellm (pid {}) on {}", proxy.pid, proxy.base));
-            Some(proxy)
-        }
-        None => None,
-    };
-    let litellm_idle_rss_mb = litellm.as_ref().and_then(|l| rss_tree_mb(l.pid));
-
     let modes: &[Mode] = if args.no_streaming {
         &[Mode::Json]
     } else {
@@ -222,6 +212,18 @@ async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Res
     }
 
     let hub_final_rss_mb = rss_tree_mb(hub.pid);
+
+    // Started only now: an idle proxy still takes some CPU, which the hub's loads must not
+    // share.
+    let litellm = match &args.litellm {
+        Some(path) => {
+            let proxy = LiteLlm::start(path, &upstream, logs).await?;
+            progress(&format!("litellm (pid {}) on {}", proxy.pid, proxy.base));
+            Some(proxy)
+        }
+        None => None,
+    };
+    let litellm_idle_rss_mb = litellm.as_ref().and_then(|l| rss_tree_mb(l.pid));
 
     if let Some(proxy) = &litellm {
         let target = Target::litellm(proxy);
@@ -610,6 +612,23 @@ impl LiteLlm {
             master_key,
             _child: child,
         })
+    }
+}
+
+impl Drop for LiteLlm {
+    /// `kill_on_drop` reaches only the parent; its worker processes would live on, busy,
+    /// and tax whatever runs next. Kill the whole tree.
+    fn drop(&mut self) {
+        let pids: Vec<String> = process_tree(self.pid).iter().map(u32::to_string).collect();
+        if let Err(err) = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status()
+        {
+            progress(&format!(
+                "could not stop litellm's processes {pids:?}: {err}"
+            ));
+        }
     }
 }
 
