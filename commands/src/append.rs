@@ -82,12 +82,9 @@ impl GroupCommit {
             sender
         });
         let (done, outcome) = oneshot::channel();
-        queue
-            .send(Request { rows, done })
-            .map_err(|_| StoreError::Unavailable("the event writer stopped".into()))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Unavailable("the event writer stopped".into()))?
+        let stopped = || StoreError::Unavailable("the event writer stopped".into());
+        queue.send(Request { rows, done }).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 }
 
@@ -120,8 +117,7 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request>) {
     }
 }
 
-async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
-    let mut batch = batch;
+async fn write_batch(pool: &PgPool, mut batch: Vec<Request>) {
     if batch.len() == 1 {
         if let Some(request) = batch.pop() {
             let result = insert(pool, request.rows.iter()).await;

@@ -47,14 +47,24 @@ const IDLE_CHECK: Duration = Duration::from_millis(250);
 const PAUSE_HOLDS: &str = "(paused AND (paused_by IS NULL
       OR EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = paused_by)))";
 
-async fn paused(pool: &PgPool, kind: ProjectionKind) -> Result<bool, sqlx::Error> {
-    let paused: Option<bool> = sqlx::query_scalar(&format!(
-        "SELECT {PAUSE_HOLDS} FROM projection_checkpoints WHERE projection = $1"
+/// Which of `kinds` a replay holds, in one query.
+async fn paused(
+    pool: &PgPool,
+    kinds: &[ProjectionKind],
+) -> Result<Vec<ProjectionKind>, sqlx::Error> {
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    let held: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT projection FROM projection_checkpoints
+          WHERE projection = ANY($1) AND {PAUSE_HOLDS}"
     ))
-    .bind(kind.name())
-    .fetch_optional(pool)
+    .bind(&names)
+    .fetch_all(pool)
     .await?;
-    Ok(paused.unwrap_or(false))
+    Ok(kinds
+        .iter()
+        .copied()
+        .filter(|k| held.iter().any(|h| h == k.name()))
+        .collect())
 }
 
 /// The durable consumer's name for a projection.
@@ -307,13 +317,7 @@ impl Projector {
 
     /// The durable consumer's name: a lone projection's own, or the group's.
     fn consumer(&self) -> String {
-        match self.kinds.as_slice() {
-            [kind] => consumer_name(*kind),
-            kinds => format!(
-                "proj_{}",
-                kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("_")
-            ),
-        }
+        format!("proj_{}", self.name().replace('+', "_"))
     }
 
     /// Project until `shutdown` resolves; errors are logged and retried.
@@ -327,14 +331,12 @@ impl Projector {
     async fn acquire(
         &self,
     ) -> anyhow::Result<(Vec<(ProjectionKind, Leadership)>, Vec<ProjectionKind>)> {
-        let mut held = Vec::new();
-        let mut replaying = Vec::new();
         for kind in &self.kinds {
             ensure_checkpoint_row(&self.pool, *kind).await?;
-            if paused(&self.pool, *kind).await? {
-                replaying.push(*kind);
-                continue;
-            }
+        }
+        let replaying = paused(&self.pool, &self.kinds).await?;
+        let mut held = Vec::new();
+        for kind in self.kinds.iter().filter(|k| !replaying.contains(k)) {
             match Leadership::try_acquire(&self.database_url, &role(*kind)).await? {
                 Some(l) => held.push((*kind, l)),
                 None => tracing::info!(projection = kind.name(), "another projector leads it"),
@@ -387,16 +389,19 @@ impl Projector {
                 checked_at = tokio::time::Instant::now();
                 // A replay may be waiting for this projector to stand aside, or be done
                 // with a projection that was left out: either way, lead again.
-                for kind in active.iter().chain(&replaying) {
-                    let is_active = active.contains(kind);
-                    if paused(&self.pool, *kind).await? == is_active {
-                        tracing::info!(
-                            projection = kind.name(),
-                            replay_started = is_active,
-                            "a replay started or ended; leading again"
-                        );
-                        return Ok(());
-                    }
+                let watched: Vec<ProjectionKind> =
+                    active.iter().chain(&replaying).copied().collect();
+                let now_paused = paused(&self.pool, &watched).await?;
+                if let Some(kind) = watched
+                    .iter()
+                    .find(|k| now_paused.contains(k) == active.contains(k))
+                {
+                    tracing::info!(
+                        projection = kind.name(),
+                        replay_started = active.contains(kind),
+                        "a replay started or ended; leading again"
+                    );
+                    return Ok(());
                 }
                 if batch.is_empty() {
                     continue;
