@@ -15,9 +15,10 @@
 //! sees the conflict. Within one aggregate, events keep their order: the rows are inserted in
 //! the order given, so the outbox trigger numbers them in that order.
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use std::sync::{Arc, OnceLock};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::StoreError;
 
@@ -88,64 +89,190 @@ impl GroupCommit {
     }
 }
 
-/// Take queued commands as statements, [`PARALLEL`] at a time, until the store is dropped.
-async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Request>) {
-    let permits = Arc::new(Semaphore::new(PARALLEL));
+/// Take queued commands as statements, [`PARALLEL`] writers at a time, until the store is
+/// dropped.
+///
+/// A writer holds its pooled connection for as long as commands keep queueing and gives it
+/// back when the queue runs dry. Every acquire and release is a round trip to Postgres of its
+/// own (sqlx pings a connection when it comes back), so under load that would triple the
+/// round trips of a one-statement command.
+async fn run(pool: PgPool, queue: mpsc::UnboundedReceiver<Request>) {
+    let queue = Arc::new(Mutex::new(queue));
+    let writers = (0..PARALLEL).map(|_| writer(pool.clone(), queue.clone()));
+    futures::future::join_all(writers).await;
+}
+
+async fn writer(pool: PgPool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>) {
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        // Wait for work without a connection.
+        let mut batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            fill(&mut queue, &mut batch);
+            batch
         };
-        let Some(first) = queue.recv().await else {
-            return;
+        let Some(mut conn) = acquire(&pool, &mut batch).await else {
+            continue;
         };
-        let mut rows = first.rows.len();
-        let mut batch = vec![first];
-        while rows < ROWS_MAX {
-            match queue.try_recv() {
-                Ok(request) => {
-                    rows += request.rows.len();
-                    batch.push(request);
+        let mut reconnected = false;
+        loop {
+            match write_batch(&mut conn, batch).await {
+                Written::Told => {}
+                // Give the connection back (the pool tests it) after a failure that was not
+                // a lost race.
+                Written::Broken => break,
+                // A connection the server had already ended (a restart, a failover, an
+                // administrator): the statement was not committed; send it again, once, on
+                // a new connection.
+                Written::NotRun(back) => {
+                    batch = back;
+                    if reconnected {
+                        fail(batch, "the database ended the session");
+                        break;
+                    }
+                    reconnected = true;
+                    match acquire_live(&pool, &mut batch).await {
+                        Some(fresh) => conn = fresh,
+                        None => break,
+                    }
+                    continue;
                 }
-                Err(_) => break,
+            }
+            // Keep the connection while more is waiting. Held by another writer, the queue
+            // is empty (it waits for work) or being taken.
+            let Ok(mut queue) = queue.try_lock() else {
+                break;
+            };
+            batch = Vec::new();
+            fill(&mut queue, &mut batch);
+            if batch.is_empty() {
+                break;
             }
         }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            write_batch(&pool, batch).await;
-            drop(permit);
-        });
     }
 }
 
-async fn write_batch(pool: &PgPool, mut batch: Vec<Request>) {
-    if batch.len() == 1 {
-        if let Some(request) = batch.pop() {
-            let result = insert(pool, request.rows.iter()).await;
-            let _ = request.done.send(result);
+/// A connection for `batch`, or every command in it told the database is unavailable.
+async fn acquire(pool: &PgPool, batch: &mut Vec<Request>) -> Option<PoolConnection<Postgres>> {
+    match pool.acquire().await {
+        Ok(conn) => Some(conn),
+        Err(err) => {
+            fail(std::mem::take(batch), &err.to_string());
+            None
         }
-        return;
     }
-    match insert(pool, batch.iter().flat_map(|r| r.rows.iter())).await {
+}
+
+/// Like [`acquire`], but pinged: after the server ended one session, the pool's other idle
+/// connections are likely ended too. Each one found dead is closed, so at most the pool's
+/// size of them is tried.
+async fn acquire_live(pool: &PgPool, batch: &mut Vec<Request>) -> Option<PoolConnection<Postgres>> {
+    let tries = pool.options().get_max_connections() + 1;
+    for _ in 0..tries {
+        let mut conn = acquire(pool, batch).await?;
+        if conn.ping().await.is_ok() {
+            return Some(conn);
+        }
+        conn.close_on_drop();
+    }
+    fail(std::mem::take(batch), "no live connection to the database");
+    None
+}
+
+fn fail(batch: Vec<Request>, why: &str) {
+    for request in batch {
+        let _ = request
+            .done
+            .send(Err(StoreError::Unavailable(why.to_string().into())));
+    }
+}
+
+/// Add whatever is queued to `batch`, up to [`ROWS_MAX`] rows.
+fn fill(queue: &mut mpsc::UnboundedReceiver<Request>, batch: &mut Vec<Request>) {
+    let mut rows: usize = batch.iter().map(|r| r.rows.len()).sum();
+    while rows < ROWS_MAX {
+        match queue.try_recv() {
+            Ok(request) => {
+                rows += request.rows.len();
+                batch.push(request);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// What became of a batch.
+enum Written {
+    /// Every command was told its outcome; the connection is fine.
+    Told,
+    /// Every command was told; the connection may be broken.
+    Broken,
+    /// The server had ended the session before the statement ran: nobody was told.
+    NotRun(Vec<Request>),
+}
+
+/// Write `batch` and tell each command its outcome.
+async fn write_batch(conn: &mut PgConnection, batch: Vec<Request>) -> Written {
+    let outcome = insert(conn, batch.iter().flat_map(|r| r.rows.iter())).await;
+    match outcome {
+        Err(err) if session_ended(&err) => Written::NotRun(batch),
         Ok(()) => {
             for request in batch {
                 let _ = request.done.send(Ok(()));
             }
+            Written::Told
+        }
+        Err(err) if batch.len() == 1 => {
+            let err = StoreError::from_sqlx(err);
+            let healthy = matches!(err, StoreError::Conflict);
+            if let Some(request) = batch.into_iter().next() {
+                let _ = request.done.send(Err(err));
+            }
+            if healthy {
+                Written::Told
+            } else {
+                Written::Broken
+            }
         }
         Err(_) => {
             // Which command failed is unknown: each alone, so only its own outcome is told.
-            let alone = batch.into_iter().map(|request| async move {
-                let result = insert(pool, request.rows.iter()).await;
+            let mut healthy = true;
+            for request in batch {
+                let result = insert(conn, request.rows.iter())
+                    .await
+                    .map_err(StoreError::from_sqlx);
+                healthy &= matches!(result, Ok(()) | Err(StoreError::Conflict));
                 let _ = request.done.send(result);
-            });
-            futures::future::join_all(alone).await;
+            }
+            if healthy {
+                Written::Told
+            } else {
+                Written::Broken
+            }
         }
     }
 }
 
+/// The server ended the session (SQLSTATE 57P01–57P03: an administrator, a crash, a
+/// restart) and said so instead of answering the statement, which was therefore not
+/// committed. (Were it committed after all, sending it again conflicts on its sequence, and
+/// the command bus decides the command again against what is stored.)
+fn session_ended(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
 async fn insert<'a>(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     rows: impl Iterator<Item = &'a EventRow> + Clone,
-) -> Result<(), StoreError> {
+) -> Result<(), sqlx::Error> {
     let column = |f: fn(&'a EventRow) -> &'a str| rows.clone().map(f).collect::<Vec<&str>>();
     let sequences: Vec<i64> = rows.clone().map(|r| r.sequence).collect();
     sqlx::query(INSERT_SQL)
@@ -156,8 +283,7 @@ async fn insert<'a>(
         .bind(column(|r| &r.event_version))
         .bind(column(|r| &r.payload))
         .bind(column(|r| &r.metadata))
-        .execute(pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        .execute(conn)
+        .await?;
     Ok(())
 }

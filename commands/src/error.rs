@@ -27,6 +27,15 @@ impl StoreError {
             sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23505") => {
                 StoreError::Conflict
             }
+            // The server dropped or refused the session: connection exceptions (class 08),
+            // and shutdown by an administrator, a crash or a start still in progress.
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| {
+                    code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+                }) =>
+            {
+                StoreError::Unavailable(Box::new(err))
+            }
             other => StoreError::Internal(Box::new(other)),
         }
     }
