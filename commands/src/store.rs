@@ -7,7 +7,9 @@ use cqrs_es::{
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use crate::error::StoreError;
 pub type Decided<E> = (Vec<E>, Option<E>);
 
 /// What the store and the bus need from an aggregate beyond cqrs-es's `Aggregate`.
-pub trait HubAggregate: Aggregate + Clone {
+pub trait HubAggregate: Aggregate + Clone + 'static {
     /// Bump when the serialized state changes shape: older snapshots are then ignored.
     const STATE_VERSION: i32;
 
@@ -124,7 +126,7 @@ ORDER BY is_snapshot DESC, sequence";
 
 const SAVE_SNAPSHOT_SQL: &str = "
 INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, state_version, payload)
-VALUES ($1, $2, $3, $4, $5)
+VALUES ($1, $2, $3, $4, $5::json)
 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
    SET last_sequence = excluded.last_sequence,
        state_version = excluded.state_version,
@@ -286,40 +288,57 @@ impl<A: HubAggregate> HubEventStore<A> {
 
         let last = loaded.sequence + envelopes.len();
         loaded.sequence = last;
-        if last - loaded.snapshot_sequence >= self.snapshot_every {
-            // A snapshot is derived data: failing to save one costs only load time.
-            match self
-                .save_snapshot(&loaded.aggregate_id, last, &loaded.aggregate)
-                .await
-            {
-                Ok(()) => loaded.snapshot_sequence = last,
-                Err(err) => {
-                    tracing::warn!(aggregate_id = %loaded.aggregate_id, error = %err, "could not save snapshot");
+        if last - loaded.snapshot_sequence >= self.snapshot_interval(&loaded.aggregate_id) {
+            // A snapshot is derived data: it is saved in the background, off the command's
+            // path (an account's state with its recent outcomes is tens of kilobytes of
+            // JSON), and failing to save one costs only load time.
+            loaded.snapshot_sequence = last;
+            let pool = self.pool.clone();
+            let aggregate_id = loaded.aggregate_id.clone();
+            let aggregate = loaded.aggregate.clone();
+            tokio::spawn(async move {
+                if let Err(err) = save_snapshot(&pool, &aggregate_id, last, &aggregate).await {
+                    tracing::warn!(aggregate_id = %aggregate_id, error = %err, "could not save snapshot");
                 }
-            }
+            });
         }
         Ok(envelopes)
     }
 
-    /// Save `aggregate` as the state after event `sequence`, unless a later one is saved.
-    pub async fn save_snapshot(
-        &self,
-        aggregate_id: &str,
-        sequence: usize,
-        aggregate: &A,
-    ) -> Result<(), StoreError> {
-        let payload = serde_json::to_value(aggregate).map_err(internal)?;
-        sqlx::query(SAVE_SNAPSHOT_SQL)
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind(i64::try_from(sequence).map_err(internal)?)
-            .bind(A::STATE_VERSION)
-            .bind(payload)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        Ok(())
+    /// Events between two snapshots of `aggregate_id`: `snapshot_every`, less a fixed share
+    /// of up to half of it derived from the id. Accounts that gain events at the same pace
+    /// (a uniform load, or everyone's first requests after a deploy) would otherwise all
+    /// snapshot in the same moment.
+    fn snapshot_interval(&self, aggregate_id: &str) -> usize {
+        let spread = self.snapshot_every / 2;
+        if spread == 0 {
+            return self.snapshot_every;
+        }
+        let mut hasher = DefaultHasher::new();
+        aggregate_id.hash(&mut hasher);
+        let less = usize::try_from(hasher.finish() % spread as u64).unwrap_or(0);
+        self.snapshot_every - less
     }
+}
+
+/// Save `aggregate` as the state after event `sequence`, unless a later one is saved.
+async fn save_snapshot<A: HubAggregate>(
+    pool: &PgPool,
+    aggregate_id: &str,
+    sequence: usize,
+    aggregate: &A,
+) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(aggregate).map_err(internal)?;
+    sqlx::query(SAVE_SNAPSHOT_SQL)
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(i64::try_from(sequence).map_err(internal)?)
+        .bind(A::STATE_VERSION)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    Ok(())
 }
 
 fn to_usize(value: Result<i64, sqlx::Error>) -> Result<usize, StoreError> {

@@ -2,8 +2,8 @@
 //!
 //! In a database of its own, it writes `--events` events to one account (reserve+settle
 //! pairs after one grant, appended in chunks through the same `HubEventStore::append` the
-//! command bus uses, so snapshots are taken as in production), then leaves the worst tail a
-//! snapshot allows (`snapshot_every − 1` events, appended one at a time). It then times
+//! command bus uses, so snapshots are taken as in production), then leaves a tail of up to
+//! `snapshot_every − 1` events after the last snapshot, appended one at a time. It then times
 //! `--loads` loads of that account and of a new one (one grant), and a few full folds
 //! without the snapshot, and checks that snapshot + tail equals the full fold.
 
@@ -111,6 +111,16 @@ async fn measure(args: &SnapshotArgs, settings: &Settings) -> anyhow::Result<Rep
     }
     let build_s = started.elapsed().as_secs_f64();
     let tail_events = loaded.sequence - loaded.snapshot_sequence;
+    // Snapshots are saved in the background: time loads only once the last one is stored.
+    let stored_by = Instant::now() + std::time::Duration::from_secs(30);
+    while store.load(&long).await?.snapshot_sequence != loaded.snapshot_sequence {
+        anyhow::ensure!(
+            Instant::now() < stored_by,
+            "the snapshot after event {} was not stored within 30 s",
+            loaded.snapshot_sequence
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let mut new_account = store.load(&fresh).await?;
     let mut opened = [CreditCommand::OpenAccount, grant_command("only")].into_iter();
