@@ -921,6 +921,17 @@ async fn run_load(
     // The slowest answer among requests due in each second of the recorded window.
     let mut slowest = vec![0u64; args.duration_s as usize + 1];
     let started = Instant::now();
+    // Wall-clock time the recorded window opens, to line a load up with system samples.
+    let recording_from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        + Duration::from_secs(args.warmup_s);
+    progress(&format!(
+        "{} {} {rate}/s: recording from unix time {:.3}",
+        target.name,
+        mode_name(mode),
+        recording_from.as_secs_f64()
+    ));
     let mut scheduled = 0usize;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut hist = histogram()?;
