@@ -20,7 +20,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::error::StoreError;
+use crate::error::{session_ended, StoreError};
 
 /// Statements in flight at once for one store.
 pub const PARALLEL: usize = 4;
@@ -126,7 +126,8 @@ async fn writer(pool: PgPool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Request>>
                 Written::Broken => break,
                 // A connection the server had already ended (a restart, a failover, an
                 // administrator): the statement was not committed; send it again, once, on
-                // a new connection.
+                // a new connection. (Were it committed after all, it conflicts on its
+                // sequence, and the command bus decides the command again.)
                 Written::NotRun(back) => {
                     batch = back;
                     if reconnected {
@@ -214,6 +215,22 @@ enum Written {
     NotRun(Vec<Request>),
 }
 
+impl Written {
+    /// Every command told: the connection is fine if each outcome was a success or a lost
+    /// race.
+    fn told(outcomes_healthy: bool) -> Self {
+        if outcomes_healthy {
+            Written::Told
+        } else {
+            Written::Broken
+        }
+    }
+}
+
+fn healthy(result: &Result<(), StoreError>) -> bool {
+    matches!(result, Ok(()) | Err(StoreError::Conflict))
+}
+
 /// Write `batch` and tell each command its outcome.
 async fn write_batch(conn: &mut PgConnection, batch: Vec<Request>) -> Written {
     let outcome = insert(conn, batch.iter().flat_map(|r| r.rows.iter())).await;
@@ -226,46 +243,25 @@ async fn write_batch(conn: &mut PgConnection, batch: Vec<Request>) -> Written {
             Written::Told
         }
         Err(err) if batch.len() == 1 => {
-            let err = StoreError::from_sqlx(err);
-            let healthy = matches!(err, StoreError::Conflict);
+            let result = Err(StoreError::from_sqlx(err));
+            let fine = healthy(&result);
             if let Some(request) = batch.into_iter().next() {
-                let _ = request.done.send(Err(err));
+                let _ = request.done.send(result);
             }
-            if healthy {
-                Written::Told
-            } else {
-                Written::Broken
-            }
+            Written::told(fine)
         }
         Err(_) => {
             // Which command failed is unknown: each alone, so only its own outcome is told.
-            let mut healthy = true;
+            let mut fine = true;
             for request in batch {
                 let result = insert(conn, request.rows.iter())
                     .await
                     .map_err(StoreError::from_sqlx);
-                healthy &= matches!(result, Ok(()) | Err(StoreError::Conflict));
+                fine &= healthy(&result);
                 let _ = request.done.send(result);
             }
-            if healthy {
-                Written::Told
-            } else {
-                Written::Broken
-            }
+            Written::told(fine)
         }
-    }
-}
-
-/// The server ended the session (SQLSTATE 57P01–57P03: an administrator, a crash, a
-/// restart) and said so instead of answering the statement, which was therefore not
-/// committed. (Were it committed after all, sending it again conflicts on its sequence, and
-/// the command bus decides the command again against what is stored.)
-fn session_ended(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
-        }
-        _ => false,
     }
 }
 

@@ -16,6 +16,18 @@ pub enum StoreError {
     Internal(#[source] BoxError),
 }
 
+/// The server ended the session (SQLSTATE 57P01–57P03: an administrator, a crash, a
+/// restart) and said so instead of answering the statement, which was therefore not
+/// committed.
+pub(crate) fn session_ended(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
 impl StoreError {
     pub fn from_sqlx(err: sqlx::Error) -> Self {
         match err {
@@ -28,11 +40,9 @@ impl StoreError {
                 StoreError::Conflict
             }
             // The server dropped or refused the session: connection exceptions (class 08),
-            // and shutdown by an administrator, a crash or a start still in progress.
+            // or the session ended.
             sqlx::Error::Database(ref db)
-                if db.code().is_some_and(|code| {
-                    code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-                }) =>
+                if session_ended(&err) || db.code().is_some_and(|code| code.starts_with("08")) =>
             {
                 StoreError::Unavailable(Box::new(err))
             }
