@@ -32,7 +32,7 @@ use axum::Router;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -756,7 +756,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
 // The load
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Mode {
     /// `stream: false`: time to the whole answer.
@@ -1309,15 +1309,21 @@ impl Report {
         billing: Billing,
         rss: ProcessRss,
     ) -> Report {
+        // A rate repeated in `--rates` is compared with the direct load of the same turn:
+        // the n-th hub load at 500 req/s with the n-th direct one.
         let mut added = Vec::new();
+        let mut turn: HashMap<(&str, Mode, u32), usize> = HashMap::new();
         for load in loads
             .iter()
             .filter(|l| l.target != "direct" && l.latency_ms.count > 0)
         {
-            if let Some(direct) = loads
+            let nth = turn.entry((load.target, load.mode, load.rate)).or_insert(0);
+            let direct = loads
                 .iter()
-                .find(|d| d.target == "direct" && d.mode == load.mode && d.rate == load.rate)
-            {
+                .filter(|d| d.target == "direct" && d.mode == load.mode && d.rate == load.rate)
+                .nth(*nth);
+            *nth += 1;
+            if let Some(direct) = direct {
                 added.push(Added {
                     target: load.target,
                     mode: load.mode,
@@ -1338,14 +1344,17 @@ impl Report {
             .map(|l| l.rate)
             .max();
         let mut targets = Vec::new();
-        if let Some(a) = added
+        // Judged on the worst of every hub load at 500 req/s, JSON and streamed, so that a
+        // repeated rate cannot pick its best turn.
+        if let Some(worst) = added
             .iter()
-            .find(|a| a.target == "hub" && a.mode == Mode::Json && a.rate == 500)
+            .filter(|a| a.target == "hub" && a.rate == 500)
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
         {
             targets.push((
-                format!("added p99 at 500 req/s ≤ {TARGET_ADDED_P99_MS_AT_500} ms"),
-                format!("{:.2} ms", a.p99_ms),
-                a.p99_ms <= TARGET_ADDED_P99_MS_AT_500,
+                format!("added p99 at 500 req/s ≤ {TARGET_ADDED_P99_MS_AT_500} ms (worst load)"),
+                format!("{:.2} ms ({})", worst.p99_ms, mode_name(worst.mode)),
+                worst.p99_ms <= TARGET_ADDED_P99_MS_AT_500,
             ));
         }
         targets.push((
@@ -1476,6 +1485,63 @@ mod tests {
         assert!(second.content);
         let third = reader.push(b"data: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n");
         assert!(third.error && third.done && reader.done);
+    }
+
+    #[test]
+    fn a_repeated_rate_is_compared_turn_by_turn_and_judged_on_its_worst_load() {
+        let load = |target: &'static str, p99: f64| {
+            let mut h = histogram().expect("histogram");
+            h.record((p99 * 1_000.0) as u64).expect("record");
+            Load {
+                target,
+                mode: Mode::Json,
+                rate: 500,
+                sent: 100,
+                answered: 100,
+                answered_total: 100,
+                errors: BTreeMap::new(),
+                throughput: 500.0,
+                latency_ms: Percentiles::of(&h),
+                slowest_ms: vec![p99],
+            }
+        };
+        let args = GatewayArgs {
+            rates: vec![500, 500],
+            ramp: vec![],
+            duration_s: 1,
+            warmup_s: 0,
+            streams: 0,
+            users: 1,
+            litellm: None,
+            no_streaming: true,
+            admin_database: "postgres".into(),
+            keep: false,
+            json: false,
+        };
+        // Direct 2 ms then 6 ms; the hub 8 ms then 15 ms: added 6 ms, then 9 ms.
+        let loads = vec![
+            load("direct", 2.0),
+            load("direct", 6.0),
+            load("hub", 8.0),
+            load("hub", 15.0),
+        ];
+        let billing = Billing {
+            answered: 0,
+            usage_records: 0,
+            charged_micros: 0,
+        };
+        let rss = ProcessRss {
+            hub_idle_mb: None,
+            hub_final_mb: None,
+            litellm_idle_mb: None,
+        };
+        let report = Report::new(&args, loads, vec![], vec![], billing, rss);
+        let added: Vec<f64> = report.added.iter().map(|a| a.p99_ms.round()).collect();
+        assert_eq!(added, vec![6.0, 9.0]);
+        let (name, measured, met) = &report.targets[0];
+        assert!(name.starts_with("added p99 at 500"), "{name}");
+        assert!(measured.starts_with("9.0"), "{measured}");
+        assert!(met);
     }
 
     #[test]
