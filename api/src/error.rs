@@ -108,12 +108,14 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
+        hub_commands::db::note_connection_lost(&err);
         match err {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => ApiError::Unavailable("the database is unavailable"),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                ApiError::Unavailable("the database is unavailable")
+            }
+            ref lost if hub_commands::db::connection_lost(lost) => {
+                ApiError::Unavailable("the database is unavailable")
+            }
             other => ApiError::Internal(other.into()),
         }
     }

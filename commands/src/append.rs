@@ -235,7 +235,10 @@ fn healthy(result: &Result<(), StoreError>) -> bool {
 async fn write_batch(conn: &mut PgConnection, batch: Vec<Request>) -> Written {
     let outcome = insert(conn, batch.iter().flat_map(|r| r.rows.iter())).await;
     match outcome {
-        Err(err) if session_ended(&err) => Written::NotRun(batch),
+        Err(err) if session_ended(&err) => {
+            crate::db::note_connection_lost(&err);
+            Written::NotRun(batch)
+        }
         Ok(()) => {
             for request in batch {
                 let _ = request.done.send(Ok(()));

@@ -30,6 +30,7 @@ pub(crate) fn session_ended(err: &sqlx::Error) -> bool {
 
 impl StoreError {
     pub fn from_sqlx(err: sqlx::Error) -> Self {
+        crate::db::note_connection_lost(&err);
         match err {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -39,13 +40,8 @@ impl StoreError {
             sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23505") => {
                 StoreError::Conflict
             }
-            // The server dropped or refused the session: connection exceptions (class 08),
-            // or the session ended.
-            sqlx::Error::Database(ref db)
-                if session_ended(&err) || db.code().is_some_and(|code| code.starts_with("08")) =>
-            {
-                StoreError::Unavailable(Box::new(err))
-            }
+            // The server dropped or refused the session.
+            ref lost if crate::db::connection_lost(lost) => StoreError::Unavailable(Box::new(err)),
             other => StoreError::Internal(Box::new(other)),
         }
     }

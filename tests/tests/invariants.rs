@@ -654,3 +654,44 @@ async fn commands_recover_after_postgres_drops_every_connection() {
         .expect("fold");
     assert_eq!(full.aggregate.reserved().micros(), (16 + 20) * 10);
 }
+
+#[tokio::test]
+async fn api_reads_after_postgres_drops_every_connection_fail_at_most_once() {
+    // The API alone: nothing else in the process meets a dead connection first.
+    let api_only = Roles {
+        http: true,
+        ..Roles::NONE
+    };
+    let app = spawn_app_with(api_only, |s| {
+        s.database.max_connections = 8;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let token = app.token(user, hub_api::auth::Role::User);
+    let read = || app.get("/api/credits/balance", Some(&token));
+    // Fill the pool: eight reads at once take eight connections, all idle afterwards.
+    let warm = futures::future::join_all((0..8).map(|_| read())).await;
+    for response in warm {
+        assert_eq!(response.status(), 200, "a read before the restart");
+    }
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("terminate");
+    assert!(dropped >= 2, "the hub had connections to drop: {dropped}");
+
+    // The first read to meet a dead connection is told to retry (503, not 500); the pool
+    // then pings the other connections opened before, so no one else meets one.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(read().await.status().as_u16());
+    }
+    let failed: Vec<u16> = statuses.iter().copied().filter(|s| *s != 200).collect();
+    assert!(
+        failed.len() <= 1 && failed.iter().all(|s| *s == 503),
+        "reads after the restart: {statuses:?}"
+    );
+}
