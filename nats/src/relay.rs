@@ -41,6 +41,11 @@ pub struct RelayConfig {
     /// After a wake-up, wait this long so that the commits of the same moment go in the
     /// same round: a round costs two queries whatever its size.
     pub linger: Duration,
+    /// And wait until this long after the previous round began: under a steady trickle
+    /// of commits, rounds come at most this often (each a `SELECT` and a `DELETE` that
+    /// commits) instead of one per commit or two, while a relay that is behind, or whose
+    /// rounds take longer than this, is not held back at all.
+    pub round_interval: Duration,
     /// Wait this long before retrying after an error.
     pub retry_delay: Duration,
 }
@@ -51,6 +56,7 @@ impl Default for RelayConfig {
             batch_max: 1_000,
             idle_poll: Duration::from_millis(250),
             linger: Duration::from_millis(2),
+            round_interval: Duration::from_millis(10),
             retry_delay: Duration::from_millis(500),
         }
     }
@@ -138,6 +144,7 @@ impl Relay {
             if !leadership.still_held().await {
                 anyhow::bail!("lost the leader lock's connection");
             }
+            let began = tokio::time::Instant::now();
             let relayed = self.relay_batch(&mut reconcile).await?;
             if relayed < usize::try_from(self.config.batch_max).unwrap_or(usize::MAX) {
                 // Caught up: sleep until a writer wakes us (or the idle poll).
@@ -145,9 +152,9 @@ impl Relay {
                 {
                     anyhow::bail!("the wake-up subscription ended");
                 }
-                if !self.config.linger.is_zero() {
-                    tokio::time::sleep(self.config.linger).await;
-                }
+                let resume = (tokio::time::Instant::now() + self.config.linger)
+                    .max(began + self.config.round_interval);
+                tokio::time::sleep_until(resume).await;
                 // Wake-ups that came meanwhile are answered by the next round.
                 while let Some(Some(_)) = wake_ups.next().now_or_never() {}
             }

@@ -138,6 +138,7 @@ async fn rebuild(
                 REPLAY_BATCH_MAX,
                 Duration::from_secs(5),
                 Duration::ZERO,
+                tokio::time::Instant::now(),
             )
             .await?;
             if batch.is_empty() {

@@ -19,6 +19,11 @@ pub struct ProjectorConfig {
     /// about the same whatever its length, so under load a short wait saves most of the
     /// transactions, for this much more projection lag.
     pub linger: Duration,
+    /// And a batch closes no sooner than this long after the previous one was taken:
+    /// under a steady flow, batches (each a transaction) come at most this often, while
+    /// a projector that is behind, or whose batches take longer than this, is not held
+    /// back at all.
+    pub batch_interval: Duration,
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// Messages delivered but not yet acknowledged, at most.
@@ -32,6 +37,7 @@ impl Default for ProjectorConfig {
         ProjectorConfig {
             batch_max: 500,
             linger: Duration::from_millis(5),
+            batch_interval: Duration::from_millis(20),
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 20_000,
             retry_delay: Duration::from_millis(500),
@@ -202,13 +208,15 @@ pub(crate) async fn apply_batch(
 }
 
 /// Take up to `max` messages: wait up to `idle` for the first (an empty batch if none
-/// came), then whatever comes within `linger` of it. Only waits for a message are ever cut
-/// short, and `next()` on a stream gives up no message when dropped while pending.
+/// came), then whatever comes within `linger` of it or before `not_before`, whichever is
+/// later. Only waits for a message are ever cut short, and `next()` on a stream gives up
+/// no message when dropped while pending.
 pub(crate) async fn next_batch<S, E>(
     messages: &mut S,
     max: usize,
     idle: Duration,
     linger: Duration,
+    not_before: tokio::time::Instant,
 ) -> anyhow::Result<Vec<jetstream::Message>>
 where
     S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
@@ -220,11 +228,11 @@ where
         Ok(Some(first)) => first,
     };
     let mut batch = vec![first?];
-    let until = tokio::time::Instant::now() + linger;
+    let until = (tokio::time::Instant::now() + linger).max(not_before);
     while batch.len() < max {
         let next = match messages.next().now_or_never() {
             Some(next) => next,
-            None if linger.is_zero() => break,
+            None if until <= tokio::time::Instant::now() => break,
             None => match tokio::time::timeout_at(until, messages.next()).await {
                 Ok(next) => next,
                 Err(_) => break,
@@ -377,14 +385,17 @@ impl Projector {
         let names: Vec<&str> = active.iter().map(|k| k.name()).collect();
         tracing::info!(projections = ?names, checkpoint = at, "projector is the leader");
         let mut checked_at = tokio::time::Instant::now();
+        let mut taken_at = tokio::time::Instant::now();
         loop {
             let batch = next_batch(
                 &mut messages,
                 self.config.batch_max,
                 IDLE_CHECK,
                 self.config.linger,
+                taken_at + self.config.batch_interval,
             )
             .await?;
+            taken_at = tokio::time::Instant::now();
             if batch.is_empty() || checked_at.elapsed() >= REJOIN_CHECK {
                 checked_at = tokio::time::Instant::now();
                 // A replay may be waiting for this projector to stand aside, or be done
