@@ -630,13 +630,7 @@ async fn commands_recover_after_postgres_drops_every_connection() {
         result.expect("reserve");
     }
 
-    let dropped: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-          WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("terminate");
+    let dropped = terminate_every_other_session(&app).await;
     assert!(dropped > 0, "the hub had connections to drop");
 
     // The writer finds its connections dead and writes on new ones: no command fails.
@@ -674,13 +668,7 @@ async fn api_reads_after_postgres_drops_every_connection_fail_at_most_once() {
     for response in warm {
         assert_eq!(response.status(), 200, "a read before the restart");
     }
-    let dropped: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-          WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("terminate");
+    let dropped = terminate_every_other_session(&app).await;
     assert!(dropped >= 2, "the hub had connections to drop: {dropped}");
 
     // The first read to meet a dead connection is told to retry (503, not 500); the pool
@@ -694,4 +682,16 @@ async fn api_reads_after_postgres_drops_every_connection_fail_at_most_once() {
         failed.len() <= 1 && failed.iter().all(|s| *s == 503),
         "reads after the restart: {statuses:?}"
     );
+}
+
+/// What a Postgres restart does to the hub: end every session on the test's database but
+/// the one asking. Returns how many were ended.
+async fn terminate_every_other_session(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("terminate")
 }
