@@ -109,14 +109,14 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         hub_commands::db::note_connection_lost(&err);
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-                ApiError::Unavailable("the database is unavailable")
-            }
-            ref lost if hub_commands::db::connection_lost(lost) => {
-                ApiError::Unavailable("the database is unavailable")
-            }
-            other => ApiError::Internal(other.into()),
+        let unavailable = matches!(
+            err,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+        ) || hub_commands::db::connection_lost(&err);
+        if unavailable {
+            ApiError::Unavailable("the database is unavailable")
+        } else {
+            ApiError::Internal(err.into())
         }
     }
 }

@@ -51,9 +51,9 @@ pub fn connect_lazy(settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
 pub fn connection_lost(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
-        }),
+        sqlx::Error::Database(db) => {
+            crate::error::session_ended(err) || db.code().is_some_and(|c| c.starts_with("08"))
+        }
         _ => false,
     }
 }

@@ -32,15 +32,13 @@ impl StoreError {
     pub fn from_sqlx(err: sqlx::Error) -> Self {
         crate::db::note_connection_lost(&err);
         match err {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(err)),
             sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23505") => {
                 StoreError::Conflict
             }
-            // The server dropped or refused the session.
+            // The pool could not serve, or the server or connection is gone.
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                StoreError::Unavailable(Box::new(err))
+            }
             ref lost if crate::db::connection_lost(lost) => StoreError::Unavailable(Box::new(err)),
             other => StoreError::Internal(Box::new(other)),
         }
