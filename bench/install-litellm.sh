@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs LiteLLM's proxy (PyPI `litellm[proxy]`) into .tools/litellm, for the side-by-side
-# run of `aihub bench gateway --litellm .tools/litellm/bin/litellm`. Prints the executable.
+# run of `aihub-bench gateway --litellm .tools/litellm/bin/litellm`. Prints the executable.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.tools/litellm"

@@ -9,6 +9,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 cd "$ROOT"
 # Schema first, so `all` never starts against an unmigrated database.
-cargo run --release --locked -p aihub-api --bin aihub -- migrate
+cargo run --release --locked -p hub-server --bin aihub -- migrate
 # exec: signals (Ctrl-C, SIGTERM) reach the hub directly.
-exec cargo run --release --locked -p aihub-api --bin aihub -- all "$@"
+exec cargo run --release --locked -p hub-server --bin aihub -- all "$@"

@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Runs the workspace tests against local PostgreSQL and NATS (started on
-# demand by services.sh). Extra arguments go to `cargo test`.
+# Checks formatting and lints, then runs the workspace tests against local PostgreSQL and
+# NATS (started on demand by services.sh). Extra arguments go to `cargo test`.
+#
+# The build cache lives outside the clone (CARGO_TARGET_DIR, by default
+# ~/.cache/aihub/target) so that a fresh clone on a machine that built before reuses it;
+# a machine without one builds from scratch.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Exports AIHUB_TEST_DATABASE_URL / AIHUB_TEST_NATS_URL read by the tests.
-. "$ROOT/scripts/services.sh"
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aihub/target}"
 
 cd "$ROOT"
+# Lints first: a formatting slip or a clippy warning fails the run before the long part.
+cargo fmt --all --check
 # --locked: CI and fresh machines must build exactly what Cargo.lock says.
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Exports AIHUB_TEST_DATABASE_URL / AIHUB_TEST_NATS_URL read by the tests.
+. "$ROOT/scripts/services.sh"
 exec cargo test --workspace --locked "$@"

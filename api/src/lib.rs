@@ -1,31 +1,17 @@
-//! The HTTP API of Smart AI Hub and everything the `aihub` binary runs.
+//! The HTTP adapter of Smart AI Hub: routes, the WebSocket chat, who is calling, and the one
+//! mapping of failures to HTTP. What the hub does lives in [`hub_app`]; this crate parses,
+//! authorizes, calls it and maps the answer.
 //!
 //! # Layout
 //!
-//! - [`config`]: typed, layered, validated settings.
-//! - [`app`]: [`app::Application`], which builds every role (HTTP, relay, projectors,
-//!   sweeper) from settings and runs them until shutdown; tests bind it to port 0.
-//! - [`routes`]: handlers, each stating which roles it allows.
-//! - [`auth`]: bearer JWTs and roles. [`error`]: the one mapping of failures to HTTP.
-//! - [`stripe`]: payments settings, the Stripe Checkout call and webhook verification.
-//! - [`bench`]: the load harness behind `aihub bench`.
+//! - [`routes`]: handlers, each stating which roles it allows, and [`routes::router`].
+//! - [`auth`]: bearer JWT or API key → [`auth::Caller`].
+//! - [`error`]: [`error::ApiError`], the one mapping of failures to HTTP.
+//! - [`extract`]: JSON and query extractors whose rejections are [`error::ApiError`]s.
+//! - [`state`]: the state handlers receive.
 
-pub mod app;
 pub mod auth;
-pub mod bench;
-pub mod bootstrap;
-pub mod config;
 pub mod error;
 pub mod extract;
-pub mod gateway;
-pub mod mail;
-pub mod oidc;
 pub mod routes;
-pub mod secrets;
-pub mod sessions;
 pub mod state;
-pub mod stripe;
-pub mod telemetry;
-
-pub use app::{Application, Roles};
-pub use config::Settings;

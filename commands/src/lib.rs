@@ -22,9 +22,11 @@
 //!   credits the redeemer.
 //! - [`sweeper`]: the process manager that expires reservations nobody settled.
 //! - [`db`]: connection pools and migrations.
+//! - [`clock`]: [`Clock`], the time every time-based decision reads, so tests can move it.
 
 pub mod append;
 pub mod bus;
+pub mod clock;
 pub mod credit;
 pub mod db;
 pub mod error;
@@ -35,6 +37,7 @@ pub mod sweeper;
 pub mod user;
 
 pub use bus::{CommandBus, Committed, RetryPolicy};
+pub use clock::{Clock, SharedClock, ShiftedClock, SystemClock};
 pub use credit::CreditAccounts;
 pub use error::{CommandError, StoreError};
 pub use payment::{Handled, PaymentFlowError, Payments, RefKind};

@@ -1,11 +1,11 @@
 //! Expires reservations that were never settled (a worker died, a client vanished).
 
-use chrono::Utc;
 use hub_domain::{AccountId, CreditCommand};
 use sqlx::{PgPool, Row};
 use std::future::Future;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::credit::CreditAccounts;
 
 /// Accounts handled per sweep; the next sweep takes the rest.
@@ -13,8 +13,12 @@ const ACCOUNTS_PER_SWEEP_MAX: i64 = 500;
 
 /// Expire every reservation past its time, reading due ones from the `active_reservations`
 /// read model. Returns how many accounts were swept.
-pub async fn sweep_once(pool: &PgPool, accounts: &CreditAccounts) -> anyhow::Result<usize> {
-    let now = Utc::now();
+pub async fn sweep_once(
+    pool: &PgPool,
+    accounts: &CreditAccounts,
+    clock: &dyn Clock,
+) -> anyhow::Result<usize> {
+    let now = clock.now();
     let rows = sqlx::query(
         "SELECT DISTINCT account_id FROM active_reservations WHERE expires_at <= $1 LIMIT $2",
     )
@@ -44,6 +48,7 @@ pub async fn sweep_once(pool: &PgPool, accounts: &CreditAccounts) -> anyhow::Res
 pub async fn run(
     pool: PgPool,
     accounts: std::sync::Arc<CreditAccounts>,
+    clock: crate::clock::SharedClock,
     interval: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -54,7 +59,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => return,
             _ = ticker.tick() => {
-                if let Err(err) = sweep_once(&pool, &accounts).await {
+                if let Err(err) = sweep_once(&pool, &accounts, clock.as_ref()).await {
                     tracing::warn!(error = %err, "expiry sweep failed");
                 }
             }

@@ -6,9 +6,10 @@ pub mod fake_openai;
 pub mod fake_stripe;
 pub mod oidc_provider;
 pub mod smtp;
-use hub_api::auth::Role;
-use hub_api::state::AppState;
-use hub_api::{Application, Roles, Settings};
+use hub_app::Hub;
+use hub_commands::ShiftedClock;
+use hub_domain::Role;
+use hub_server::{Application, Roles, Settings};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::future::Future;
 use std::sync::Arc;
@@ -42,8 +43,11 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
-    pub state: Arc<AppState>,
+    pub state: Arc<Hub>,
     pub settings: Settings,
+    /// The app's clock: the system's, moved ahead by [`ShiftedClock::advance`] when a test
+    /// needs a lifetime to pass.
+    pub clock: Arc<ShiftedClock>,
     database: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -83,7 +87,8 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
     hub_commands::db::migrate(&pool)
         .await
         .expect("migrations apply");
-    let app = Application::build(settings.clone(), roles)
+    let clock = ShiftedClock::new();
+    let app = Application::build_with_clock(settings.clone(), roles, clock.clone())
         .await
         .expect("the app builds (is NATS up? AIHUB_TEST_NATS_URL)");
     let port = app.port().unwrap_or(0);
@@ -102,6 +107,7 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
         pool,
         state,
         settings,
+        clock,
         database,
         stop: Some(stop),
         task: Some(task),

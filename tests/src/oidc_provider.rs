@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hub_api::oidc::GoogleSettings;
+use hub_adapters::oidc::GoogleSettings;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
 use rsa::pkcs1::EncodeRsaPrivateKey;

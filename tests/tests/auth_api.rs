@@ -1,6 +1,6 @@
 //! Identity over the real app: registration, login, sessions, roles and API keys.
 
-use hub_api::auth::Role;
+use hub_domain::Role;
 use hub_tests::{eventually, spawn_app, spawn_app_with, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -360,7 +360,7 @@ async fn every_admin_route_refuses_other_roles_and_anonymous_callers() {
 #[tokio::test]
 async fn the_bootstrapped_admin_lists_users_and_grants_and_revokes_roles() {
     let app = spawn_app().await;
-    let done = hub_api::bootstrap::create_user(
+    let done = hub_app::bootstrap::create_user(
         &app.state,
         "root@example.com",
         &[Role::Admin],
@@ -371,7 +371,7 @@ async fn the_bootstrapped_admin_lists_users_and_grants_and_revokes_roles() {
     assert!(done.created);
     // Idempotent: the second run only confirms the roles.
     let again =
-        hub_api::bootstrap::create_user(&app.state, "root@example.com", &[Role::Admin], None)
+        hub_app::bootstrap::create_user(&app.state, "root@example.com", &[Role::Admin], None)
             .await
             .expect("again");
     assert!(!again.created);
@@ -530,7 +530,7 @@ async fn an_api_key_acts_as_its_owner_until_revoked_or_expired() {
 
 #[tokio::test]
 async fn registering_opens_the_credit_account_with_the_configured_grant_in_the_ledger() {
-    let app = spawn_app_with(hub_api::Roles::ALL, |s| {
+    let app = spawn_app_with(hub_server::Roles::ALL, |s| {
         s.auth.signup_grant_micros = 5_000_000
     })
     .await;

@@ -1,9 +1,9 @@
 //! Email verification and password reset over the real app, reading every code and link
 //! from a real message received by the test SMTP server.
 
-use hub_api::mail::{MailTransport, SmtpTls};
-use hub_api::Settings;
+use hub_adapters::mail::{MailTransport, SmtpTls};
 use hub_domain::{UserCommand, UserId};
+use hub_server::Settings;
 use hub_tests::smtp::{ReceivedMail, SmtpServer};
 use hub_tests::{spawn_app_with, TestApp};
 use reqwest::StatusCode;
@@ -18,7 +18,7 @@ const NEW_PASSWORD: &str = "new-password-42";
 /// The app, mailing through `smtp`, with more settings from `tweak`.
 async fn app_mailing_to(smtp: &SmtpServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let (host, port) = (smtp.host(), smtp.port());
-    spawn_app_with(hub_api::Roles::ALL, move |s| {
+    spawn_app_with(hub_server::Roles::ALL, move |s| {
         s.mail.transport = MailTransport::Smtp;
         s.mail.smtp_host = host;
         s.mail.smtp_port = port;
@@ -325,7 +325,7 @@ async fn a_resent_code_replaces_the_old_one_once_a_minute_has_passed() {
         .execute(
             user,
             UserCommand::IssueVerificationCode {
-                code_hash: hub_api::secrets::code_hash(
+                code_hash: hub_adapters::secrets::code_hash(
                     &app.settings.auth.jwt_secret,
                     user.0,
                     "000000",

@@ -1,6 +1,6 @@
 //! Google sign-in through the hub's routes, against a local OpenID provider.
 
-use hub_api::auth::Role;
+use hub_domain::Role;
 use hub_tests::oidc_provider::{IdTokenClaims, OidcProvider, Signing};
 use hub_tests::{spawn_app, spawn_app_with, TestApp};
 use reqwest::StatusCode;
@@ -13,7 +13,7 @@ const REDIRECT: &str = "http://127.0.0.1:8080/api/auth/google/callback";
 
 async fn app_with_google(provider: &OidcProvider) -> TestApp {
     let settings = provider.google_settings(REDIRECT);
-    spawn_app_with(hub_api::Roles::ALL, move |s| s.google = settings).await
+    spawn_app_with(hub_server::Roles::ALL, move |s| s.google = settings).await
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -194,7 +194,7 @@ async fn google_links_to_a_verified_user_with_its_email_but_never_to_an_unverifi
     let app = app_with_google(&provider).await;
 
     // Verified (an operator vouched for it): linked, same user.
-    let verified = hub_api::bootstrap::create_user(
+    let verified = hub_app::bootstrap::create_user(
         &app.state,
         "carol@example.com",
         &[Role::Analyst],

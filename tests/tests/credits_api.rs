@@ -1,6 +1,6 @@
 //! The credit API end to end: grant → balance → ledger, over real Postgres and NATS.
 
-use hub_api::auth::Role;
+use hub_domain::Role;
 use hub_tests::spawn_app;
 use serde_json::Value;
 use uuid::Uuid;
@@ -102,7 +102,7 @@ async fn requests_without_a_valid_token_are_refused_with_401() {
     assert_eq!(garbage.status(), 401);
 
     // Signed with another secret.
-    let forged = hub_api::auth::Jwt::new("another-secret-that-is-long-enough-0123456789")
+    let forged = hub_adapters::jwt::Jwt::new("another-secret-that-is-long-enough-0123456789")
         .mint(Uuid::new_v4(), &[Role::Admin], 600)
         .expect("mint");
     assert_eq!(
@@ -307,9 +307,9 @@ async fn health_and_readiness_report_dependencies_and_lag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_503_when_postgres_is_unreachable() {
     let app = hub_tests::spawn_app_with(
-        hub_api::Roles {
+        hub_server::Roles {
             http: true,
-            ..hub_api::Roles::NONE
+            ..hub_server::Roles::NONE
         },
         |s| {
             s.database.acquire_timeout_ms = 500;
@@ -322,11 +322,11 @@ async fn readiness_is_503_when_postgres_is_unreachable() {
         settings.database.url = "postgres://postgres@127.0.0.1:1/none".into();
         settings.database.acquire_timeout_ms = 300;
         settings.server.port = 0;
-        hub_api::Application::build(
+        hub_server::Application::build(
             settings,
-            hub_api::Roles {
+            hub_server::Roles {
                 http: true,
-                ..hub_api::Roles::NONE
+                ..hub_server::Roles::NONE
             },
         )
         .await

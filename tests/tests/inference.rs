@@ -3,8 +3,8 @@
 //! the WebSocket chat.
 
 use futures::{SinkExt, StreamExt};
-use hub_api::auth::Role;
-use hub_api::Roles;
+use hub_domain::Role;
+use hub_server::Roles;
 use hub_tests::fake_openai::{Behavior, FakeOpenAi, Reply};
 use hub_tests::{eventually, spawn_app_with, TestApp};
 use hub_workers::config::{ModelSettings, PriceSettings};

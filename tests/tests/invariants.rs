@@ -2,13 +2,13 @@
 
 use chrono::{Duration as Span, Utc};
 use futures::StreamExt;
-use hub_api::Roles;
 use hub_commands::{CommandBus, CommandError, CreditAccounts, HubEventStore, RetryPolicy};
 use hub_domain::{
     AccountId, CreditAccount, CreditCommand, CreditError, Credits, IdempotencyKey, RequestId,
 };
 use hub_nats::{EventEnvelope, Relay, RelayConfig};
 use hub_projections::{ProjectionKind, Projector, ProjectorConfig};
+use hub_server::Roles;
 use hub_tests::{eventually, spawn_app_with, TestApp};
 use rand::Rng;
 use sqlx::Row;
@@ -661,7 +661,7 @@ async fn api_reads_after_postgres_drops_every_connection_fail_at_most_once() {
     })
     .await;
     let user = Uuid::new_v4();
-    let token = app.token(user, hub_api::auth::Role::User);
+    let token = app.token(user, hub_domain::Role::User);
     let read = || app.get("/api/credits/balance", Some(&token));
     // Fill the pool: eight reads at once take eight connections, all idle afterwards.
     let warm = futures::future::join_all((0..8).map(|_| read())).await;

@@ -1,7 +1,7 @@
 //! The mailer against a real SMTP server on a free port, an SMTP port nobody listens on, a
 //! server that never answers, and the folder transport.
 
-use hub_api::mail::{MailError, MailSettings, MailTransport, Mailer, OutgoingMail, SmtpTls};
+use hub_adapters::mail::{MailError, MailSettings, MailTransport, Mailer, OutgoingMail, SmtpTls};
 use hub_tests::smtp::{ReceivedMail, SmtpServer};
 use std::error::Error as _;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Google sign-in over the real `GoogleOidc` client against a local OpenID provider: the good
 //! flow, and each way an ID token or a code exchange must be refused.
 
-use hub_api::oidc::{AuthorizationRequest, GoogleIdentity, GoogleOidc, OidcError};
+use hub_adapters::oidc::{AuthorizationRequest, GoogleIdentity, GoogleOidc, OidcError};
 use hub_tests::oidc_provider::{IdTokenClaims, OidcProvider, Signing};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -3,9 +3,9 @@
 //! deliveries, and the ledger entry of every credit movement.
 
 use chrono::{Duration as ChronoDuration, Utc};
-use hub_api::auth::Role;
-use hub_api::Roles;
+use hub_domain::Role;
 use hub_domain::{AccountId, CreditCommand, Credits, RequestId};
+use hub_server::Roles;
 use hub_tests::fake_stripe::{
     completed_session, expired_session, failed_intent, foreign_session, hub_metadata,
     refunded_charge, stripe_signature, FakeStripe, WEBHOOK_SECRET,

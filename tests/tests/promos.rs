@@ -3,7 +3,7 @@
 //! redemptions left; and every redemption is a ledger entry whose cause is the code.
 
 use chrono::{Duration as ChronoDuration, Utc};
-use hub_api::auth::Role;
+use hub_domain::Role;
 use hub_domain::{PromoCodeValue, PromoCommand, UserId};
 use hub_tests::{eventually, spawn_app, TestApp};
 use reqwest::StatusCode;

@@ -96,12 +96,12 @@ pub async fn grant(
         ..
     }) = committed.decisive
     else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
+        return Err(ApiError::internal(anyhow::anyhow!(
             "a grant produced no CreditsGranted event"
         )));
     };
     let wait = Duration::from_millis(state.settings.credits.read_your_writes_wait_ms);
-    let version = i64::try_from(committed.version).map_err(|e| ApiError::Internal(e.into()))?;
+    let version = i64::try_from(committed.version).map_err(|e| ApiError::internal(e))?;
     let visible = wait_for_version(&state.pool, request.user_id, version, wait).await?;
     let balance = read_balance(&state.pool, request.user_id).await?;
     let status = if committed.replayed {

@@ -139,7 +139,7 @@ fn parse_role(raw: &str) -> Result<Role, ApiError> {
 fn parse_user(raw: &str) -> Result<UserId, ApiError> {
     Uuid::parse_str(raw)
         .map(UserId)
-        .map_err(|_| ApiError::NotFound("no user with this id".into()))
+        .map_err(|_| ApiError::not_found("no user with this id"))
 }
 
 /// `POST /api/admin/users/{id}/roles` `{role}` — admin. Granting a held role changes nothing.
@@ -189,7 +189,7 @@ async fn change_role(
     {
         Ok(_) => {}
         Err(CommandError::Rejected(UserError::NotRegistered)) => {
-            return Err(ApiError::NotFound("no user with this id".into()))
+            return Err(ApiError::not_found("no user with this id"))
         }
         Err(err) => return Err(err.into()),
     }

@@ -25,9 +25,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::credits::{read_balance, Balance};
-use crate::secrets;
-use crate::sessions::{self, Refreshed, ThrottlePolicy, ThrottleScope};
 use crate::state::AppState;
+use hub_adapters::secrets;
+use hub_app::sessions::{self, Refreshed, ThrottlePolicy, ThrottleScope};
 
 /// The refresh-token cookie.
 pub const REFRESH_COOKIE: &str = "aihub_refresh";
@@ -152,7 +152,7 @@ pub(crate) async fn sign_in(
     let token = state
         .jwt
         .mint(id.0, &roles, auth.access_token_ttl_s)
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::internal(e))?;
     let refresh = sessions::start(&state.pool, id.0, ttl(auth.refresh_token_ttl_s)).await?;
     let browser = is_browser(headers);
     let body = SignedIn {
@@ -238,7 +238,7 @@ pub async fn register(
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     let password_hash = secrets::hash_password(password)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::internal(e))?;
     let registration = Registration {
         command: UserCommand::RegisterUser {
             email,
@@ -274,7 +274,7 @@ pub struct LoginBody {
     pub password: Option<String>,
 }
 
-const BAD_CREDENTIALS: ApiError = ApiError::Unauthorized("invalid email or password");
+const BAD_CREDENTIALS: ApiError = ApiError::unauthorized("invalid email or password");
 
 /// `POST /api/auth/login` — anyone. Wrong password and unknown user answer alike.
 pub async fn login(
@@ -303,10 +303,10 @@ pub async fn login(
     }
     for (scope, key, _) in &keys {
         if let Some(wait) = sessions::locked_for(&state.pool, *scope, key).await? {
-            return Err(ApiError::TooManyRequests {
-                message: "too many failed sign-ins; try again later",
-                retry_after: wait,
-            });
+            return Err(ApiError::too_many_requests(
+                "too many failed sign-ins; try again later",
+                wait,
+            ));
         }
     }
     let found = match Email::parse(&raw_email) {
@@ -345,7 +345,7 @@ pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Js
     let id = UserId(caller.user);
     let user = state.users.load(id).await?;
     if !user.is_registered() {
-        return Err(ApiError::NotFound("no user with this id".into()));
+        return Err(ApiError::not_found("no user with this id"));
     }
     Ok(Json(Me {
         user: UserView::of(id, &user),
@@ -390,13 +390,13 @@ pub async fn refresh(
 ) -> Result<Response, ApiError> {
     let body = optional_json::<RefreshBody>(&body)?;
     let presented = presented_refresh(&headers, body.as_ref())
-        .ok_or(ApiError::Unauthorized("missing refresh token"))?;
+        .ok_or(ApiError::unauthorized("missing refresh token"))?;
     let auth = &state.settings.auth;
     let (user_id, next) =
         match sessions::rotate(&state.pool, &presented, ttl(auth.refresh_token_ttl_s)).await? {
             Refreshed::Rotated { user, token } => (UserId(user), token),
             Refreshed::Reused => {
-                let mut response = ApiError::Unauthorized(
+                let mut response = ApiError::unauthorized(
                     "this refresh token was already used; every session it started is signed out",
                 )
                 .into_response();
@@ -405,7 +405,7 @@ pub async fn refresh(
             }
             Refreshed::Invalid => {
                 let mut response =
-                    ApiError::Unauthorized("invalid or expired refresh token").into_response();
+                    ApiError::unauthorized("invalid or expired refresh token").into_response();
                 clear_cookie(&state, &mut response);
                 return Ok(response);
             }
@@ -415,7 +415,7 @@ pub async fn refresh(
     let token = state
         .jwt
         .mint(user_id.0, &roles, auth.access_token_ttl_s)
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::internal(e))?;
     let browser = is_browser(&headers);
     let mut response = Json(SignedIn {
         user: UserView::of(user_id, &user),

@@ -2,7 +2,7 @@
 //!
 //! The first redirects to Google with PKCE, state and nonce, kept server-side in
 //! `oidc_logins` for ten minutes and usable once. The callback checks the state, exchanges
-//! the code and verifies the ID token ([`crate::oidc`]), then:
+//! the code and verifies the ID token ([`hub_adapters::oidc`]), then:
 //! - a Google account seen before signs its user in;
 //! - otherwise a verified Google email that matches a user whose own email is verified
 //!   links the Google account to that user (an unverified match is refused: whoever
@@ -23,15 +23,15 @@ use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::oidc::{GoogleOidc, OidcError};
 use crate::routes::auth::sign_in;
 use crate::state::AppState;
+use hub_adapters::oidc::{GoogleOidc, OidcError};
 
 /// How long a sign-in may take between the redirect and the callback.
 const LOGIN_TTL_S: i64 = 600;
 
 fn google(state: &AppState) -> Result<&GoogleOidc, ApiError> {
-    state.google.as_ref().ok_or(ApiError::Unavailable(
+    state.google.as_ref().ok_or(ApiError::unavailable(
         "Google sign-in is not configured on this hub",
     ))
 }
@@ -39,16 +39,13 @@ fn google(state: &AppState) -> Result<&GoogleOidc, ApiError> {
 fn oidc_error(err: OidcError) -> ApiError {
     if err.is_provider_failure() {
         tracing::warn!(error = %err, "Google sign-in failed at the provider");
-        return ApiError::BadGateway {
-            code: err.code(),
-            message: "Google could not be reached or answered badly; try again".into(),
-        };
+        return ApiError::bad_gateway(
+            err.code(),
+            "Google could not be reached or answered badly; try again",
+        );
     }
     tracing::info!(error = %err, "Google sign-in refused");
-    ApiError::UnauthorizedCode {
-        code: err.code(),
-        message: "the Google sign-in could not be verified".into(),
-    }
+    ApiError::unauthorized_code(err.code(), "the Google sign-in could not be verified")
 }
 
 /// `GET /api/auth/google` — anyone. Redirects (302) to Google.
@@ -70,8 +67,8 @@ pub async fn start(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
     .execute(&state.pool)
     .await?;
     let mut response = StatusCode::FOUND.into_response();
-    let location = axum::http::HeaderValue::from_str(&request.url)
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let location =
+        axum::http::HeaderValue::from_str(&request.url).map_err(|e| ApiError::internal(e))?;
     response.headers_mut().insert(LOCATION, location);
     Ok(response)
 }
@@ -97,10 +94,10 @@ pub async fn callback(
             .filter(char::is_ascii_alphanumeric)
             .take(64)
             .collect();
-        return Err(ApiError::UnauthorizedCode {
-            code: "google_sign_in_declined",
-            message: format!("Google did not sign the user in ({error})"),
-        });
+        return Err(ApiError::unauthorized_code(
+            "google_sign_in_declined",
+            format!("Google did not sign the user in ({error})"),
+        ));
     }
     let (Some(code), Some(login_state)) = (&query.code, &query.state) else {
         return Err(ApiError::bad_request(
@@ -145,23 +142,22 @@ pub async fn callback(
             ApiError::bad_request("google_email_missing", "Google gave no email address")
         })?;
     if !identity.email_verified {
-        return Err(ApiError::Forbidden(
-            "a Google account whose email Google has verified".into(),
+        return Err(ApiError::forbidden(
+            "a Google account whose email Google has verified",
         ));
     }
 
     // 2. An existing user with this address.
     if let Some((id, user)) = state.users.find_by_email(&email).await? {
         if !user.email_verified() {
-            return Err(ApiError::Conflict(
+            return Err(ApiError::conflict(
                 "a user with this email exists but has not verified it; sign in with the \
-                 password and verify the email first, then use Google"
-                    .into(),
+                 password and verify the email first, then use Google",
             ));
         }
         if state.users.claim_google(&subject, id).await? != Some(id) {
-            return Err(ApiError::Conflict(
-                "this user already has a different Google account".into(),
+            return Err(ApiError::conflict(
+                "this user already has a different Google account",
             ));
         }
         let link = UserCommand::LinkGoogleAccount { subject };
@@ -193,8 +189,8 @@ pub async fn callback(
             tracing::info!(user = %id, "user registered with Google");
             sign_in(&state, &headers, id, &user, StatusCode::CREATED).await
         }
-        Err(RegisterError::Taken) => Err(ApiError::Conflict(
-            "this email address or Google account was just registered; sign in again".into(),
+        Err(RegisterError::Taken) => Err(ApiError::conflict(
+            "this email address or Google account was just registered; sign in again",
         )),
         Err(RegisterError::Command(err)) => Err(err.into()),
         Err(RegisterError::Credits(err)) => Err(err.into()),

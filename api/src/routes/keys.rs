@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::secrets;
 use crate::state::AppState;
+use hub_adapters::secrets;
 
 #[derive(Debug, Serialize)]
 pub struct KeyView {
@@ -66,8 +66,8 @@ pub struct CreateKeyBody {
 /// Keys may manage keys only when a person signed in: a leaked key must not mint more.
 fn person(caller: &Caller) -> Result<UserId, ApiError> {
     if caller.api_key.is_some() {
-        return Err(ApiError::Forbidden(
-            "a signed-in user (API keys cannot manage keys)".into(),
+        return Err(ApiError::forbidden(
+            "a signed-in user (API keys cannot manage keys)",
         ));
     }
     Ok(UserId(caller.user))
@@ -84,7 +84,7 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     let spending_limit = body.spending_limit_micros.map(Credits::from_micros);
     if !state.users.load(owner).await?.is_registered() {
-        return Err(ApiError::NotFound("no user with this id".into()));
+        return Err(ApiError::not_found("no user with this id"));
     }
     let key_id = ApiKeyId(Uuid::new_v4());
     // A prefix is 59 random bits; a collision is retried with a fresh key.
@@ -105,7 +105,7 @@ pub async fn create(
     };
     let command = UserCommand::CreateApiKey {
         key_id,
-        prefix: ApiKeyPrefix::parse(prefix).map_err(|e| ApiError::Internal(e.into()))?,
+        prefix: ApiKeyPrefix::parse(prefix).map_err(|e| ApiError::internal(e))?,
         key_hash: secrets::sha256_hash(&key),
         name,
         spending_limit,
@@ -120,7 +120,7 @@ pub async fn create(
     let view = user
         .api_key(key_id)
         .map(KeyView::of)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the new key is missing")))?;
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the new key is missing")))?;
     tracing::info!(user = %owner, key = %key_id, "API key created");
     Ok((StatusCode::CREATED, Json(CreatedKey { key, view })).into_response())
 }
@@ -145,7 +145,7 @@ pub async fn revoke(
     let owner = person(&caller)?;
     let key_id = Uuid::parse_str(&id)
         .map(ApiKeyId)
-        .map_err(|_| ApiError::NotFound("no API key with this id".into()))?;
+        .map_err(|_| ApiError::not_found("no API key with this id"))?;
     let command = UserCommand::RevokeApiKey {
         key_id,
         now: Utc::now(),

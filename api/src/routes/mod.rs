@@ -97,5 +97,5 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
+    ApiError::not_found("no such route")
 }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gateway::{self, ChatParams, GatewayError, Submission};
 use crate::state::AppState;
+use hub_app::inference::{self, ChatParams, GatewayError, Submission};
 
 /// An error in OpenAI's shape.
 pub struct OpenAiError {
@@ -190,7 +190,7 @@ pub async fn chat_completions(
         },
         whole: !request.stream,
     };
-    let mut submission = gateway::submit(&state, &caller, params).await?;
+    let mut submission = inference::submit(&state, &caller.payer(), params).await?;
     if !request.stream {
         return complete(submission).await;
     }

@@ -19,16 +19,16 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use crate::stripe::{self, metadata, CheckoutRequest, StripeCallError};
+use hub_adapters::stripe::{self, metadata, CheckoutRequest, StripeCallError};
 
 const PAGE_DEFAULT: i64 = 20;
 const PAGE_MAX: i64 = 100;
 
 fn not_configured(what: &str) -> ApiError {
-    ApiError::UnavailableCode {
-        code: "payments_not_configured",
-        message: format!("payments are not configured on this hub ({what} is not set)"),
-    }
+    ApiError::unavailable_code(
+        "payments_not_configured",
+        format!("payments are not configured on this hub ({what} is not set)"),
+    )
 }
 
 // ---- packages ---------------------------------------------------------------------------
@@ -138,10 +138,10 @@ pub async fn checkout(
     };
     let user = state.users.load(UserId(caller.user)).await?;
     if state.settings.auth.require_verified_email && !user.email_verified() {
-        return Err(ApiError::Unprocessable {
-            code: "email_not_verified",
-            message: "verify your email address before buying credits".into(),
-        });
+        return Err(ApiError::unprocessable(
+            "email_not_verified",
+            "verify your email address before buying credits",
+        ));
     }
     let session = client
         .create_session(&CheckoutRequest {
@@ -155,19 +155,21 @@ pub async fn checkout(
         .map_err(|err| {
             tracing::warn!(error = ?err, package = %package.id, "Stripe checkout failed");
             match err {
-                StripeCallError::Refused { code, .. } => ApiError::BadGateway {
-                    code: "stripe_refused",
-                    message: format!("the payment provider refused the checkout ({code})"),
-                },
-                StripeCallError::Unavailable(_) => ApiError::BadGateway {
-                    code: "stripe_unavailable",
-                    message: "the payment provider could not be reached; try again".into(),
-                },
+                StripeCallError::Refused { code, .. } => ApiError::bad_gateway(
+                    "stripe_refused",
+                    format!("the payment provider refused the checkout ({code})"),
+                ),
+                StripeCallError::Unavailable(_) => ApiError::bad_gateway(
+                    "stripe_unavailable",
+                    "the payment provider could not be reached; try again",
+                ),
             }
         })?;
-    let session_id = StripeId::parse(session.id.clone()).map_err(|e| ApiError::BadGateway {
-        code: "stripe_bad_response",
-        message: format!("the payment provider answered an invalid session id: {e}"),
+    let session_id = StripeId::parse(session.id.clone()).map_err(|e| {
+        ApiError::bad_gateway(
+            "stripe_bad_response",
+            format!("the payment provider answered an invalid session id: {e}"),
+        )
     })?;
     let credits = Credits::from_credits(package.credits);
     state
@@ -312,9 +314,11 @@ fn terms(meta: Option<&HashMap<String, String>>) -> Result<Option<Terms>, ApiErr
     let Some(user) = meta.get(metadata::USER_ID) else {
         return Ok(None);
     };
-    let bad = |what: &str| ApiError::Unprocessable {
-        code: "invalid_metadata",
-        message: format!("the session's metadata has an invalid {what}"),
+    let bad = |what: &str| {
+        ApiError::unprocessable(
+            "invalid_metadata",
+            format!("the session's metadata has an invalid {what}"),
+        )
     };
     let user = user.parse::<UserId>().map_err(|_| bad("user id"))?;
     let package_id = meta
@@ -490,8 +494,8 @@ async fn on_charge_refunded(
         // Money moved back, so it is not dropped: the refund may have overtaken the
         // `checkout.session.completed` that maps its payment intent. Stripe retries.
         tracing::warn!(event = %event.id, charge = %charge.id, "a refund of no known payment (yet)");
-        return Err(ApiError::Conflict(
-            "no payment is known for this charge yet; deliver it again later".into(),
+        return Err(ApiError::conflict(
+            "no payment is known for this charge yet; deliver it again later",
         ));
     };
     state

@@ -23,10 +23,8 @@ const PAGE_MAX: i64 = 200;
 
 /// A string that names no code is answered as an unknown code.
 fn parse_code(raw: &str) -> Result<PromoCodeValue, ApiError> {
-    PromoCodeValue::parse(raw).map_err(|_| ApiError::NotFoundCode {
-        code: "promo_code_unknown",
-        message: "unknown promo code".into(),
-    })
+    PromoCodeValue::parse(raw)
+        .map_err(|_| ApiError::not_found_code("promo_code_unknown", "unknown promo code"))
 }
 
 /// A promo code as its aggregate has it now.
@@ -98,7 +96,7 @@ async fn changed(
     version: usize,
 ) -> Result<PromoChanged, ApiError> {
     let promo = state.promos.load(code).await?;
-    let version = i64::try_from(version).map_err(|e| ApiError::Internal(e.into()))?;
+    let version = i64::try_from(version).map_err(|e| ApiError::internal(e))?;
     let wait = Duration::from_millis(state.settings.credits.read_your_writes_wait_ms);
     let visible = wait_for_promo(&state.pool, code, version, wait).await?;
     Ok(PromoChanged {
@@ -336,8 +334,7 @@ pub async fn redeem(
         .redeem(&state.credits, &code, UserId(caller.user), Utc::now())
         .await?;
     let wait = Duration::from_millis(state.settings.credits.read_your_writes_wait_ms);
-    let version =
-        i64::try_from(redemption.account_version).map_err(|e| ApiError::Internal(e.into()))?;
+    let version = i64::try_from(redemption.account_version).map_err(|e| ApiError::internal(e))?;
     let visible = wait_for_version(&state.pool, caller.user, version, wait).await?;
     let balance = read_balance(&state.pool, caller.user).await?;
     Ok(Json(Redeemed {

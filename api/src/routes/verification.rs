@@ -1,6 +1,6 @@
 //! Email verification and password reset, under `/api/auth`.
 //!
-//! - A verification code is six digits, stored as an HMAC (see [`crate::secrets`]), expiring
+//! - A verification code is six digits, stored as an HMAC (see [`hub_adapters::secrets`]), expiring
 //!   after `auth.verification_code_ttl_s` and allowing `auth.verification_attempts` wrong
 //!   guesses; a new code replaces the old one.
 //! - A reset link carries `<user id>.<256-bit token>`; the token is stored as SHA-256, used
@@ -22,11 +22,11 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::mail::OutgoingMail;
 use crate::routes::auth::UserView;
-use crate::secrets;
-use crate::sessions;
 use crate::state::AppState;
+use hub_adapters::mail::OutgoingMail;
+use hub_adapters::secrets;
+use hub_app::sessions;
 
 /// A new code is not sent more often than this.
 const RESEND_MIN_INTERVAL: Duration = Duration::seconds(60);
@@ -69,7 +69,7 @@ async fn try_send_code(state: &AppState, id: UserId, user: &User) -> Result<(), 
             ),
         })
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::internal(e))?;
     Ok(())
 }
 
@@ -131,7 +131,7 @@ pub async fn resend_verification(
     let id = UserId(caller.user);
     let user = state.users.load(id).await?;
     if !user.is_registered() {
-        return Err(ApiError::NotFound("no user with this id".into()));
+        return Err(ApiError::not_found("no user with this id"));
     }
     if user.email_verified() {
         return Err(ApiError::from(CommandError::Rejected(
@@ -142,10 +142,10 @@ pub async fn resend_verification(
         let next = pending.issued_at() + RESEND_MIN_INTERVAL;
         let now = Utc::now();
         if next > now {
-            return Err(ApiError::TooManyRequests {
-                message: "a code was sent less than a minute ago",
-                retry_after: (next - now).to_std().unwrap_or_default(),
-            });
+            return Err(ApiError::too_many_requests(
+                "a code was sent less than a minute ago",
+                (next - now).to_std().unwrap_or_default(),
+            ));
         }
     }
     try_send_code(&state, id, &user).await?;
@@ -223,7 +223,7 @@ async fn send_reset_link(state: &AppState, email: &Email) -> Result<(), ApiError
             ),
         })
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::internal(e))?;
     Ok(())
 }
 
@@ -264,7 +264,7 @@ pub async fn reset_password(
         .map_err(|e| ApiError::bad_request("weak_password", e.to_string()))?;
     let password_hash = secrets::hash_password(password)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::internal(e))?;
     let command = UserCommand::ResetPassword {
         token_hash: secrets::sha256_hash(secret),
         password_hash,

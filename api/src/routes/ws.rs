@@ -35,8 +35,8 @@ use tokio::sync::mpsc;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gateway::{self, ChatParams};
 use crate::state::AppState;
+use hub_app::inference::{self, ChatParams};
 
 /// How often an idle connection hears from the hub.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -61,7 +61,7 @@ pub async fn connect(
         Some(token) => {
             let mut parts = parts.0;
             let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ApiError::Unauthorized("invalid token"))?;
+                .map_err(|_| ApiError::unauthorized("invalid token"))?;
             parts
                 .headers
                 .insert(axum::http::header::AUTHORIZATION, value);
@@ -244,7 +244,7 @@ async fn chat(
     params: ChatParams,
     out: mpsc::Sender<Value>,
 ) {
-    let mut submission = match gateway::submit(&state, &caller, params).await {
+    let mut submission = match inference::submit(&state, &caller.payer(), params).await {
         Ok(submission) => submission,
         Err(err) => {
             let (status, code) = err.status_and_code();

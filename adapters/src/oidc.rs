@@ -378,6 +378,17 @@ impl fmt::Debug for GoogleOidc {
 }
 
 impl GoogleOidc {
+    /// A client for `settings`, with an HTTP client of its own that follows no redirects
+    /// (the token request carries the client secret) and gives up after
+    /// `settings.http_timeout_ms`.
+    pub fn from_settings(settings: GoogleSettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(settings.http_timeout_ms))
+            .build()?;
+        Ok(Self::new(settings, http))
+    }
+
     /// A client over `http` (whose redirect and proxy policy it keeps); each request to the
     /// provider also gets `settings.http_timeout_ms`. Settings are expected to be validated.
     /// Best given a client built with `redirect::Policy::none()`: the token request carries

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use hub_commands::CommandError;
-use hub_domain::{AccountId, CreditCommand, CreditError, Credits, RequestId, UserId};
+use hub_domain::{AccountId, ApiKeyId, CreditCommand, CreditError, Credits, RequestId, UserId};
 use hub_workers::providers::ChatMessage;
 use hub_workers::wire::{InferenceCommand, WireChunk};
 use std::collections::HashMap;
@@ -26,8 +26,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::state::AppState;
+use crate::hub::Hub;
+
+/// Who pays for a chat request: the user, through an access token or one of their API keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Payer {
+    pub user: Uuid,
+    /// The API key used, if the caller is a program (its spending limit applies).
+    pub api_key: Option<ApiKeyId>,
+}
 
 /// A chat request as clients send it, transport aside.
 #[derive(Debug, Clone)]
@@ -143,8 +150,8 @@ impl Drop for Submission {
 
 /// Estimate, reserve and publish; the answer comes from [`Submission::next`].
 pub async fn submit(
-    state: &Arc<AppState>,
-    caller: &Caller,
+    state: &Arc<Hub>,
+    caller: &Payer,
     params: ChatParams,
 ) -> Result<Submission, GatewayError> {
     // Held until the command is queued: bounds the work (and memory) of a burst.
@@ -298,7 +305,7 @@ pub async fn submit(
     })
 }
 
-async fn release(state: &AppState, account: AccountId, request_id: RequestId) {
+async fn release(state: &Hub, account: AccountId, request_id: RequestId) {
     let release = CreditCommand::ReleaseReservation { request_id };
     if let Err(err) = state.credits.execute(account, release, "gateway").await {
         tracing::warn!(error = %err, "could not release a reservation; it will expire");
@@ -307,8 +314,8 @@ async fn release(state: &AppState, account: AccountId, request_id: RequestId) {
 
 /// An API key with a spending limit may not have charged plus reserved more than it.
 async fn check_key_limit(
-    state: &AppState,
-    caller: &Caller,
+    state: &Hub,
+    caller: &Payer,
     key: hub_domain::ApiKeyId,
     max_cost: Credits,
 ) -> Result<(), GatewayError> {

@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hub_api::auth::{Jwt, Role};
-use hub_api::{app, bench, telemetry, Application, Roles, Settings};
+use hub_adapters::jwt::Jwt;
+use hub_domain::Role;
 use hub_projections::ProjectionKind;
+use hub_server::{connect, telemetry, Application, Roles, Settings};
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -36,7 +37,7 @@ enum Command {
     Migrate,
     /// Rebuild a projection from the start of the stream.
     Replay {
-        /// `balances`, `ledger` or `users`.
+        /// `balances`, `ledger`, `users`, `usage`, `payments` or `promos`.
         projection: ProjectionKind,
     },
     /// Every role in one process (migrations included): the laptop default.
@@ -56,11 +57,6 @@ enum Command {
     Admin {
         #[command(subcommand)]
         which: AdminCommand,
-    },
-    /// Load benchmarks against local Postgres and NATS.
-    Bench {
-        #[command(subcommand)]
-        which: bench::Which,
     },
 }
 
@@ -98,7 +94,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
-    if settings.auth.jwt_secret == hub_api::config::DEV_JWT_SECRET {
+    if settings.auth.jwt_secret == hub_app::config::DEV_JWT_SECRET {
         tracing::warn!(
             "auth.jwt_secret is the development secret; set AIHUB__AUTH__JWT_SECRET in production"
         );
@@ -131,7 +127,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Replay { projection } => {
-            let (pool, _nats, js) = app::connect(&settings).await?;
+            let (pool, _nats, js) = connect(&settings).await?;
             let stats = hub_projections::replay(
                 &pool,
                 &settings.database.url,
@@ -144,7 +140,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&stats)?);
             return Ok(());
         }
-        Command::Bench { which } => return bench::run(which, settings).await,
         Command::Admin {
             which:
                 AdminCommand::CreateUser {
@@ -159,7 +154,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .context("migrations failed")?;
             let app = Application::build(settings, Roles::NONE).await?;
             let done =
-                hub_api::bootstrap::create_user(&app.state(), &email, &role, password).await?;
+                hub_app::bootstrap::create_user(&app.state(), &email, &role, password).await?;
             println!("{}", serde_json::to_string_pretty(&done)?);
             return Ok(());
         }

@@ -1,4 +1,4 @@
-//! `aihub bench gateway`: the hub's added latency over calling an upstream directly, the
+//! `aihub-bench gateway`: the hub's added latency over calling an upstream directly, the
 //! highest request rate it sustains with billing on, and its memory with many open streams.
 //!
 //! The run, all on this machine:
@@ -44,8 +44,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{histogram, progress, AbortOnDrop, BenchEnv, Percentiles};
-use crate::auth::{Jwt, Role};
-use crate::Settings;
+use hub_adapters::jwt::Jwt;
+use hub_app::Settings;
+use hub_domain::Role;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
@@ -410,6 +411,19 @@ where
 // The proxies
 // ---------------------------------------------------------------------------------------
 
+/// The `aihub` program beside this one (`cargo build --release -p hub-server -p hub-bench`
+/// puts both in the same folder).
+fn hub_executable() -> anyhow::Result<std::path::PathBuf> {
+    let bench = std::env::current_exe().context("could not find the aihub-bench executable")?;
+    let hub = bench.with_file_name(format!("aihub{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        hub.is_file(),
+        "{} is missing: build it with `cargo build --release -p hub-server`",
+        hub.display()
+    );
+    Ok(hub)
+}
+
 /// The hub as a child process (`aihub all`).
 struct Hub {
     base: String,
@@ -447,7 +461,7 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
             .await
             .with_context(|| format!("could not write {}", config.display()))?;
         let log = std::fs::File::create(logs.join("hub.log"))?;
-        let exe = std::env::current_exe().context("could not find the aihub executable")?;
+        let exe = hub_executable()?;
         let settings = &env.settings;
         let mut child = Command::new(exe)
             .arg("--config")

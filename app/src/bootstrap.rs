@@ -6,7 +6,7 @@ use hub_commands::{RegisterError, Registration};
 use hub_domain::{Credits, Email, Role, UserCommand, UserId};
 use std::collections::BTreeSet;
 
-use crate::state::AppState;
+use crate::hub::Hub;
 
 /// What `create_user` did.
 #[derive(Debug, serde::Serialize)]
@@ -24,21 +24,22 @@ pub struct Bootstrapped {
 /// Register `email` with `roles` (and `user`), or give an existing user those roles.
 /// Idempotent: running it twice changes nothing the second time.
 pub async fn create_user(
-    state: &AppState,
+    state: &Hub,
     email: &str,
     roles: &[Role],
     password: Option<String>,
 ) -> anyhow::Result<Bootstrapped> {
     let email = Email::parse(email).context("invalid --email")?;
-    let generated = password.is_none().then(crate::secrets::opaque_token);
+    let generated = password.is_none().then(hub_adapters::secrets::opaque_token);
     let password = password.or_else(|| generated.clone()).unwrap_or_default();
-    crate::secrets::check_strength(&password, email.as_str()).context("invalid --password")?;
+    hub_adapters::secrets::check_strength(&password, email.as_str())
+        .context("invalid --password")?;
     let mut wanted: BTreeSet<Role> = roles.iter().copied().collect();
     wanted.insert(Role::User);
     let registration = Registration {
         command: UserCommand::RegisterUser {
             email: email.clone(),
-            password_hash: Some(crate::secrets::hash_password(password).await?),
+            password_hash: Some(hub_adapters::secrets::hash_password(password).await?),
             display_name: None,
             roles: wanted.clone(),
             google_subject: None,

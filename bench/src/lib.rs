@@ -1,6 +1,6 @@
-//! `aihub bench`: load harnesses (see docs/benchmarks.md).
+//! `aihub-bench`: load harnesses (see docs/benchmarks.md).
 //!
-//! `aihub bench ledger` starts the hub in this process with every role but HTTP (relay,
+//! `aihub-bench ledger` starts the hub in this process with every role but HTTP (relay,
 //! projectors and sweeper run as in `aihub all`) against a database and NATS streams of its
 //! own, then:
 //!
@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
-use crate::{Application, Roles, Settings};
+use hub_server::{Application, Roles, Settings};
 
 mod gateway;
 mod snapshot;
@@ -118,7 +118,7 @@ const RESERVE_MICROS_MAX: i64 = 1_000_000;
 /// Highest value the latency histograms hold, in microseconds (one minute).
 const HISTOGRAM_MAX_US: u64 = 60_000_000;
 
-const PGBENCH_SCRIPT: &str = include_str!("../../../bench/pgbench-insert.sql");
+const PGBENCH_SCRIPT: &str = include_str!("../pgbench-insert.sql");
 
 // ---------------------------------------------------------------------------------------
 // The whole run
@@ -1401,7 +1401,7 @@ impl Report {
             )
         };
         line(&mut out, String::new());
-        line(&mut out, "== aihub bench ledger ==".into());
+        line(&mut out, "== aihub-bench ledger ==".into());
         line(
             &mut out,
             format!(

@@ -1,4 +1,4 @@
-//! `aihub bench snapshot`: what loading an account with a long history costs.
+//! `aihub-bench snapshot`: what loading an account with a long history costs.
 //!
 //! In a database of its own, it writes `--events` events to one account (reserve+settle
 //! pairs after one grant, appended in chunks through the same `HubEventStore::append` the
@@ -18,7 +18,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::{histogram, micros, progress, BenchEnv, Percentiles};
-use crate::Settings;
+use hub_app::Settings;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SnapshotArgs {
@@ -232,7 +232,7 @@ fn render(r: &Report) -> String {
             p.mean, p.p50, p.p99, p.max, p.count
         )
     };
-    let mut out = String::from("\n== aihub bench snapshot ==\n");
+    let mut out = String::from("\n== aihub-bench snapshot ==\n");
     out.push_str(&format!(
         "history                {} events (built in {:.1} s), snapshot every {}, tail {} events\n",
         r.events, r.build_s, r.snapshot_every, r.tail_events

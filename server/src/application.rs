@@ -3,9 +3,6 @@
 use anyhow::Context;
 use async_nats::jetstream;
 use axum::serve::ListenerExt;
-use hub_commands::{
-    CommandBus, CreditAccounts, HubEventStore, Payments, Promos, RetryPolicy, Users,
-};
 use hub_nats::{CommitSignal, Relay, RelayConfig};
 use hub_projections::{ProjectionKind, Projector, ProjectorConfig};
 use std::future::Future;
@@ -17,9 +14,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Jwt;
-use crate::config::Settings;
-use crate::state::AppState;
+use hub_app::{Hub, Settings};
+use hub_commands::SharedClock;
 
 /// Which roles this process runs.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +47,7 @@ impl Roles {
 
 /// A built hub, ready to run.
 pub struct Application {
-    state: Arc<AppState>,
+    state: Arc<Hub>,
     roles: Roles,
     listener: Option<TcpListener>,
     commit_signal: CommitSignal,
@@ -76,59 +72,20 @@ pub async fn connect(
 }
 
 impl Application {
+    /// Build the roles from settings, on the system clock.
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, roles, hub_commands::clock::system()).await
+    }
+
+    /// Build the roles from settings, reading time from `clock` (tests pass one they can move).
+    pub async fn build_with_clock(
+        settings: Settings,
+        roles: Roles,
+        clock: SharedClock,
+    ) -> anyhow::Result<Application> {
         let (pool, nats, js) = connect(&settings).await?;
         // Writers wake the relay (here or in another process) after each commit.
         let commit_signal = CommitSignal::new();
-        let hook: hub_commands::CommitHook = {
-            let signal = commit_signal.clone();
-            Arc::new(move || signal.committed())
-        };
-        let store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-            .with_commit_hook(hook.clone());
-        let bus = CommandBus::new(
-            store,
-            RetryPolicy::default(),
-            settings.credits.cache_accounts,
-        );
-        let user_store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-            .with_commit_hook(hook.clone());
-        // Payments and promo codes: aggregates of their own, through the same store and relay.
-        let payments = Payments::new(CommandBus::new(
-            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-                .with_commit_hook(hook.clone()),
-            RetryPolicy::default(),
-            settings.credits.cache_accounts,
-        ));
-        let promos = Promos::new(CommandBus::new(
-            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-                .with_commit_hook(hook),
-            RetryPolicy::default(),
-            settings.credits.cache_accounts,
-        ));
-        let stripe = crate::stripe::StripeCheckout::from_settings(&settings.payments)
-            .map_err(|reason| anyhow::anyhow!("invalid payments settings: {reason}"))?;
-        let users = Users::new(CommandBus::new(
-            user_store,
-            RetryPolicy::default(),
-            settings.credits.cache_accounts,
-        ));
-        let mailer = crate::mail::Mailer::new(&settings.mail).context("invalid mail settings")?;
-        let router = Arc::new(
-            hub_workers::ProviderRouter::new(&settings.models)
-                .map_err(|reason| anyhow::anyhow!("invalid models settings: {reason}"))?,
-        );
-        let google = if settings.google.enabled {
-            // No redirects: the token request carries the client secret.
-            let http = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_millis(settings.google.http_timeout_ms))
-                .build()
-                .context("could not build the HTTP client for Google sign-in")?;
-            Some(crate::oidc::GoogleOidc::new(settings.google.clone(), http))
-        } else {
-            None
-        };
         let listener = if roles.http {
             let address = (settings.server.host.as_str(), settings.server.port);
             Some(
@@ -139,28 +96,7 @@ impl Application {
         } else {
             None
         };
-        let replies = crate::gateway::Replies::start(&nats, &settings.topology())
-            .await
-            .context("could not subscribe to inference replies")?;
-        let admission = Arc::new(tokio::sync::Semaphore::new(settings.models.admission_limit));
-        let state = Arc::new(AppState {
-            admission,
-            replies,
-            jwt: Jwt::new(&settings.auth.jwt_secret),
-            topology: settings.topology(),
-            settings,
-            pool,
-            nats,
-            js,
-            credits: Arc::new(CreditAccounts::new(bus)),
-            users: Arc::new(users),
-            mailer,
-            router,
-            google,
-            payments: Arc::new(payments),
-            promos: Arc::new(promos),
-            stripe,
-        });
+        let state = Arc::new(Hub::build(settings, pool, nats, js, &commit_signal, clock).await?);
         Ok(Application {
             state,
             roles,
@@ -177,7 +113,7 @@ impl Application {
             .map(|a| a.port())
     }
 
-    pub fn state(&self) -> Arc<AppState> {
+    pub fn state(&self) -> Arc<Hub> {
         self.state.clone()
     }
 
@@ -249,12 +185,13 @@ impl Application {
             tasks.spawn(hub_commands::sweeper::run(
                 state.pool.clone(),
                 state.credits.clone(),
+                state.clock.clone(),
                 Duration::from_millis(state.settings.credits.sweep_interval_ms),
                 stopped(),
             ));
         }
         if let Some(listener) = self.listener {
-            let app = crate::routes::router(state.clone())
+            let app = hub_api::routes::router(state.clone())
                 .layer(RequestBodyLimitLayer::new(
                     state.settings.server.body_limit_bytes,
                 ))

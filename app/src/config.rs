@@ -19,12 +19,12 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub credits: CreditSettings,
     /// Outgoing email: a folder on a laptop, SMTP in production.
-    pub mail: crate::mail::MailSettings,
+    pub mail: hub_adapters::mail::MailSettings,
     /// Google sign-in (OpenID Connect); off unless `enabled`.
-    pub google: crate::oidc::GoogleSettings,
+    pub google: hub_adapters::oidc::GoogleSettings,
     /// Stripe Checkout and webhooks, and the credit packages for sale; checkout is off
     /// (503) until `stripe_secret_key` is set.
-    pub payments: crate::stripe::PaymentSettings,
+    pub payments: hub_adapters::stripe::PaymentSettings,
     /// Models, their prices and providers, timeouts and retries (the inference gateway).
     pub models: hub_workers::ModelsSettings,
 }
@@ -159,9 +159,9 @@ impl Default for Settings {
                 read_your_writes_wait_ms: 2_000,
                 sweep_interval_ms: 1_000,
             },
-            mail: crate::mail::MailSettings::default(),
-            google: crate::oidc::GoogleSettings::default(),
-            payments: crate::stripe::PaymentSettings::default(),
+            mail: hub_adapters::mail::MailSettings::default(),
+            google: hub_adapters::oidc::GoogleSettings::default(),
+            payments: hub_adapters::stripe::PaymentSettings::default(),
             models: hub_workers::ModelsSettings::default(),
         }
     }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::secrets::{opaque_token, sha256_hash};
+use hub_adapters::secrets::{opaque_token, sha256_hash};
 
 /// What presenting a refresh token did.
 #[derive(Debug)]

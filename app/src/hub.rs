@@ -1,0 +1,126 @@
+//! [`Hub`]: the services of one hub process, built once from settings.
+
+use anyhow::Context;
+use async_nats::jetstream;
+use hub_commands::{CommandBus, HubEventStore, RetryPolicy, SharedClock};
+use hub_commands::{CreditAccounts, Payments, Promos, Users};
+use hub_nats::CommitSignal;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+use crate::config::Settings;
+use hub_adapters::jwt::Jwt;
+
+/// The services of one hub process: what every handler and role reaches.
+pub struct Hub {
+    /// The time every time-based decision reads (tests move it instead of sleeping).
+    pub clock: SharedClock,
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub topology: hub_nats::Topology,
+    pub credits: Arc<CreditAccounts>,
+    pub users: Arc<Users>,
+    pub jwt: Jwt,
+    pub mailer: hub_adapters::mail::Mailer,
+    /// Models and providers (the inference gateway).
+    pub router: Arc<hub_workers::ProviderRouter>,
+    /// Inference requests between acceptance and publication (`models.admission_limit`).
+    pub admission: Arc<tokio::sync::Semaphore>,
+    /// Answers to this process's inference requests (one NATS subscription).
+    pub replies: Arc<crate::inference::Replies>,
+    /// Google sign-in, when `google.enabled`.
+    pub google: Option<hub_adapters::oidc::GoogleOidc>,
+    /// Payments, one aggregate per Stripe Checkout Session.
+    pub payments: Arc<Payments>,
+    /// Promo codes, one aggregate per code.
+    pub promos: Arc<Promos>,
+    /// The Stripe API client, when `payments.stripe_secret_key` is set.
+    pub stripe: Option<hub_adapters::stripe::StripeCheckout>,
+}
+
+impl Hub {
+    /// Build the services from settings, over a pool and a NATS connection made by the caller;
+    /// every writer wakes the relay through `commit_signal` after each commit.
+    pub async fn build(
+        settings: Settings,
+        pool: PgPool,
+        nats: async_nats::Client,
+        js: jetstream::Context,
+        commit_signal: &CommitSignal,
+        clock: SharedClock,
+    ) -> anyhow::Result<Hub> {
+        // Writers wake the relay (here or in another process) after each commit.
+        let hook: hub_commands::CommitHook = {
+            let signal = commit_signal.clone();
+            Arc::new(move || signal.committed())
+        };
+        let store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+            .with_commit_hook(hook.clone());
+        let bus = CommandBus::new(
+            store,
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        );
+        let user_store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+            .with_commit_hook(hook.clone());
+        // Payments and promo codes: aggregates of their own, through the same store and relay.
+        let payments = Payments::new(CommandBus::new(
+            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+                .with_commit_hook(hook.clone()),
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        ));
+        let promos = Promos::new(CommandBus::new(
+            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
+                .with_commit_hook(hook),
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        ));
+        let stripe = hub_adapters::stripe::StripeCheckout::from_settings(&settings.payments)
+            .map_err(|reason| anyhow::anyhow!("invalid payments settings: {reason}"))?;
+        let users = Users::new(CommandBus::new(
+            user_store,
+            RetryPolicy::default(),
+            settings.credits.cache_accounts,
+        ));
+        let mailer =
+            hub_adapters::mail::Mailer::new(&settings.mail).context("invalid mail settings")?;
+        let router = Arc::new(
+            hub_workers::ProviderRouter::new(&settings.models)
+                .map_err(|reason| anyhow::anyhow!("invalid models settings: {reason}"))?,
+        );
+        let google = if settings.google.enabled {
+            Some(
+                hub_adapters::oidc::GoogleOidc::from_settings(settings.google.clone())
+                    .context("could not build the HTTP client for Google sign-in")?,
+            )
+        } else {
+            None
+        };
+        let replies = crate::inference::Replies::start(&nats, &settings.topology())
+            .await
+            .context("could not subscribe to inference replies")?;
+        let admission = Arc::new(tokio::sync::Semaphore::new(settings.models.admission_limit));
+        Ok(Hub {
+            clock,
+            admission,
+            replies,
+            jwt: Jwt::new(&settings.auth.jwt_secret),
+            topology: settings.topology(),
+            settings,
+            pool,
+            nats,
+            js,
+            credits: Arc::new(CreditAccounts::new(bus)),
+            users: Arc::new(users),
+            mailer,
+            router,
+            google,
+            payments: Arc::new(payments),
+            promos: Arc::new(promos),
+            stripe,
+        })
+    }
+}

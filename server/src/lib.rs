@@ -1,0 +1,18 @@
+//! The `aihub` program: settings in, roles running.
+//!
+//! The only crate that depends on every other: it builds the [`hub_app::Hub`], the HTTP
+//! adapter ([`hub_api`]), the relay ([`hub_nats`]), the projectors ([`hub_projections`]), the
+//! reservation sweeper ([`hub_commands`]) and the inference workers ([`hub_workers`]), and
+//! runs the ones this process was asked to run until shutdown.
+//!
+//! # Layout
+//!
+//! - [`application`]: [`Application`], which builds every role from settings and runs them
+//!   until shutdown; tests bind it to port 0.
+//! - [`telemetry`]: logging.
+
+pub mod application;
+pub mod telemetry;
+
+pub use application::{connect, Application, Roles};
+pub use hub_app::Settings;
