@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use async_nats::jetstream;
-use hub_commands::{CommandBus, HubEventStore, RetryPolicy, SharedClock};
+use hub_commands::{Buses, SharedClock};
 use hub_commands::{CreditAccounts, Payments, Promos, Users};
 use hub_nats::CommitSignal;
 use sqlx::PgPool;
@@ -56,35 +56,19 @@ impl Hub {
             let signal = commit_signal.clone();
             Arc::new(move || signal.committed())
         };
-        let store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-            .with_commit_hook(hook.clone());
-        let bus = CommandBus::new(
-            store,
-            RetryPolicy::default(),
+        let buses = Buses::new(
+            pool.clone(),
+            settings.credits.snapshot_every,
             settings.credits.cache_accounts,
-        );
-        let user_store = HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-            .with_commit_hook(hook.clone());
+        )
+        .with_commit_hook(hook);
+        let bus = buses.bus();
         // Payments and promo codes: aggregates of their own, through the same store and relay.
-        let payments = Payments::new(CommandBus::new(
-            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-                .with_commit_hook(hook.clone()),
-            RetryPolicy::default(),
-            settings.credits.cache_accounts,
-        ));
-        let promos = Promos::new(CommandBus::new(
-            HubEventStore::new(pool.clone(), settings.credits.snapshot_every)
-                .with_commit_hook(hook),
-            RetryPolicy::default(),
-            settings.credits.cache_accounts,
-        ));
+        let payments = Payments::new(buses.bus());
+        let promos = Promos::new(buses.bus());
         let stripe = hub_adapters::stripe::StripeCheckout::from_settings(&settings.payments)
             .map_err(|reason| anyhow::anyhow!("invalid payments settings: {reason}"))?;
-        let users = Users::new(CommandBus::new(
-            user_store,
-            RetryPolicy::default(),
-            settings.credits.cache_accounts,
-        ));
+        let users = Users::new(buses.bus());
         let mailer =
             hub_adapters::mail::Mailer::new(&settings.mail).context("invalid mail settings")?;
         let router = Arc::new(

@@ -10,7 +10,8 @@
 use anyhow::Context;
 use chrono::Utc;
 use hdrhistogram::Histogram;
-use hub_commands::{HubEventStore, Loaded};
+use hub_commands::{Buses, Loaded};
+use hub_domain::Decider;
 use hub_domain::{AccountId, CreditAccount, CreditCommand, Credits, IdempotencyKey, RequestId};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -85,7 +86,7 @@ async fn measure(args: &SnapshotArgs, settings: &Settings) -> anyhow::Result<Rep
         .await
         .context("migrations failed on the benchmark database")?;
     let snapshot_every = settings.credits.snapshot_every;
-    let store = HubEventStore::<CreditAccount>::new(pool.clone(), snapshot_every);
+    let store = Buses::new(pool.clone(), snapshot_every, 0).store::<CreditAccount>();
     let metadata = HashMap::from([("actor".to_string(), "bench".to_string())]);
 
     let long = AccountId(Uuid::new_v4()).to_string();

@@ -20,7 +20,8 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::error::{session_ended, StoreError};
+use crate::db::session_ended;
+use crate::error::StoreError;
 
 /// Statements in flight at once for one store.
 pub const PARALLEL: usize = 4;

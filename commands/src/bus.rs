@@ -1,6 +1,8 @@
 //! Running one command against one aggregate.
 
+use hub_domain::Decision;
 use rand::Rng;
+use sqlx::PgPool;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -8,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use crate::error::{CommandError, StoreError};
-use crate::store::{HubAggregate, HubEventStore, Loaded};
+use crate::store::{CommitHook, HubAggregate, HubEventStore, Loaded};
 
 /// Number of lock stripes: commands for one aggregate run one at a time in a process, so
 /// they never conflict with each other; different aggregates rarely share a stripe.
@@ -63,6 +65,59 @@ pub struct Committed<E> {
     pub version: usize,
 }
 
+/// How a process builds its buses, one per aggregate: every bus shares the pool, the
+/// snapshot interval, the cache size, the retry policy and the commit hook, so they are
+/// set in one place.
+#[derive(Clone)]
+pub struct Buses {
+    pool: PgPool,
+    snapshot_every: usize,
+    cache_max: usize,
+    retry: RetryPolicy,
+    on_commit: Option<CommitHook>,
+}
+
+impl Buses {
+    /// `snapshot_every`: events between two snapshots of an aggregate (see
+    /// [`crate::store::SNAPSHOT_EVERY_DEFAULT`]); `cache_max`: how many aggregates each bus
+    /// keeps in memory (0 disables the cache). Conflicts are retried by
+    /// [`RetryPolicy::default`].
+    pub fn new(pool: PgPool, snapshot_every: usize, cache_max: usize) -> Self {
+        Buses {
+            pool,
+            snapshot_every,
+            cache_max,
+            retry: RetryPolicy::default(),
+            on_commit: None,
+        }
+    }
+
+    /// Call `hook` after each commit that wrote events, on every bus built from here.
+    pub fn with_commit_hook(mut self, hook: CommitHook) -> Self {
+        self.on_commit = Some(hook);
+        self
+    }
+
+    /// The event store of aggregate `A`, for reading and writing it without a bus.
+    pub fn store<A: HubAggregate>(&self) -> HubEventStore<A> {
+        let store = HubEventStore::new(self.pool.clone(), self.snapshot_every);
+        match &self.on_commit {
+            Some(hook) => store.with_commit_hook(hook.clone()),
+            None => store,
+        }
+    }
+
+    /// A command bus for aggregate `A`, with its own cache.
+    pub fn bus<A>(&self) -> CommandBus<A>
+    where
+        A: HubAggregate,
+        A::Command: Clone,
+        A::Error: 'static,
+    {
+        CommandBus::new(self.store(), self.retry, self.cache_max)
+    }
+}
+
 /// Recently used aggregates of one stripe, most recent last.
 struct Stripe<A> {
     cached: Vec<Loaded<A>>,
@@ -104,8 +159,9 @@ where
     A::Command: Clone,
     A::Error: 'static,
 {
-    /// `cache_max`: how many aggregates to keep in memory (0 disables the cache).
-    pub fn new(store: HubEventStore<A>, retry: RetryPolicy, cache_max: usize) -> Self {
+    /// `cache_max`: how many aggregates to keep in memory (0 disables the cache). Built
+    /// by [`Buses::bus`].
+    pub(crate) fn new(store: HubEventStore<A>, retry: RetryPolicy, cache_max: usize) -> Self {
         CommandBus {
             store,
             retry,
@@ -155,8 +211,8 @@ where
                 let found = self.store.find_by_keys(aggregate_id, &keys).await?;
                 loaded.aggregate.recall(found);
             }
-            let (events, replay_of) = match loaded.aggregate.decide(command.clone()) {
-                Ok(decided) => decided,
+            let Decision { events, replay_of } = match loaded.aggregate.decide(command.clone()) {
+                Ok(decision) => decision,
                 Err(refusal) => {
                     if from_cache {
                         // Decided on state another process may have moved on: confirm.

@@ -1,3 +1,6 @@
+//! Connection pools, the sorting of lost connections, and migrations. Depends on nothing
+//! else in this crate (the store's errors ask it whether a connection was lost).
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +55,19 @@ pub fn connection_lost(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
-            crate::error::session_ended(err) || db.code().is_some_and(|c| c.starts_with("08"))
+            session_ended(err) || db.code().is_some_and(|c| c.starts_with("08"))
+        }
+        _ => false,
+    }
+}
+
+/// The server ended the session (SQLSTATE 57P01–57P03: an administrator, a crash, a
+/// restart) and said so instead of answering the statement, which was therefore not
+/// committed.
+pub(crate) fn session_ended(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
         }
         _ => false,
     }

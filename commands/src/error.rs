@@ -1,4 +1,10 @@
+//! The write side's errors: [`StoreError`] (the event store failed) and [`CommandError`]
+//! (a command did not take effect). Sorting a database error asks [`crate::db`] whether
+//! the connection was lost; `db` knows nothing of these types.
+
 use cqrs_es::AggregateError;
+
+use crate::db::{connection_lost, note_connection_lost};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -16,21 +22,9 @@ pub enum StoreError {
     Internal(#[source] BoxError),
 }
 
-/// The server ended the session (SQLSTATE 57P01–57P03: an administrator, a crash, a
-/// restart) and said so instead of answering the statement, which was therefore not
-/// committed.
-pub(crate) fn session_ended(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
-        }
-        _ => false,
-    }
-}
-
 impl StoreError {
     pub fn from_sqlx(err: sqlx::Error) -> Self {
-        crate::db::note_connection_lost(&err);
+        note_connection_lost(&err);
         match err {
             sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23505") => {
                 StoreError::Conflict
@@ -39,7 +33,7 @@ impl StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
                 StoreError::Unavailable(Box::new(err))
             }
-            ref lost if crate::db::connection_lost(lost) => StoreError::Unavailable(Box::new(err)),
+            ref lost if connection_lost(lost) => StoreError::Unavailable(Box::new(err)),
             other => StoreError::Internal(Box::new(other)),
         }
     }

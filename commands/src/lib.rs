@@ -3,6 +3,15 @@
 //!
 //! # Layout
 //!
+//! The contract with the domain: every aggregate is a `hub_domain::Decider` (decide,
+//! evolve, recall, the keys of idempotency, the state version) with its cqrs-es
+//! `Aggregate` written from it, and [`HubAggregate`] is implemented once for all of them,
+//! so the store and the bus run any aggregate the same way: load (snapshot and tail),
+//! decide, on a refusal that `may_be_forgotten` recall the command's `related_keys` from
+//! the store and decide again, append with each event's `event_key` in its metadata, and on
+//! a conflict retry with the keys recalled. A process builds every bus through one
+//! [`Buses`] (pool, snapshot interval, cache size, commit hook).
+//!
 //! - [`store`]: [`HubEventStore`], a cqrs-es `EventStore` over postgres-es's repository
 //!   with snapshots of our own (postgres-es 0.5.0's snapshot path applies new events twice),
 //!   loaded with their tail in one round trip, and with each event's idempotency key stored
@@ -11,7 +20,8 @@
 //!   arrive together share one statement (group commit).
 //! - [`bus`]: [`CommandBus`], which runs a command against one aggregate: in-process
 //!   serialization per aggregate, bounded retries with jitter on version conflicts (the
-//!   framework never retries), and the first outcome of a repeated key.
+//!   framework never retries), and the first outcome of a repeated key; and [`Buses`], the
+//!   one way to build a bus (and a store).
 //! - [`credit`]: [`CreditAccounts`], the typed entry point for the credit account.
 //! - [`user`]: [`Users`], the `User` aggregate's entry point, with the claims that keep an
 //!   email address or a Google account to one user.
@@ -21,7 +31,8 @@
 //! - [`promo`]: [`Promos`], the `PromoCode` aggregate's entry point and the redemption that
 //!   credits the redeemer.
 //! - [`sweeper`]: the process manager that expires reservations nobody settled.
-//! - [`db`]: connection pools and migrations.
+//! - [`db`]: connection pools, lost connections and migrations; [`error`]: the store's and
+//!   the commands' errors (`error` uses `db`, never the reverse).
 //! - [`clock`]: [`Clock`], the time every time-based decision reads, so tests can move it.
 
 pub mod append;
@@ -36,7 +47,7 @@ pub mod store;
 pub mod sweeper;
 pub mod user;
 
-pub use bus::{CommandBus, Committed, RetryPolicy};
+pub use bus::{Buses, CommandBus, Committed, RetryPolicy};
 pub use clock::{Clock, SharedClock, ShiftedClock, SystemClock};
 pub use credit::CreditAccounts;
 pub use error::{CommandError, StoreError};

@@ -25,38 +25,11 @@ use std::collections::HashMap;
 use crate::bus::{CommandBus, Committed};
 use crate::credit::CreditAccounts;
 use crate::error::{CommandError, StoreError};
-use crate::store::{Decided, HubAggregate};
 
 pub type PaymentResult = Result<Committed<PaymentEvent>, CommandError<PaymentError>>;
 
 /// Who the credit movements of payments are attributed to in the events' metadata.
 const CREDITS_ACTOR: &str = "system:payments";
-
-impl HubAggregate for Payment {
-    const STATE_VERSION: i32 = 1;
-
-    fn event_key(event: &PaymentEvent) -> Option<String> {
-        event.idempotency_key()
-    }
-
-    fn related_keys(command: &PaymentCommand) -> Vec<String> {
-        command.related_keys()
-    }
-
-    fn decide(&self, command: PaymentCommand) -> Result<Decided<PaymentEvent>, PaymentError> {
-        Ok((Payment::decide(self, command)?, None))
-    }
-
-    fn recall(&mut self, events: Vec<PaymentEvent>) {
-        Payment::recall(self, events);
-    }
-
-    fn may_be_forgotten(_error: &PaymentError) -> bool {
-        // A payment forgets only Stripe event ids, and a forgotten one is not refused: it
-        // conflicts on its key in the store, and the bus recalls it then.
-        false
-    }
-}
 
 /// Why a payment's webhook did not complete.
 #[derive(Debug, thiserror::Error)]

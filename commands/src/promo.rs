@@ -22,34 +22,8 @@ use std::collections::HashMap;
 use crate::bus::{CommandBus, Committed};
 use crate::credit::CreditAccounts;
 use crate::error::{CommandError, StoreError};
-use crate::store::{Decided, HubAggregate};
 
 pub type PromoResult = Result<Committed<PromoEvent>, CommandError<PromoError>>;
-
-impl HubAggregate for PromoCode {
-    const STATE_VERSION: i32 = 1;
-
-    fn event_key(event: &PromoEvent) -> Option<String> {
-        event.idempotency_key()
-    }
-
-    fn related_keys(command: &PromoCommand) -> Vec<String> {
-        command.related_keys()
-    }
-
-    fn decide(&self, command: PromoCommand) -> Result<Decided<PromoEvent>, PromoError> {
-        Ok((PromoCode::decide(self, command)?, None))
-    }
-
-    fn recall(&mut self, events: Vec<PromoEvent>) {
-        PromoCode::recall(self, events);
-    }
-
-    fn may_be_forgotten(_error: &PromoError) -> bool {
-        // A code keeps every redeemer in its state: it forgets nothing.
-        false
-    }
-}
 
 /// Why a redemption did not complete.
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@ use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
 };
+use hub_domain::{Decider, Decision};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
@@ -16,61 +17,65 @@ use std::sync::Arc;
 use crate::append::{EventRow, GroupCommit};
 use crate::error::StoreError;
 
-/// The events a command writes, and the first event of a repeated key (then no events).
-pub type Decided<E> = (Vec<E>, Option<E>);
-
-/// What the store and the bus need from an aggregate beyond cqrs-es's `Aggregate`.
+/// What the store and the bus need from an aggregate: cqrs-es's `Aggregate` and the
+/// domain's [`Decider`], over the same command, event and refusal.
+///
+/// Implemented once, for every [`Decider`] whose `Aggregate` is its own (the domain's
+/// `cqrs_aggregate!` writes it). The methods only name the decider's under the
+/// `Aggregate`'s types, so that generic code here sees one set of associated types.
 pub trait HubAggregate: Aggregate + Clone + 'static {
-    /// Bump when the serialized state changes shape: older snapshots are then ignored.
+    /// See [`Decider::STATE_VERSION`]: snapshots of another version are ignored.
     const STATE_VERSION: i32;
 
-    /// The key under which an event is unique within its aggregate, if any.
+    /// See [`Decider::event_key`]: stored in the event's metadata, under a unique index.
     fn event_key(event: &Self::Event) -> Option<String>;
 
-    /// Keys whose first events decide a repeat of the command.
+    /// See [`Decider::related_keys`].
     fn related_keys(command: &Self::Command) -> Vec<String>;
 
-    /// The events to write, and the first event of a repeated key.
-    fn decide(&self, command: Self::Command) -> Result<Decided<Self::Event>, Self::Error>;
+    /// See [`Decider::decide`].
+    fn decide(&self, command: Self::Command) -> Result<Decision<Self::Event>, Self::Error>;
 
-    /// Take back forgotten keyed events found in the store.
+    /// See [`Decider::recall`].
     fn recall(&mut self, events: Vec<Self::Event>);
 
-    /// Whether a refusal might be a repeat the aggregate forgot (so the store is asked).
-    fn may_be_forgotten(error: &Self::Error) -> bool;
+    /// See [`Decider::may_be_forgotten`].
+    fn may_be_forgotten(refusal: &Self::Error) -> bool;
 }
 
-impl HubAggregate for hub_domain::CreditAccount {
-    const STATE_VERSION: i32 = 1;
+impl<D> HubAggregate for D
+where
+    D: Decider
+        + Aggregate<
+            Command = <D as Decider>::Command,
+            Event = <D as Decider>::Event,
+            Error = <D as Decider>::Error,
+        > + Clone
+        + 'static,
+{
+    const STATE_VERSION: i32 = <D as Decider>::STATE_VERSION;
 
-    fn event_key(event: &hub_domain::CreditEvent) -> Option<String> {
-        event.idempotency_key()
+    fn event_key(event: &<D as Aggregate>::Event) -> Option<String> {
+        <D as Decider>::event_key(event)
     }
 
-    fn related_keys(command: &hub_domain::CreditCommand) -> Vec<String> {
-        command.related_keys()
+    fn related_keys(command: &<D as Aggregate>::Command) -> Vec<String> {
+        <D as Decider>::related_keys(command)
     }
 
     fn decide(
         &self,
-        command: hub_domain::CreditCommand,
-    ) -> Result<
-        (
-            Vec<hub_domain::CreditEvent>,
-            Option<hub_domain::CreditEvent>,
-        ),
-        hub_domain::CreditError,
-    > {
-        let decision = hub_domain::CreditAccount::decide(self, command)?;
-        Ok((decision.events, decision.replay_of))
+        command: <D as Aggregate>::Command,
+    ) -> Result<Decision<<D as Aggregate>::Event>, <D as Aggregate>::Error> {
+        <D as Decider>::decide(self, command)
     }
 
-    fn recall(&mut self, events: Vec<hub_domain::CreditEvent>) {
-        hub_domain::CreditAccount::recall(self, events);
+    fn recall(&mut self, events: Vec<<D as Aggregate>::Event>) {
+        <D as Decider>::recall(self, events);
     }
 
-    fn may_be_forgotten(error: &hub_domain::CreditError) -> bool {
-        matches!(error, hub_domain::CreditError::ReservationNotFound(_))
+    fn may_be_forgotten(refusal: &<D as Aggregate>::Error) -> bool {
+        <D as Decider>::may_be_forgotten(refusal)
     }
 }
 
@@ -140,7 +145,8 @@ ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
 pub const SNAPSHOT_EVERY_DEFAULT: usize = 100;
 
 impl<A: HubAggregate> HubEventStore<A> {
-    pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
+    /// Built by [`crate::Buses::store`] (and for each bus by [`crate::Buses::bus`]).
+    pub(crate) fn new(pool: PgPool, snapshot_every: usize) -> Self {
         HubEventStore {
             repo: PostgresEventRepository::new(pool.clone()),
             writer: GroupCommit::new(pool.clone()),
@@ -152,7 +158,7 @@ impl<A: HubAggregate> HubEventStore<A> {
     }
 
     /// Call `hook` after each commit that wrote events.
-    pub fn with_commit_hook(mut self, hook: CommitHook) -> Self {
+    pub(crate) fn with_commit_hook(mut self, hook: CommitHook) -> Self {
         self.on_commit = Some(hook);
         self
     }

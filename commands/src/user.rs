@@ -12,33 +12,8 @@ use uuid::Uuid;
 use crate::bus::{CommandBus, Committed};
 use crate::credit::CreditAccounts;
 use crate::error::{CommandError, StoreError};
-use crate::store::{Decided, HubAggregate};
 
 pub type UserResult = Result<Committed<UserEvent>, CommandError<UserError>>;
-
-impl HubAggregate for User {
-    const STATE_VERSION: i32 = 1;
-
-    fn event_key(event: &UserEvent) -> Option<String> {
-        event.idempotency_key()
-    }
-
-    fn related_keys(command: &UserCommand) -> Vec<String> {
-        command.related_keys()
-    }
-
-    fn decide(&self, command: UserCommand) -> Result<Decided<UserEvent>, UserError> {
-        Ok((User::decide(self, command)?, None))
-    }
-
-    fn recall(&mut self, events: Vec<UserEvent>) {
-        User::recall(self, events);
-    }
-
-    fn may_be_forgotten(error: &UserError) -> bool {
-        matches!(error, UserError::ApiKeyNotFound(_))
-    }
-}
 
 /// Why a registration did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,13 @@
 //!
 //! # Layout
 //!
+//! - [`decider`]: the contract every aggregate keeps. [`Decider`] is one aggregate's rules:
+//!   `decide` (state + command → a [`Decision`]: events to write, or the first event of a
+//!   repeated key), `evolve` (apply an event), `recall` (take back keyed events the state
+//!   forgot), the keys that make commands idempotent (`event_key`, `related_keys`,
+//!   `may_be_forgotten`), its name and the version of its serialized state. Each aggregate
+//!   implements it, and cqrs-es's `Aggregate` is written from it by one macro; the write
+//!   side (`hub_commands`) runs any `Decider` the same way.
 //! - [`money`]: [`Credits`], an integer amount in micro-credits, with checked arithmetic.
 //! - [`ids`]: validated identifiers (account, user, API key, request, idempotency key).
 //! - [`credit`]: the [`CreditAccount`] aggregate — balances, grants, purchases, promo
@@ -17,6 +24,7 @@
 //!   refunds, idempotent under retried and out-of-order webhooks.
 
 pub mod credit;
+pub mod decider;
 pub mod ids;
 pub mod money;
 pub mod payment;
@@ -25,9 +33,10 @@ pub mod promo;
 pub mod user;
 
 pub use credit::{
-    CreditAccount, CreditCommand, CreditError, CreditEvent, Decision, ReservationState,
-    TokenSource, UsageOutcome, UsageRecord,
+    CreditAccount, CreditCommand, CreditError, CreditEvent, ReservationState, TokenSource,
+    UsageOutcome, UsageRecord,
 };
+pub use decider::{Decider, Decision};
 pub use ids::{AccountId, ApiKeyId, IdError, IdempotencyKey, RequestId, UserId};
 pub use money::{Credits, MoneyError};
 pub use payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus, StripeId};

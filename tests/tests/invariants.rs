@@ -2,7 +2,7 @@
 
 use chrono::{Duration as Span, Utc};
 use futures::StreamExt;
-use hub_commands::{CommandBus, CommandError, CreditAccounts, HubEventStore, RetryPolicy};
+use hub_commands::{Buses, CommandError, CreditAccounts};
 use hub_domain::{
     AccountId, CreditAccount, CreditCommand, CreditError, Credits, IdempotencyKey, RequestId,
 };
@@ -45,8 +45,7 @@ fn settle(request: &str, micros: i64) -> CreditCommand {
 
 /// A second "process": its own command bus and cache over the same database.
 fn other_process(app: &TestApp) -> CreditAccounts {
-    let store = HubEventStore::<CreditAccount>::new(app.pool.clone(), 100);
-    CreditAccounts::new(CommandBus::new(store, RetryPolicy::default(), 1_000))
+    CreditAccounts::new(Buses::new(app.pool.clone(), 100, 1_000).bus())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,7 +514,7 @@ async fn a_pause_left_by_a_killed_replay_does_not_stop_the_live_projector() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_loses_a_race_fails_alone_in_a_group_commit() {
     let app = spawn_app_with(Roles::NONE, |_| {}).await;
-    let store = Arc::new(HubEventStore::<CreditAccount>::new(app.pool.clone(), 1_000));
+    let store = Arc::new(Buses::new(app.pool.clone(), 1_000, 0).store::<CreditAccount>());
     let accounts: Vec<String> = (0..100).map(|_| Uuid::new_v4().to_string()).collect();
     let opened = || hub_domain::CreditEvent::AccountOpened {};
     let granted = |key: &str| hub_domain::CreditEvent::CreditsGranted {

@@ -1,6 +1,4 @@
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -9,6 +7,7 @@ use super::error::CreditError;
 use super::events::CreditEvent;
 use super::recent::RecentOutcomes;
 use super::usage::UsageRecord;
+use crate::decider::{cqrs_aggregate, Decider, Decision};
 use crate::ids::RequestId;
 use crate::money::{Credits, MoneyError};
 
@@ -42,35 +41,6 @@ pub struct CreditAccount {
     reserved: Credits,
     reservations: BTreeMap<RequestId, ActiveReservation>,
     recent: RecentOutcomes,
-}
-
-/// What a command decided: the events to write, or — for a repeated key — the first event
-/// written under it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub events: Vec<CreditEvent>,
-    pub replay_of: Option<CreditEvent>,
-}
-
-impl Decision {
-    fn write(events: Vec<CreditEvent>) -> Self {
-        Decision {
-            events,
-            replay_of: None,
-        }
-    }
-
-    fn replay(event: CreditEvent) -> Self {
-        Decision {
-            events: Vec::new(),
-            replay_of: Some(event),
-        }
-    }
-
-    /// The event a caller wants to hear about: the repeated one, or the last one written.
-    pub fn decisive(&self) -> Option<&CreditEvent> {
-        self.replay_of.as_ref().or(self.events.last())
-    }
 }
 
 /// Where a reservation stands, as far as this account remembers.
@@ -125,10 +95,160 @@ impl CreditAccount {
         }
     }
 
+    /// The first event written under this command's key, if the account remembers it.
+    fn first_outcome(&self, command: &CreditCommand) -> Option<CreditEvent> {
+        if let CreditCommand::ReserveCredits { request_id, .. } = command {
+            if let Some(active) = self.reservations.get(request_id) {
+                return Some(reserved_event(request_id, active));
+            }
+        }
+        let key = command.idempotency_key()?;
+        self.recent.get(&key).cloned()
+    }
+
+    fn credit(&self, amount: Credits) -> Result<Credits, CreditError> {
+        Credits::positive(amount.micros())?;
+        self.balance
+            .checked_add(amount)
+            .filter(|b| *b <= BALANCE_MAX)
+            .ok_or(CreditError::BalanceOverflow)
+    }
+
+    fn reserve(
+        &self,
+        request_id: RequestId,
+        amount: Credits,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Decision<CreditEvent>, CreditError> {
+        Credits::positive(amount.micros())?;
+        if expires_at <= now {
+            return Err(CreditError::ExpiryNotInFuture);
+        }
+        let mut events = self.expire_due(now, self.reserved);
+        let reserved_before = events
+            .last()
+            .map(|e| e.totals_after().1)
+            .unwrap_or(self.reserved);
+        let still_active = self.reservations.len() - events.len();
+        if still_active >= RESERVATIONS_MAX {
+            return Err(CreditError::TooManyReservations {
+                max: RESERVATIONS_MAX,
+            });
+        }
+        let available = Credits::from_micros(self.balance.micros() - reserved_before.micros());
+        if amount > available {
+            return Err(CreditError::InsufficientCredits {
+                requested: amount,
+                available,
+            });
+        }
+        events.push(CreditEvent::CreditsReserved {
+            request_id,
+            amount,
+            expires_at,
+            balance_after: self.balance,
+            reserved_after: Credits::from_micros(reserved_before.micros() + amount.micros()),
+        });
+        Ok(Decision::write(events))
+    }
+
+    fn settle(
+        &self,
+        request_id: RequestId,
+        charge: Credits,
+        usage: Option<Box<UsageRecord>>,
+    ) -> Result<Decision<CreditEvent>, CreditError> {
+        let Some(active) = self.reservations.get(&request_id) else {
+            return Err(self.not_active(request_id));
+        };
+        if charge.is_negative() {
+            return Err(MoneyError::Negative(charge.micros()).into());
+        }
+        if charge > active.amount {
+            return Err(CreditError::ChargeExceedsReservation {
+                charge,
+                reserved: active.amount,
+            });
+        }
+        Ok(Decision::write(vec![CreditEvent::ReservationSettled {
+            request_id,
+            reserved: active.amount,
+            charged: charge,
+            balance_after: Credits::from_micros(self.balance.micros() - charge.micros()),
+            reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
+            usage,
+        }]))
+    }
+
+    fn release(&self, request_id: RequestId) -> Result<Decision<CreditEvent>, CreditError> {
+        let Some(active) = self.reservations.get(&request_id) else {
+            return Err(self.not_active(request_id));
+        };
+        Ok(Decision::write(vec![CreditEvent::ReservationReleased {
+            request_id,
+            amount: active.amount,
+            balance_after: self.balance,
+            reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
+        }]))
+    }
+
+    fn not_active(&self, request_id: RequestId) -> CreditError {
+        match self.reservation_state(&request_id) {
+            ReservationState::Settled => CreditError::ReservationSettled(request_id),
+            ReservationState::Released => CreditError::ReservationReleased(request_id),
+            ReservationState::Expired => CreditError::ReservationExpired(request_id),
+            ReservationState::Active | ReservationState::Unknown => {
+                CreditError::ReservationNotFound(request_id)
+            }
+        }
+    }
+
+    /// `ReservationExpired` for each reservation due at `now`, oldest expiry first.
+    fn expire_due(&self, now: DateTime<Utc>, reserved: Credits) -> Vec<CreditEvent> {
+        let mut due: Vec<(&RequestId, &ActiveReservation)> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.expires_at <= now)
+            .collect();
+        due.sort_by_key(|(id, r)| (r.expires_at, (*id).clone()));
+        let mut reserved = reserved;
+        due.into_iter()
+            .take(EXPIRE_BATCH_MAX)
+            .map(|(request_id, r)| {
+                reserved = Credits::from_micros(reserved.micros() - r.amount.micros());
+                CreditEvent::ReservationExpired {
+                    request_id: request_id.clone(),
+                    amount: r.amount,
+                    balance_after: self.balance,
+                    reserved_after: reserved,
+                }
+            })
+            .collect()
+    }
+}
+
+fn reserved_event(request_id: &RequestId, active: &ActiveReservation) -> CreditEvent {
+    CreditEvent::CreditsReserved {
+        request_id: request_id.clone(),
+        amount: active.amount,
+        expires_at: active.expires_at,
+        balance_after: active.balance_at_reserve,
+        reserved_after: active.reserved_at_reserve,
+    }
+}
+
+impl Decider for CreditAccount {
+    const TYPE: &'static str = "CreditAccount";
+    const STATE_VERSION: i32 = 1;
+    type Command = CreditCommand;
+    type Event = CreditEvent;
+    type Error = CreditError;
+
     /// Take back into memory keyed events the account no longer remembers (found in the
     /// event store by key), so that a repeat of an old command returns its first outcome and
     /// a settle of a long-released reservation says so. Totals are untouched.
-    pub fn recall(&mut self, events: impl IntoIterator<Item = CreditEvent>) {
+    fn recall(&mut self, events: impl IntoIterator<Item = CreditEvent>) {
         for event in events {
             if let CreditEvent::CreditsReserved { request_id, .. } = &event {
                 if self.reservations.contains_key(request_id) {
@@ -142,7 +262,7 @@ impl CreditAccount {
     }
 
     /// Decide what a command does to this account. Pure: the caller writes the events.
-    pub fn decide(&self, command: CreditCommand) -> Result<Decision, CreditError> {
+    fn decide(&self, command: CreditCommand) -> Result<Decision<CreditEvent>, CreditError> {
         if let CreditCommand::OpenAccount = command {
             return Ok(if self.opened {
                 Decision::replay(CreditEvent::AccountOpened {})
@@ -240,8 +360,8 @@ impl CreditAccount {
         }
     }
 
-    /// Apply an event. Only assigns: every check happened in [`Self::decide`].
-    pub fn evolve(&mut self, event: CreditEvent) {
+    /// Apply an event. Only assigns: every check happened in [`Decider::decide`].
+    fn evolve(&mut self, event: CreditEvent) {
         let (balance, reserved) = event.totals_after();
         match &event {
             CreditEvent::AccountOpened {} => {
@@ -290,171 +410,19 @@ impl CreditAccount {
         self.reserved = reserved;
     }
 
-    /// The first event written under this command's key, if the account remembers it.
-    fn first_outcome(&self, command: &CreditCommand) -> Option<CreditEvent> {
-        if let CreditCommand::ReserveCredits { request_id, .. } = command {
-            if let Some(active) = self.reservations.get(request_id) {
-                return Some(reserved_event(request_id, active));
-            }
-        }
-        let key = command.idempotency_key()?;
-        self.recent.get(&key).cloned()
+    fn event_key(event: &CreditEvent) -> Option<String> {
+        event.idempotency_key()
     }
 
-    fn credit(&self, amount: Credits) -> Result<Credits, CreditError> {
-        Credits::positive(amount.micros())?;
-        self.balance
-            .checked_add(amount)
-            .filter(|b| *b <= BALANCE_MAX)
-            .ok_or(CreditError::BalanceOverflow)
+    fn related_keys(command: &CreditCommand) -> Vec<String> {
+        command.related_keys()
     }
 
-    fn reserve(
-        &self,
-        request_id: RequestId,
-        amount: Credits,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Decision, CreditError> {
-        Credits::positive(amount.micros())?;
-        if expires_at <= now {
-            return Err(CreditError::ExpiryNotInFuture);
-        }
-        let mut events = self.expire_due(now, self.reserved);
-        let reserved_before = events
-            .last()
-            .map(|e| e.totals_after().1)
-            .unwrap_or(self.reserved);
-        let still_active = self.reservations.len() - events.len();
-        if still_active >= RESERVATIONS_MAX {
-            return Err(CreditError::TooManyReservations {
-                max: RESERVATIONS_MAX,
-            });
-        }
-        let available = Credits::from_micros(self.balance.micros() - reserved_before.micros());
-        if amount > available {
-            return Err(CreditError::InsufficientCredits {
-                requested: amount,
-                available,
-            });
-        }
-        events.push(CreditEvent::CreditsReserved {
-            request_id,
-            amount,
-            expires_at,
-            balance_after: self.balance,
-            reserved_after: Credits::from_micros(reserved_before.micros() + amount.micros()),
-        });
-        Ok(Decision::write(events))
-    }
-
-    fn settle(
-        &self,
-        request_id: RequestId,
-        charge: Credits,
-        usage: Option<Box<UsageRecord>>,
-    ) -> Result<Decision, CreditError> {
-        let Some(active) = self.reservations.get(&request_id) else {
-            return Err(self.not_active(request_id));
-        };
-        if charge.is_negative() {
-            return Err(MoneyError::Negative(charge.micros()).into());
-        }
-        if charge > active.amount {
-            return Err(CreditError::ChargeExceedsReservation {
-                charge,
-                reserved: active.amount,
-            });
-        }
-        Ok(Decision::write(vec![CreditEvent::ReservationSettled {
-            request_id,
-            reserved: active.amount,
-            charged: charge,
-            balance_after: Credits::from_micros(self.balance.micros() - charge.micros()),
-            reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
-            usage,
-        }]))
-    }
-
-    fn release(&self, request_id: RequestId) -> Result<Decision, CreditError> {
-        let Some(active) = self.reservations.get(&request_id) else {
-            return Err(self.not_active(request_id));
-        };
-        Ok(Decision::write(vec![CreditEvent::ReservationReleased {
-            request_id,
-            amount: active.amount,
-            balance_after: self.balance,
-            reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
-        }]))
-    }
-
-    fn not_active(&self, request_id: RequestId) -> CreditError {
-        match self.reservation_state(&request_id) {
-            ReservationState::Settled => CreditError::ReservationSettled(request_id),
-            ReservationState::Released => CreditError::ReservationReleased(request_id),
-            ReservationState::Expired => CreditError::ReservationExpired(request_id),
-            ReservationState::Active | ReservationState::Unknown => {
-                CreditError::ReservationNotFound(request_id)
-            }
-        }
-    }
-
-    /// `ReservationExpired` for each reservation due at `now`, oldest expiry first.
-    fn expire_due(&self, now: DateTime<Utc>, reserved: Credits) -> Vec<CreditEvent> {
-        let mut due: Vec<(&RequestId, &ActiveReservation)> = self
-            .reservations
-            .iter()
-            .filter(|(_, r)| r.expires_at <= now)
-            .collect();
-        due.sort_by_key(|(id, r)| (r.expires_at, (*id).clone()));
-        let mut reserved = reserved;
-        due.into_iter()
-            .take(EXPIRE_BATCH_MAX)
-            .map(|(request_id, r)| {
-                reserved = Credits::from_micros(reserved.micros() - r.amount.micros());
-                CreditEvent::ReservationExpired {
-                    request_id: request_id.clone(),
-                    amount: r.amount,
-                    balance_after: self.balance,
-                    reserved_after: reserved,
-                }
-            })
-            .collect()
+    fn may_be_forgotten(refusal: &CreditError) -> bool {
+        // A settle or release of a reservation resolved longer ago than the account
+        // remembers: the store knows its outcome.
+        matches!(refusal, CreditError::ReservationNotFound(_))
     }
 }
 
-fn reserved_event(request_id: &RequestId, active: &ActiveReservation) -> CreditEvent {
-    CreditEvent::CreditsReserved {
-        request_id: request_id.clone(),
-        amount: active.amount,
-        expires_at: active.expires_at,
-        balance_after: active.balance_at_reserve,
-        reserved_after: active.reserved_at_reserve,
-    }
-}
-
-impl Aggregate for CreditAccount {
-    /// Stored in every event row and subject: fixed forever.
-    const TYPE: &'static str = "CreditAccount";
-    type Command = CreditCommand;
-    type Event = CreditEvent;
-    type Error = CreditError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: CreditCommand,
-        _services: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), CreditError> {
-        let decision = self.decide(command)?;
-        for event in decision.events {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: CreditEvent) {
-        self.evolve(event);
-    }
-}
+cqrs_aggregate!(CreditAccount);

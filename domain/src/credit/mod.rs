@@ -26,9 +26,7 @@ mod usage;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{
-    CreditAccount, Decision, ReservationState, EXPIRE_BATCH_MAX, RESERVATIONS_MAX,
-};
+pub use aggregate::{CreditAccount, ReservationState, EXPIRE_BATCH_MAX, RESERVATIONS_MAX};
 pub use commands::{CreditCommand, REASON_LEN_MAX};
 pub use error::CreditError;
 pub use events::CreditEvent;

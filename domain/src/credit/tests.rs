@@ -6,6 +6,7 @@ use cqrs_es::test::TestFramework;
 use proptest::prelude::*;
 
 use super::*;
+use crate::decider::Decider;
 use crate::ids::{IdempotencyKey, RequestId};
 use crate::money::{Credits, MoneyError};
 

@@ -1,6 +1,4 @@
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use super::commands::{
@@ -10,6 +8,7 @@ use super::error::PaymentError;
 use super::events::PaymentEvent;
 use super::seen::SeenStripeEvents;
 use super::values::StripeId;
+use crate::decider::{cqrs_aggregate, Decider, Decision};
 use crate::ids::UserId;
 use crate::money::Credits;
 
@@ -143,22 +142,8 @@ impl Payment {
         self.seen.len()
     }
 
-    /// Take back into memory Stripe events the payment no longer remembers (found in the
-    /// event store by key, see [`PaymentCommand::related_keys`]), so their redelivery
-    /// changes nothing. Nothing else is touched: the status is a fold of every event.
-    pub fn recall(&mut self, events: impl IntoIterator<Item = PaymentEvent>) {
-        for event in events {
-            if let Some(id) = event.stripe_event_id() {
-                self.seen.remember(id.clone());
-            }
-        }
-    }
-
-    /// Decide what a command does to this payment. Pure: the caller writes the events. An
-    /// empty list means nothing changes: a Stripe event already applied, or a transition
-    /// already past (`expired` after `paid`, `paid` twice, a refund no larger than the
-    /// refunds so far).
-    pub fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
+    /// The events [`Decider::decide`] writes.
+    fn decide_events(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
         if command
             .stripe_event_id()
             .is_some_and(|id| self.seen.contains(id))
@@ -305,92 +290,6 @@ impl Payment {
         }
     }
 
-    /// Apply an event. Only assigns: every check happened in [`Self::decide`].
-    pub fn evolve(&mut self, event: PaymentEvent) {
-        if let Some(id) = event.stripe_event_id() {
-            self.seen.remember(id.clone());
-        }
-        match event {
-            PaymentEvent::CheckoutStarted {
-                session_id,
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
-                ..
-            } => {
-                self.checkout = Some(Checkout {
-                    session_id,
-                    user,
-                    package_id,
-                    credits,
-                    amount_cents,
-                    currency,
-                });
-                self.status = PaymentStatus::Started;
-            }
-            PaymentEvent::CheckoutAwaitingPayment {
-                session_id,
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
-                payment_intent,
-                ..
-            } => {
-                self.checkout = Some(Checkout {
-                    session_id,
-                    user,
-                    package_id,
-                    credits,
-                    amount_cents,
-                    currency,
-                });
-                self.payment_intent = payment_intent;
-                self.status = PaymentStatus::AwaitingPayment;
-            }
-            PaymentEvent::PaymentCompleted {
-                session_id,
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
-                payment_intent,
-                ..
-            } => {
-                self.checkout = Some(Checkout {
-                    session_id,
-                    user,
-                    package_id,
-                    credits,
-                    amount_cents,
-                    currency,
-                });
-                self.payment_intent = payment_intent;
-                self.status = PaymentStatus::Paid;
-            }
-            PaymentEvent::PaymentFailed { .. } => self.status = PaymentStatus::Failed,
-            PaymentEvent::CheckoutExpired { .. } => self.status = PaymentStatus::Expired,
-            PaymentEvent::PaymentRefunded {
-                refunded_cents_total,
-                fully_refunded,
-                credits_taken_back_total,
-                ..
-            } => {
-                self.refunded_cents = refunded_cents_total;
-                self.credits_taken_back = credits_taken_back_total;
-                self.status = if fully_refunded {
-                    PaymentStatus::Refunded
-                } else {
-                    PaymentStatus::PartiallyRefunded
-                };
-            }
-        }
-    }
-
     fn known(&self) -> Result<&Checkout, PaymentError> {
         self.checkout.as_ref().ok_or(PaymentError::UnknownSession)
     }
@@ -518,27 +417,131 @@ fn pro_rata(credits: Credits, refunded_cents: i64, amount_cents: i64) -> Credits
     Credits::from_micros(share.clamp(0, credits.micros()))
 }
 
-impl Aggregate for Payment {
-    /// Stored in every event row and subject: fixed forever.
+impl Decider for Payment {
     const TYPE: &'static str = "Payment";
+    const STATE_VERSION: i32 = 1;
     type Command = PaymentCommand;
     type Event = PaymentEvent;
     type Error = PaymentError;
-    type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: PaymentCommand,
-        _services: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), PaymentError> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
+    /// Decide what a command does to this payment. Pure: the caller writes the events. Never a
+    /// replay: no events means nothing changes: a Stripe event already applied, or a transition
+    /// already past (`expired` after `paid`, `paid` twice, a refund no larger than the
+    /// refunds so far).
+    fn decide(&self, command: PaymentCommand) -> Result<Decision<PaymentEvent>, PaymentError> {
+        self.decide_events(command).map(Decision::write)
     }
 
-    fn apply(&mut self, event: PaymentEvent) {
-        self.evolve(event);
+    /// Apply an event. Only assigns: every check happened in [`Decider::decide`].
+    fn evolve(&mut self, event: PaymentEvent) {
+        if let Some(id) = event.stripe_event_id() {
+            self.seen.remember(id.clone());
+        }
+        match event {
+            PaymentEvent::CheckoutStarted {
+                session_id,
+                user,
+                package_id,
+                credits,
+                amount_cents,
+                currency,
+                ..
+            } => {
+                self.checkout = Some(Checkout {
+                    session_id,
+                    user,
+                    package_id,
+                    credits,
+                    amount_cents,
+                    currency,
+                });
+                self.status = PaymentStatus::Started;
+            }
+            PaymentEvent::CheckoutAwaitingPayment {
+                session_id,
+                user,
+                package_id,
+                credits,
+                amount_cents,
+                currency,
+                payment_intent,
+                ..
+            } => {
+                self.checkout = Some(Checkout {
+                    session_id,
+                    user,
+                    package_id,
+                    credits,
+                    amount_cents,
+                    currency,
+                });
+                self.payment_intent = payment_intent;
+                self.status = PaymentStatus::AwaitingPayment;
+            }
+            PaymentEvent::PaymentCompleted {
+                session_id,
+                user,
+                package_id,
+                credits,
+                amount_cents,
+                currency,
+                payment_intent,
+                ..
+            } => {
+                self.checkout = Some(Checkout {
+                    session_id,
+                    user,
+                    package_id,
+                    credits,
+                    amount_cents,
+                    currency,
+                });
+                self.payment_intent = payment_intent;
+                self.status = PaymentStatus::Paid;
+            }
+            PaymentEvent::PaymentFailed { .. } => self.status = PaymentStatus::Failed,
+            PaymentEvent::CheckoutExpired { .. } => self.status = PaymentStatus::Expired,
+            PaymentEvent::PaymentRefunded {
+                refunded_cents_total,
+                fully_refunded,
+                credits_taken_back_total,
+                ..
+            } => {
+                self.refunded_cents = refunded_cents_total;
+                self.credits_taken_back = credits_taken_back_total;
+                self.status = if fully_refunded {
+                    PaymentStatus::Refunded
+                } else {
+                    PaymentStatus::PartiallyRefunded
+                };
+            }
+        }
+    }
+
+    /// Take back into memory Stripe events the payment no longer remembers (found in the
+    /// event store by key, see [`PaymentCommand::related_keys`]), so their redelivery
+    /// changes nothing. Nothing else is touched: the status is a fold of every event.
+    fn recall(&mut self, events: impl IntoIterator<Item = PaymentEvent>) {
+        for event in events {
+            if let Some(id) = event.stripe_event_id() {
+                self.seen.remember(id.clone());
+            }
+        }
+    }
+
+    fn event_key(event: &PaymentEvent) -> Option<String> {
+        event.idempotency_key()
+    }
+
+    fn related_keys(command: &PaymentCommand) -> Vec<String> {
+        command.related_keys()
+    }
+
+    fn may_be_forgotten(_refusal: &PaymentError) -> bool {
+        // A payment forgets only Stripe event ids, and a forgotten one is not refused: it
+        // conflicts on its key in the store, and the write side recalls it then.
+        false
     }
 }
+
+cqrs_aggregate!(Payment);

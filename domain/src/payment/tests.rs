@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::*;
+use crate::decider::{Decider, Decision};
 use crate::ids::UserId;
 use crate::money::{Credits, MoneyError};
 
@@ -367,7 +368,8 @@ fn a_failure_reason_is_cut_never_refused() {
             stripe_event_id: sid("evt_f"),
             now: at(20),
         })
-        .expect("a failure is recorded");
+        .expect("a failure is recorded")
+        .events;
     match events.as_slice() {
         [PaymentEvent::PaymentFailed { reason, .. }] => {
             assert_eq!(reason.chars().count(), FAILURE_REASON_LEN_MAX);
@@ -481,7 +483,7 @@ fn refunds_round_down_yet_a_full_refund_takes_back_exactly_what_was_bought() {
         refund(2, "evt_r2"),
         refund(3, "evt_r3"),
     ] {
-        for event in payment.decide(command).expect("accepted") {
+        for event in payment.decide(command).expect("accepted").events {
             if let PaymentEvent::PaymentRefunded {
                 credits_to_take_back,
                 ..
@@ -716,7 +718,8 @@ fn each_event_has_its_key() {
     let payment = payment_with(&[started(), completed("evt_c", 10)]);
     let refunded = payment
         .decide(refund(500, "evt_r"))
-        .expect("a refund is accepted");
+        .expect("a refund is accepted")
+        .events;
     assert_eq!(
         refunded
             .first()
@@ -782,6 +785,7 @@ fn the_payment_remembers_a_bounded_window_of_stripe_events() {
         for e in payment
             .decide(refund(cents, &format!("evt_r{cents}")))
             .expect("accepted")
+            .events
         {
             payment.evolve(e);
         }
@@ -790,7 +794,10 @@ fn the_payment_remembers_a_bounded_window_of_stripe_events() {
     assert!(payment.has_seen(&sid(&format!("evt_r{refunds}"))));
     assert!(!payment.has_seen(&sid("evt_c")));
     // Forgotten, yet a redelivery still changes nothing: it is a transition already past.
-    assert_eq!(payment.decide(complete(true, "evt_c")), Ok(vec![]));
+    assert_eq!(
+        payment.decide(complete(true, "evt_c")),
+        Ok(Decision::write(vec![]))
+    );
 }
 
 // ---- property test -----------------------------------------------------------------------
@@ -1007,8 +1014,9 @@ proptest! {
             for command in queue {
                 let before = payment.clone();
                 match payment.decide(command.clone()) {
-                    Ok(events) => {
-                        for e in events {
+                    Ok(decision) => {
+                        prop_assert!(decision.replay_of.is_none(), "a payment never replays");
+                        for e in decision.events {
                             if let Some(k) = e.idempotency_key() {
                                 prop_assert!(keys.insert(k.clone()), "key {} written twice", k);
                             }

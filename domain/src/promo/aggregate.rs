@@ -1,6 +1,4 @@
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -8,6 +6,7 @@ use super::commands::PromoCommand;
 use super::error::PromoError;
 use super::events::PromoEvent;
 use super::values::PromoCodeValue;
+use crate::decider::{cqrs_aggregate, Decider, Decision};
 use crate::ids::UserId;
 use crate::money::Credits;
 use crate::user::ACTOR_LEN_MAX;
@@ -81,24 +80,8 @@ impl PromoCode {
         self.redeemers.contains(&user)
     }
 
-    /// Take back into memory redemptions found in the event store by their keys (see
-    /// [`PromoCommand::related_keys`]) that the state lacks, so a second redemption by the
-    /// same user is refused as such. The count is untouched: it is the count of events.
-    pub fn recall(&mut self, events: impl IntoIterator<Item = PromoEvent>) {
-        for event in events {
-            if let PromoEvent::PromoCodeRedeemed { user, .. } = event {
-                self.redeemers.insert(user);
-            }
-        }
-    }
-
-    /// Decide what a command does to this code. Pure: the caller writes the events. An
-    /// empty list means the command asked for what already holds.
-    ///
-    /// A redemption's refusals are checked in this order: unknown, already redeemed by this
-    /// user (so a retry learns its first redemption succeeded, whatever happened since),
-    /// disabled, not yet valid, expired, exhausted.
-    pub fn decide(&self, command: PromoCommand) -> Result<Vec<PromoEvent>, PromoError> {
+    /// The events [`Decider::decide`] writes.
+    fn decide_events(&self, command: PromoCommand) -> Result<Vec<PromoEvent>, PromoError> {
         match command {
             PromoCommand::CreatePromoCode {
                 code,
@@ -164,38 +147,6 @@ impl PromoCode {
         }
     }
 
-    /// Apply an event. Only assigns: every check happened in [`Self::decide`].
-    pub fn evolve(&mut self, event: PromoEvent) {
-        match event {
-            PromoEvent::PromoCodeCreated {
-                code,
-                credits,
-                max_redemptions,
-                valid_from,
-                valid_until,
-                active,
-                ..
-            } => {
-                self.code = Some(code);
-                self.credits = credits;
-                self.max_redemptions = max_redemptions;
-                self.valid_from = valid_from;
-                self.valid_until = valid_until;
-                self.active = active;
-            }
-            PromoEvent::PromoCodeDisabled { .. } => self.active = false,
-            PromoEvent::PromoCodeEnabled { .. } => self.active = true,
-            PromoEvent::PromoCodeRedeemed {
-                user,
-                redemptions_after,
-                ..
-            } => {
-                self.redeemers.insert(user);
-                self.redemptions = redemptions_after;
-            }
-        }
-    }
-
     fn redeem(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<PromoEvent>, PromoError> {
         if self.redeemers.contains(&user) {
             return Err(PromoError::AlreadyRedeemed {
@@ -232,27 +183,78 @@ fn check_actor(actor: &str) -> Result<(), PromoError> {
     Ok(())
 }
 
-impl Aggregate for PromoCode {
-    /// Stored in every event row and subject: fixed forever.
+impl Decider for PromoCode {
     const TYPE: &'static str = "PromoCode";
+    const STATE_VERSION: i32 = 1;
     type Command = PromoCommand;
     type Event = PromoEvent;
     type Error = PromoError;
-    type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: PromoCommand,
-        _services: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), PromoError> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
+    /// Decide what a command does to this code. Pure: the caller writes the events. Never a
+    /// replay: no events means the command asked for what already holds.
+    ///
+    /// A redemption's refusals are checked in this order: unknown, already redeemed by this
+    /// user (so a retry learns its first redemption succeeded, whatever happened since),
+    /// disabled, not yet valid, expired, exhausted.
+    fn decide(&self, command: PromoCommand) -> Result<Decision<PromoEvent>, PromoError> {
+        self.decide_events(command).map(Decision::write)
     }
 
-    fn apply(&mut self, event: PromoEvent) {
-        self.evolve(event);
+    /// Apply an event. Only assigns: every check happened in [`Decider::decide`].
+    fn evolve(&mut self, event: PromoEvent) {
+        match event {
+            PromoEvent::PromoCodeCreated {
+                code,
+                credits,
+                max_redemptions,
+                valid_from,
+                valid_until,
+                active,
+                ..
+            } => {
+                self.code = Some(code);
+                self.credits = credits;
+                self.max_redemptions = max_redemptions;
+                self.valid_from = valid_from;
+                self.valid_until = valid_until;
+                self.active = active;
+            }
+            PromoEvent::PromoCodeDisabled { .. } => self.active = false,
+            PromoEvent::PromoCodeEnabled { .. } => self.active = true,
+            PromoEvent::PromoCodeRedeemed {
+                user,
+                redemptions_after,
+                ..
+            } => {
+                self.redeemers.insert(user);
+                self.redemptions = redemptions_after;
+            }
+        }
+    }
+
+    /// Take back into memory redemptions found in the event store by their keys (see
+    /// [`PromoCommand::related_keys`]) that the state lacks, so a second redemption by the
+    /// same user is refused as such. The count is untouched: it is the count of events.
+    fn recall(&mut self, events: impl IntoIterator<Item = PromoEvent>) {
+        for event in events {
+            if let PromoEvent::PromoCodeRedeemed { user, .. } = event {
+                self.redeemers.insert(user);
+            }
+        }
+    }
+
+    fn event_key(event: &PromoEvent) -> Option<String> {
+        event.idempotency_key()
+    }
+
+    fn related_keys(command: &PromoCommand) -> Vec<String> {
+        command.related_keys()
+    }
+
+    fn may_be_forgotten(_refusal: &PromoError) -> bool {
+        // A code keeps every redeemer in its state: it forgets nothing.
+        false
     }
 }
+
+cqrs_aggregate!(PromoCode);

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::*;
+use crate::decider::Decider;
 use crate::money::{Credits, MoneyError};
 
 type PromoTest = TestFramework<PromoCode>;
@@ -515,7 +516,7 @@ proptest! {
             now: at(-1),
         };
         let mut code = PromoCode::default();
-        let mut all_events = code.decide(create).expect("a valid code");
+        let mut all_events = code.decide(create).expect("a valid code").events;
         for e in &all_events {
             code.evolve(e.clone());
         }
@@ -555,9 +556,10 @@ proptest! {
             };
             let before = code.clone();
             match code.decide(command.clone()) {
-                Ok(events) => {
+                Ok(decision) => {
                     prop_assert_eq!(expected, Ok(()));
-                    for e in events {
+                    prop_assert!(decision.replay_of.is_none(), "a code never replays");
+                    for e in decision.events {
                         match &e {
                             PromoEvent::PromoCodeRedeemed { user, credits, redemptions_after, .. } => {
                                 prop_assert!(redeemers.insert(*user), "user {} redeemed twice", user);

@@ -1,6 +1,4 @@
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +8,7 @@ use super::events::UserEvent;
 use super::values::{
     ApiKeyName, ApiKeyPrefix, DisplayName, Email, GoogleSubject, PasswordHash, Role, SecretHash,
 };
+use crate::decider::{cqrs_aggregate, Decider, Decision};
 use crate::ids::ApiKeyId;
 use crate::money::Credits;
 
@@ -245,38 +244,8 @@ impl User {
         self.api_keys.values().filter(|k| !k.is_revoked()).count()
     }
 
-    /// Take back into memory revoked keys the user no longer remembers (found in the event
-    /// store by their keys, see [`UserCommand::related_keys`]), so that revoking one again
-    /// says it was revoked rather than unknown. Only keys whose creation and revocation are
-    /// both given are taken.
-    pub fn recall(&mut self, events: impl IntoIterator<Item = UserEvent>) {
-        let mut created = Vec::new();
-        let mut revoked = BTreeMap::new();
-        for event in events {
-            match event {
-                UserEvent::ApiKeyCreated { .. } => created.push(event),
-                UserEvent::ApiKeyRevoked { key_id, revoked_at } => {
-                    revoked.insert(key_id, revoked_at);
-                }
-                _ => {}
-            }
-        }
-        for event in created {
-            if let Some(mut key) = ApiKey::from_event(event) {
-                if self.api_keys.contains_key(&key.id) {
-                    continue;
-                }
-                if let Some(at) = revoked.get(&key.id) {
-                    key.revoked_at = Some(*at);
-                    self.api_keys.insert(key.id, key);
-                }
-            }
-        }
-    }
-
-    /// Decide what a command does to this user. Pure: the caller writes the events. An
-    /// empty list means the command asked for what already holds.
-    pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+    /// The events [`Decider::decide`] writes.
+    fn decide_events(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
         let registered = self.is_registered();
         match command {
             UserCommand::RegisterUser { .. } if registered => Err(UserError::AlreadyRegistered),
@@ -452,82 +421,6 @@ impl User {
         }
     }
 
-    /// Apply an event. Only assigns: every check happened in [`Self::decide`].
-    pub fn evolve(&mut self, event: UserEvent) {
-        match event {
-            UserEvent::UserRegistered {
-                email,
-                password_hash,
-                display_name,
-                roles,
-                registered_at,
-            } => {
-                self.email = Some(email);
-                self.password_hash = password_hash;
-                self.display_name = display_name;
-                self.roles = roles;
-                self.registered_at = Some(registered_at);
-            }
-            UserEvent::VerificationCodeIssued {
-                code_hash,
-                issued_at,
-                expires_at,
-                attempts_allowed,
-            } => {
-                self.verification = Some(PendingCode {
-                    code_hash,
-                    issued_at,
-                    expires_at,
-                    attempts_allowed,
-                    attempts_left: attempts_allowed,
-                });
-            }
-            UserEvent::EmailVerificationFailed { attempts_left } => {
-                if let Some(code) = &mut self.verification {
-                    code.attempts_left = attempts_left;
-                }
-            }
-            UserEvent::EmailVerified { verified_at, .. } => {
-                self.email_verified_at = Some(verified_at);
-                self.verification = None;
-            }
-            UserEvent::PasswordChanged { password_hash, .. }
-            | UserEvent::PasswordReset { password_hash, .. } => {
-                self.password_hash = Some(password_hash);
-                self.password_reset = None;
-            }
-            UserEvent::PasswordResetRequested {
-                token_hash,
-                requested_at,
-                expires_at,
-            } => {
-                self.password_reset = Some(PendingReset {
-                    token_hash,
-                    requested_at,
-                    expires_at,
-                });
-            }
-            UserEvent::RoleGranted { roles_after, .. }
-            | UserEvent::RoleRevoked { roles_after, .. } => {
-                self.roles = roles_after;
-            }
-            UserEvent::GoogleAccountLinked { subject } => {
-                self.google_subject = Some(subject);
-            }
-            event @ UserEvent::ApiKeyCreated { .. } => {
-                if let Some(key) = ApiKey::from_event(event) {
-                    self.api_keys.insert(key.id, key);
-                }
-            }
-            UserEvent::ApiKeyRevoked { key_id, revoked_at } => {
-                if let Some(key) = self.api_keys.get_mut(&key_id) {
-                    key.revoked_at = Some(revoked_at);
-                }
-                self.forget_oldest_revoked_keys();
-            }
-        }
-    }
-
     fn verify_email(
         &self,
         code_hash: &SecretHash,
@@ -624,27 +517,136 @@ fn check_actor(actor: &str) -> Result<(), UserError> {
     Ok(())
 }
 
-impl Aggregate for User {
-    /// Stored in every event row and subject: fixed forever.
+impl Decider for User {
     const TYPE: &'static str = "User";
+    const STATE_VERSION: i32 = 1;
     type Command = UserCommand;
     type Event = UserEvent;
     type Error = UserError;
-    type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: UserCommand,
-        _services: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), UserError> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
+    /// Decide what a command does to this user. Pure: the caller writes the events. Never a
+    /// replay: no events means the command asked for what already holds.
+    fn decide(&self, command: UserCommand) -> Result<Decision<UserEvent>, UserError> {
+        self.decide_events(command).map(Decision::write)
     }
 
-    fn apply(&mut self, event: UserEvent) {
-        self.evolve(event);
+    /// Apply an event. Only assigns: every check happened in [`Decider::decide`].
+    fn evolve(&mut self, event: UserEvent) {
+        match event {
+            UserEvent::UserRegistered {
+                email,
+                password_hash,
+                display_name,
+                roles,
+                registered_at,
+            } => {
+                self.email = Some(email);
+                self.password_hash = password_hash;
+                self.display_name = display_name;
+                self.roles = roles;
+                self.registered_at = Some(registered_at);
+            }
+            UserEvent::VerificationCodeIssued {
+                code_hash,
+                issued_at,
+                expires_at,
+                attempts_allowed,
+            } => {
+                self.verification = Some(PendingCode {
+                    code_hash,
+                    issued_at,
+                    expires_at,
+                    attempts_allowed,
+                    attempts_left: attempts_allowed,
+                });
+            }
+            UserEvent::EmailVerificationFailed { attempts_left } => {
+                if let Some(code) = &mut self.verification {
+                    code.attempts_left = attempts_left;
+                }
+            }
+            UserEvent::EmailVerified { verified_at, .. } => {
+                self.email_verified_at = Some(verified_at);
+                self.verification = None;
+            }
+            UserEvent::PasswordChanged { password_hash, .. }
+            | UserEvent::PasswordReset { password_hash, .. } => {
+                self.password_hash = Some(password_hash);
+                self.password_reset = None;
+            }
+            UserEvent::PasswordResetRequested {
+                token_hash,
+                requested_at,
+                expires_at,
+            } => {
+                self.password_reset = Some(PendingReset {
+                    token_hash,
+                    requested_at,
+                    expires_at,
+                });
+            }
+            UserEvent::RoleGranted { roles_after, .. }
+            | UserEvent::RoleRevoked { roles_after, .. } => {
+                self.roles = roles_after;
+            }
+            UserEvent::GoogleAccountLinked { subject } => {
+                self.google_subject = Some(subject);
+            }
+            event @ UserEvent::ApiKeyCreated { .. } => {
+                if let Some(key) = ApiKey::from_event(event) {
+                    self.api_keys.insert(key.id, key);
+                }
+            }
+            UserEvent::ApiKeyRevoked { key_id, revoked_at } => {
+                if let Some(key) = self.api_keys.get_mut(&key_id) {
+                    key.revoked_at = Some(revoked_at);
+                }
+                self.forget_oldest_revoked_keys();
+            }
+        }
+    }
+
+    /// Take back into memory revoked keys the user no longer remembers (found in the event
+    /// store by their keys, see [`UserCommand::related_keys`]), so that revoking one again
+    /// says it was revoked rather than unknown. Only keys whose creation and revocation are
+    /// both given are taken.
+    fn recall(&mut self, events: impl IntoIterator<Item = UserEvent>) {
+        let mut created = Vec::new();
+        let mut revoked = BTreeMap::new();
+        for event in events {
+            match event {
+                UserEvent::ApiKeyCreated { .. } => created.push(event),
+                UserEvent::ApiKeyRevoked { key_id, revoked_at } => {
+                    revoked.insert(key_id, revoked_at);
+                }
+                _ => {}
+            }
+        }
+        for event in created {
+            if let Some(mut key) = ApiKey::from_event(event) {
+                if self.api_keys.contains_key(&key.id) {
+                    continue;
+                }
+                if let Some(at) = revoked.get(&key.id) {
+                    key.revoked_at = Some(*at);
+                    self.api_keys.insert(key.id, key);
+                }
+            }
+        }
+    }
+
+    fn event_key(event: &UserEvent) -> Option<String> {
+        event.idempotency_key()
+    }
+
+    fn related_keys(command: &UserCommand) -> Vec<String> {
+        command.related_keys()
+    }
+
+    fn may_be_forgotten(refusal: &UserError) -> bool {
+        // A revoke of a key revoked longer ago than the user remembers.
+        matches!(refusal, UserError::ApiKeyNotFound(_))
     }
 }
+
+cqrs_aggregate!(User);

@@ -10,6 +10,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use uuid::Uuid;
 
 use super::*;
+use crate::decider::Decider;
 use crate::ids::ApiKeyId;
 use crate::money::{Credits, MoneyError};
 
@@ -1047,8 +1048,9 @@ proptest! {
             };
             let before = user.clone();
             match user.decide(command) {
-                Ok(events) => {
-                    for e in events {
+                Ok(decision) => {
+                    prop_assert!(decision.replay_of.is_none(), "a user never replays");
+                    for e in decision.events {
                         let json = serde_json::to_string(&e).expect("serializes");
                         prop_assert!(!json.contains("plain-"), "a plaintext secret in {}", json);
                         match &e {
