@@ -807,14 +807,7 @@ async fn the_mock_provider_is_deterministic_and_counts_real_tokens() {
         ..ChatRequest::default()
     };
 
-    let first = collect(
-        router
-            .open(request.clone())
-            .await
-            .expect("mock")
-            .stream,
-    )
-    .await;
+    let first = collect(router.open(request.clone()).await.expect("mock").stream).await;
     let second = collect(router.open(request).await.expect("mock").stream).await;
 
     assert_eq!(first.text, second.text);

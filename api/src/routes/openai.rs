@@ -161,7 +161,9 @@ struct ChatCompletionRequest {
 impl ChatCompletionRequest {
     /// Whether a streamed answer ends with a usage chunk.
     fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 
     /// The hub's request, once the body's OpenAI-specific rules hold.
@@ -293,13 +295,12 @@ impl SseFrames {
         let data = |value: Value| Event::default().data(value.to_string());
         match progress {
             Progress::Started { .. } => (Vec::new(), false),
-            Progress::Delta { text, .. } => {
-                (vec![data(self.chunk(json!({"content": text}), None))], false)
-            }
+            Progress::Delta { text, .. } => (
+                vec![data(self.chunk(json!({"content": text}), None))],
+                false,
+            ),
             Progress::Finished(finished) => {
-                let mut events = vec![data(
-                    self.chunk(json!({}), Some(&finished.finish_reason)),
-                )];
+                let mut events = vec![data(self.chunk(json!({}), Some(&finished.finish_reason)))];
                 if self.include_usage {
                     let mut last = self.chunk(json!({}), None);
                     last["choices"] = json!([]);

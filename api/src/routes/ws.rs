@@ -220,10 +220,7 @@ async fn handle(chats: &mut ChatSession<Outgoing>, message: ClientMessage) -> Op
 }
 
 /// Sends the outbox to the client, and a heartbeat when it is idle.
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut outbox: mpsc::Receiver<Outgoing>,
-) {
+async fn write(mut sink: SplitSink<WebSocket, Message>, mut outbox: mpsc::Receiver<Outgoing>) {
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     loop {

@@ -84,7 +84,10 @@ pub enum Unanswered {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
     /// A provider took the request.
-    Started { request_id: String, provider: String },
+    Started {
+        request_id: String,
+        provider: String,
+    },
     /// Text, in order; `seq` counts from 1.
     Delta { seq: u64, text: String },
     /// The end (the last item).

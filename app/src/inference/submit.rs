@@ -67,11 +67,7 @@ impl Reservation {
 }
 
 /// Step 5: reserve `max_cost` on the payer's account for a new request.
-async fn reserve(
-    hub: &Hub,
-    payer: &Payer,
-    max_cost: Credits,
-) -> Result<Reservation, GatewayError> {
+async fn reserve(hub: &Hub, payer: &Payer, max_cost: Credits) -> Result<Reservation, GatewayError> {
     let request_id = format!("req_{}", Uuid::new_v4().simple());
     let rid = RequestId::parse(&request_id).map_err(|e| GatewayError::Internal(e.into()))?;
     let now = hub.clock.now();
