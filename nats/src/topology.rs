@@ -89,10 +89,28 @@ impl Topology {
     }
 
     /// Core NATS subject prefix under which one API process takes the answers to all of its
-    /// requests with one subscription (`<inbox>.*`); a worker answers request `r` on
-    /// `<inbox>.r`. `inbox` must be one subject token.
+    /// requests with one subscription ([`Topology::inference_inbox_replies`]); a worker
+    /// answers request `r` on [`Topology::inference_inbox_reply_subject`]. `inbox` must be one
+    /// subject token.
     pub fn inference_reply_inbox(&self, inbox: &str) -> String {
         format!("{}.stream.{inbox}", self.subject_prefix)
+    }
+
+    /// Every answer sent to `inbox` (a [`Topology::inference_reply_inbox`]): `<inbox>.*`.
+    pub fn inference_inbox_replies(&self, inbox: &str) -> String {
+        format!("{inbox}.*")
+    }
+
+    /// Where a worker answers request `request_id` of the process listening on `inbox` (a
+    /// [`Topology::inference_reply_inbox`]): `<inbox>.<request_id>`. `request_id` must be one
+    /// subject token.
+    pub fn inference_inbox_reply_subject(&self, inbox: &str, request_id: &str) -> String {
+        format!("{inbox}.{request_id}")
+    }
+
+    /// The request an answer on an inbox subject is for: its last token.
+    pub fn inference_inbox_request_id<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject.rsplit('.').next()
     }
 
     /// Core NATS subject on which the API asks the worker to stop one request (the client
@@ -146,5 +164,20 @@ impl Topology {
                 .map_err(|source| TopologyError::Create { name, source })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_on_an_inbox_names_its_request_and_matches_the_inbox_subscription() {
+        let topology = Topology::default();
+        let inbox = topology.inference_reply_inbox("p1");
+        let subject = topology.inference_inbox_reply_subject(&inbox, "req_1");
+        assert_eq!(subject, "hub.stream.p1.req_1");
+        assert_eq!(topology.inference_inbox_replies(&inbox), "hub.stream.p1.*");
+        assert_eq!(topology.inference_inbox_request_id(&subject), Some("req_1"));
     }
 }

@@ -177,6 +177,7 @@ impl Application {
                 state.topology.clone(),
                 state.router.clone(),
                 state.credits.clone(),
+                state.clock.clone(),
                 hub_workers::worker::WorkerConfig::default(),
             );
             tasks.spawn(worker.run(stopped()));

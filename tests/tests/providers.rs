@@ -12,7 +12,7 @@ use hub_tests::fake_openai::{Behavior, FakeOpenAi, Reply};
 use hub_workers::config::{ModelSettings, PriceSettings};
 use hub_workers::tokens::{count_prompt_tokens, count_text_tokens};
 use hub_workers::{
-    ChatMessage, ChatParams, EventStream, HealthState, ModelsSettings, Opened, ProviderError,
+    ChatMessage, ChatRequest, EventStream, HealthState, ModelsSettings, Opened, ProviderError,
     ProviderKind, ProviderRouter, ProviderSettings, RouteError, StreamEvent, TokenUsage,
 };
 
@@ -82,23 +82,31 @@ fn router(settings: &ModelsSettings) -> ProviderRouter {
     ProviderRouter::new(settings).expect("the test settings are valid")
 }
 
-fn params(prompt: &str) -> ChatParams {
-    ChatParams {
+fn params(prompt: &str) -> ChatRequest {
+    ChatRequest {
         messages: vec![ChatMessage::new("user", prompt)],
         max_tokens: 100,
-        ..ChatParams::default()
+        ..ChatRequest::default()
     }
 }
 
-async fn open(router: &ProviderRouter, params: ChatParams) -> Opened {
-    match router.open(MODEL, params).await {
+/// `request` for the test model.
+fn for_model(request: ChatRequest) -> ChatRequest {
+    ChatRequest {
+        model: MODEL.to_owned(),
+        ..request
+    }
+}
+
+async fn open(router: &ProviderRouter, params: ChatRequest) -> Opened {
+    match router.open(for_model(params)).await {
         Ok(opened) => opened,
         Err(error) => panic!("the stream should open: {error}"),
     }
 }
 
-async fn open_err(router: &ProviderRouter, params: ChatParams) -> RouteError {
-    match router.open(MODEL, params).await {
+async fn open_err(router: &ProviderRouter, params: ChatRequest) -> RouteError {
+    match router.open(for_model(params)).await {
         Ok(opened) => panic!("the stream should not open, but {opened:?} did"),
         Err(error) => error,
     }
@@ -166,7 +174,7 @@ async fn openai_streams_deltas_then_usage_then_finish_from_a_real_request() {
             .finish("length"),
     ));
     let router = router(&settings(vec![openai(&fake, "openai")]));
-    let request = ChatParams {
+    let request = ChatRequest {
         messages: vec![
             ChatMessage::new("system", "Be brief."),
             ChatMessage::new("user", "What is the answer?"),
@@ -175,7 +183,7 @@ async fn openai_streams_deltas_then_usage_then_finish_from_a_real_request() {
         temperature: Some(0.5),
         stop: vec!["END".into()],
         user: Some("user-1".into()),
-        ..ChatParams::default()
+        ..ChatRequest::default()
     };
 
     let opened = open(&router, request).await;
@@ -675,7 +683,7 @@ async fn anthropic_translates_the_request_and_the_streamed_answer() {
             .finish("length"),
     ));
     let router = router(&settings(vec![anthropic(&fake, "claude")]));
-    let request = ChatParams {
+    let request = ChatRequest {
         messages: vec![
             ChatMessage::new("system", "Answer in French."),
             ChatMessage::new("user", "Say hello."),
@@ -685,7 +693,7 @@ async fn anthropic_translates_the_request_and_the_streamed_answer() {
         max_tokens: 50,
         temperature: Some(0.2),
         stop: vec!["\n\nHuman:".into()],
-        ..ChatParams::default()
+        ..ChatRequest::default()
     };
 
     let opened = open(&router, request).await;
@@ -792,21 +800,15 @@ async fn the_mock_provider_is_deterministic_and_counts_real_tokens() {
         ChatMessage::new("system", "You are a mock."),
         ChatMessage::new("user", "Write me a poem about credits."),
     ];
-    let request = ChatParams {
+    let request = ChatRequest {
+        model: "mock-1".to_owned(),
         messages: messages.clone(),
         max_tokens: 500,
-        ..ChatParams::default()
+        ..ChatRequest::default()
     };
 
-    let first = collect(
-        router
-            .open("mock-1", request.clone())
-            .await
-            .expect("mock")
-            .stream,
-    )
-    .await;
-    let second = collect(router.open("mock-1", request).await.expect("mock").stream).await;
+    let first = collect(router.open(request.clone()).await.expect("mock").stream).await;
+    let second = collect(router.open(request).await.expect("mock").stream).await;
 
     assert_eq!(first.text, second.text);
     assert!(first.deltas >= 12, "{first:?}");
@@ -820,12 +822,13 @@ async fn the_mock_provider_is_deterministic_and_counts_real_tokens() {
     );
     assert_eq!(first.finish.as_deref(), Some("stop"));
 
-    let short = ChatParams {
+    let short = ChatRequest {
+        model: "mock-1".to_owned(),
         messages,
         max_tokens: 5,
-        ..ChatParams::default()
+        ..ChatRequest::default()
     };
-    let cut = collect(router.open("mock-1", short).await.expect("mock").stream).await;
+    let cut = collect(router.open(short).await.expect("mock").stream).await;
     assert!(first.text.starts_with(&cut.text));
     assert!(count_text_tokens("o200k", &cut.text) <= 5);
     assert_eq!(cut.finish.as_deref(), Some("length"));

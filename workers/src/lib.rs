@@ -34,7 +34,7 @@ pub mod worker;
 
 pub use config::{ModelSettings, ModelsSettings, PriceSettings, ProviderKind, ProviderSettings};
 pub use providers::{
-    ChatMessage, ChatParams, ChatRequest, EventStream, Provider, ProviderError, StreamEvent,
-    Timeouts, TokenUsage,
+    ChatMessage, ChatRequest, EventStream, Provider, ProviderError, StreamEvent, Timeouts,
+    TokenUsage,
 };
 pub use router::{HealthState, ModelInfo, Opened, ProviderRouter, ProviderStatus, RouteError};

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::config::{ModelsSettings, ProviderKind};
 use crate::providers::openai::Dialect;
 use crate::providers::{
-    http_client, AnthropicProvider, ChatMessage, ChatParams, EventStream, MockProvider,
+    http_client, AnthropicProvider, ChatMessage, ChatRequest, EventStream, MockProvider,
     OpenAiProvider, Provider, ProviderError, StreamEvent, Timeouts,
 };
 use crate::tokens::{count_prompt_tokens, Tokenizer};
@@ -321,17 +321,18 @@ impl ProviderRouter {
         self.index.get(name).and_then(|i| self.models.get(*i))
     }
 
-    /// Opens a stream of `model`'s answer to `params`, trying its providers as the module
-    /// documentation says, and returns once the first token has arrived.
+    /// Opens a stream of the answer to `request` from its model (`request.model`, a
+    /// configured name), trying the model's providers as the module documentation says, and
+    /// returns once the first token has arrived.
     ///
-    /// `params.max_tokens` is capped at the model's `max_output_tokens`. Dropping the future
+    /// `request.max_tokens` is capped at the model's `max_output_tokens`. Dropping the future
     /// cancels the attempt in flight.
-    pub async fn open(&self, model: &str, mut params: ChatParams) -> Result<Opened, RouteError> {
-        let Some(entry) = self.model(model) else {
-            return Err(RouteError::UnknownModel(model.to_owned()));
+    pub async fn open(&self, mut request: ChatRequest) -> Result<Opened, RouteError> {
+        let Some(entry) = self.model(&request.model) else {
+            return Err(RouteError::UnknownModel(request.model));
         };
         if let Some(max) = entry.max_output_tokens {
-            params.max_tokens = params.max_tokens.min(max);
+            request.max_tokens = request.max_tokens.min(max);
         }
         let mut attempts = 0u32;
         let mut last: Option<(String, ProviderError)> = None;
@@ -347,8 +348,8 @@ impl ProviderRouter {
             };
             for try_index in 0..tries {
                 attempts += 1;
-                let request = params.clone().into_request(slot.upstream_model.clone());
-                match until_first_token(slot.provider.stream(request)).await {
+                let upstream = request.for_upstream(&slot.upstream_model);
+                match until_first_token(slot.provider.stream(upstream)).await {
                     Ok(stream) => {
                         slot.succeeded();
                         if let Some(guard) = probe.take() {
@@ -674,18 +675,19 @@ mod tests {
         }
     }
 
-    fn params(prompt: &str, max_tokens: u32) -> ChatParams {
-        ChatParams {
+    fn request(model: &str, prompt: &str, max_tokens: u32) -> ChatRequest {
+        ChatRequest {
+            model: model.to_owned(),
             messages: vec![ChatMessage::new("user", prompt)],
             max_tokens,
-            ..ChatParams::default()
+            ..ChatRequest::default()
         }
     }
 
     #[tokio::test]
     async fn the_default_router_answers_offline_with_the_mock() {
         let router = router(|_| {});
-        let opened = router.open("mock-1", params("hello", 50)).await;
+        let opened = router.open(request("mock-1", "hello", 50)).await;
         let Ok(opened) = opened else {
             panic!("{opened:?}")
         };
@@ -704,7 +706,7 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_model_is_refused() {
         let router = router(|_| {});
-        let error = router.open("gpt-9", params("hi", 5)).await.err();
+        let error = router.open(request("gpt-9", "hi", 5)).await.err();
         assert_eq!(error, Some(RouteError::UnknownModel("gpt-9".into())));
     }
 

@@ -13,7 +13,7 @@ use hub_domain::{ApiKeyId, Credits};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::providers::ChatMessage;
+use crate::providers::{ChatMessage, ChatRequest};
 
 /// A chat request the API has accepted and reserved credits for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +50,22 @@ pub struct InferenceCommand {
     /// Absent in commands from older API processes: then the per-request reply subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_subject: Option<String>,
+}
+
+impl InferenceCommand {
+    /// The request the router opens: the one conversion from the wire to the providers. No
+    /// end-user id goes upstream.
+    pub fn chat_request(&self) -> ChatRequest {
+        ChatRequest {
+            model: self.model.clone(),
+            messages: self.messages.clone(),
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop.clone(),
+            user: None,
+        }
+    }
 }
 
 /// A model's prices, in micro-credits per million tokens.

@@ -13,9 +13,8 @@
 //! reservation. When no provider accepted it, the reservation is released.
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
-use chrono::Utc;
 use futures::{FutureExt, StreamExt};
-use hub_commands::CreditAccounts;
+use hub_commands::{CreditAccounts, SharedClock};
 use hub_domain::pricing::{Price, TokenUsage};
 use hub_domain::{
     AccountId, CreditCommand, CreditError, CreditEvent, RequestId, TokenSource, UsageOutcome,
@@ -29,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::providers::{ChatParams, ProviderError, StreamEvent};
+use crate::providers::{ProviderError, StreamEvent};
 use crate::router::{ProviderRouter, RouteError};
 use crate::tokens;
 use crate::wire::{InferenceCommand, WireChunk, WireUsage};
@@ -62,6 +61,8 @@ pub struct Worker {
     topology: Topology,
     router: Arc<ProviderRouter>,
     credits: Arc<CreditAccounts>,
+    /// The time a command's `start_by` is checked against (tests move it).
+    clock: SharedClock,
     config: WorkerConfig,
     cancels: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
@@ -72,6 +73,7 @@ impl Worker {
         topology: Topology,
         router: Arc<ProviderRouter>,
         credits: Arc<CreditAccounts>,
+        clock: SharedClock,
         config: WorkerConfig,
     ) -> Self {
         Worker {
@@ -79,6 +81,7 @@ impl Worker {
             topology,
             router,
             credits,
+            clock,
             config,
             cancels: Arc::default(),
         }
@@ -195,7 +198,7 @@ impl Worker {
                 }
             }
         };
-        if Utc::now() > command.start_by {
+        if self.clock.now() > command.start_by {
             self.release(&command).await;
             send(failed(
                 "expired",
@@ -208,16 +211,8 @@ impl Worker {
             return;
         }
         let started = Instant::now();
-        let request = ChatParams {
-            messages: command.messages.clone(),
-            max_tokens: command.max_tokens,
-            temperature: command.temperature,
-            top_p: command.top_p,
-            stop: command.stop.clone(),
-            user: None,
-        };
         let opened = tokio::select! {
-            opened = self.router.open(&command.model, request) => opened,
+            opened = self.router.open(command.chat_request()) => opened,
             () = cancel.cancelled() => {
                 self.release(&command).await;
                 return;

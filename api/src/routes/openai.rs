@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream};
 use hub_workers::providers::ChatMessage;
-use hub_workers::wire::{WireChunk, WireUsage};
+use hub_workers::wire::WireUsage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -20,7 +20,9 @@ use std::sync::Arc;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
-use hub_app::inference::{self, ChatParams, GatewayError, Submission};
+use hub_app::inference::{
+    self, Answer, Chat, ChatFailure, Finished, GatewayError, Progress, Submission, Unanswered,
+};
 
 /// An error in OpenAI's shape.
 pub struct OpenAiError {
@@ -102,10 +104,21 @@ impl From<GatewayError> for OpenAiError {
     }
 }
 
-fn failure(code: &str, message: &str, status: u16, retry_after_s: Option<u64>) -> OpenAiError {
-    let mut err = OpenAiError::new(status, code, message);
-    err.retry_after_s = retry_after_s;
-    err
+impl From<Unanswered> for OpenAiError {
+    fn from(unanswered: Unanswered) -> Self {
+        match unanswered {
+            Unanswered::Failed(failure) => OpenAiError::from(failure),
+            Unanswered::Lost => lost(),
+        }
+    }
+}
+
+impl From<ChatFailure> for OpenAiError {
+    fn from(failure: ChatFailure) -> Self {
+        let mut err = OpenAiError::new(failure.status, &failure.code, failure.message);
+        err.retry_after_s = failure.retry_after_s;
+        err
+    }
 }
 
 fn lost() -> OpenAiError {
@@ -145,6 +158,55 @@ struct ChatCompletionRequest {
     n: Option<u32>,
 }
 
+impl ChatCompletionRequest {
+    /// Whether a streamed answer ends with a usage chunk.
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+
+    /// The hub's request, once the body's OpenAI-specific rules hold.
+    fn into_chat(self) -> Result<Chat, OpenAiError> {
+        let model = self
+            .model
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| OpenAiError::new(400, "missing_model", "model is required"))?;
+        let messages = self
+            .messages
+            .ok_or_else(|| OpenAiError::new(400, "missing_messages", "messages is required"))?;
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(OpenAiError::new(
+                400,
+                "unsupported_n",
+                "only n = 1 is supported",
+            ));
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(OpenAiError::new(
+                    400,
+                    "invalid_temperature",
+                    "temperature must be 0 to 2",
+                ));
+            }
+        }
+        Ok(Chat {
+            model,
+            messages,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: match self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s],
+                Some(Stop::Many(v)) => v,
+            },
+            whole: !self.stream,
+        })
+    }
+}
+
 /// `POST /v1/chat/completions` — any signed-in caller (JWT or API key).
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -154,59 +216,15 @@ pub async fn chat_completions(
     let caller = caller?;
     let request: ChatCompletionRequest = serde_json::from_slice(&body)
         .map_err(|e| OpenAiError::new(400, "invalid_json", format!("invalid request body: {e}")))?;
-    let model = request
-        .model
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| OpenAiError::new(400, "missing_model", "model is required"))?;
-    let messages = request
-        .messages
-        .ok_or_else(|| OpenAiError::new(400, "missing_messages", "messages is required"))?;
-    if request.n.is_some_and(|n| n != 1) {
-        return Err(OpenAiError::new(
-            400,
-            "unsupported_n",
-            "only n = 1 is supported",
-        ));
-    }
-    if let Some(t) = request.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(OpenAiError::new(
-                400,
-                "invalid_temperature",
-                "temperature must be 0 to 2",
-            ));
-        }
-    }
-    let params = ChatParams {
-        model,
-        messages,
-        max_tokens: request.max_completion_tokens.or(request.max_tokens),
-        temperature: request.temperature,
-        top_p: request.top_p,
-        stop: match request.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s],
-            Some(Stop::Many(v)) => v,
-        },
-        whole: !request.stream,
-    };
-    let mut submission = inference::submit(&state, &caller.payer(), params).await?;
-    if !request.stream {
-        return complete(submission).await;
+    let (stream, include_usage) = (request.stream, request.include_usage());
+    let chat = request.into_chat()?;
+    let mut submission = inference::submit(&state, &caller.payer(), chat).await?;
+    if !stream {
+        let answer = submission.answer().await?;
+        return Ok(Json(completion(&submission, &answer)).into_response());
     }
     // Wait for the worker to start (or fail) before choosing the HTTP status.
-    let provider = match submission.next().await {
-        Some(WireChunk::Started { provider }) => provider,
-        Some(WireChunk::Failed {
-            code,
-            message,
-            status,
-            retry_after_s,
-            ..
-        }) => return Err(failure(&code, &message, status, retry_after_s)),
-        Some(_) | None => return Err(lost()),
-    };
-    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let provider = submission.started().await?;
     Ok(sse(submission, provider, include_usage).into_response())
 }
 
@@ -219,75 +237,87 @@ fn usage_json(usage: &WireUsage) -> Value {
     })
 }
 
-/// The whole answer: one `answered` message from the worker (or, from a worker that sends
-/// the answer piece by piece, its pieces).
-async fn complete(mut submission: Submission) -> Result<Response, OpenAiError> {
-    let mut text = String::new();
-    let mut provider = String::new();
-    loop {
-        let (finish_reason, usage, charged_micros) = match submission.next().await {
-            Some(WireChunk::Started { provider: started }) => {
-                provider = started;
-                continue;
-            }
-            Some(WireChunk::Delta { text: piece, .. }) => {
-                text.push_str(&piece);
-                continue;
-            }
-            Some(WireChunk::Finished {
-                finish_reason,
-                usage,
-                charged_micros,
-                ..
-            }) => (finish_reason, usage, charged_micros),
-            Some(WireChunk::Answered {
-                provider: answered_by,
-                text: answer,
-                finish_reason,
-                usage,
-                charged_micros,
-                ..
-            }) => {
-                provider = answered_by;
-                text = answer;
-                (finish_reason, usage, charged_micros)
-            }
-            Some(WireChunk::Failed {
-                code,
-                message,
-                status,
-                retry_after_s,
-                ..
-            }) => return Err(failure(&code, &message, status, retry_after_s)),
-            None => return Err(lost()),
-        };
-        let body = json!({
-            "id": format!("chatcmpl-{}", submission.request_id),
-            "object": "chat.completion",
-            "created": submission.created,
-            "model": submission.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }],
-            "usage": usage_json(&usage),
-            "x_aihub": {
-                "request_id": submission.request_id,
-                "provider": provider,
-                "charged_micros": charged_micros,
-                "token_source": usage.source,
-            },
-        });
-        return Ok(Json(body).into_response());
-    }
+/// The hub's own fields in an answer (ignored by OpenAI's SDKs).
+fn x_aihub(request_id: &str, provider: &str, finished: &Finished) -> Value {
+    json!({
+        "request_id": request_id,
+        "provider": provider,
+        "charged_micros": finished.charged_micros,
+        "token_source": finished.usage.source,
+    })
 }
 
-/// What the SSE stream still has to say.
-enum SseState {
-    Open(Box<Submission>),
-    Done,
+/// A whole answer as OpenAI's `chat.completion`.
+fn completion(submission: &Submission, answer: &Answer) -> Value {
+    json!({
+        "id": format!("chatcmpl-{}", submission.request_id),
+        "object": "chat.completion",
+        "created": submission.created,
+        "model": submission.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer.text},
+            "logprobs": null,
+            "finish_reason": answer.finished.finish_reason,
+        }],
+        "usage": usage_json(&answer.finished.usage),
+        "x_aihub": x_aihub(&submission.request_id, &answer.provider, &answer.finished),
+    })
+}
+
+/// How one streamed answer is framed as OpenAI's `chat.completion.chunk` events.
+struct SseFrames {
+    request_id: String,
+    created: i64,
+    model: String,
+    provider: String,
+    include_usage: bool,
+}
+
+impl SseFrames {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        json!({
+            "id": format!("chatcmpl-{}", self.request_id), "object": "chat.completion.chunk",
+            "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    }
+
+    fn first(&self) -> Event {
+        Event::default().data(
+            self.chunk(json!({"role": "assistant", "content": ""}), None)
+                .to_string(),
+        )
+    }
+
+    /// The events for one piece of the answer, and whether it was the last.
+    fn events(&self, progress: Progress) -> (Vec<Event>, bool) {
+        let data = |value: Value| Event::default().data(value.to_string());
+        match progress {
+            Progress::Started { .. } => (Vec::new(), false),
+            Progress::Delta { text, .. } => (
+                vec![data(self.chunk(json!({"content": text}), None))],
+                false,
+            ),
+            Progress::Finished(finished) => {
+                let mut events = vec![data(self.chunk(json!({}), Some(&finished.finish_reason)))];
+                if self.include_usage {
+                    let mut last = self.chunk(json!({}), None);
+                    last["choices"] = json!([]);
+                    last["usage"] = usage_json(&finished.usage);
+                    last["x_aihub"] = x_aihub(&self.request_id, &self.provider, &finished);
+                    events.push(data(last));
+                }
+                events.push(Event::default().data("[DONE]"));
+                (events, true)
+            }
+            Progress::Failed(failure) => {
+                let err = OpenAiError::new(failure.status, &failure.code, failure.message);
+                (vec![data(err.body())], true)
+            }
+            Progress::Lost => (vec![data(lost().body())], true),
+        }
+    }
 }
 
 /// Stream the answer as OpenAI's chat.completion.chunk events, then `data: [DONE]`.
@@ -296,74 +326,22 @@ fn sse(
     provider: String,
     include_usage: bool,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let id = format!("chatcmpl-{}", submission.request_id);
-    let created = submission.created;
-    let model = submission.model.clone();
-    let chunk = move |delta: Value, finish: Option<&str>| {
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        })
-    };
-    let first =
-        Event::default().data(chunk(json!({"role": "assistant", "content": ""}), None).to_string());
-    let chunk = Arc::new(chunk);
-    let rest = stream::unfold(SseState::Open(Box::new(submission)), move |state| {
-        let chunk = chunk.clone();
-        let provider = provider.clone();
+    let frames = Arc::new(SseFrames {
+        request_id: submission.request_id.clone(),
+        created: submission.created,
+        model: submission.model.clone(),
+        provider,
+        include_usage,
+    });
+    let first = frames.first();
+    // `None` once the last piece was framed.
+    let rest = stream::unfold(Some(submission), move |open| {
+        let frames = frames.clone();
         async move {
-            let SseState::Open(mut submission) = state else {
-                return None;
-            };
-            let events: Vec<Event> = match submission.next().await {
-                Some(WireChunk::Delta { text, .. }) => {
-                    vec![Event::default().data(chunk(json!({"content": text}), None).to_string())]
-                }
-                Some(WireChunk::Started { .. }) => Vec::new(),
-                Some(WireChunk::Finished {
-                    finish_reason,
-                    usage,
-                    charged_micros,
-                    ..
-                }) => {
-                    let mut events =
-                        vec![Event::default()
-                            .data(chunk(json!({}), Some(&finish_reason)).to_string())];
-                    if include_usage {
-                        let mut last = chunk(json!({}), None);
-                        last["choices"] = json!([]);
-                        last["usage"] = usage_json(&usage);
-                        last["x_aihub"] = json!({
-                            "request_id": submission.request_id,
-                            "provider": provider,
-                            "charged_micros": charged_micros,
-                            "token_source": usage.source,
-                        });
-                        events.push(Event::default().data(last.to_string()));
-                    }
-                    events.push(Event::default().data("[DONE]"));
-                    return Some((stream::iter(events.into_iter().map(Ok)), SseState::Done));
-                }
-                Some(WireChunk::Failed {
-                    code,
-                    message,
-                    status,
-                    ..
-                }) => {
-                    let err = OpenAiError::new(status, &code, message);
-                    let events = vec![Event::default().data(err.body().to_string())];
-                    return Some((stream::iter(events.into_iter().map(Ok)), SseState::Done));
-                }
-                // `answered` only answers commands that asked for the whole answer at once.
-                None | Some(WireChunk::Answered { .. }) => {
-                    let events = vec![Event::default().data(lost().body().to_string())];
-                    return Some((stream::iter(events.into_iter().map(Ok)), SseState::Done));
-                }
-            };
-            Some((
-                stream::iter(events.into_iter().map(Ok)),
-                SseState::Open(submission),
-            ))
+            let mut submission = open?;
+            let (events, last) = frames.events(submission.progress().await);
+            let next = if last { None } else { Some(submission) };
+            Some((stream::iter(events.into_iter().map(Ok)), next))
         }
     });
     let all = futures::StreamExt::chain(

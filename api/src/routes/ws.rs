@@ -23,12 +23,11 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use hub_workers::providers::ChatMessage;
-use hub_workers::wire::WireChunk;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -36,12 +35,10 @@ use tokio::sync::mpsc;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
-use hub_app::inference::{self, ChatParams};
+use hub_app::inference::{Chat, ChatFailure, ChatSession, ChatUpdate, Progress};
 
 /// How often an idle connection hears from the hub.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// Chats one connection may run at once.
-const CHATS_MAX: usize = 16;
 /// Largest message accepted from a client.
 const MESSAGE_MAX_BYTES: usize = 1 << 20;
 
@@ -57,21 +54,16 @@ pub async fn connect(
     upgrade: WebSocketUpgrade,
     parts: RequestParts,
 ) -> Result<Response, ApiError> {
-    let caller = match query.token {
-        Some(token) => {
-            let mut parts = parts.0;
-            let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ApiError::unauthorized("invalid token"))?;
-            parts
-                .headers
-                .insert(axum::http::header::AUTHORIZATION, value);
-            Caller::from_request_parts(&mut parts, &state).await?
-        }
-        None => {
-            let mut parts = parts.0;
-            Caller::from_request_parts(&mut parts, &state).await?
-        }
-    };
+    let RequestParts(mut parts) = parts;
+    // A browser's token comes in the query; it then counts as the `Authorization` header.
+    if let Some(token) = query.token {
+        let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ApiError::unauthorized("invalid token"))?;
+        parts
+            .headers
+            .insert(axum::http::header::AUTHORIZATION, value);
+    }
+    let caller = Caller::from_request_parts(&mut parts, &state).await?;
     Ok(upgrade
         .max_message_size(MESSAGE_MAX_BYTES)
         .on_upgrade(move |socket| session(socket, state, caller)))
@@ -114,196 +106,137 @@ struct ChatOptions {
     stop: Vec<String>,
 }
 
+/// A message to the client, JSON.
+struct Outgoing(Value);
+
+impl From<ChatUpdate> for Outgoing {
+    fn from(update: ChatUpdate) -> Self {
+        let id = update.chat;
+        Outgoing(match update.progress {
+            Progress::Started {
+                request_id,
+                provider,
+            } => json!({"type": "chat.started", "id": id,
+                "request_id": request_id, "provider": provider}),
+            Progress::Delta { seq, text } => {
+                json!({"type": "chat.chunk", "id": id, "seq": seq, "delta": text})
+            }
+            Progress::Finished(done) => json!({"type": "chat.done", "id": id,
+                "finish_reason": done.finish_reason,
+                "outcome": done.outcome,
+                "usage": {"prompt_tokens": done.usage.prompt_tokens,
+                          "completion_tokens": done.usage.completion_tokens,
+                          "cached_tokens": done.usage.cached_tokens,
+                          "source": done.usage.source},
+                "credits_charged_micros": done.charged_micros}),
+            Progress::Failed(failure) => chat_error(&id, &failure),
+            Progress::Lost => chat_error(
+                &id,
+                &ChatFailure::new("upstream_timeout", "no answer in time", 504),
+            ),
+        })
+    }
+}
+
+/// What one message from the client asks for.
+enum Incoming {
+    Message(ClientMessage),
+    /// Answered with this, and nothing else done.
+    Refused(Value),
+    Ignored,
+    Closed,
+}
+
+fn read(message: Message) -> Incoming {
+    let text = match message {
+        Message::Text(text) => text,
+        Message::Close(_) => return Incoming::Closed,
+        Message::Binary(_) => {
+            return Incoming::Refused(error("unsupported", "send JSON text messages"))
+        }
+        Message::Ping(_) | Message::Pong(_) => return Incoming::Ignored,
+    };
+    match serde_json::from_str(text.as_str()) {
+        Ok(parsed) => Incoming::Message(parsed),
+        Err(err) => Incoming::Refused(error(
+            "invalid_message",
+            &format!("unreadable message: {err}"),
+        )),
+    }
+}
+
 async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
-    let (mut sink, mut incoming) = socket.split();
-    let (out, mut outbox) = mpsc::channel::<Value>(256);
+    let (sink, mut incoming) = socket.split();
+    let (out, outbox) = mpsc::channel::<Outgoing>(256);
     // One writer: chats and the reader send through the channel.
-    let writer = tokio::spawn(async move {
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.tick().await;
-        loop {
-            let message = tokio::select! {
-                message = outbox.recv() => match message {
-                    Some(message) => message,
-                    None => break,
-                },
-                _ = heartbeat.tick() => json!({"type": "heartbeat"}),
-            };
-            if sink
-                .send(Message::Text(message.to_string().into()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let _ = out
-        .send(json!({"type": "welcome", "user_id": caller.user}))
-        .await;
-    let mut chats: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let writer = tokio::spawn(write(sink, outbox));
+    let welcome = json!({"type": "welcome", "user_id": caller.user});
+    let _ = out.send(Outgoing(welcome)).await;
+    let mut chats = ChatSession::new(state, caller.payer(), out.clone());
     while let Some(Ok(message)) = incoming.next().await {
-        chats.retain(|_, task| !task.is_finished());
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Close(_) => break,
-            Message::Binary(_) => {
-                let _ = out
-                    .send(error("unsupported", "send JSON text messages"))
-                    .await;
-                continue;
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
+        let reply = match read(message) {
+            Incoming::Closed => break,
+            Incoming::Ignored => None,
+            Incoming::Refused(reply) => Some(reply),
+            Incoming::Message(message) => handle(&mut chats, message).await,
         };
-        let parsed: ClientMessage = match serde_json::from_str(text.as_str()) {
-            Ok(parsed) => parsed,
-            Err(err) => {
-                let _ = out
-                    .send(error(
-                        "invalid_message",
-                        &format!("unreadable message: {err}"),
-                    ))
-                    .await;
-                continue;
-            }
-        };
-        match parsed {
-            ClientMessage::Ping => {
-                let _ = out.send(json!({"type": "pong"})).await;
-            }
-            ClientMessage::Cancel { id } => {
-                // Dropping the chat's submission tells its worker to stop.
-                if let Some(task) = chats.remove(&id) {
-                    task.abort();
-                    let _ = out
-                        .send(json!({"type": "chat.error", "id": id, "code": "cancelled",
-                                     "message": "cancelled by the client", "status": 499}))
-                        .await;
-                }
-            }
-            ClientMessage::Start {
-                id,
-                model,
-                messages,
-                options,
-            } => {
-                if chats.contains_key(&id) {
-                    let _ = out
-                        .send(chat_error(
-                            &id,
-                            "duplicate_id",
-                            "a chat with this id is running",
-                            400,
-                        ))
-                        .await;
-                    continue;
-                }
-                if chats.len() >= CHATS_MAX {
-                    let _ = out
-                        .send(chat_error(
-                            &id,
-                            "too_many_chats",
-                            "too many chats at once on this connection",
-                            429,
-                        ))
-                        .await;
-                    continue;
-                }
-                let params = ChatParams {
-                    model,
-                    messages,
-                    max_tokens: options.max_tokens,
-                    temperature: options.temperature,
-                    top_p: options.top_p,
-                    stop: options.stop,
-                    whole: false,
-                };
-                let task = tokio::spawn(chat(
-                    state.clone(),
-                    caller.clone(),
-                    id.clone(),
-                    params,
-                    out.clone(),
-                ));
-                chats.insert(id, task);
-            }
+        if let Some(reply) = reply {
+            let _ = out.send(Outgoing(reply)).await;
         }
     }
-    // The client left: stop every chat still running (each is charged what it produced).
-    for (_, task) in chats {
-        task.abort();
-    }
+    // The client left: dropping the session stops every chat still running.
+    drop(chats);
     drop(out);
     let _ = writer.await;
 }
 
-async fn chat(
-    state: Arc<AppState>,
-    caller: Caller,
-    id: String,
-    params: ChatParams,
-    out: mpsc::Sender<Value>,
-) {
-    let mut submission = match inference::submit(&state, &caller.payer(), params).await {
-        Ok(submission) => submission,
-        Err(err) => {
-            let (status, code) = err.status_and_code();
-            let _ = out
-                .send(chat_error(&id, code, &err.to_string(), status))
-                .await;
-            return;
+/// Does what a client message asks; the direct reply, if any.
+async fn handle(chats: &mut ChatSession<Outgoing>, message: ClientMessage) -> Option<Value> {
+    match message {
+        ClientMessage::Ping => Some(json!({"type": "pong"})),
+        ClientMessage::Cancel { id } => {
+            chats.cancel(&id).await;
+            None
         }
-    };
+        ClientMessage::Start {
+            id,
+            model,
+            messages,
+            options,
+        } => {
+            let chat = Chat {
+                model,
+                messages,
+                max_tokens: options.max_tokens,
+                temperature: options.temperature,
+                top_p: options.top_p,
+                stop: options.stop,
+                whole: false,
+            };
+            let refused = chats.start(id.clone(), chat).err();
+            refused.map(|failure| chat_error(&id, &failure))
+        }
+    }
+}
+
+/// Sends the outbox to the client, and a heartbeat when it is idle.
+async fn write(mut sink: SplitSink<WebSocket, Message>, mut outbox: mpsc::Receiver<Outgoing>) {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
     loop {
-        let message = match submission.next().await {
-            Some(WireChunk::Started { provider }) => json!({"type": "chat.started", "id": id,
-                "request_id": submission.request_id, "provider": provider}),
-            Some(WireChunk::Delta { seq, text }) => {
-                json!({"type": "chat.chunk", "id": id, "seq": seq, "delta": text})
-            }
-            Some(WireChunk::Finished {
-                finish_reason,
-                usage,
-                charged_micros,
-                outcome,
-            }) => {
-                let _ = out
-                    .send(
-                        json!({"type": "chat.done", "id": id, "finish_reason": finish_reason,
-                        "outcome": outcome,
-                        "usage": {"prompt_tokens": usage.prompt_tokens,
-                                  "completion_tokens": usage.completion_tokens,
-                                  "cached_tokens": usage.cached_tokens,
-                                  "source": usage.source},
-                        "credits_charged_micros": charged_micros}),
-                    )
-                    .await;
-                return;
-            }
-            Some(WireChunk::Failed {
-                code,
-                message,
-                status,
-                ..
-            }) => {
-                let _ = out.send(chat_error(&id, &code, &message, status)).await;
-                return;
-            }
-            // `answered` only answers commands that asked for the whole answer at once.
-            None | Some(WireChunk::Answered { .. }) => {
-                let _ = out
-                    .send(chat_error(
-                        &id,
-                        "upstream_timeout",
-                        "no answer in time",
-                        504,
-                    ))
-                    .await;
-                return;
-            }
+        let message = tokio::select! {
+            message = outbox.recv() => match message {
+                Some(Outgoing(message)) => message,
+                None => break,
+            },
+            _ = heartbeat.tick() => json!({"type": "heartbeat"}),
         };
-        if out.send(message).await.is_err() {
-            return; // The connection is gone; dropping the submission cancels the chat.
+        if sink
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
         }
     }
 }
@@ -312,6 +245,7 @@ fn error(code: &str, message: &str) -> Value {
     json!({"type": "error", "code": code, "message": message})
 }
 
-fn chat_error(id: &str, code: &str, message: &str, status: u16) -> Value {
-    json!({"type": "chat.error", "id": id, "code": code, "message": message, "status": status})
+fn chat_error(id: &str, failure: &ChatFailure) -> Value {
+    json!({"type": "chat.error", "id": id, "code": failure.code,
+           "message": failure.message, "status": failure.status})
 }

@@ -130,10 +130,14 @@ impl<'de> Deserialize<'de> for ChatMessage {
     }
 }
 
-/// A chat request as one provider receives it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A chat request as the workers hand it on: built once from the wire command
+/// ([`crate::wire::InferenceCommand::chat_request`]), given to
+/// [`crate::router::ProviderRouter::open`] with the hub's model name, and to each provider
+/// with that provider's upstream model id in its place ([`ChatRequest::for_upstream`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
-    /// The upstream model id (a model's `upstream_model`, or its name).
+    /// The hub's model name before routing; the upstream model id (a model's
+    /// `upstream_model`, or its name) in a provider's hands.
     pub model: String,
     pub messages: Vec<ChatMessage>,
     /// Most tokens to generate; the hub reserved credits for exactly this many.
@@ -146,30 +150,12 @@ pub struct ChatRequest {
     pub user: Option<String>,
 }
 
-/// A chat request before routing: everything but the upstream model id, which depends on the
-/// provider that serves it. See [`crate::router::ProviderRouter::open`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChatParams {
-    pub messages: Vec<ChatMessage>,
-    /// Most tokens to generate (capped by the model's `max_output_tokens`).
-    pub max_tokens: u32,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub stop: Vec<String>,
-    pub user: Option<String>,
-}
-
-impl ChatParams {
-    /// The request for the upstream model `model`.
-    pub fn into_request(self, model: String) -> ChatRequest {
+impl ChatRequest {
+    /// The same request for the upstream model `upstream_model`.
+    pub fn for_upstream(&self, upstream_model: &str) -> ChatRequest {
         ChatRequest {
-            model,
-            messages: self.messages,
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            stop: self.stop,
-            user: self.user,
+            model: upstream_model.to_owned(),
+            ..self.clone()
         }
     }
 }

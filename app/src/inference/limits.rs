@@ -1,0 +1,60 @@
+//! Who may spend: the verified-email policy (step 2 of [`super::submit()`]) and an API key's
+//! spending limit (step 4).
+
+use hub_domain::{ApiKeyId, Credits, UserId};
+
+use super::{GatewayError, Payer, EVENT_STORE_UNAVAILABLE};
+use crate::hub::Hub;
+
+/// With `auth.require_verified_email`, a person (not a program with an API key) must have
+/// verified their email address before spending credits on inference.
+pub async fn require_verified_email(hub: &Hub, payer: &Payer) -> Result<(), GatewayError> {
+    if !hub.settings.auth.require_verified_email || payer.api_key.is_some() {
+        return Ok(());
+    }
+    let user = hub
+        .users
+        .load(UserId(payer.user))
+        .await
+        .map_err(|_| EVENT_STORE_UNAVAILABLE)?;
+    if !user.email_verified() {
+        return Err(GatewayError::EmailNotVerified);
+    }
+    Ok(())
+}
+
+/// An API key with a spending limit may not have charged plus reserved more than it.
+pub async fn check_key_limit(
+    hub: &Hub,
+    payer: &Payer,
+    max_cost: Credits,
+) -> Result<(), GatewayError> {
+    let Some(key) = payer.api_key else {
+        return Ok(());
+    };
+    let user = hub
+        .users
+        .load(UserId(payer.user))
+        .await
+        .map_err(|_| EVENT_STORE_UNAVAILABLE)?;
+    let Some(limit) = user.api_key(key).and_then(|k| k.spending_limit()) else {
+        return Ok(());
+    };
+    let spent = charged_by_key(hub, key).await?;
+    if spent.saturating_add(max_cost.micros()) > limit.micros() {
+        return Err(GatewayError::KeySpendingLimit);
+    }
+    Ok(())
+}
+
+/// Micro-credits charged so far to requests made with `key` (the usage read model).
+async fn charged_by_key(hub: &Hub, key: ApiKeyId) -> Result<i64, GatewayError> {
+    let spent: Option<i64> = sqlx::query_scalar(
+        "SELECT sum(charged_micros)::bigint FROM usage_records WHERE api_key_id = $1",
+    )
+    .bind(key.0)
+    .fetch_one(&hub.pool)
+    .await
+    .map_err(|_| GatewayError::Unavailable("the database is unavailable"))?;
+    Ok(spent.unwrap_or(0))
+}

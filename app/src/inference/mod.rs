@@ -1,0 +1,102 @@
+//! Inference: a chat request accepted, paid for in advance, run by a worker, and answered.
+//!
+//! Shared by `POST /v1/chat/completions` (SSE or JSON) and the WebSocket chat. A request has
+//! one shape per layer, converted once at each boundary:
+//!
+//! ```text
+//! OpenAI JSON / WebSocket message (api) → Chat (here) → InferenceCommand (NATS wire)
+//!     → ChatRequest (the providers, hub_workers)
+//! ```
+//!
+//! # Layout
+//!
+//! - [`submit`](mod@submit): the pipeline, one step per line — validate → policy → estimate →
+//!   key spending limit → reserve → publish.
+//! - [`validate`]: the request's shape and its model.
+//! - [`limits`]: who may spend: the verified-email policy and an API key's spending limit.
+//! - [`estimate`]: the prompt counted, `max_tokens` capped, the most the request can cost.
+//! - [`answer`]: [`Submission`], the answer on its way, read as [`Progress`] or whole
+//!   ([`Answer`]); dropping it early cancels the request.
+//! - [`session`]: [`ChatSession`], several chats at once for one connection (the WebSocket).
+//! - [`replies`]: [`Replies`], this process's one NATS subscription for every answer.
+
+pub mod answer;
+pub mod estimate;
+pub mod limits;
+pub mod replies;
+pub mod session;
+pub mod submit;
+pub mod validate;
+
+use hub_domain::{ApiKeyId, Credits};
+use hub_workers::providers::ChatMessage;
+use uuid::Uuid;
+
+pub use answer::{Answer, ChatFailure, Finished, Progress, Submission, Unanswered};
+pub use replies::Replies;
+pub use session::{ChatSession, ChatUpdate};
+pub use submit::submit;
+
+/// Who pays for a chat request: the user, through an access token or one of their API keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Payer {
+    pub user: Uuid,
+    /// The API key used, if the caller is a program (its spending limit applies).
+    pub api_key: Option<ApiKeyId>,
+}
+
+/// A chat request as the hub takes it from any transport: what the client asked.
+#[derive(Debug, Clone)]
+pub struct Chat {
+    /// A configured model name.
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    /// Most tokens to generate; absent: the model's default. Capped to the model's limit.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Vec<String>,
+    /// Answer in one message at the end instead of piece by piece (a non-streaming client).
+    pub whole: bool,
+}
+
+/// Why a request was not submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the model {0:?} does not exist")]
+    UnknownModel(String),
+    #[error("insufficient credits: this request may cost up to {needed} credits and {available} are available")]
+    InsufficientCredits { needed: Credits, available: Credits },
+    #[error("this API key's spending limit would be exceeded")]
+    KeySpendingLimit,
+    #[error("verify your email address before using inference")]
+    EmailNotVerified,
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error("the hub is taking more requests than it can; retry in a second")]
+    Overloaded,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl GatewayError {
+    /// `(HTTP status, stable code)`.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            GatewayError::BadRequest(_) => (400, "invalid_request"),
+            GatewayError::UnknownModel(_) => (404, "model_not_found"),
+            GatewayError::InsufficientCredits { .. } => (402, "insufficient_credits"),
+            GatewayError::KeySpendingLimit => (402, "key_spending_limit"),
+            GatewayError::EmailNotVerified => (403, "email_not_verified"),
+            GatewayError::Unavailable(_) => (503, "unavailable"),
+            GatewayError::Overloaded => (503, "overloaded"),
+            GatewayError::Internal(_) => (500, "internal"),
+        }
+    }
+}
+
+/// What every step says when the event store cannot be read or written.
+pub(crate) const EVENT_STORE_UNAVAILABLE: GatewayError =
+    GatewayError::Unavailable("the event store is unavailable");

@@ -1,0 +1,199 @@
+//! The submit pipeline: a chat request accepted, paid for in advance and handed to a worker.
+//!
+//! 1. [`validate`]: messages present with known roles, the model configured;
+//! 2. [`require_verified_email`]: the verified-email policy (people, not API keys);
+//! 3. [`estimate`]: the prompt counted, `max_tokens` capped, the most it can cost;
+//! 4. [`check_key_limit`]: an API key's spending limit;
+//! 5. [`reserve`]: that much reserved on the payer's account (402 when it is short);
+//! 6. [`publish`]: registered with this process's [`super::Replies`], then the command, naming
+//!    the reply subject, published to `HUB_COMMANDS` with `Nats-Msg-Id` = request id (the
+//!    reservation is released when the queue does not take it);
+//! 7. the answer is awaited through the returned [`Submission`].
+
+use async_nats::jetstream::message::PublishMessage;
+use chrono::{DateTime, Utc};
+use hub_commands::CommandError;
+use hub_domain::{AccountId, CreditCommand, CreditError, Credits, RequestId};
+use hub_workers::wire::InferenceCommand;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::estimate::{estimate, Estimate};
+use super::limits::{check_key_limit, require_verified_email};
+use super::replies::Registration;
+use super::validate::validate;
+use super::{Chat, GatewayError, Payer, Submission, EVENT_STORE_UNAVAILABLE};
+use crate::hub::Hub;
+
+/// Margin between the longest a request may run and its reservation's expiry.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// Added to the worker's own timeouts before a silent request counts as lost.
+const LOST_WORKER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Validate, check, estimate, reserve and publish; the answer comes from the [`Submission`].
+pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submission, GatewayError> {
+    // Held until the command is queued: bounds the work (and memory) of a burst.
+    let _admitted = hub
+        .admission
+        .try_acquire()
+        .map_err(|_| GatewayError::Overloaded)?;
+    let model = validate(&hub.router, &chat)?;
+    require_verified_email(hub, payer).await?;
+    let estimate = estimate(&hub.router, &model, &chat)?;
+    check_key_limit(hub, payer, estimate.max_cost).await?;
+    let reservation = reserve(hub, payer, estimate.max_cost).await?;
+    publish(hub, payer, chat, estimate, reservation).await
+}
+
+/// Credits held for one request until a worker settles or releases them.
+struct Reservation {
+    /// `req_<32 hex>`: one subject token, and the reservation's id.
+    request_id: String,
+    /// The same, as the credit account knows it.
+    id: RequestId,
+    account: AccountId,
+    accepted_at: DateTime<Utc>,
+    /// When the sweeper may release it: the longest run plus [`EXPIRY_MARGIN`].
+    expires_at: DateTime<Utc>,
+}
+
+impl Reservation {
+    /// The latest a worker may start the request: well before the reservation expires.
+    fn start_by(&self) -> DateTime<Utc> {
+        self.expires_at - chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default()
+    }
+}
+
+/// Step 5: reserve `max_cost` on the payer's account for a new request.
+async fn reserve(hub: &Hub, payer: &Payer, max_cost: Credits) -> Result<Reservation, GatewayError> {
+    let request_id = format!("req_{}", Uuid::new_v4().simple());
+    let rid = RequestId::parse(&request_id).map_err(|e| GatewayError::Internal(e.into()))?;
+    let now = hub.clock.now();
+    let run_max = Duration::from_millis(hub.settings.models.total_timeout_ms) + EXPIRY_MARGIN;
+    let expires_at =
+        now + chrono::Duration::from_std(run_max).map_err(|e| GatewayError::Internal(e.into()))?;
+    let reserve = CreditCommand::ReserveCredits {
+        request_id: rid.clone(),
+        amount: max_cost,
+        expires_at,
+        now,
+    };
+    let account = AccountId(payer.user);
+    let short = |available| GatewayError::InsufficientCredits {
+        needed: max_cost,
+        available,
+    };
+    match hub
+        .credits
+        .execute(account, reserve, &format!("user:{}", payer.user))
+        .await
+    {
+        Ok(_) => Ok(Reservation {
+            request_id,
+            id: rid,
+            account,
+            accepted_at: now,
+            expires_at,
+        }),
+        Err(CommandError::Rejected(CreditError::InsufficientCredits { available, .. })) => {
+            Err(short(available))
+        }
+        Err(CommandError::Rejected(CreditError::AccountNotOpen)) => Err(short(Credits::ZERO)),
+        Err(CommandError::Unavailable(_)) => Err(EVENT_STORE_UNAVAILABLE),
+        Err(err) => Err(GatewayError::Internal(anyhow::anyhow!(err.to_string()))),
+    }
+}
+
+/// Step 6: queue the command for a worker, listening for its answer first. A command the
+/// queue did not take releases its reservation.
+async fn publish(
+    hub: &Hub,
+    payer: &Payer,
+    chat: Chat,
+    estimate: Estimate,
+    reservation: Reservation,
+) -> Result<Submission, GatewayError> {
+    let registration = hub.replies.register(&reservation.request_id);
+    let model = chat.model.clone();
+    let prompt_tokens = estimate.prompt_tokens;
+    let command = command(payer, chat, estimate, &reservation, &registration);
+    let body = serde_json::to_vec(&command).map_err(|e| GatewayError::Internal(e.into()))?;
+    let request_id = reservation.request_id.clone();
+    let published = hub
+        .js
+        .send_publish(
+            hub.topology.inference_command_subject(),
+            PublishMessage::build()
+                .payload(body.into())
+                .message_id(request_id.clone()),
+        )
+        .await;
+    let acked = match published {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if !acked {
+        release(hub, &reservation).await;
+        return Err(GatewayError::Unavailable(
+            "the command queue is unavailable",
+        ));
+    }
+    let models = &hub.settings.models;
+    Ok(Submission {
+        cancel_subject: hub.topology.inference_cancel_subject(&request_id),
+        request_id,
+        model,
+        created: reservation.accepted_at.timestamp(),
+        prompt_tokens,
+        registration,
+        client: hub.nats.clone(),
+        idle: Duration::from_millis(models.first_token_timeout_ms.max(models.total_timeout_ms))
+            + LOST_WORKER_MARGIN,
+        done: false,
+    })
+}
+
+/// The wire command for an accepted request: the one conversion from [`Chat`] to the wire.
+fn command(
+    payer: &Payer,
+    chat: Chat,
+    estimate: Estimate,
+    reservation: &Reservation,
+    registration: &Registration,
+) -> InferenceCommand {
+    InferenceCommand {
+        request_id: reservation.request_id.clone(),
+        account: payer.user,
+        api_key: payer.api_key,
+        model: chat.model,
+        messages: chat.messages,
+        max_tokens: estimate.max_tokens,
+        temperature: chat.temperature,
+        top_p: chat.top_p,
+        stop: chat.stop,
+        prompt_tokens: estimate.prompt_tokens,
+        whole: chat.whole,
+        reserved_micros: estimate.max_cost.micros(),
+        price: estimate.price.into(),
+        price_version: estimate.price_version,
+        accepted_at: reservation.accepted_at,
+        start_by: reservation.start_by(),
+        reply_subject: Some(registration.subject.clone()),
+    }
+}
+
+/// Gives back a reservation no worker will settle.
+async fn release(hub: &Hub, reservation: &Reservation) {
+    let release = CreditCommand::ReleaseReservation {
+        request_id: reservation.id.clone(),
+    };
+    if let Err(err) = hub
+        .credits
+        .execute(reservation.account, release, "gateway")
+        .await
+    {
+        tracing::warn!(error = %err, "could not release a reservation; it will expire");
+    }
+}
