@@ -314,7 +314,7 @@ pub async fn refresh(
     let presented = presented_refresh(&headers, &body)?
         .ok_or(ApiError::unauthorized("missing refresh token"))?;
     Ok(match sign_in::refresh(&state, &presented).await? {
-        Refresh::Rotated(session) => signed_in(&state, &headers, session, StatusCode::OK),
+        Refresh::Rotated(session) => signed_in(&state, &headers, *session, StatusCode::OK),
         Refresh::Reused => clearing_cookie(
             &state,
             ApiError::unauthorized(

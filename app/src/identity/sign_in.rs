@@ -81,7 +81,7 @@ pub async fn log_in(hub: &Hub, credentials: Credentials) -> Result<Session, Iden
 #[derive(Debug)]
 pub enum Refresh {
     /// A new access token and the refresh token's successor (same sign-in).
-    Rotated(Session),
+    Rotated(Box<Session>),
     /// The token had already been used: every session it started is now signed out.
     Reused,
     /// Unknown, expired or revoked.
@@ -98,13 +98,13 @@ pub async fn refresh(hub: &Hub, presented: &str) -> Result<Refresh, IdentityErro
         sessions::Refreshed::Invalid => return Ok(Refresh::Invalid),
     };
     let user = hub.users.load(user_id).await?;
-    Ok(Refresh::Rotated(Session {
+    Ok(Refresh::Rotated(Box::new(Session {
         access_token: access_token(hub, user_id, &user)?,
         expires_in: hub.settings.auth.access_token_ttl_s,
         user_id,
         user,
         refresh_token: next,
-    }))
+    })))
 }
 
 /// End the sign-in `presented` belongs to. Unknown tokens are ignored. Access tokens already
