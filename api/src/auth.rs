@@ -1,8 +1,9 @@
-//! Who is calling: a bearer JWT or an API key, turned into a [`Caller`].
+//! Who is calling: a bearer JWT (checked against the hub's clock) or an API key (resolved
+//! to its owner by [`hub_app::keys::authenticate`]), turned into a [`Caller`].
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use hub_domain::{ApiKeyId, UserId};
+use hub_domain::ApiKeyId;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -70,12 +71,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 "the Authorization header must be 'Bearer <token>'",
             ))?
             .trim();
-        if let Some(prefix) = hub_adapters::secrets::api_key_prefix(token) {
-            return api_key_caller(state, prefix, token).await;
+        if hub_adapters::secrets::api_key_prefix(token).is_some() {
+            let owner = hub_app::keys::authenticate(state, token).await?;
+            return Ok(Caller {
+                user: owner.user.0,
+                roles: owner.roles,
+                api_key: Some(owner.key_id),
+            });
         }
         let claims = state
             .jwt
-            .verify(token)
+            .verify_at(token, state.clock.now())
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
         Ok(Caller {
             user: claims.sub,
@@ -83,28 +89,4 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             api_key: None,
         })
     }
-}
-
-/// An API key acts as its owner, with the owner's roles now; a revoked or expired key is
-/// refused at once (the owner is read from the event store, never from a cache).
-async fn api_key_caller(state: &AppState, prefix: &str, key: &str) -> Result<Caller, ApiError> {
-    const REFUSED: ApiError = ApiError::unauthorized("invalid, revoked or expired API key");
-    let owner: Option<Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM api_key_index WHERE prefix = $1")
-            .bind(prefix)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(ApiError::from)?;
-    let owner = owner.ok_or(REFUSED)?;
-    let user = state.users.load(UserId(owner)).await?;
-    let hash = hub_adapters::secrets::sha256_hash(key);
-    let api_key = user.api_key_by_hash(&hash).ok_or(REFUSED)?;
-    if !api_key.is_usable_at(chrono::Utc::now()) {
-        return Err(REFUSED);
-    }
-    Ok(Caller {
-        user: owner,
-        roles: user.roles().iter().copied().collect(),
-        api_key: Some(api_key.id()),
-    })
 }

@@ -1,7 +1,6 @@
 //! `aihub admin create-user`: the first admin, before anyone can sign in to grant roles.
 
 use anyhow::Context;
-use chrono::Utc;
 use hub_commands::{RegisterError, Registration};
 use hub_domain::{Credits, Email, Role, UserCommand, UserId};
 use std::collections::BTreeSet;
@@ -45,7 +44,7 @@ pub async fn create_user(
             google_subject: None,
             // An operator vouches for the address.
             email_verified: true,
-            now: Utc::now(),
+            now: state.clock.now(),
         },
         signup_grant: Credits::from_micros(state.settings.auth.signup_grant_micros),
     };

@@ -3,6 +3,9 @@
 //! Refresh tokens are opaque, stored as SHA-256, and rotated on every use. Each sign-in
 //! starts a *family*; presenting a token that was already rotated means it was copied, so
 //! the whole family is revoked and the caller must sign in again.
+//!
+//! Every function takes `now` (the hub's clock) rather than reading the database's clock,
+//! so lifetimes and locks follow the same time as every other decision.
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgPool, Row};
@@ -22,15 +25,20 @@ pub enum Refreshed {
 }
 
 /// Start a family: a new sign-in.
-pub async fn start(pool: &PgPool, user: Uuid, ttl: Duration) -> Result<String, sqlx::Error> {
-    issue(pool, user, Uuid::new_v4(), ttl).await
+pub async fn start(
+    pool: &PgPool,
+    user: Uuid,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
+    issue(pool, user, Uuid::new_v4(), now + ttl).await
 }
 
 async fn issue<'e, E>(
     executor: E,
     user: Uuid,
     family: Uuid,
-    ttl: Duration,
+    expires_at: DateTime<Utc>,
 ) -> Result<String, sqlx::Error>
 where
     E: sqlx::PgExecutor<'e>,
@@ -38,26 +46,32 @@ where
     let token = opaque_token();
     sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at)
-         VALUES ($1, $2, $3, clock_timestamp() + $4 * interval '1 second')",
+         VALUES ($1, $2, $3, $4)",
     )
     .bind(sha256_hash(&token).as_str())
     .bind(family)
     .bind(user)
-    .bind(ttl.num_seconds())
+    .bind(expires_at)
     .execute(executor)
     .await?;
     Ok(token)
 }
 
 /// Exchange a refresh token for its successor.
-pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Refreshed, sqlx::Error> {
+pub async fn rotate(
+    pool: &PgPool,
+    token: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Refreshed, sqlx::Error> {
     let hash = sha256_hash(token);
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "SELECT family_id, user_id, rotated_at, revoked_at, expires_at <= clock_timestamp() AS expired
+        "SELECT family_id, user_id, rotated_at, revoked_at, expires_at <= $2 AS expired
            FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
     )
     .bind(hash.as_str())
+    .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
@@ -72,51 +86,59 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Refresh
         return Ok(Refreshed::Invalid);
     }
     if rotated.is_some() {
-        revoke_family_in(&mut tx, family).await?;
+        revoke_family_in(&mut tx, family, now).await?;
         tx.commit().await?;
         tracing::warn!(%user, %family, "refresh token reused: its family is revoked");
         return Ok(Refreshed::Reused);
     }
-    sqlx::query("UPDATE refresh_tokens SET rotated_at = clock_timestamp() WHERE token_hash = $1")
+    sqlx::query("UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1")
         .bind(hash.as_str())
+        .bind(now)
         .execute(&mut *tx)
         .await?;
-    let next = issue(&mut *tx, user, family, ttl).await?;
+    let next = issue(&mut *tx, user, family, now + ttl).await?;
     tx.commit().await?;
     Ok(Refreshed::Rotated { user, token: next })
 }
 
-async fn revoke_family_in(conn: &mut sqlx::PgConnection, family: Uuid) -> Result<(), sqlx::Error> {
+async fn revoke_family_in(
+    conn: &mut sqlx::PgConnection,
+    family: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = clock_timestamp()
+        "UPDATE refresh_tokens SET revoked_at = $2
           WHERE family_id = $1 AND revoked_at IS NULL",
     )
     .bind(family)
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// End the sign-in a token belongs to (logout). Unknown tokens are ignored.
-pub async fn end(pool: &PgPool, token: &str) -> Result<(), sqlx::Error> {
+pub async fn end(pool: &PgPool, token: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = clock_timestamp()
+        "UPDATE refresh_tokens SET revoked_at = $2
           WHERE revoked_at IS NULL
             AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
     )
     .bind(sha256_hash(token).as_str())
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 /// End every sign-in of a user (password reset).
-pub async fn end_all(pool: &PgPool, user: Uuid) -> Result<u64, sqlx::Error> {
+pub async fn end_all(pool: &PgPool, user: Uuid, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = clock_timestamp()
+        "UPDATE refresh_tokens SET revoked_at = $2
           WHERE user_id = $1 AND revoked_at IS NULL",
     )
     .bind(user)
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -156,14 +178,16 @@ pub async fn locked_for(
     pool: &PgPool,
     scope: ThrottleScope,
     key: &str,
+    now: DateTime<Utc>,
 ) -> Result<Option<std::time::Duration>, sqlx::Error> {
     let ms: Option<i64> = sqlx::query_scalar(
-        "SELECT (EXTRACT(EPOCH FROM locked_until - clock_timestamp()) * 1000)::bigint
+        "SELECT (EXTRACT(EPOCH FROM locked_until - $3) * 1000)::bigint
            FROM login_throttle
-          WHERE scope = $1 AND key = $2 AND locked_until > clock_timestamp()",
+          WHERE scope = $1 AND key = $2 AND locked_until > $3",
     )
     .bind(scope.as_str())
     .bind(key)
+    .bind(now)
     .fetch_optional(pool)
     .await?
     .flatten();
@@ -178,25 +202,27 @@ pub async fn failed(
     scope: ThrottleScope,
     key: &str,
     policy: ThrottlePolicy,
+    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO login_throttle AS t (scope, key, failures, first_failed)
-         VALUES ($1, $2, 1, clock_timestamp())
+         VALUES ($1, $2, 1, $4)
          ON CONFLICT (scope, key) DO UPDATE
-            SET failures = CASE WHEN t.first_failed < clock_timestamp() - $3 * interval '1 second'
+            SET failures = CASE WHEN t.first_failed < $4 - $3 * interval '1 second'
                                 THEN 1 ELSE t.failures + 1 END,
-                first_failed = CASE WHEN t.first_failed < clock_timestamp() - $3 * interval '1 second'
-                                    THEN clock_timestamp() ELSE t.first_failed END",
+                first_failed = CASE WHEN t.first_failed < $4 - $3 * interval '1 second'
+                                    THEN $4 ELSE t.first_failed END",
     )
     .bind(scope.as_str())
     .bind(key)
     .bind(policy.window.num_seconds())
+    .bind(now)
     .execute(pool)
     .await?;
     // Past the free failures: lock for 1 s, 2 s, 4 s, ... up to lock_max.
     sqlx::query(
         "UPDATE login_throttle
-            SET locked_until = clock_timestamp()
+            SET locked_until = $5
                 + LEAST(power(2, LEAST(failures - $3, 30)), $4) * interval '1 second'
           WHERE scope = $1 AND key = $2 AND failures >= $3",
     )
@@ -204,6 +230,7 @@ pub async fn failed(
     .bind(key)
     .bind(policy.free_failures)
     .bind(policy.lock_max.num_seconds() as f64)
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Identity over the real app: registration, login, sessions, roles and API keys.
 
+use hub_commands::Clock;
 use hub_domain::Role;
 use hub_tests::{eventually, spawn_app, spawn_app_with, TestApp};
 use reqwest::StatusCode;
@@ -291,8 +292,9 @@ async fn repeated_failed_logins_lock_the_account_whether_or_not_it_exists() {
             .expect("Retry-After");
         assert!((1..=900).contains(&retry));
     }
-    // Once the lock has passed, the right password works and clears the count.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Once the lock has passed (the first lock is 1 s), the right password works and clears
+    // the count.
+    app.clock.advance(Duration::from_millis(1_100));
     assert_eq!(
         login(&app, "locked@example.com", "password123")
             .await
@@ -503,7 +505,7 @@ async fn an_api_key_acts_as_its_owner_until_revoked_or_expired() {
     );
 
     // Expired: refused.
-    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1_500);
+    let expires = app.clock.now() + chrono::Duration::minutes(10);
     let (status, short, raw) = body(
         post(
             &app,
@@ -520,7 +522,7 @@ async fn an_api_key_acts_as_its_owner_until_revoked_or_expired() {
         app.get("/api/auth/me", Some(&short)).await.status(),
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    app.clock.advance(Duration::from_secs(11 * 60));
     assert_eq!(
         app.get("/api/auth/me", Some(&short)).await.status(),
         StatusCode::UNAUTHORIZED

@@ -1,5 +1,7 @@
 //! The one mapping from failures to HTTP: a status and `{"error":{"code","message"}}`.
 
+mod identity;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

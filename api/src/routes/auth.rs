@@ -1,5 +1,6 @@
 //! `/api/auth`: registration, sign-in, the caller's profile, refresh and logout.
 //!
+//! The flows live in [`hub_app::identity`]; this module parses requests and maps answers.
 //! Access tokens are short-lived JWTs (`auth.access_token_ttl_s`). Refresh tokens are
 //! opaque and rotate on every use. A browser (a request with an `Origin` header, which
 //! browsers send on every POST) gets its refresh token as an `HttpOnly; SameSite=Strict`
@@ -13,10 +14,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use hub_commands::{RegisterError, Registration};
-use hub_domain::{Credits, DisplayName, Email, Role, User, UserCommand, UserId};
+use hub_app::identity::registration::{self, NewAccount};
+use hub_app::identity::sign_in::{self, Balance, Credentials, Refresh};
+use hub_app::identity::Session;
+use hub_domain::{Email, Role, User, UserId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -24,10 +26,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::routes::credits::{read_balance, Balance};
 use crate::state::AppState;
-use hub_adapters::secrets;
-use hub_app::sessions::{self, Refreshed, ThrottlePolicy, ThrottleScope};
 
 /// The refresh-token cookie.
 pub const REFRESH_COOKIE: &str = "aihub_refresh";
@@ -139,40 +138,35 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// Issue an access token and start a refresh family for `user`.
-pub(crate) async fn sign_in(
+/// A session as HTTP: the body, and for a browser the refresh token as a cookie instead.
+pub(crate) fn signed_in(
     state: &AppState,
     headers: &HeaderMap,
-    id: UserId,
-    user: &User,
+    session: Session,
     status: StatusCode,
-) -> Result<Response, ApiError> {
-    let auth = &state.settings.auth;
-    let roles: Vec<Role> = user.roles().iter().copied().collect();
-    let token = state
-        .jwt
-        .mint(id.0, &roles, auth.access_token_ttl_s)
-        .map_err(|e| ApiError::internal(e))?;
-    let refresh = sessions::start(&state.pool, id.0, ttl(auth.refresh_token_ttl_s)).await?;
+) -> Response {
     let browser = is_browser(headers);
+    let cookie = browser
+        .then(|| {
+            refresh_cookie(
+                state,
+                &session.refresh_token,
+                state.settings.auth.refresh_token_ttl_s,
+            )
+        })
+        .flatten();
     let body = SignedIn {
-        user: UserView::of(id, user),
-        token,
+        user: UserView::of(session.user_id, &session.user),
+        token: session.access_token,
         token_type: "Bearer",
-        expires_in: auth.access_token_ttl_s,
-        refresh_token: (!browser).then(|| refresh.clone()),
+        expires_in: session.expires_in,
+        refresh_token: (!browser).then_some(session.refresh_token),
     };
     let mut response = (status, Json(body)).into_response();
-    if browser {
-        if let Some(cookie) = refresh_cookie(state, &refresh, auth.refresh_token_ttl_s) {
-            response.headers_mut().append(SET_COOKIE, cookie);
-        }
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(SET_COOKIE, cookie);
     }
-    Ok(response)
-}
-
-fn ttl(seconds: u64) -> chrono::Duration {
-    chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000))
+    response
 }
 
 fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a str, ApiError> {
@@ -185,8 +179,11 @@ fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a st
     }
 }
 
-fn parse_email(raw: &str) -> Result<Email, ApiError> {
-    Email::parse(raw).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))
+/// The password of a body: refused when missing or empty (its strength is the app's rule).
+pub(crate) fn required_password(value: Option<String>) -> Result<String, ApiError> {
+    value
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_field", "password is required"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,69 +199,40 @@ pub struct RegisterBody {
     pub display_name: Option<String>,
 }
 
+impl RegisterBody {
+    /// `display_name`, or else the first and last names joined.
+    fn name(&self) -> Option<String> {
+        if let Some(name) = &self.display_name {
+            return Some(name.trim().to_string());
+        }
+        let joined = [&self.first_name, &self.last_name]
+            .into_iter()
+            .flatten()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        (!joined.is_empty()).then_some(joined)
+    }
+}
+
 /// `POST /api/auth/register` — anyone.
 pub async fn register(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<Response, ApiError> {
-    let email = parse_email(required(&body.email, "email")?)?;
-    let password = body.password.clone().unwrap_or_default();
-    if password.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            "password is required",
-        ));
-    }
-    secrets::check_strength(&password, email.as_str())
-        .map_err(|e| ApiError::bad_request("weak_password", e.to_string()))?;
-    let name = match &body.display_name {
-        Some(name) => Some(name.trim().to_string()),
-        None => {
-            let joined = [&body.first_name, &body.last_name]
-                .into_iter()
-                .flatten()
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            (!joined.is_empty()).then_some(joined)
-        }
+    let email = Email::parse(required(&body.email, "email")?)
+        .map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
+    let display_name = body.name();
+    let password = required_password(body.password)?;
+    let account = NewAccount {
+        email,
+        password,
+        display_name,
     };
-    let display_name = name
-        .filter(|n| !n.is_empty())
-        .map(DisplayName::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    let password_hash = secrets::hash_password(password)
-        .await
-        .map_err(|e| ApiError::internal(e))?;
-    let registration = Registration {
-        command: UserCommand::RegisterUser {
-            email,
-            password_hash: Some(password_hash),
-            display_name,
-            roles: BTreeSet::from([Role::User]),
-            google_subject: None,
-            email_verified: false,
-            now: Utc::now(),
-        },
-        signup_grant: Credits::from_micros(state.settings.auth.signup_grant_micros),
-    };
-    let (id, user) = match state.users.register(&state.credits, registration).await {
-        Ok(registered) => registered,
-        Err(RegisterError::Taken) => {
-            return Err(ApiError::bad_request(
-                "email_taken",
-                "a user with this email address already exists",
-            ))
-        }
-        Err(RegisterError::Command(err)) => return Err(err.into()),
-        Err(RegisterError::Credits(err)) => return Err(err.into()),
-    };
-    tracing::info!(user = %id, "user registered");
-    crate::routes::verification::send_code(&state, id, &user).await;
-    sign_in(&state, &headers, id, &user, StatusCode::CREATED).await
+    let session = registration::register(&state, account).await?;
+    Ok(signed_in(&state, &headers, session, StatusCode::CREATED))
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,64 +242,20 @@ pub struct LoginBody {
     pub password: Option<String>,
 }
 
-const BAD_CREDENTIALS: ApiError = ApiError::unauthorized("invalid email or password");
-
 /// `POST /api/auth/login` — anyone. Wrong password and unknown user answer alike.
 pub async fn login(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    ClientIp(ip): ClientIp,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let raw_email = required(&body.email, "email")?.to_lowercase();
-    let password = body.password.clone().unwrap_or_default();
-    if password.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            "password is required",
-        ));
-    }
-    let auth = &state.settings.auth;
-    let ip_key = ip.map(|ip| ip.to_string());
-    let mut keys = vec![(
-        ThrottleScope::Account,
-        raw_email.clone(),
-        auth.login_free_failures_account,
-    )];
-    if let Some(ip) = &ip_key {
-        keys.push((ThrottleScope::Ip, ip.clone(), auth.login_free_failures_ip));
-    }
-    for (scope, key, _) in &keys {
-        if let Some(wait) = sessions::locked_for(&state.pool, *scope, key).await? {
-            return Err(ApiError::too_many_requests(
-                "too many failed sign-ins; try again later",
-                wait,
-            ));
-        }
-    }
-    let found = match Email::parse(&raw_email) {
-        Ok(email) => state.users.find_by_email(&email).await?,
-        Err(_) => None,
+    let credentials = Credentials {
+        email: required(&body.email, "email")?.to_lowercase(),
+        password: required_password(body.password)?,
+        client,
     };
-    let hash = found
-        .as_ref()
-        .and_then(|(_, user)| user.password_hash().cloned());
-    if !secrets::verify_password(password, hash).await {
-        for (scope, key, free) in &keys {
-            let policy = ThrottlePolicy {
-                free_failures: *free,
-                window: ttl(auth.login_window_s),
-                lock_max: ttl(auth.login_lock_max_s),
-            };
-            sessions::failed(&state.pool, *scope, key, policy).await?;
-        }
-        return Err(BAD_CREDENTIALS);
-    }
-    let Some((id, user)) = found else {
-        return Err(BAD_CREDENTIALS);
-    };
-    sessions::succeeded(&state.pool, ThrottleScope::Account, &raw_email).await?;
-    sign_in(&state, &headers, id, &user, StatusCode::OK).await
+    let session = sign_in::log_in(&state, credentials).await?;
+    Ok(signed_in(&state, &headers, session, StatusCode::OK))
 }
 
 #[derive(Debug, Serialize)]
@@ -342,14 +266,10 @@ pub struct Me {
 
 /// `GET /api/auth/me` — any signed-in caller (their own profile).
 pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<Me>, ApiError> {
-    let id = UserId(caller.user);
-    let user = state.users.load(id).await?;
-    if !user.is_registered() {
-        return Err(ApiError::not_found("no user with this id"));
-    }
+    let profile = sign_in::profile(&state, UserId(caller.user)).await?;
     Ok(Json(Me {
-        user: UserView::of(id, &user),
-        credits: read_balance(&state.pool, caller.user).await?,
+        user: UserView::of(profile.user_id, &profile.user),
+        credits: profile.credits,
     }))
 }
 
@@ -360,26 +280,29 @@ pub struct RefreshBody {
     pub refresh_token: Option<String>,
 }
 
-fn presented_refresh(headers: &HeaderMap, body: Option<&RefreshBody>) -> Option<String> {
-    body.and_then(|b| b.refresh_token.clone())
+/// The refresh token from the body, or else from the cookie. The body is optional (cookie
+/// clients send none).
+fn presented_refresh(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiError> {
+    let body: Option<RefreshBody> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice(body)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+    };
+    Ok(body
+        .and_then(|b| b.refresh_token)
         .or_else(|| cookie_value(headers, REFRESH_COOKIE).map(str::to_string))
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty()))
 }
 
-/// A JSON body that may be absent (cookie clients send none).
-fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
-}
-
-fn clear_cookie(state: &AppState, response: &mut Response) {
+/// A response that also clears the refresh cookie.
+fn clearing_cookie(state: &AppState, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
     if let Some(cookie) = refresh_cookie(state, "", 0) {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
+    response
 }
 
 /// `POST /api/auth/refresh` — anyone holding a refresh token.
@@ -388,49 +311,21 @@ pub async fn refresh(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body = optional_json::<RefreshBody>(&body)?;
-    let presented = presented_refresh(&headers, body.as_ref())
+    let presented = presented_refresh(&headers, &body)?
         .ok_or(ApiError::unauthorized("missing refresh token"))?;
-    let auth = &state.settings.auth;
-    let (user_id, next) =
-        match sessions::rotate(&state.pool, &presented, ttl(auth.refresh_token_ttl_s)).await? {
-            Refreshed::Rotated { user, token } => (UserId(user), token),
-            Refreshed::Reused => {
-                let mut response = ApiError::unauthorized(
-                    "this refresh token was already used; every session it started is signed out",
-                )
-                .into_response();
-                clear_cookie(&state, &mut response);
-                return Ok(response);
-            }
-            Refreshed::Invalid => {
-                let mut response =
-                    ApiError::unauthorized("invalid or expired refresh token").into_response();
-                clear_cookie(&state, &mut response);
-                return Ok(response);
-            }
-        };
-    let user = state.users.load(user_id).await?;
-    let roles: Vec<Role> = user.roles().iter().copied().collect();
-    let token = state
-        .jwt
-        .mint(user_id.0, &roles, auth.access_token_ttl_s)
-        .map_err(|e| ApiError::internal(e))?;
-    let browser = is_browser(&headers);
-    let mut response = Json(SignedIn {
-        user: UserView::of(user_id, &user),
-        token,
-        token_type: "Bearer",
-        expires_in: auth.access_token_ttl_s,
-        refresh_token: (!browser).then(|| next.clone()),
+    Ok(match sign_in::refresh(&state, &presented).await? {
+        Refresh::Rotated(session) => signed_in(&state, &headers, *session, StatusCode::OK),
+        Refresh::Reused => clearing_cookie(
+            &state,
+            ApiError::unauthorized(
+                "this refresh token was already used; every session it started is signed out",
+            ),
+        ),
+        Refresh::Invalid => clearing_cookie(
+            &state,
+            ApiError::unauthorized("invalid or expired refresh token"),
+        ),
     })
-    .into_response();
-    if browser {
-        if let Some(cookie) = refresh_cookie(&state, &next, auth.refresh_token_ttl_s) {
-            response.headers_mut().append(SET_COOKIE, cookie);
-        }
-    }
-    Ok(response)
 }
 
 /// `POST /api/auth/logout` — anyone holding a refresh token: ends that sign-in. Access
@@ -440,11 +335,8 @@ pub async fn logout(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body = optional_json::<RefreshBody>(&body)?;
-    if let Some(token) = presented_refresh(&headers, body.as_ref()) {
-        sessions::end(&state.pool, &token).await?;
+    if let Some(token) = presented_refresh(&headers, &body)? {
+        sign_in::log_out(&state, &token).await?;
     }
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    clear_cookie(&state, &mut response);
-    Ok(response)
+    Ok(clearing_cookie(&state, StatusCode::NO_CONTENT))
 }

@@ -1,15 +1,14 @@
 //! `/api/keys`: API keys for programs. A key acts as its owner; it is shown once, stored as
-//! SHA-256, listed by its prefix, and revoked at once.
+//! SHA-256, listed by its prefix, and revoked at once. The flows live in [`hub_app::keys`];
+//! this module parses requests and maps answers.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use hub_commands::CommandError;
-use hub_domain::{
-    ApiKey, ApiKeyId, ApiKeyName, ApiKeyPrefix, Credits, UserCommand, UserError, UserId,
-};
+use hub_app::keys::{self, CreatedKey, NewKey};
+use hub_domain::{ApiKey, ApiKeyId, ApiKeyName, Credits, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -18,7 +17,6 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use hub_adapters::secrets;
 
 #[derive(Debug, Serialize)]
 pub struct KeyView {
@@ -47,7 +45,7 @@ impl KeyView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct CreatedKey {
+pub struct CreatedKeyView {
     /// The key itself: shown now and never again.
     pub key: String,
     #[serde(flatten)]
@@ -80,49 +78,15 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
     let owner = person(&caller)?;
-    let name = ApiKeyName::parse(body.name.as_deref().unwrap_or("default"))
-        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    let spending_limit = body.spending_limit_micros.map(Credits::from_micros);
-    if !state.users.load(owner).await?.is_registered() {
-        return Err(ApiError::not_found("no user with this id"));
-    }
-    let key_id = ApiKeyId(Uuid::new_v4());
-    // A prefix is 59 random bits; a collision is retried with a fresh key.
-    let (key, prefix) = loop {
-        let (key, prefix, _) = secrets::new_api_key();
-        let claimed = sqlx::query(
-            "INSERT INTO api_key_index (prefix, key_id, user_id) VALUES ($1, $2, $3)
-             ON CONFLICT (prefix) DO NOTHING",
-        )
-        .bind(&prefix)
-        .bind(key_id.0)
-        .bind(owner.0)
-        .execute(&state.pool)
-        .await?;
-        if claimed.rows_affected() == 1 {
-            break (key, prefix);
-        }
-    };
-    let command = UserCommand::CreateApiKey {
-        key_id,
-        prefix: ApiKeyPrefix::parse(prefix).map_err(|e| ApiError::internal(e))?,
-        key_hash: secrets::sha256_hash(&key),
-        name,
-        spending_limit,
+    let new = NewKey {
+        name: ApiKeyName::parse(body.name.as_deref().unwrap_or("default"))
+            .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?,
+        spending_limit: body.spending_limit_micros.map(Credits::from_micros),
         expires_at: body.expires_at,
-        now: Utc::now(),
     };
-    state
-        .users
-        .execute(owner, command, &owner.to_string())
-        .await?;
-    let user = state.users.load(owner).await?;
-    let view = user
-        .api_key(key_id)
-        .map(KeyView::of)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the new key is missing")))?;
-    tracing::info!(user = %owner, key = %key_id, "API key created");
-    Ok((StatusCode::CREATED, Json(CreatedKey { key, view })).into_response())
+    let CreatedKey { key, stored } = keys::create(&state, owner, new).await?;
+    let view = KeyView::of(&stored);
+    Ok((StatusCode::CREATED, Json(CreatedKeyView { key, view })).into_response())
 }
 
 /// `GET /api/keys` — any signed-in caller: their own keys, newest first.
@@ -130,9 +94,11 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let user = state.users.load(UserId(caller.user)).await?;
-    let mut keys: Vec<KeyView> = user.api_keys().into_iter().map(KeyView::of).collect();
-    keys.reverse();
+    let keys: Vec<KeyView> = keys::list(&state, UserId(caller.user))
+        .await?
+        .iter()
+        .map(KeyView::of)
+        .collect();
     Ok(Json(serde_json::json!({ "keys": keys })))
 }
 
@@ -146,19 +112,6 @@ pub async fn revoke(
     let key_id = Uuid::parse_str(&id)
         .map(ApiKeyId)
         .map_err(|_| ApiError::not_found("no API key with this id"))?;
-    let command = UserCommand::RevokeApiKey {
-        key_id,
-        now: Utc::now(),
-    };
-    match state
-        .users
-        .execute(owner, command, &owner.to_string())
-        .await
-    {
-        // Revoking twice is what the caller wanted: done.
-        Ok(_) | Err(CommandError::Rejected(UserError::ApiKeyAlreadyRevoked(_))) => {}
-        Err(err) => return Err(err.into()),
-    }
-    tracing::info!(user = %owner, key = %key_id, "API key revoked");
+    keys::revoke(&state, owner, key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,178 @@
+//! Signing in with a password (throttled per account and per client address), refresh-token
+//! rotation, logout, and the signed-in user's profile.
+
+use chrono::{DateTime, Utc};
+use hub_adapters::secrets;
+use hub_domain::{Email, User, UserId};
+use serde::Serialize;
+use sqlx::Row;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+use super::{access_token, seconds, start_session, IdentityError, Session};
+use crate::hub::Hub;
+use crate::sessions::{self, ThrottlePolicy, ThrottleScope};
+
+/// A password sign-in attempt.
+#[derive(Debug)]
+pub struct Credentials {
+    /// The email as typed, trimmed and lower-cased: the throttle's account key, whether or
+    /// not it is a valid address or has a user.
+    pub email: String,
+    /// Not empty (the adapter refuses a missing one).
+    pub password: String,
+    /// The client's address, throttled too when known.
+    pub client: Option<IpAddr>,
+}
+
+/// Sign in with a password. A wrong password and an unknown user answer alike
+/// ([`IdentityError::BadCredentials`]) and both count against the throttle.
+pub async fn log_in(hub: &Hub, credentials: Credentials) -> Result<Session, IdentityError> {
+    let Credentials {
+        email: raw_email,
+        password,
+        client,
+    } = credentials;
+    let auth = &hub.settings.auth;
+    let mut keys = vec![(
+        ThrottleScope::Account,
+        raw_email.clone(),
+        auth.login_free_failures_account,
+    )];
+    if let Some(ip) = client {
+        keys.push((
+            ThrottleScope::Ip,
+            ip.to_string(),
+            auth.login_free_failures_ip,
+        ));
+    }
+    let now = hub.clock.now();
+    for (scope, key, _) in &keys {
+        if let Some(wait) = sessions::locked_for(&hub.pool, *scope, key, now).await? {
+            return Err(IdentityError::SignInLocked(wait));
+        }
+    }
+    let found = match Email::parse(&raw_email) {
+        Ok(email) => hub.users.find_by_email(&email).await?,
+        Err(_) => None,
+    };
+    let hash = found
+        .as_ref()
+        .and_then(|(_, user)| user.password_hash().cloned());
+    if !secrets::verify_password(password, hash).await {
+        for (scope, key, free) in &keys {
+            let policy = ThrottlePolicy {
+                free_failures: *free,
+                window: seconds(auth.login_window_s),
+                lock_max: seconds(auth.login_lock_max_s),
+            };
+            sessions::failed(&hub.pool, *scope, key, policy, hub.clock.now()).await?;
+        }
+        return Err(IdentityError::BadCredentials);
+    }
+    let Some((id, user)) = found else {
+        return Err(IdentityError::BadCredentials);
+    };
+    sessions::succeeded(&hub.pool, ThrottleScope::Account, &raw_email).await?;
+    start_session(hub, id, user).await
+}
+
+/// What presenting a refresh token gave.
+#[derive(Debug)]
+pub enum Refresh {
+    /// A new access token and the refresh token's successor (same sign-in).
+    Rotated(Box<Session>),
+    /// The token had already been used: every session it started is now signed out.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Exchange a refresh token for a new access token and its successor.
+pub async fn refresh(hub: &Hub, presented: &str) -> Result<Refresh, IdentityError> {
+    let ttl = seconds(hub.settings.auth.refresh_token_ttl_s);
+    let (user_id, next) = match sessions::rotate(&hub.pool, presented, ttl, hub.clock.now()).await?
+    {
+        sessions::Refreshed::Rotated { user, token } => (UserId(user), token),
+        sessions::Refreshed::Reused => return Ok(Refresh::Reused),
+        sessions::Refreshed::Invalid => return Ok(Refresh::Invalid),
+    };
+    let user = hub.users.load(user_id).await?;
+    Ok(Refresh::Rotated(Box::new(Session {
+        access_token: access_token(hub, user_id, &user)?,
+        expires_in: hub.settings.auth.access_token_ttl_s,
+        user_id,
+        user,
+        refresh_token: next,
+    })))
+}
+
+/// End the sign-in `presented` belongs to. Unknown tokens are ignored. Access tokens already
+/// issued stay valid until they expire.
+pub async fn log_out(hub: &Hub, presented: &str) -> Result<(), IdentityError> {
+    sessions::end(&hub.pool, presented, hub.clock.now()).await?;
+    Ok(())
+}
+
+/// A user's credit balance as the balances read model shows it.
+// TODO(read models): the balances query belongs to the read-model queries of the app layer;
+// this one is here until those are merged, and then calls them.
+#[derive(Debug, Serialize)]
+pub struct Balance {
+    pub account_id: Uuid,
+    pub balance_micros: i64,
+    pub reserved_micros: i64,
+    pub available_micros: i64,
+    /// The account's event sequence this reflects (0: no account yet).
+    pub version: i64,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// The signed-in user's own profile.
+#[derive(Debug)]
+pub struct Profile {
+    pub user_id: UserId,
+    pub user: User,
+    pub credits: Balance,
+}
+
+/// The profile of `user_id`, with their balance.
+pub async fn profile(hub: &Hub, user_id: UserId) -> Result<Profile, IdentityError> {
+    let user = hub.users.load(user_id).await?;
+    if !user.is_registered() {
+        return Err(IdentityError::UserNotFound);
+    }
+    Ok(Profile {
+        user_id,
+        user,
+        credits: balance(hub, user_id.0).await?,
+    })
+}
+
+async fn balance(hub: &Hub, account: Uuid) -> Result<Balance, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT balance_micros, reserved_micros, available_micros, version, updated_at
+           FROM balances WHERE account_id = $1",
+    )
+    .bind(account)
+    .fetch_optional(&hub.pool)
+    .await?;
+    Ok(match row {
+        Some(row) => Balance {
+            account_id: account,
+            balance_micros: row.try_get("balance_micros")?,
+            reserved_micros: row.try_get("reserved_micros")?,
+            available_micros: row.try_get("available_micros")?,
+            version: row.try_get("version")?,
+            updated_at: row.try_get("updated_at")?,
+        },
+        None => Balance {
+            account_id: account,
+            balance_micros: 0,
+            reserved_micros: 0,
+            available_micros: 0,
+            version: 0,
+            updated_at: None,
+        },
+    })
+}
