@@ -166,10 +166,7 @@ mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits {
-        default: 2,
-        max: 5,
-    };
+    const LIMITS: Limits = Limits { default: 2, max: 5 };
 
     #[test]
     fn a_time_cursor_reads_back_what_it_wrote() {

@@ -110,16 +110,17 @@ pub async fn checkout(
         });
     };
     let settings = &hub.settings.payments;
-    let package = settings
-        .package(package_id.trim())
-        .ok_or_else(|| CheckoutError::UnknownPackage {
-            known: settings
-                .packages
-                .iter()
-                .map(|p| p.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+    let package =
+        settings
+            .package(package_id.trim())
+            .ok_or_else(|| CheckoutError::UnknownPackage {
+                known: settings
+                    .packages
+                    .iter()
+                    .map(|p| p.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
     let checkout_ref = match key {
         None => format!("checkout:{}", Uuid::new_v4().simple()),
         Some(raw) => format!("checkout:{}:{}", user.simple(), idempotency_key(raw)?),
@@ -140,8 +141,8 @@ pub async fn checkout(
         .inspect_err(|err| {
             tracing::warn!(error = ?err, package = %package.id, "Stripe checkout failed");
         })?;
-    let session_id =
-        StripeId::parse(session.id.clone()).map_err(|e| CheckoutError::BadSessionId(e.to_string()))?;
+    let session_id = StripeId::parse(session.id.clone())
+        .map_err(|e| CheckoutError::BadSessionId(e.to_string()))?;
     let credits = Credits::from_credits(package.credits);
     hub.payments
         .execute(
@@ -431,7 +432,12 @@ async fn on_intent_failed(
     };
     let handled = hub
         .payments
-        .handle(&hub.credits, &session_id, command, &format!("stripe:{event_id}"))
+        .handle(
+            &hub.credits,
+            &session_id,
+            command,
+            &format!("stripe:{event_id}"),
+        )
         .await?;
     log_credits(&session_id, &handled);
     Ok(true)
@@ -475,7 +481,12 @@ async fn on_charge_refunded(
     };
     let handled = hub
         .payments
-        .handle(&hub.credits, &session_id, command, &format!("stripe:{event_id}"))
+        .handle(
+            &hub.credits,
+            &session_id,
+            command,
+            &format!("stripe:{event_id}"),
+        )
         .await?;
     log_credits(&session_id, &handled);
     Ok(true)

@@ -106,13 +106,9 @@ pub struct NewPromo {
 }
 
 /// Create a code, as `admin`.
-pub async fn create(
-    hub: &Hub,
-    admin: Uuid,
-    new: NewPromo,
-) -> Result<PromoChanged, PromoFlowError> {
-    let code = PromoCodeValue::parse(&new.code)
-        .map_err(|e| PromoFlowError::InvalidCode(e.to_string()))?;
+pub async fn create(hub: &Hub, admin: Uuid, new: NewPromo) -> Result<PromoChanged, PromoFlowError> {
+    let code =
+        PromoCodeValue::parse(&new.code).map_err(|e| PromoFlowError::InvalidCode(e.to_string()))?;
     let committed = hub
         .promos
         .execute(

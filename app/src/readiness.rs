@@ -86,7 +86,10 @@ pub async fn check(hub: &Hub) -> Readiness {
         let mut projections = BTreeMap::new();
         for kind in ProjectionKind::ALL {
             if let Ok(at) = checkpoint(&hub.pool, kind).await {
-                let behind = stream_last.as_ref().ok().map(|last| last.saturating_sub(at));
+                let behind = stream_last
+                    .as_ref()
+                    .ok()
+                    .map(|last| last.saturating_sub(at));
                 projections.insert(
                     kind.name(),
                     ProjectionLag {

@@ -69,7 +69,9 @@ pub async fn grant_role(
     caller.require(&[Role::Admin])?;
     let (user, loaded) =
         change_role(&state, caller.user, &id, &body.role, RoleChange::Grant).await?;
-    Ok(Json(serde_json::json!({ "user": UserView::of(user, &loaded) })))
+    Ok(Json(
+        serde_json::json!({ "user": UserView::of(user, &loaded) }),
+    ))
 }
 
 /// `DELETE /api/admin/users/{id}/roles/{role}` — admin. The `user` role cannot be revoked.
@@ -80,5 +82,7 @@ pub async fn revoke_role(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&[Role::Admin])?;
     let (user, loaded) = change_role(&state, caller.user, &id, &role, RoleChange::Revoke).await?;
-    Ok(Json(serde_json::json!({ "user": UserView::of(user, &loaded) })))
+    Ok(Json(
+        serde_json::json!({ "user": UserView::of(user, &loaded) }),
+    ))
 }

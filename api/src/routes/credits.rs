@@ -26,7 +26,9 @@ pub async fn balance(
     ApiQuery(query): ApiQuery<AccountQuery>,
 ) -> Result<Json<Balance>, ApiError> {
     let account = queries::account_for(caller.user, &caller.roles, query.user_id)?;
-    Ok(Json(queries::balances::balance(&state.pool, account).await?))
+    Ok(Json(
+        queries::balances::balance(&state.pool, account).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

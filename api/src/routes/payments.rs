@@ -90,8 +90,7 @@ pub async fn history(
 ) -> Result<Json<HistoryPage>, ApiError> {
     let user = queries::account_for(caller.user, &caller.roles, query.user_id)?;
     let page =
-        queries::payments::history(&state.pool, user, query.limit, query.cursor.as_deref())
-            .await?;
+        queries::payments::history(&state.pool, user, query.limit, query.cursor.as_deref()).await?;
     Ok(Json(HistoryPage {
         user_id: user,
         data: page.items,

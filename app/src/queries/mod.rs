@@ -44,13 +44,19 @@ pub struct NotAllowed {
 
 /// Whose records a reader reads: their own (no `requested`, or themselves), or another
 /// user's, which needs one of [`READ_OTHERS`].
-pub fn account_for(reader: Uuid, roles: &[Role], requested: Option<Uuid>) -> Result<Uuid, NotAllowed> {
+pub fn account_for(
+    reader: Uuid,
+    roles: &[Role],
+    requested: Option<Uuid>,
+) -> Result<Uuid, NotAllowed> {
     match requested {
         Some(other) if other != reader => {
             if READ_OTHERS.iter().any(|r| roles.contains(r)) {
                 Ok(other)
             } else {
-                Err(NotAllowed { needs: &READ_OTHERS })
+                Err(NotAllowed {
+                    needs: &READ_OTHERS,
+                })
             }
         }
         _ => Ok(reader),

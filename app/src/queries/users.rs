@@ -48,8 +48,7 @@ pub async fn list(
 ) -> Result<Page<UserRow>, QueryError> {
     let request = LIMITS.request::<TimeCursor<Uuid>>(limit, cursor)?;
     // LIKE's wildcards are dropped from the filter: it matches text, not patterns.
-    let pattern =
-        email.map(|e| format!("%{}%", e.trim().to_lowercase().replace(['%', '_'], "")));
+    let pattern = email.map(|e| format!("%{}%", e.trim().to_lowercase().replace(['%', '_'], "")));
     let rows = sqlx::query(
         "SELECT user_id, email, display_name, roles, email_verified, has_password,
                 google_linked, api_keys_live, registered_at
