@@ -12,6 +12,16 @@
 //! - [`keys`]: API keys — create, list, revoke, and resolve a presented key to its owner.
 //! - [`sessions`]: refresh-token families and login throttling.
 //! - [`bootstrap`]: the first admin.
+//!
+//! Money and the read side:
+//!
+//! - [`payments`]: credit packages, Stripe Checkout, Stripe's webhook events as commands.
+//! - [`promos`]: promo codes — create, disable, enable, redeem.
+//! - [`credits`]: granting credits, answered once the balance shows the grant.
+//! - [`users`]: granting and revoking roles.
+//! - [`readiness`]: whether the hub's dependencies answer, and how far behind it is.
+//! - [`queries`]: the read models (balances, ledger, payments, promo codes, users).
+//! - [`page`]: the one page-and-cursor shape every listing uses.
 
 pub mod bootstrap;
 pub mod config;
@@ -20,6 +30,15 @@ pub mod identity;
 pub mod inference;
 pub mod keys;
 pub mod sessions;
+
+// Money and the read side.
+pub mod credits;
+pub mod page;
+pub mod payments;
+pub mod promos;
+pub mod queries;
+pub mod readiness;
+pub mod users;
 
 pub use config::Settings;
 pub use hub::Hub;

@@ -13,6 +13,8 @@ use serde_json::json;
 use std::borrow::Cow;
 use std::time::Duration;
 
+pub mod money;
+
 /// Every error a handler returns: a status, a stable machine-readable `code`, and a message
 /// for people. A 500 shows the client only "internal error"; its cause goes to the log.
 #[derive(Debug)]

@@ -2,22 +2,17 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use hub_commands::CommandError;
-use hub_domain::{Role, UserCommand, UserError, UserId};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use std::sync::Arc;
-use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
+use crate::error::money::admin_listing;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::auth::UserView;
 use crate::state::AppState;
-
-const PAGE_DEFAULT: i64 = 50;
-const PAGE_MAX: i64 = 200;
+use hub_app::queries::users::{self, UserRow};
+use hub_app::users::{change_role, RoleChange};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,19 +22,6 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// Only addresses containing this text.
     pub email: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct UserRow {
-    pub id: Uuid,
-    pub email: String,
-    pub display_name: Option<String>,
-    pub roles: Vec<String>,
-    pub email_verified: bool,
-    pub has_password: bool,
-    pub google_linked: bool,
-    pub api_keys_live: i32,
-    pub registered_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,90 +38,24 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<UserPage>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let limit = query.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {PAGE_MAX}"),
-        ));
-    }
-    let after: Option<(DateTime<Utc>, Uuid)> = match &query.cursor {
-        None => None,
-        Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
-        })?),
-    };
-    let pattern = query
-        .email
-        .as_deref()
-        .map(|e| format!("%{}%", e.trim().to_lowercase().replace(['%', '_'], "")));
-    let rows = sqlx::query(
-        "SELECT user_id, email, display_name, roles, email_verified, has_password,
-                google_linked, api_keys_live, registered_at
-           FROM users
-          WHERE ($1::timestamptz IS NULL OR (registered_at, user_id) > ($1, $2))
-            AND ($3::text IS NULL OR email LIKE $3)
-          ORDER BY registered_at, user_id
-          LIMIT $4",
+    let page = users::list(
+        &state.pool,
+        query.email.as_deref(),
+        query.limit,
+        query.cursor.as_deref(),
     )
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(pattern)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut users = rows
-        .iter()
-        .map(|row| {
-            Ok(UserRow {
-                id: row.try_get("user_id")?,
-                email: row.try_get("email")?,
-                display_name: row.try_get("display_name")?,
-                roles: row.try_get("roles")?,
-                email_verified: row.try_get("email_verified")?,
-                has_password: row.try_get("has_password")?,
-                google_linked: row.try_get("google_linked")?,
-                api_keys_live: row.try_get("api_keys_live")?,
-                registered_at: row.try_get("registered_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let next_cursor = if users.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
-        users.pop();
-        users
-            .last()
-            .map(|u| format!("{}_{}", u.registered_at.timestamp_micros(), u.id.simple()))
-    } else {
-        None
-    };
-    Ok(Json(UserPage { users, next_cursor }))
-}
-
-fn parse_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (micros, id) = cursor.split_once('_')?;
-    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-    Some((at, Uuid::parse_str(id).ok()?))
+    .await
+    .map_err(admin_listing)?;
+    Ok(Json(UserPage {
+        users: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     pub role: String,
-}
-
-fn parse_role(raw: &str) -> Result<Role, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_role",
-            "role must be user, admin, analyst or auditor",
-        )
-    })
-}
-
-fn parse_user(raw: &str) -> Result<UserId, ApiError> {
-    Uuid::parse_str(raw)
-        .map(UserId)
-        .map_err(|_| ApiError::not_found("no user with this id"))
 }
 
 /// `POST /api/admin/users/{id}/roles` `{role}` — admin. Granting a held role changes nothing.
@@ -151,13 +67,11 @@ pub async fn grant_role(
     ApiJson(body): ApiJson<RoleBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let user = parse_user(&id)?;
-    let role = parse_role(&body.role)?;
-    let command = UserCommand::GrantRole {
-        role,
-        granted_by: caller.user.to_string(),
-    };
-    change_role(&state, user, command, &caller).await
+    let (user, loaded) =
+        change_role(&state, caller.user, &id, &body.role, RoleChange::Grant).await?;
+    Ok(Json(
+        serde_json::json!({ "user": UserView::of(user, &loaded) }),
+    ))
 }
 
 /// `DELETE /api/admin/users/{id}/roles/{role}` — admin. The `user` role cannot be revoked.
@@ -167,33 +81,7 @@ pub async fn revoke_role(
     Path((id, role)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let user = parse_user(&id)?;
-    let role = parse_role(&role)?;
-    let command = UserCommand::RevokeRole {
-        role,
-        revoked_by: caller.user.to_string(),
-    };
-    change_role(&state, user, command, &caller).await
-}
-
-async fn change_role(
-    state: &AppState,
-    user: UserId,
-    command: UserCommand,
-    caller: &Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    match state
-        .users
-        .execute(user, command, &format!("user:{}", caller.user))
-        .await
-    {
-        Ok(_) => {}
-        Err(CommandError::Rejected(UserError::NotRegistered)) => {
-            return Err(ApiError::not_found("no user with this id"))
-        }
-        Err(err) => return Err(err.into()),
-    }
-    let loaded = state.users.load(user).await?;
+    let (user, loaded) = change_role(&state, caller.user, &id, &role, RoleChange::Revoke).await?;
     Ok(Json(
         serde_json::json!({ "user": UserView::of(user, &loaded) }),
     ))

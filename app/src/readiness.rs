@@ -1,0 +1,121 @@
+//! Readiness: whether Postgres and NATS answer, and how far the relay and each projection
+//! are behind.
+
+use hub_nats::relay::RelayLag;
+use hub_projections::{checkpoint, ProjectionKind};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::Hub;
+
+/// Each dependency check gets at most this long.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What readiness found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// `ready` when Postgres and NATS answer, else `unavailable`.
+    pub status: &'static str,
+    pub postgres: Check,
+    pub nats: NatsCheck,
+    /// Events committed but not yet relayed (when Postgres answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayLag>,
+    /// Each projection's position (when Postgres answers), by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projections: Option<BTreeMap<&'static str, ProjectionLag>>,
+}
+
+impl Readiness {
+    /// Postgres and NATS both answer.
+    pub fn is_ready(&self) -> bool {
+        self.postgres.ok && self.nats.ok
+    }
+}
+
+/// One dependency's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// NATS's answer: the events stream's last sequence, or why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct NatsCheck {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_last_sequence: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a projection is in the events stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionLag {
+    pub checkpoint: u64,
+    /// Stream messages after its checkpoint (`None` when NATS did not answer).
+    pub stream_messages_behind: Option<u64>,
+}
+
+/// Run `check` for at most [`CHECK_TIMEOUT`]; a failure or a timeout is its message.
+async fn bounded<T, E: std::fmt::Display>(
+    check: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    }
+}
+
+/// Check the dependencies and read the lags.
+pub async fn check(hub: &Hub) -> Readiness {
+    let postgres = bounded(sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&hub.pool)).await;
+    let stream_last = bounded(async {
+        let mut stream = hub.js.get_stream(hub.topology.events_stream()).await?;
+        let info = stream.info().await?;
+        Ok::<u64, async_nats::Error>(info.state.last_sequence)
+    })
+    .await;
+    let (relay, projections) = if postgres.is_ok() {
+        let relay = hub_nats::relay::lag(&hub.pool).await.ok();
+        let mut projections = BTreeMap::new();
+        for kind in ProjectionKind::ALL {
+            if let Ok(at) = checkpoint(&hub.pool, kind).await {
+                let behind = stream_last
+                    .as_ref()
+                    .ok()
+                    .map(|last| last.saturating_sub(at));
+                projections.insert(
+                    kind.name(),
+                    ProjectionLag {
+                        checkpoint: at,
+                        stream_messages_behind: behind,
+                    },
+                );
+            }
+        }
+        (relay, Some(projections))
+    } else {
+        (None, None)
+    };
+    let ok = postgres.is_ok() && stream_last.is_ok();
+    Readiness {
+        status: if ok { "ready" } else { "unavailable" },
+        postgres: Check {
+            ok: postgres.is_ok(),
+            error: postgres.err(),
+        },
+        nats: NatsCheck {
+            ok: stream_last.is_ok(),
+            stream_last_sequence: stream_last.as_ref().ok().copied(),
+            error: stream_last.err(),
+        },
+        relay,
+        projections,
+    }
+}
