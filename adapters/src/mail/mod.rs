@@ -27,7 +27,7 @@
 //! - [`settings`]: [`MailSettings`] (the `[mail]` section), [`MailTransport`], [`SmtpTls`].
 //! - [`message`]: [`OutgoingMail`] and how it becomes an email (headers, text and HTML bodies).
 //! - [`transport`]: [`Mailer`], the folder and SMTP transports and their TLS.
-//! - [`error`]: [`MailError`].
+//! - [`error`]: [`MailError`], every way a send fails.
 
 pub mod error;
 pub mod message;
