@@ -9,6 +9,7 @@
 //! - [`secrets`]: password hashing (argon2id), opaque tokens, codes and API keys, and their hashes.
 //! - [`jwt`]: access tokens (HS256 JWTs).
 
+pub mod http;
 pub mod jwt;
 pub mod mail;
 pub mod oidc;

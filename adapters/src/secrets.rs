@@ -1,5 +1,9 @@
 //! Passwords, opaque tokens, codes and API keys: how they are made, hashed and checked.
 //!
+//! - Randomness: every random secret the hub makes (salts, tokens, OIDC state, nonce and PKCE
+//!   verifier, codes, API keys) is drawn through [`random_bytes`], the one place that touches
+//!   the operating system's CSPRNG (via `rand::rng()`); [`random_token`] and
+//!   [`random_chars`] shape those bytes.
 //! - Passwords: argon2id (PHC strings), hashed and verified off the async runtime.
 //! - Opaque tokens (refresh tokens, reset links) and API keys carry 256 bits of randomness,
 //!   so one SHA-256 is enough to store them.
@@ -12,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use hub_domain::{PasswordHash, SecretHash};
-use rand::Rng;
+use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// Shortest and longest password accepted, in characters.
@@ -53,6 +57,9 @@ pub fn check_strength(password: &str, email: &str) -> Result<(), WeakPassword> {
     Ok(())
 }
 
+/// Random bytes in an argon2 salt: 128 bits, as the PHC string format recommends.
+const SALT_BYTES: usize = 16;
+
 /// Hashing failed (never shows the password).
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed")]
@@ -61,8 +68,8 @@ pub struct HashingFailed;
 /// Hash a password with argon2id and a fresh salt (on a blocking thread: ~tens of ms).
 pub async fn hash_password(password: String) -> Result<PasswordHash, HashingFailed> {
     tokio::task::spawn_blocking(move || {
-        let salt_bytes: [u8; 16] = rand::rng().random();
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(|_| HashingFailed)?;
+        let salt =
+            SaltString::encode_b64(&random_bytes::<SALT_BYTES>()).map_err(|_| HashingFailed)?;
         let phc = Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map_err(|_| HashingFailed)?
@@ -94,10 +101,55 @@ pub async fn verify_password(password: String, hash: Option<PasswordHash>) -> bo
     .unwrap_or(false)
 }
 
+/// `N` bytes from the thread-local CSPRNG (seeded from the operating system). The one source
+/// of randomness for secrets: everything below is built on it.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// `N` random bytes, base64url without padding: unguessable and safe in a URL or a header
+/// (32 bytes give 43 characters, 48 bytes give 64).
+pub fn random_token<const N: usize>() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<N>())
+}
+
+/// `len` characters drawn uniformly from `alphabet` (ASCII symbols; only the first 256 are
+/// used, and an empty alphabet gives an empty string). Bytes that would favour the first
+/// symbols (those at or above the largest multiple of the alphabet's size) are thrown away and
+/// drawn again, so every symbol is equally likely.
+pub fn random_chars(len: usize, alphabet: &[u8]) -> String {
+    let alphabet = &alphabet[..alphabet.len().min(256)];
+    if alphabet.is_empty() {
+        return String::new();
+    }
+    let unbiased_below = 256 - 256 % alphabet.len();
+    let mut out = String::with_capacity(len);
+    let mut drawn = 0;
+    while drawn < len {
+        for byte in random_bytes::<RANDOM_CHARS_BATCH_BYTES>() {
+            let byte = usize::from(byte);
+            if drawn < len && byte < unbiased_below {
+                if let Some(&symbol) = alphabet.get(byte % alphabet.len()) {
+                    out.push(char::from(symbol));
+                    drawn += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Random bytes drawn at a time by [`random_chars`]; enough for a code or a key id in one go.
+const RANDOM_CHARS_BATCH_BYTES: usize = 32;
+
+/// Random bytes in an opaque token: 256 bits, 43 characters once encoded.
+pub const OPAQUE_TOKEN_BYTES: usize = 32;
+
 /// A random opaque token (256 bits, base64url).
 pub fn opaque_token() -> String {
-    let bytes: [u8; 32] = rand::rng().random();
-    URL_SAFE_NO_PAD.encode(bytes)
+    random_token::<OPAQUE_TOKEN_BYTES>()
 }
 
 /// SHA-256 of a high-entropy secret, as the domain stores it.
@@ -106,9 +158,12 @@ pub fn sha256_hash(secret: &str) -> SecretHash {
     SecretHash::parse(hex(&digest)).expect("a SHA-256 digest is 64 hex digits")
 }
 
-/// A six-digit code, uniformly drawn.
+/// Digits in a verification code.
+const CODE_DIGITS: usize = 6;
+
+/// A six-digit code, uniformly drawn (leading zeros included).
 pub fn six_digit_code() -> String {
-    format!("{:06}", rand::rng().random_range(0..1_000_000u32))
+    random_chars(CODE_DIGITS, b"0123456789")
 }
 
 /// HMAC-SHA-256 of a short code under the server secret, bound to one user.
@@ -130,10 +185,7 @@ const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /// A new API key: (the key, shown once; its prefix; its hash).
 pub fn new_api_key() -> (String, String, SecretHash) {
-    let mut rng = rand::rng();
-    let id: String = (0..API_KEY_ID_LEN)
-        .map(|_| char::from(ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())]))
-        .collect();
+    let id = random_chars(API_KEY_ID_LEN, ALPHANUMERIC);
     let prefix = format!("{API_KEY_PREFIX_TAG}{id}");
     let key = format!("{prefix}_{}", opaque_token());
     let hash = sha256_hash(&key);
@@ -202,6 +254,28 @@ mod tests {
         assert_eq!(prefix.len(), 16);
         assert_eq!(api_key_prefix("aihub_short"), None);
         assert_eq!(api_key_prefix("eyJhbGciOiJIUzI1NiJ9.x.y"), None);
+    }
+
+    #[test]
+    fn random_tokens_are_base64url_of_their_byte_count_and_fresh() {
+        let token = random_token::<48>();
+        assert_eq!(token.len(), 64);
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(opaque_token().len(), 43);
+        assert_ne!(opaque_token(), opaque_token());
+    }
+
+    #[test]
+    fn random_chars_come_from_the_alphabet_and_reach_every_symbol() {
+        let drawn = random_chars(2_000, b"abc");
+        assert_eq!(drawn.len(), 2_000);
+        for symbol in ['a', 'b', 'c'] {
+            assert!(drawn.contains(symbol), "{symbol} never drawn");
+        }
+        assert!(drawn.chars().all(|c| matches!(c, 'a' | 'b' | 'c')));
+        assert_eq!(random_chars(0, b"abc"), "");
     }
 
     #[test]

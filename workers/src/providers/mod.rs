@@ -341,7 +341,7 @@ pub(crate) async fn send(
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
-    let body = read_limited(response, deadline, ERROR_BODY_BYTES_MAX)
+    let body = hub_adapters::http::read_limited(response, ERROR_BODY_BYTES_MAX, Some(deadline))
         .await
         .unwrap_or_default();
     Err(status_error(status, retry_after, &body, secret))
@@ -450,31 +450,17 @@ fn describe(error: reqwest::Error) -> String {
     text
 }
 
-/// Reads at most `limit` bytes of a body before `deadline`.
-async fn read_limited(
-    mut response: reqwest::Response,
-    deadline: Instant,
-    limit: usize,
-) -> Result<Vec<u8>, ProviderError> {
-    let mut body = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, response.chunk()).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    phase: PHASE_FIRST_TOKEN,
-                })
-            }
-            Ok(Err(error)) => return Err(ProviderError::StreamBroken(describe(error))),
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(ProviderError::Protocol(format!(
-                        "the upstream's answer is larger than {limit} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-        }
+/// A body that was not read whole (see `hub_adapters::http::read_limited`), as ours.
+fn body_error(error: hub_adapters::http::ReadLimitedError) -> ProviderError {
+    use hub_adapters::http::ReadLimitedError;
+    match error {
+        ReadLimitedError::DeadlineElapsed => ProviderError::Timeout {
+            phase: PHASE_FIRST_TOKEN,
+        },
+        ReadLimitedError::Read(error) => ProviderError::StreamBroken(describe(error)),
+        ReadLimitedError::TooLarge { max_bytes } => ProviderError::Protocol(format!(
+            "the upstream's answer is larger than {max_bytes} bytes"
+        )),
     }
 }
 
@@ -527,7 +513,9 @@ pub(crate) fn json_stream(
 ) -> EventStream {
     let events = async move {
         let (deadline, _) = deadlines.before_first_token();
-        let body = read_limited(response, deadline, WHOLE_BODY_BYTES_MAX).await?;
+        let body = hub_adapters::http::read_limited(response, WHOLE_BODY_BYTES_MAX, Some(deadline))
+            .await
+            .map_err(body_error)?;
         let json: Value = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Protocol(format!("the answer is not JSON ({e})")))?;
         if json.get("error").is_some_and(|e| !e.is_null()) {
