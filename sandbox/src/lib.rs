@@ -246,7 +246,7 @@ impl Sandbox {
         let client = async_nats::ConnectOptions::new()
             .name("aihub-sandbox-cleanup")
             .connection_timeout(NATS_CONNECT_TIMEOUT)
-            .connect(&self.nats_url)
+            .connect(self.nats_url.as_str())
             .await
             .map_err(|source| SandboxError::Nats {
                 url: self.nats_url.clone(),

@@ -246,7 +246,7 @@ async fn assert_balances_match_ledger_and_events(app: &TestApp) {
 /// Every message of the events stream, in stream order.
 async fn read_stream(app: &TestApp, expected: usize) -> Vec<(String, EventEnvelope)> {
     let js = &app.state.js;
-    let stream = js
+    let mut stream = js
         .get_stream(app.state.topology.events_stream())
         .await
         .expect("stream");
