@@ -43,7 +43,8 @@ pub struct TestApp {
     /// The app's clock: the system's, moved ahead by [`ShiftedClock::advance`] when a test
     /// needs a lifetime to pass.
     pub clock: Arc<ShiftedClock>,
-    database: String,
+    /// The database and streams of this app alone, removed when it drops.
+    sandbox: Sandbox,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
