@@ -43,10 +43,11 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::{histogram, progress, AbortOnDrop, BenchEnv, Percentiles};
+use super::{clean_up, histogram, isolate, progress, AbortOnDrop, Percentiles};
 use hub_adapters::jwt::Jwt;
 use hub_app::Settings;
 use hub_domain::Role;
+use hub_sandbox::Sandbox;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
@@ -127,14 +128,14 @@ pub async fn run(args: GatewayArgs, base: Settings) -> anyhow::Result<()> {
         args.rates.iter().chain(&args.ramp).all(|r| *r > 0),
         "rates must be at least 1 request per second"
     );
-    let env = BenchEnv::create(&base, &args.admin_database, None, true).await?;
-    let logs = std::env::temp_dir().join(format!("aihub-bench-{}", env.database));
+    let env = isolate(&base, &args.admin_database, None).await?;
+    let logs = std::env::temp_dir().join(format!("aihub-bench-{}", env.database()));
     tokio::fs::create_dir_all(&logs)
         .await
         .with_context(|| format!("could not create {}", logs.display()))?;
     progress(&format!(
         "benchmark database {}, logs in {}",
-        env.database,
+        env.database(),
         logs.display()
     ));
     let outcome = tokio::select! {
@@ -142,9 +143,9 @@ pub async fn run(args: GatewayArgs, base: Settings) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     if args.keep {
-        progress(&format!("kept database {} (--keep)", env.database));
+        progress(&format!("kept database {} (--keep)", env.database()));
     } else {
-        if let Err(err) = env.destroy().await {
+        if let Err(err) = clean_up(&env, true).await {
             progress(&format!("cleanup failed: {err:#}"));
         }
         if outcome.is_ok() {
@@ -160,7 +161,7 @@ pub async fn run(args: GatewayArgs, base: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(args: &GatewayArgs, env: &BenchEnv, logs: &Path) -> anyhow::Result<Report> {
+async fn measure(args: &GatewayArgs, env: &Sandbox, logs: &Path) -> anyhow::Result<Report> {
     let upstream = Upstream::start().await?;
     progress(&format!("upstream on {}", upstream.base));
 
@@ -433,7 +434,7 @@ struct Hub {
 }
 
 impl Hub {
-    async fn start(env: &BenchEnv, upstream: &Upstream, logs: &Path) -> anyhow::Result<Hub> {
+    async fn start(env: &Sandbox, upstream: &Upstream, logs: &Path) -> anyhow::Result<Hub> {
         let port = free_port()?;
         let jwt_secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let config = logs.join("aihub.toml");

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
+use hub_sandbox::{Prefixes, Sandbox};
 use hub_server::{Application, Roles, Settings};
 
 mod gateway;
@@ -126,10 +127,12 @@ const PGBENCH_SCRIPT: &str = include_str!("../pgbench-insert.sql");
 
 async fn ledger(args: LedgerArgs, base: Settings) -> anyhow::Result<()> {
     validate(&args)?;
-    let env = BenchEnv::create(&base, &args.admin_database, args.max_connections, true).await?;
+    let env = isolate(&base, &args.admin_database, args.max_connections).await?;
     progress(&format!(
         "benchmark database {}, streams {}*, subjects {}.*",
-        env.database, env.settings.nats.stream_prefix, env.settings.nats.subject_prefix
+        env.database(),
+        env.settings.nats.stream_prefix,
+        env.settings.nats.subject_prefix
     ));
     let outcome = tokio::select! {
         outcome = measure(&args, &env) => outcome,
@@ -138,11 +141,11 @@ async fn ledger(args: LedgerArgs, base: Settings) -> anyhow::Result<()> {
     if args.keep {
         progress(&format!(
             "kept database {} and streams {} / {} (--keep)",
-            env.database,
+            env.database(),
             env.settings.topology().events_stream(),
             env.settings.topology().commands_stream()
         ));
-    } else if let Err(err) = env.destroy().await {
+    } else if let Err(err) = clean_up(&env, true).await {
         progress(&format!("cleanup failed: {err:#}"));
     }
     let report = outcome?;
@@ -170,16 +173,9 @@ fn progress(message: &str) {
 }
 
 /// Everything measured, in the order it is measured.
-async fn measure(args: &LedgerArgs, env: &BenchEnv) -> anyhow::Result<Report> {
+async fn measure(args: &LedgerArgs, env: &Sandbox) -> anyhow::Result<Report> {
     let settings = env.settings.clone();
     let machine = Machine::read(&settings).await;
-
-    let pool = hub_commands::db::connect_lazy(&settings.pool_settings())
-        .context("invalid database.url")?;
-    hub_commands::db::migrate(&pool)
-        .await
-        .context("migrations failed on the benchmark database")?;
-    pool.close().await;
 
     let roles = Roles {
         http: false,
@@ -289,125 +285,35 @@ async fn measure(args: &LedgerArgs, env: &BenchEnv) -> anyhow::Result<Report> {
 // Database and streams of the benchmark's own
 // ---------------------------------------------------------------------------------------
 
-struct BenchEnv {
-    settings: Settings,
-    database: String,
-    admin_url: String,
-    /// Whether the run creates NATS streams (to delete at the end).
-    uses_nats: bool,
+/// The run's own database (created and migrated, on the server of `database.url`, from
+/// `admin_database`) and stream and subject names: a [`Sandbox`] with the benchmarks' names.
+async fn isolate(
+    base: &Settings,
+    admin_database: &str,
+    max_connections: Option<u32>,
+) -> anyhow::Result<Sandbox> {
+    let mut base = base.clone();
+    if let Some(max) = max_connections {
+        base.database.max_connections = max;
+    }
+    let admin_url = hub_sandbox::with_database(&base.database.url, admin_database)?;
+    Ok(Sandbox::create(&base, &admin_url, Prefixes::BENCH).await?)
 }
 
-impl BenchEnv {
-    async fn create(
-        base: &Settings,
-        admin_database: &str,
-        max_connections: Option<u32>,
-        uses_nats: bool,
-    ) -> anyhow::Result<BenchEnv> {
-        let id = Uuid::new_v4().simple().to_string();
-        let tag = id.get(..12).unwrap_or(&id).to_string();
-        let database = format!("aihub_bench_{tag}");
-        let admin_url = with_database(&base.database.url, admin_database)?;
-        let mut admin = PgConnection::connect(&admin_url)
-            .await
-            .with_context(|| format!("could not connect to {}", redact(&admin_url)))?;
-        // The name is ours (hex digits), never input.
-        sqlx::query(&format!("CREATE DATABASE {database}"))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("could not create database {database}"))?;
-        let _ = admin.close().await;
-
-        let mut settings = base.clone();
-        settings.database.url = with_database(&base.database.url, &database)?;
-        if let Some(max) = max_connections {
-            settings.database.max_connections = max;
-        }
-        settings.nats.stream_prefix = format!("BENCH{tag}_");
-        settings.nats.subject_prefix = format!("bench{tag}");
-        settings
-            .validate()
-            .context("the benchmark's settings are invalid")?;
-        Ok(BenchEnv {
-            settings,
-            database,
-            admin_url,
-            uses_nats,
-        })
+/// Drops the run's database and, if the run used NATS, its streams.
+async fn clean_up(env: &Sandbox, uses_nats: bool) -> anyhow::Result<()> {
+    if !uses_nats {
+        env.drop_database().await?;
+        progress(&format!("dropped database {}", env.database()));
+        return Ok(());
     }
-
-    async fn destroy(&self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url)
-            .await
-            .with_context(|| format!("could not connect to {}", redact(&self.admin_url)))?;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.database
-        ))
-        .execute(&mut admin)
-        .await
-        .with_context(|| format!("could not drop database {}", self.database))?;
-        let _ = admin.close().await;
-        if !self.uses_nats {
-            progress(&format!("dropped database {}", self.database));
-            return Ok(());
-        }
-        let client = hub_nats::connect(&self.settings.nats.url, "aihub-bench-cleanup")
-            .await
-            .context("could not connect to NATS to delete the streams")?;
-        let js = jetstream::new(client);
-        let topology = self.settings.topology();
-        for stream in [topology.events_stream(), topology.commands_stream()] {
-            js.delete_stream(&stream)
-                .await
-                .with_context(|| format!("could not delete stream {stream}"))?;
-        }
-        progress(&format!(
-            "dropped database {} and streams {}*",
-            self.database, self.settings.nats.stream_prefix
-        ));
-        Ok(())
-    }
-}
-
-/// `url` naming database `name` instead (query parameters kept).
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base
-        .find("://")
-        .map(|at| at + 3)
-        .context("database.url has no scheme")?;
-    let authority_end = base
-        .get(scheme_end..)
-        .and_then(|rest| rest.find('/'))
-        .map_or(base.len(), |at| scheme_end + at);
-    let mut out = format!("{}/{name}", base.get(..authority_end).unwrap_or(base));
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    Ok(out)
-}
-
-/// A URL with its password hidden, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if scheme < at => {
-            let userinfo = url.get(scheme + 3..at).unwrap_or("");
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!(
-                    "{}{user}:***{}",
-                    url.get(..scheme + 3).unwrap_or(""),
-                    url.get(at..).unwrap_or("")
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    env.destroy().await?;
+    progress(&format!(
+        "dropped database {} and streams {}*",
+        env.database(),
+        env.settings.nats.stream_prefix
+    ));
+    Ok(())
 }
 
 /// A spawned task that is aborted if its handle is dropped (an error, Ctrl-C).
@@ -1529,32 +1435,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn with_database_replaces_only_the_name() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/aihub", "x")
-                .ok()
-                .as_deref(),
-            Some("postgres://u:p@h:5432/x")
-        );
-        assert_eq!(
-            with_database("postgres://h/aihub?sslmode=disable", "x")
-                .ok()
-                .as_deref(),
-            Some("postgres://h/x?sslmode=disable")
-        );
-        assert_eq!(
-            with_database("postgresql://h:1", "x").ok().as_deref(),
-            Some("postgresql://h:1/x")
-        );
-    }
-
-    #[test]
-    fn redact_hides_the_password() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-    }
 
     #[test]
     fn pgbench_tps_is_parsed_from_new_and_old_output() {

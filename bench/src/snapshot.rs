@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 use uuid::Uuid;
 
-use super::{histogram, micros, progress, BenchEnv, Percentiles};
+use super::{clean_up, histogram, isolate, micros, progress, Percentiles};
 use hub_app::Settings;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -61,13 +61,13 @@ struct Report {
 pub async fn run(args: SnapshotArgs, base: Settings) -> anyhow::Result<()> {
     anyhow::ensure!(args.events >= 2, "--events must be at least 2");
     anyhow::ensure!(args.loads > 0, "--loads must be at least 1");
-    let env = BenchEnv::create(&base, &args.admin_database, None, false).await?;
-    progress(&format!("benchmark database {}", env.database));
+    let env = isolate(&base, &args.admin_database, None).await?;
+    progress(&format!("benchmark database {}", env.database()));
     let outcome = tokio::select! {
         outcome = measure(&args, &env.settings) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    if let Err(err) = env.destroy().await {
+    if let Err(err) = clean_up(&env, false).await {
         progress(&format!("cleanup failed: {err:#}"));
     }
     let report = outcome?;
@@ -82,9 +82,6 @@ pub async fn run(args: SnapshotArgs, base: Settings) -> anyhow::Result<()> {
 async fn measure(args: &SnapshotArgs, settings: &Settings) -> anyhow::Result<Report> {
     let pool = hub_commands::db::connect_lazy(&settings.pool_settings())
         .context("invalid database.url")?;
-    hub_commands::db::migrate(&pool)
-        .await
-        .context("migrations failed on the benchmark database")?;
     let snapshot_every = settings.credits.snapshot_every;
     let store = Buses::new(pool.clone(), snapshot_every, 0).store::<CreditAccount>();
     let metadata = HashMap::from([("actor".to_string(), "bench".to_string())]);

@@ -9,8 +9,9 @@ pub mod smtp;
 use hub_app::Hub;
 use hub_commands::ShiftedClock;
 use hub_domain::Role;
+use hub_sandbox::{Prefixes, Sandbox};
 use hub_server::{Application, Roles, Settings};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,12 +33,6 @@ fn mail_folder(database: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{database}_mail"))
 }
 
-/// `url` with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
-    format!("{base}/{name}")
-}
-
 /// A running app and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
@@ -48,7 +43,8 @@ pub struct TestApp {
     /// The app's clock: the system's, moved ahead by [`ShiftedClock::advance`] when a test
     /// needs a lifetime to pass.
     pub clock: Arc<ShiftedClock>,
-    database: String,
+    /// The database and streams of this app alone, removed when it drops.
+    sandbox: Sandbox,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -60,33 +56,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app with chosen roles and settings.
 pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let id = Uuid::new_v4().simple().to_string();
-    let database = format!("aihub_test_{id}");
-    let mut admin = PgConnection::connect(&admin_database_url())
+    let mut base = Settings::default();
+    base.server.port = 0;
+    base.database.max_connections = 16;
+    base.nats.url = nats_url();
+    base.credits.sweep_interval_ms = 200;
+    let sandbox = Sandbox::create(&base, &admin_database_url(), Prefixes::TEST)
         .await
-        .expect("the test Postgres is reachable (AIHUB_TEST_DATABASE_URL)");
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await
-        .expect("create the test database");
-    let _ = admin.close().await;
-
-    let mut settings = Settings::default();
-    settings.server.port = 0;
-    settings.database.url = with_database(&admin_database_url(), &database);
-    settings.database.max_connections = 16;
-    settings.nats.url = nats_url();
-    settings.nats.stream_prefix = format!("T{}_", &id[..12]);
-    settings.nats.subject_prefix = format!("t{}", &id[..12]);
-    settings.credits.sweep_interval_ms = 200;
-    settings.mail.folder = mail_folder(&database);
+        .expect("a fresh, migrated test database (is Postgres up? AIHUB_TEST_DATABASE_URL)");
+    let mut settings = sandbox.settings.clone();
+    settings.mail.folder = mail_folder(sandbox.database());
     tweak(&mut settings);
     settings.validate().expect("test settings are valid");
 
     let pool = hub_commands::db::connect_lazy(&settings.pool_settings()).expect("pool");
-    hub_commands::db::migrate(&pool)
-        .await
-        .expect("migrations apply");
     let clock = ShiftedClock::new();
     let app = Application::build_with_clock(settings.clone(), roles, clock.clone())
         .await
@@ -108,7 +91,7 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
         state,
         settings,
         clock,
-        database,
+        sandbox,
         stop: Some(stop),
         task: Some(task),
     }
@@ -178,33 +161,11 @@ impl Drop for TestApp {
             task.abort();
         }
         self.pool.close_event();
-        let database = self.database.clone();
-        let _ = std::fs::remove_dir_all(mail_folder(&database));
-        let nats = self.settings.nats.url.clone();
-        let topology = self.settings.topology();
-        // Clean up on a thread of its own: Drop may run inside a runtime.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                            .execute(&mut admin)
-                            .await;
-                }
-                if let Ok(client) = async_nats::connect(nats).await {
-                    let js = async_nats::jetstream::new(client);
-                    let _ = js.delete_stream(topology.events_stream()).await;
-                    let _ = js.delete_stream(topology.commands_stream()).await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        let _ = std::fs::remove_dir_all(mail_folder(self.sandbox.database()));
+        // Blocking: Drop may run inside a runtime, and the test binary may exit right after.
+        if let Err(err) = self.sandbox.destroy_blocking() {
+            eprintln!("could not clean up after the test: {err}");
+        }
     }
 }
 

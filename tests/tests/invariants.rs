@@ -245,7 +245,7 @@ async fn assert_balances_match_ledger_and_events(app: &TestApp) {
 /// Every message of the events stream, in stream order.
 async fn read_stream(app: &TestApp, expected: usize) -> Vec<(String, EventEnvelope)> {
     let js = &app.state.js;
-    let stream = js
+    let mut stream = js
         .get_stream(app.state.topology.events_stream())
         .await
         .expect("stream");
@@ -273,9 +273,55 @@ async fn read_stream(app: &TestApp, expected: usize) -> Vec<(String, EventEnvelo
         ));
     }
     // Nothing beyond what was expected.
-    let extra = tokio::time::timeout(Duration::from_millis(300), messages.next()).await;
-    assert!(extra.is_err(), "the stream holds more messages than events");
+    let held = stream.info().await.expect("stream info").state.messages;
+    assert_eq!(
+        held,
+        u64::try_from(expected).expect("fits"),
+        "the stream holds as many messages as events"
+    );
     out
+}
+
+/// Waits until the events stream no longer remembers the ids of the messages stored last,
+/// the duplicate window of the newest one having passed. The newest message is sent again
+/// under an expectation that can never hold (`Nats-Expected-Last-Sequence`): the server
+/// checks ids first, so while it remembers the id the answer is "duplicate", and once it
+/// forgot it the answer is "wrong last sequence". Nothing is ever stored.
+async fn duplicate_window_passed(app: &TestApp) {
+    use async_nats::jetstream::context::PublishErrorKind;
+    /// No stream ever reaches this sequence: the probe is always refused.
+    const UNREACHABLE_SEQUENCE: i64 = i64::MAX;
+    let js = &app.state.js;
+    eventually(
+        Duration::from_secs(30),
+        "the duplicate window to pass",
+        || async {
+            let mut stream = js
+                .get_stream(app.state.topology.events_stream())
+                .await
+                .ok()?;
+            let newest = stream.info().await.ok()?.state.last_sequence;
+            let message = stream.get_raw_message(newest).await.ok()?;
+            let mut headers = message.headers.clone();
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+                UNREACHABLE_SEQUENCE.to_string().as_str(),
+            );
+            let ack = js
+                .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+                .await
+                .ok()?
+                .await;
+            match ack {
+                Ok(ack) => {
+                    assert!(ack.duplicate, "the probe was stored ({ack:?})");
+                    None
+                }
+                Err(err) => (err.kind() == PublishErrorKind::WrongLastSequence).then_some(()),
+            }
+        },
+    )
+    .await;
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
@@ -338,8 +384,8 @@ async fn relay_and_projector_crashes_lose_nothing_and_duplicate_nothing() {
         count(&app, "SELECT count(*) FROM event_outbox").await > 0,
         "crashed mid-way"
     );
-    // Let the duplicate window pass, then run two relays at once.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Once the server has forgotten the ids the crashed relay sent, run two relays at once.
+    duplicate_window_passed(&app).await;
     let second = tokio::spawn(relay().run(std::future::pending()));
     let third = tokio::spawn(relay().run(std::future::pending()));
     eventually(Duration::from_secs(120), "outbox drained", || async {
@@ -493,8 +539,19 @@ async fn a_pause_left_by_a_killed_replay_does_not_stop_the_live_projector() {
         (n == 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The entry was written by a batch that left balances out (a batch applies all its
+    // projections in one transaction, or none): the pause held for it.
     assert_eq!(balance(app.pool.clone()).await, Some(10), "paused");
+    let ledger_at = hub_projections::checkpoint(&app.pool, ProjectionKind::Ledger)
+        .await
+        .expect("ledger checkpoint");
+    let balances_at = hub_projections::checkpoint(&app.pool, ProjectionKind::Balances)
+        .await
+        .expect("balances checkpoint");
+    assert!(
+        balances_at < ledger_at,
+        "balances stayed behind ({balances_at} < {ledger_at})"
+    );
 
     // The replay dies: its session ends without clearing the pause.
     drop(replay_session);
