@@ -9,7 +9,7 @@
 //!
 //! - [`application`]: [`Application`], which builds every role from settings and runs them
 //!   until shutdown; tests bind it to port 0.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: the log subscriber (stderr, filtered by `RUST_LOG`), set up once per process.
 
 pub mod application;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::state::AppState;
+use hub_app::queries::balances::Balance;
 use hub_app::queries::{self, ledger::LedgerEntry};
 
 #[derive(Debug, Deserialize)]
@@ -64,7 +65,3 @@ pub async fn transactions(
         next_cursor: page.next_cursor,
     }))
 }
-
-// `GET /api/auth/me` (routes/auth.rs, another room) still reads the balance through here;
-// once it calls `hub_app::queries::balances` itself, these two go.
-pub use hub_app::queries::balances::{balance as read_balance, Balance};

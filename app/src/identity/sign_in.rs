@@ -1,13 +1,9 @@
 //! Signing in with a password (throttled per account and per client address), refresh-token
 //! rotation, logout, and the signed-in user's profile.
 
-use chrono::{DateTime, Utc};
 use hub_adapters::secrets;
 use hub_domain::{Email, User, UserId};
-use serde::Serialize;
-use sqlx::Row;
 use std::net::IpAddr;
-use uuid::Uuid;
 
 use super::{access_token, seconds, start_session, IdentityError, Session};
 use crate::hub::Hub;
@@ -114,26 +110,12 @@ pub async fn log_out(hub: &Hub, presented: &str) -> Result<(), IdentityError> {
     Ok(())
 }
 
-/// A user's credit balance as the balances read model shows it.
-// TODO(read models): the balances query belongs to the read-model queries of the app layer;
-// this one is here until those are merged, and then calls them.
-#[derive(Debug, Serialize)]
-pub struct Balance {
-    pub account_id: Uuid,
-    pub balance_micros: i64,
-    pub reserved_micros: i64,
-    pub available_micros: i64,
-    /// The account's event sequence this reflects (0: no account yet).
-    pub version: i64,
-    pub updated_at: Option<DateTime<Utc>>,
-}
-
 /// The signed-in user's own profile.
 #[derive(Debug)]
 pub struct Profile {
     pub user_id: UserId,
     pub user: User,
-    pub credits: Balance,
+    pub credits: crate::queries::balances::Balance,
 }
 
 /// The profile of `user_id`, with their balance.
@@ -145,34 +127,6 @@ pub async fn profile(hub: &Hub, user_id: UserId) -> Result<Profile, IdentityErro
     Ok(Profile {
         user_id,
         user,
-        credits: balance(hub, user_id.0).await?,
-    })
-}
-
-async fn balance(hub: &Hub, account: Uuid) -> Result<Balance, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT balance_micros, reserved_micros, available_micros, version, updated_at
-           FROM balances WHERE account_id = $1",
-    )
-    .bind(account)
-    .fetch_optional(&hub.pool)
-    .await?;
-    Ok(match row {
-        Some(row) => Balance {
-            account_id: account,
-            balance_micros: row.try_get("balance_micros")?,
-            reserved_micros: row.try_get("reserved_micros")?,
-            available_micros: row.try_get("available_micros")?,
-            version: row.try_get("version")?,
-            updated_at: row.try_get("updated_at")?,
-        },
-        None => Balance {
-            account_id: account,
-            balance_micros: 0,
-            reserved_micros: 0,
-            available_micros: 0,
-            version: 0,
-            updated_at: None,
-        },
+        credits: crate::queries::balances::balance(&hub.pool, user_id.0).await?,
     })
 }
