@@ -430,17 +430,7 @@ async fn on_intent_failed(
         stripe_event_id: event_id.clone(),
         now: event_time(hub, event.created),
     };
-    let handled = hub
-        .payments
-        .handle(
-            &hub.credits,
-            &session_id,
-            command,
-            &format!("stripe:{event_id}"),
-        )
-        .await?;
-    log_credits(&session_id, &handled);
-    Ok(true)
+    drive(hub, &session_id, command, event_id).await
 }
 
 async fn on_charge_refunded(
@@ -479,16 +469,27 @@ async fn on_charge_refunded(
         stripe_event_id: event_id.clone(),
         now: event_time(hub, event.created),
     };
+    drive(hub, &session_id, command, event_id).await
+}
+
+/// Run one of a Stripe event's payment commands (keyed by the event, so a repeat changes
+/// nothing), then the credit commands it implies, and log what they did.
+async fn drive(
+    hub: &Hub,
+    session_id: &StripeId,
+    command: PaymentCommand,
+    event_id: &StripeId,
+) -> Result<bool, WebhookError> {
     let handled = hub
         .payments
         .handle(
             &hub.credits,
-            &session_id,
+            session_id,
             command,
             &format!("stripe:{event_id}"),
         )
         .await?;
-    log_credits(&session_id, &handled);
+    log_credits(session_id, &handled);
     Ok(true)
 }
 
