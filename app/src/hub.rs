@@ -29,7 +29,7 @@ pub struct Hub {
     /// Inference requests between acceptance and publication (`models.admission_limit`).
     pub admission: Arc<tokio::sync::Semaphore>,
     /// Answers to this process's inference requests (one NATS subscription).
-    pub replies: Arc<crate::inference::Replies>,
+    pub replies: Arc<crate::replies::Replies>,
     /// Google sign-in, when `google.enabled`.
     pub google: Option<hub_adapters::oidc::GoogleOidc>,
     /// Payments, one aggregate per Stripe Checkout Session.
@@ -83,7 +83,7 @@ impl Hub {
         } else {
             None
         };
-        let replies = crate::inference::Replies::start(&nats, &settings.topology())
+        let replies = crate::replies::Replies::start(&nats, &settings.topology())
             .await
             .context("could not subscribe to inference replies")?;
         let admission = Arc::new(tokio::sync::Semaphore::new(settings.models.admission_limit));

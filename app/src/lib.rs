@@ -10,6 +10,7 @@
 //! - [`inference`]: submitting a chat request — estimate, reserve, publish, read the answer back.
 //! - [`identity`]: registration, sign-in, email verification, password reset, Google sign-in.
 //! - [`keys`]: API keys — create, list, revoke, and resolve a presented key to its owner.
+//! - [`replies`]: [`Replies`], this process's one NATS subscription for every inference answer.
 //! - [`sessions`]: refresh-token families and login throttling.
 //! - [`bootstrap`]: the first admin.
 //!
@@ -29,6 +30,7 @@ pub mod hub;
 pub mod identity;
 pub mod inference;
 pub mod keys;
+pub mod replies;
 pub mod sessions;
 
 // Money and the read side.

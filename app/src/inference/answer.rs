@@ -8,8 +8,8 @@ use hub_domain::UsageOutcome;
 use hub_workers::wire::{WireChunk, WireUsage};
 use std::time::Duration;
 
-use super::replies::Registration;
 use super::GatewayError;
+use crate::replies::Registration;
 
 /// An accepted request whose answer is on its way.
 pub struct Submission {

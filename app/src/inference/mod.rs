@@ -18,12 +18,10 @@
 //! - [`answer`]: [`Submission`], the answer on its way, read as [`Progress`] or whole
 //!   ([`Answer`]); dropping it early cancels the request.
 //! - [`session`]: [`ChatSession`], several chats at once for one connection (the WebSocket).
-//! - [`replies`]: [`Replies`], this process's one NATS subscription for every answer.
 
 pub mod answer;
 pub mod estimate;
 pub mod limits;
-pub mod replies;
 pub mod session;
 pub mod submit;
 pub mod validate;
@@ -32,8 +30,8 @@ use hub_domain::{ApiKeyId, Credits};
 use hub_workers::providers::ChatMessage;
 use uuid::Uuid;
 
+pub use crate::replies::Replies;
 pub use answer::{Answer, ChatFailure, Finished, Progress, Submission, Unanswered};
-pub use replies::Replies;
 pub use session::{ChatSession, ChatUpdate};
 pub use submit::submit;
 

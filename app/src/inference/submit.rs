@@ -5,7 +5,7 @@
 //! 3. [`estimate`]: the prompt counted, `max_tokens` capped, the most it can cost;
 //! 4. [`check_key_limit`]: an API key's spending limit;
 //! 5. [`reserve`]: that much reserved on the payer's account (402 when it is short);
-//! 6. [`publish`]: registered with this process's [`super::Replies`], then the command, naming
+//! 6. [`publish`]: registered with this process's [`Replies`](crate::replies::Replies), then the command, naming
 //!    the reply subject, published to `HUB_COMMANDS` with `Nats-Msg-Id` = request id (the
 //!    reservation is released when the queue does not take it);
 //! 7. the answer is awaited through the returned [`Submission`].
@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use super::estimate::{estimate, Estimate};
 use super::limits::{check_key_limit, require_verified_email};
-use super::replies::Registration;
 use super::validate::validate;
 use super::{Chat, GatewayError, Payer, Submission, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
+use crate::replies::Registration;
 
 /// Margin between the longest a request may run and its reservation's expiry.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
