@@ -11,6 +11,8 @@
 //!
 //! # Layout
 //!
+//! - [`chat`]: [`ChatMessage`] and [`ChatRequest`], the one shape of a chat request inside the
+//!   workers (tokenizers, providers and the wire format all use it).
 //! - [`config`]: [`ModelsSettings`] — models, prices, providers, timeouts, retries, cooldown.
 //! - [`providers`]: the [`Provider`] trait, the shared request and event types, and one file
 //!   per upstream ([`providers::openai`], [`providers::anthropic`], [`providers::mock`]), over
@@ -25,6 +27,7 @@
 //!
 //! **Invariant:** no error message, log line or `Debug` output contains a provider API key.
 
+pub mod chat;
 pub mod config;
 pub mod providers;
 pub mod router;

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use tiktoken_rs::CoreBPE;
 
-use crate::providers::ChatMessage;
+use crate::chat::ChatMessage;
 
 /// Longest piece of text handed to the encoder at once, in bytes.
 pub const PIECE_BYTES_MAX: usize = 4096;

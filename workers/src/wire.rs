@@ -13,7 +13,7 @@ use hub_domain::{ApiKeyId, Credits};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::providers::{ChatMessage, ChatRequest};
+use crate::chat::{ChatMessage, ChatRequest};
 
 /// A chat request the API has accepted and reserved credits for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
