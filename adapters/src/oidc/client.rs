@@ -80,6 +80,32 @@ impl GoogleOidc {
     }
 }
 
+impl GoogleOidc {
+    /// GET a JSON document from the provider (discovery, keys): refused unless it answers
+    /// 2xx with at most 64 KiB. `what` names the document in the error.
+    pub(super) async fn get_json(
+        &self,
+        url: impl reqwest::IntoUrl,
+        what: fn(String) -> super::OidcError,
+    ) -> Result<Vec<u8>, super::OidcError> {
+        let response = self
+            .inner
+            .http
+            .get(url)
+            .timeout(self.inner.timeout)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(super::OidcError::Http)?;
+        if !response.status().is_success() {
+            return Err(what(format!("answered {}", response.status().as_u16())));
+        }
+        super::read_response(response)
+            .await?
+            .ok_or_else(|| what("larger than 64 KiB".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,7 @@
 //! a stale copy is kept while the provider cannot be reached.
 
 use super::settings::secure_or_loopback;
-use super::{read_response, GoogleOidc, OidcError};
-use reqwest::header::ACCEPT;
+use super::{GoogleOidc, OidcError};
 use reqwest::Url;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -55,24 +54,7 @@ impl GoogleOidc {
             "{}/.well-known/openid-configuration",
             settings.issuer.trim_end_matches('/')
         );
-        let response = self
-            .inner
-            .http
-            .get(url)
-            .timeout(self.inner.timeout)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(OidcError::Http)?;
-        if !response.status().is_success() {
-            return Err(OidcError::Discovery(format!(
-                "answered {}",
-                response.status().as_u16()
-            )));
-        }
-        let body = read_response(response)
-            .await?
-            .ok_or_else(|| OidcError::Discovery("larger than 64 KiB".into()))?;
+        let body = self.get_json(url, OidcError::Discovery).await?;
         let document: DiscoveryDocument = serde_json::from_slice(&body)
             .map_err(|e| OidcError::Discovery(format!("not the expected JSON: {e}")))?;
         if document.issuer != settings.issuer {

@@ -2,10 +2,9 @@
 //! once when a token names an unknown key (providers rotate keys), at most once per
 //! [`JWKS_REFETCH_INTERVAL_MIN`].
 
-use super::{read_response, GoogleOidc, OidcError};
+use super::{GoogleOidc, OidcError};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::DecodingKey;
-use reqwest::header::ACCEPT;
 use reqwest::Url;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -82,24 +81,7 @@ impl GoogleOidc {
         &self,
         jwks_uri: &Url,
     ) -> Result<Vec<(Option<String>, DecodingKey)>, OidcError> {
-        let response = self
-            .inner
-            .http
-            .get(jwks_uri.clone())
-            .timeout(self.inner.timeout)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(OidcError::Http)?;
-        if !response.status().is_success() {
-            return Err(OidcError::Jwks(format!(
-                "answered {}",
-                response.status().as_u16()
-            )));
-        }
-        let body = read_response(response)
-            .await?
-            .ok_or_else(|| OidcError::Jwks("larger than 64 KiB".into()))?;
+        let body = self.get_json(jwks_uri.clone(), OidcError::Jwks).await?;
         let set: RawKeySet = serde_json::from_slice(&body)
             .map_err(|e| OidcError::Jwks(format!("not a JWK set: {e}")))?;
         let keys: Vec<_> = set
