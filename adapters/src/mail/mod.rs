@@ -60,6 +60,18 @@ mod test_support {
         }
     }
 
+    /// SMTP settings with a username and a password, for the tests that check the password
+    /// never shows.
+    pub(super) fn smtp_settings() -> super::MailSettings {
+        super::MailSettings {
+            transport: super::MailTransport::Smtp,
+            smtp_host: "smtp.example.com".into(),
+            smtp_username: Some("hub".into()),
+            smtp_password: Some("p4ssw0rd-secret".into()),
+            ..super::MailSettings::default()
+        }
+    }
+
     pub(super) fn eml_files(folder: &std::path::Path) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
             .expect("the folder exists")

@@ -164,16 +164,7 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn smtp_settings() -> MailSettings {
-        MailSettings {
-            transport: MailTransport::Smtp,
-            smtp_host: "smtp.example.com".into(),
-            smtp_username: Some("hub".into()),
-            smtp_password: Some("p4ssw0rd-secret".into()),
-            ..MailSettings::default()
-        }
-    }
+    use crate::mail::test_support::smtp_settings;
 
     fn rejected_field(settings: &MailSettings) -> String {
         let message = settings.validate().expect_err("the settings are refused");

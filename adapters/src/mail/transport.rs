@@ -153,18 +153,9 @@ fn tls_parameters(host: &str) -> Result<TlsParameters, MailError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::test_support::smtp_settings;
     use crate::mail::test_support::{eml_files, TempFolder};
     use crate::mail::OutgoingMail;
-
-    fn smtp_settings() -> MailSettings {
-        MailSettings {
-            transport: MailTransport::Smtp,
-            smtp_host: "smtp.example.com".into(),
-            smtp_username: Some("hub".into()),
-            smtp_password: Some("p4ssw0rd-secret".into()),
-            ..MailSettings::default()
-        }
-    }
 
     #[test]
     fn neither_the_mailer_nor_its_errors_show_the_password() {
