@@ -147,11 +147,8 @@ impl Payments {
         let mut settled = CreditsSettled::default();
         for envelope in events {
             match envelope.payload {
-                PaymentEvent::PaymentCompleted {
-                    user,
-                    credits: amount,
-                    ..
-                } => {
+                PaymentEvent::PaymentCompleted { checkout, .. } => {
+                    let (user, amount) = (checkout.user, checkout.credits);
                     let committed = credits
                         .credit(
                             AccountId::from(user),

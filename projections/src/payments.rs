@@ -6,7 +6,8 @@
 //! carries what its row needs (the events that may come first carry the whole checkout).
 
 use chrono::{DateTime, Utc};
-use hub_domain::PaymentEvent;
+use hub_domain::payment::Checkout;
+use hub_domain::{PaymentEvent, StripeId};
 use hub_nats::EventEnvelope;
 use sqlx::PgConnection;
 
@@ -23,6 +24,28 @@ struct CheckoutRow<'a> {
     paid_at: Option<DateTime<Utc>>,
 }
 
+impl<'a> CheckoutRow<'a> {
+    fn of(
+        checkout: &'a Checkout,
+        status: &'static str,
+        payment_intent: &'a Option<StripeId>,
+        at: DateTime<Utc>,
+        paid_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        CheckoutRow {
+            user: checkout.user.0,
+            package_id: &checkout.package_id,
+            credits_micros: checkout.credits.micros(),
+            amount_cents: checkout.amount_cents,
+            currency: &checkout.currency,
+            status,
+            payment_intent: payment_intent.as_ref().map(StripeId::as_str),
+            at,
+            paid_at,
+        }
+    }
+}
+
 pub(crate) async fn apply(
     conn: &mut PgConnection,
     messages: Vec<(EventEnvelope, u64)>,
@@ -37,64 +60,39 @@ pub(crate) async fn apply(
         let event: PaymentEvent = serde_json::from_value(envelope.payload)?;
         let checkout = match &event {
             PaymentEvent::CheckoutStarted {
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
+                checkout,
                 started_at,
-                ..
-            } => Some(CheckoutRow {
-                user: user.0,
-                package_id,
-                credits_micros: credits.micros(),
-                amount_cents: *amount_cents,
-                currency,
-                status: "started",
-                payment_intent: None,
-                at: *started_at,
-                paid_at: None,
-            }),
+            } => Some(CheckoutRow::of(
+                checkout,
+                "started",
+                &None,
+                *started_at,
+                None,
+            )),
             PaymentEvent::CheckoutAwaitingPayment {
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
+                checkout,
                 payment_intent,
                 completed_at,
                 ..
-            } => Some(CheckoutRow {
-                user: user.0,
-                package_id,
-                credits_micros: credits.micros(),
-                amount_cents: *amount_cents,
-                currency,
-                status: "awaiting_payment",
-                payment_intent: payment_intent.as_ref().map(|p| p.as_str()),
-                at: *completed_at,
-                paid_at: None,
-            }),
+            } => Some(CheckoutRow::of(
+                checkout,
+                "awaiting_payment",
+                payment_intent,
+                *completed_at,
+                None,
+            )),
             PaymentEvent::PaymentCompleted {
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
+                checkout,
                 payment_intent,
                 paid_at,
                 ..
-            } => Some(CheckoutRow {
-                user: user.0,
-                package_id,
-                credits_micros: credits.micros(),
-                amount_cents: *amount_cents,
-                currency,
-                status: "paid",
-                payment_intent: payment_intent.as_ref().map(|p| p.as_str()),
-                at: *paid_at,
-                paid_at: Some(*paid_at),
-            }),
+            } => Some(CheckoutRow::of(
+                checkout,
+                "paid",
+                payment_intent,
+                *paid_at,
+                Some(*paid_at),
+            )),
             PaymentEvent::PaymentFailed { .. }
             | PaymentEvent::CheckoutExpired { .. }
             | PaymentEvent::PaymentRefunded { .. } => None,

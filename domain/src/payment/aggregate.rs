@@ -5,7 +5,7 @@ use super::commands::{
     PaymentCommand, AMOUNT_CENTS_MAX, FAILURE_REASON_LEN_MAX, PACKAGE_ID_LEN_MAX,
 };
 use super::error::PaymentError;
-use super::events::PaymentEvent;
+use super::events::{Checkout, PaymentEvent};
 use super::seen::SeenStripeEvents;
 use super::values::StripeId;
 use crate::decider::{cqrs_aggregate, Decider, Decision};
@@ -58,18 +58,6 @@ impl PaymentStatus {
             Self::Expired => "expired",
         }
     }
-}
-
-/// What the customer buys, and for how much.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Checkout {
-    session_id: StripeId,
-    user: UserId,
-    package_id: String,
-    credits: Credits,
-    amount_cents: i64,
-    /// Lowercase ISO 4217.
-    currency: String,
 }
 
 /// One Stripe Checkout Session and everything Stripe said of it after. Its aggregate id is
@@ -173,12 +161,7 @@ impl Payment {
                     return Ok(Vec::new());
                 }
                 Ok(vec![PaymentEvent::CheckoutStarted {
-                    session_id: checkout.session_id,
-                    user: checkout.user,
-                    package_id: checkout.package_id,
-                    credits: checkout.credits,
-                    amount_cents: checkout.amount_cents,
-                    currency: checkout.currency,
+                    checkout,
                     started_at: now,
                 }])
             }
@@ -223,12 +206,7 @@ impl Payment {
                     return Ok(Vec::new());
                 }
                 Ok(vec![PaymentEvent::CheckoutAwaitingPayment {
-                    session_id: checkout.session_id,
-                    user: checkout.user,
-                    package_id: checkout.package_id,
-                    credits: checkout.credits,
-                    amount_cents: checkout.amount_cents,
-                    currency: checkout.currency,
+                    checkout,
                     payment_intent,
                     stripe_event_id,
                     completed_at: now,
@@ -394,12 +372,7 @@ impl Checkout {
         now: DateTime<Utc>,
     ) -> PaymentEvent {
         PaymentEvent::PaymentCompleted {
-            session_id: self.session_id,
-            user: self.user,
-            package_id: self.package_id,
-            credits: self.credits,
-            amount_cents: self.amount_cents,
-            currency: self.currency,
+            checkout: self,
             payment_intent,
             stripe_event_id,
             paid_at: now,
@@ -438,64 +411,25 @@ impl Decider for Payment {
             self.seen.remember(id.clone());
         }
         match event {
-            PaymentEvent::CheckoutStarted {
-                session_id,
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
-                ..
-            } => {
-                self.checkout = Some(Checkout {
-                    session_id,
-                    user,
-                    package_id,
-                    credits,
-                    amount_cents,
-                    currency,
-                });
+            PaymentEvent::CheckoutStarted { checkout, .. } => {
+                self.checkout = Some(checkout);
                 self.status = PaymentStatus::Started;
             }
             PaymentEvent::CheckoutAwaitingPayment {
-                session_id,
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
+                checkout,
                 payment_intent,
                 ..
             } => {
-                self.checkout = Some(Checkout {
-                    session_id,
-                    user,
-                    package_id,
-                    credits,
-                    amount_cents,
-                    currency,
-                });
+                self.checkout = Some(checkout);
                 self.payment_intent = payment_intent;
                 self.status = PaymentStatus::AwaitingPayment;
             }
             PaymentEvent::PaymentCompleted {
-                session_id,
-                user,
-                package_id,
-                credits,
-                amount_cents,
-                currency,
+                checkout,
                 payment_intent,
                 ..
             } => {
-                self.checkout = Some(Checkout {
-                    session_id,
-                    user,
-                    package_id,
-                    credits,
-                    amount_cents,
-                    currency,
-                });
+                self.checkout = Some(checkout);
                 self.payment_intent = payment_intent;
                 self.status = PaymentStatus::Paid;
             }

@@ -21,6 +21,21 @@ pub fn stripe_event_key(stripe_event_id: &StripeId) -> String {
     format!("stripe-event:{stripe_event_id}")
 }
 
+/// What the customer buys, and for how much: the terms every event that can open a
+/// payment carries. Stored flattened into those events, so their JSON is the same as when
+/// each field was written out in each of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub session_id: StripeId,
+    pub user: UserId,
+    pub package_id: String,
+    pub credits: Credits,
+    /// In the currency's smallest unit.
+    pub amount_cents: i64,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+}
+
 /// What happened to a payment. Stored forever: never rename a variant or a field; add a
 /// new version and an upcaster instead.
 ///
@@ -30,23 +45,15 @@ pub fn stripe_event_key(stripe_event_id: &StripeId) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentEvent {
     CheckoutStarted {
-        session_id: StripeId,
-        user: UserId,
-        package_id: String,
-        credits: Credits,
-        amount_cents: i64,
-        currency: String,
+        #[serde(flatten)]
+        checkout: Checkout,
         started_at: DateTime<Utc>,
     },
     /// The customer completed the checkout with an asynchronous method: the money is still
     /// to come (`MarkPaid`) or to fail (`MarkFailed`).
     CheckoutAwaitingPayment {
-        session_id: StripeId,
-        user: UserId,
-        package_id: String,
-        credits: Credits,
-        amount_cents: i64,
-        currency: String,
+        #[serde(flatten)]
+        checkout: Checkout,
         payment_intent: Option<StripeId>,
         stripe_event_id: StripeId,
         completed_at: DateTime<Utc>,
@@ -54,13 +61,9 @@ pub enum PaymentEvent {
     /// The money came. Written once per session, ever: this is what credits the account,
     /// with `CreditCommand::PurchaseCredits { payment_id: session_id, amount: credits }`.
     PaymentCompleted {
-        session_id: StripeId,
-        user: UserId,
-        package_id: String,
-        credits: Credits,
-        /// What Stripe charged, in the currency's smallest unit.
-        amount_cents: i64,
-        currency: String,
+        /// The amount and currency are what Stripe charged.
+        #[serde(flatten)]
+        checkout: Checkout,
         payment_intent: Option<StripeId>,
         stripe_event_id: StripeId,
         paid_at: DateTime<Utc>,
@@ -152,10 +155,10 @@ impl PaymentEvent {
     /// The user whose payment this is.
     pub fn user(&self) -> UserId {
         match self {
-            Self::CheckoutStarted { user, .. }
-            | Self::CheckoutAwaitingPayment { user, .. }
-            | Self::PaymentCompleted { user, .. }
-            | Self::PaymentFailed { user, .. }
+            Self::CheckoutStarted { checkout, .. }
+            | Self::CheckoutAwaitingPayment { checkout, .. }
+            | Self::PaymentCompleted { checkout, .. } => checkout.user,
+            Self::PaymentFailed { user, .. }
             | Self::CheckoutExpired { user, .. }
             | Self::PaymentRefunded { user, .. } => *user,
         }

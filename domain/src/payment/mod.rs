@@ -61,6 +61,6 @@ mod tests;
 pub use aggregate::{Payment, PaymentStatus};
 pub use commands::{PaymentCommand, AMOUNT_CENTS_MAX, FAILURE_REASON_LEN_MAX, PACKAGE_ID_LEN_MAX};
 pub use error::PaymentError;
-pub use events::{refunded_key, stripe_event_key, PaymentEvent, CHECKOUT_KEY, PAID_KEY};
+pub use events::{refunded_key, stripe_event_key, Checkout, PaymentEvent, CHECKOUT_KEY, PAID_KEY};
 pub use seen::STRIPE_EVENTS_KEPT;
 pub use values::StripeId;

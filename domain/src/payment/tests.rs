@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
+use cqrs_es::DomainEvent;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -56,14 +57,21 @@ fn start() -> PaymentCommand {
     }
 }
 
-fn started() -> PaymentEvent {
-    PaymentEvent::CheckoutStarted {
+/// Alice's checkout of the `pro` package, as the events carry it.
+fn pro_checkout() -> Checkout {
+    Checkout {
         session_id: sid("cs_1"),
         user: alice(),
         package_id: "pro".into(),
         credits: pro_credits(),
         amount_cents: PRO_CENTS,
         currency: "usd".into(),
+    }
+}
+
+fn started() -> PaymentEvent {
+    PaymentEvent::CheckoutStarted {
+        checkout: pro_checkout(),
         started_at: at(0),
     }
 }
@@ -85,12 +93,7 @@ fn complete(paid: bool, event: &str) -> PaymentCommand {
 
 fn completed(event: &str, s: i64) -> PaymentEvent {
     PaymentEvent::PaymentCompleted {
-        session_id: sid("cs_1"),
-        user: alice(),
-        package_id: "pro".into(),
-        credits: pro_credits(),
-        amount_cents: PRO_CENTS,
-        currency: "usd".into(),
+        checkout: pro_checkout(),
         payment_intent: Some(sid("pi_1")),
         stripe_event_id: sid(event),
         paid_at: at(s),
@@ -99,12 +102,7 @@ fn completed(event: &str, s: i64) -> PaymentEvent {
 
 fn awaiting(event: &str) -> PaymentEvent {
     PaymentEvent::CheckoutAwaitingPayment {
-        session_id: sid("cs_1"),
-        user: alice(),
-        package_id: "pro".into(),
-        credits: pro_credits(),
-        amount_cents: PRO_CENTS,
-        currency: "usd".into(),
+        checkout: pro_checkout(),
         payment_intent: Some(sid("pi_1")),
         stripe_event_id: sid(event),
         completed_at: at(10),
@@ -280,14 +278,9 @@ fn a_completion_records_what_stripe_charged() {
         *currency = "EUR".into();
     }
     let mut expected = completed("evt_c", 10);
-    if let PaymentEvent::PaymentCompleted {
-        amount_cents,
-        currency,
-        ..
-    } = &mut expected
-    {
-        *amount_cents = 7_200;
-        *currency = "eur".into();
+    if let PaymentEvent::PaymentCompleted { checkout, .. } = &mut expected {
+        checkout.amount_cents = 7_200;
+        checkout.currency = "eur".into();
     }
     PaymentTest::with(())
         .given(vec![started()])
@@ -1021,10 +1014,10 @@ proptest! {
                                 prop_assert!(keys.insert(k.clone()), "key {} written twice", k);
                             }
                             match &e {
-                                PaymentEvent::PaymentCompleted { user, credits, .. } => {
+                                PaymentEvent::PaymentCompleted { checkout, .. } => {
                                     completions += 1;
-                                    prop_assert_eq!(*user, alice());
-                                    prop_assert_eq!(credits.micros(), story.credits_micros);
+                                    prop_assert_eq!(checkout.user, alice());
+                                    prop_assert_eq!(checkout.credits.micros(), story.credits_micros);
                                 }
                                 PaymentEvent::PaymentRefunded {
                                     credits_to_take_back,
@@ -1078,5 +1071,65 @@ proptest! {
         }
         // A fresh fold of every event gives the same state (what replay and snapshots rely on).
         prop_assert_eq!(payment_with(&all_events), payment);
+    }
+}
+
+/// Payment events are stored forever, so the JSON each variant was first written as must
+/// still be what it reads and writes. These literals are the shape as stored since the
+/// first version; a change to the event types that moves a field fails here.
+#[test]
+fn stored_payment_events_keep_the_json_shape_they_were_first_written_in() {
+    let stored = [
+        (
+            started(),
+            serde_json::json!({"CheckoutStarted": {
+                "session_id": "cs_1",
+                "user": "00000000-0000-0000-0000-000000000001",
+                "package_id": "pro",
+                "credits": 1_000_000_000_i64,
+                "amount_cents": 8_000,
+                "currency": "usd",
+                "started_at": "2026-01-01T00:00:00Z"
+            }}),
+        ),
+        (
+            awaiting("evt_1"),
+            serde_json::json!({"CheckoutAwaitingPayment": {
+                "session_id": "cs_1",
+                "user": "00000000-0000-0000-0000-000000000001",
+                "package_id": "pro",
+                "credits": 1_000_000_000_i64,
+                "amount_cents": 8_000,
+                "currency": "usd",
+                "payment_intent": "pi_1",
+                "stripe_event_id": "evt_1",
+                "completed_at": "2026-01-01T00:00:10Z"
+            }}),
+        ),
+        (
+            completed("evt_2", 20),
+            serde_json::json!({"PaymentCompleted": {
+                "session_id": "cs_1",
+                "user": "00000000-0000-0000-0000-000000000001",
+                "package_id": "pro",
+                "credits": 1_000_000_000_i64,
+                "amount_cents": 8_000,
+                "currency": "usd",
+                "payment_intent": "pi_1",
+                "stripe_event_id": "evt_2",
+                "paid_at": "2026-01-01T00:00:20Z"
+            }}),
+        ),
+    ];
+    for (event, json) in stored {
+        assert_eq!(
+            serde_json::to_value(&event).expect("an event serializes"),
+            json,
+            "{} is written in its stored shape",
+            event.event_type()
+        );
+        let read: PaymentEvent =
+            serde_json::from_value(json).expect("the stored shape still reads");
+        assert_eq!(read, event);
     }
 }
