@@ -360,6 +360,7 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
             request_id,
             charged,
             balance_after,
+            after_expiry,
             ..
         } => Some(Movement {
             kind: "charge",
@@ -367,7 +368,7 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
             balance_after: balance_after.micros(),
             cause_type: "request",
             cause_id: request_id.as_str(),
-            description: None,
+            description: after_expiry.map(|late| Cow::Owned(late_description(late))),
             actor: None,
         }),
         CreditEvent::AccountOpened {}
@@ -379,6 +380,18 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
 
 /// A refund's ledger text: what it asked back, what it took, and the shortfall (credits
 /// already spent or held, which the available balance could not give back).
+/// A late settlement's ledger text: why it came after the expiry, and what it could not take.
+fn late_description(late: hub_domain::LateSettlement) -> String {
+    if late.uncollected.micros() == 0 {
+        "settled after its reservation expired (the settlement was delayed)".to_string()
+    } else {
+        format!(
+            "settled after its reservation expired (the settlement was delayed); {} credits uncollected (not available by then)",
+            late.uncollected
+        )
+    }
+}
+
 fn refund_description(
     key: &str,
     requested: hub_domain::Credits,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::commands::{CreditCommand, REASON_LEN_MAX};
 use super::error::CreditError;
-use super::events::CreditEvent;
+use super::events::{CreditEvent, LateSettlement};
 use super::recent::RecentOutcomes;
 use super::usage::UsageRecord;
 use crate::decider::{cqrs_aggregate, Decider, Decision};
@@ -178,7 +178,33 @@ impl CreditAccount {
             balance_after: Credits::from_micros(self.balance.micros() - charge.micros()),
             reserved_after: Credits::from_micros(self.reserved.micros() - active.amount.micros()),
             usage,
+            after_expiry: None,
         }]))
+    }
+
+    /// Settle a request whose reservation expired before its settlement arrived. The
+    /// answer was delivered, so it is still charged: its cost capped at what had been
+    /// reserved, taken from what is available now; what is not available is recorded as
+    /// uncollected rather than overdrawing the account.
+    fn settle_after_expiry(
+        &self,
+        request_id: RequestId,
+        reserved: Credits,
+        usage: Box<UsageRecord>,
+    ) -> Decision<CreditEvent> {
+        let due = usage.cost.min(reserved).max(Credits::ZERO);
+        let charged = due.min(self.available());
+        Decision::write(vec![CreditEvent::ReservationSettled {
+            request_id,
+            reserved,
+            charged,
+            balance_after: Credits::from_micros(self.balance.micros() - charged.micros()),
+            reserved_after: self.reserved,
+            usage: Some(usage),
+            after_expiry: Some(LateSettlement {
+                uncollected: Credits::from_micros(due.micros() - charged.micros()),
+            }),
+        }])
     }
 
     fn release(&self, request_id: RequestId) -> Result<Decision<CreditEvent>, CreditError> {
@@ -346,6 +372,11 @@ impl Decider for CreditAccount {
             }
             CreditCommand::SettleUsage { request_id, usage } => {
                 let Some(active) = self.reservations.get(&request_id) else {
+                    if let Some(CreditEvent::ReservationExpired { amount, .. }) =
+                        self.recent.get(&format!("expire:{request_id}"))
+                    {
+                        return Ok(self.settle_after_expiry(request_id, *amount, usage));
+                    }
                     return Err(self.not_active(request_id));
                 };
                 // The hub caps output to what it reserved; an estimate that still fell

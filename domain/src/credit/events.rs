@@ -62,6 +62,11 @@ pub enum CreditEvent {
         /// For an inference request: what it used, from which `charged` was computed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Box<UsageRecord>>,
+        /// Set when the settlement came after the reservation had expired (it was delayed,
+        /// for example by a database outage, after the answer was delivered): the charge
+        /// was taken from the available balance then. `reserved` is what had been held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_expiry: Option<LateSettlement>,
     },
     ReservationReleased {
         request_id: RequestId,
@@ -75,6 +80,14 @@ pub enum CreditEvent {
         balance_after: Credits,
         reserved_after: Credits,
     },
+}
+
+/// How a settlement that arrived after its reservation expired was charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateSettlement {
+    /// What the usage cost (capped at what had been reserved) beyond the charge: the
+    /// available balance was smaller by then, and it never goes negative.
+    pub uncollected: Credits,
 }
 
 impl CreditEvent {

@@ -29,6 +29,6 @@ mod tests;
 pub use aggregate::{CreditAccount, ReservationState, EXPIRE_BATCH_MAX, RESERVATIONS_MAX};
 pub use commands::{CreditCommand, REASON_LEN_MAX};
 pub use error::CreditError;
-pub use events::CreditEvent;
+pub use events::{CreditEvent, LateSettlement};
 pub use recent::RECENT_KEYS_MAX;
 pub use usage::{TokenSource, UsageOutcome, UsageRecord};

@@ -380,6 +380,7 @@ fn settling_charges_the_actual_cost_and_releases_the_rest() {
             balance_after: c(75),
             reserved_after: c(0),
             usage: None,
+            after_expiry: None,
         }]);
 }
 
@@ -410,6 +411,7 @@ fn settling_twice_returns_the_first_settlement() {
         balance_after: c(75),
         reserved_after: c(0),
         usage: None,
+        after_expiry: None,
     };
     let given = vec![
         opened(),
@@ -519,6 +521,7 @@ fn releasing_a_settled_reservation_is_refused() {
                 balance_after: c(40),
                 reserved_after: c(0),
                 usage: None,
+                after_expiry: None,
             },
         ])
         .when(CreditCommand::ReleaseReservation {
@@ -600,6 +603,7 @@ enum Op {
     Revoke(u8, i64),
     Reserve(u8, i64, i64),
     Settle(u8, i64),
+    SettleUsage(u8, i64),
     Release(u8),
     Expire(i64),
     Tick(i64),
@@ -611,6 +615,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6, 1i64..600).prop_map(|(k, a)| Op::Revoke(k, a)),
         (0u8..12, 1i64..400, 1i64..50).prop_map(|(r, a, e)| Op::Reserve(r, a, e)),
         (0u8..12, 0i64..400).prop_map(|(r, c)| Op::Settle(r, c)),
+        (0u8..12, 0i64..500).prop_map(|(r, c)| Op::SettleUsage(r, c)),
         (0u8..12).prop_map(Op::Release),
         (0i64..60).prop_map(Op::Expire),
         (1i64..20).prop_map(Op::Tick),
@@ -645,6 +650,10 @@ proptest! {
                     request_id: rid(&format!("r{r}")),
                     charge: c(ch),
                 },
+                Op::SettleUsage(r, cost) => CreditCommand::SettleUsage {
+                    request_id: rid(&format!("r{r}")),
+                    usage: usage(cost),
+                },
                 Op::Release(r) => CreditCommand::ReleaseReservation { request_id: rid(&format!("r{r}")) },
                 Op::Expire(dt) => CreditCommand::ExpireReservations { now: now + Duration::seconds(dt) },
                 Op::Tick(dt) => { now += Duration::seconds(dt); continue; }
@@ -672,8 +681,11 @@ proptest! {
                                 prop_assert!(*taken <= before.available(), "never takes more than is available");
                                 revoked_total += taken.micros();
                             }
-                            CreditEvent::ReservationSettled { charged: ch, reserved, .. } => {
+                            CreditEvent::ReservationSettled { charged: ch, reserved, after_expiry, .. } => {
                                 prop_assert!(ch <= reserved);
+                                if after_expiry.is_some() {
+                                    prop_assert!(*ch <= before.available(), "a late charge never overdraws");
+                                }
                                 charged += ch.micros();
                             }
                             _ => {}
@@ -707,6 +719,7 @@ fn a_recalled_settlement_is_replayed_even_after_the_account_forgot_it() {
         balance_after: c(75),
         reserved_after: c(0),
         usage: None,
+        after_expiry: None,
     };
     let mut account = account_with(&[opened(), granted("g", 100, 100, 0)]);
     let settle = CreditCommand::SettleReservation {
@@ -759,6 +772,7 @@ fn settling_from_usage_charges_its_cost_and_records_the_usage() {
             balance_after: c(75),
             reserved_after: c(0),
             usage: Some(usage(25)),
+            after_expiry: None,
         }]);
 }
 
@@ -781,6 +795,7 @@ fn usage_costing_more_than_was_reserved_is_charged_the_reservation_only() {
             balance_after: c(40),
             reserved_after: c(0),
             usage: Some(usage(90)),
+            after_expiry: None,
         }]);
 }
 
@@ -793,6 +808,7 @@ fn a_repeated_usage_settlement_returns_the_first_and_charges_nothing_more() {
         balance_after: c(75),
         reserved_after: c(0),
         usage: Some(usage(25)),
+        after_expiry: None,
     };
     let account = [
         opened(),
@@ -813,4 +829,113 @@ fn a_repeated_usage_settlement_returns_the_first_and_charges_nothing_more() {
         .expect("a repeat is not an error");
     assert!(decision.events.is_empty());
     assert_eq!(decision.replay_of, Some(first));
+}
+
+fn expired(r: &str, amount: i64, balance: i64, res: i64) -> CreditEvent {
+    CreditEvent::ReservationExpired {
+        request_id: rid(r),
+        amount: c(amount),
+        balance_after: c(balance),
+        reserved_after: c(res),
+    }
+}
+
+#[test]
+fn usage_settled_after_its_reservation_expired_is_still_charged() {
+    AccountTest::with(())
+        .given(vec![
+            opened(),
+            granted("g", 100, 100, 0),
+            reserved("r1", 60, 30, 100, 60),
+            expired("r1", 60, 100, 0),
+        ])
+        .when(CreditCommand::SettleUsage {
+            request_id: rid("r1"),
+            usage: usage(25),
+        })
+        .then_expect_events(vec![CreditEvent::ReservationSettled {
+            request_id: rid("r1"),
+            reserved: c(60),
+            charged: c(25),
+            balance_after: c(75),
+            reserved_after: c(0),
+            usage: Some(usage(25)),
+            after_expiry: Some(LateSettlement { uncollected: c(0) }),
+        }]);
+}
+
+#[test]
+fn a_late_settlement_is_capped_at_the_reservation_and_at_what_is_available() {
+    // r1 expired; r2 now holds 70 of the 100, so only 30 are available for r1's 60.
+    AccountTest::with(())
+        .given(vec![
+            opened(),
+            granted("g", 100, 100, 0),
+            reserved("r1", 60, 30, 100, 60),
+            expired("r1", 60, 100, 0),
+            reserved("r2", 70, 90, 100, 70),
+        ])
+        .when(CreditCommand::SettleUsage {
+            request_id: rid("r1"),
+            usage: usage(90),
+        })
+        .then_expect_events(vec![CreditEvent::ReservationSettled {
+            request_id: rid("r1"),
+            reserved: c(60),
+            charged: c(30),
+            balance_after: c(70),
+            reserved_after: c(70),
+            usage: Some(usage(90)),
+            after_expiry: Some(LateSettlement { uncollected: c(30) }),
+        }]);
+}
+
+#[test]
+fn a_late_settlement_repeated_charges_once() {
+    let given = vec![
+        opened(),
+        granted("g", 100, 100, 0),
+        reserved("r1", 60, 30, 100, 60),
+        expired("r1", 60, 100, 0),
+    ];
+    let mut account = account_with(&given);
+    let settle = CreditCommand::SettleUsage {
+        request_id: rid("r1"),
+        usage: usage(25),
+    };
+    let first = account
+        .decide(settle.clone())
+        .expect("a late settlement is accepted");
+    for event in first.events.clone() {
+        account.evolve(event);
+    }
+    let again = account.decide(settle).expect("a repeat is not an error");
+    assert!(again.events.is_empty());
+    assert_eq!(again.replay_of, first.events.first().cloned());
+    assert_eq!(account.balance(), c(75));
+    assert_eq!(
+        account.reservation_state(&rid("r1")),
+        ReservationState::Settled
+    );
+}
+
+#[test]
+fn a_late_settlement_found_only_in_the_store_is_charged_after_recall() {
+    // The account forgot the expiry (it fell out of its recent keys); the command layer
+    // recalls it from the store by key, and the settlement is then charged.
+    let mut account = account_with(&[opened(), granted("g", 100, 100, 0)]);
+    let settle = CreditCommand::SettleUsage {
+        request_id: rid("old"),
+        usage: usage(25),
+    };
+    assert_eq!(
+        account.decide(settle.clone()),
+        Err(CreditError::ReservationNotFound(rid("old")))
+    );
+    account.recall(vec![expired("old", 60, 100, 0)]);
+    let decision = account.decide(settle).expect("charged after recall");
+    assert!(matches!(
+        decision.events.as_slice(),
+        [CreditEvent::ReservationSettled { charged, after_expiry: Some(_), .. }] if *charged == c(25)
+    ));
 }
