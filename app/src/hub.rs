@@ -38,6 +38,8 @@ pub struct Hub {
     pub promos: Arc<Promos>,
     /// The Stripe API client, when `payments.stripe_secret_key` is set.
     pub stripe: Option<hub_adapters::stripe::StripeCheckout>,
+    /// Answered requests' settlements, durable in JetStream until applied.
+    pub settlements: Arc<hub_workers::settlement::Settlements>,
 }
 
 impl Hub {
@@ -87,6 +89,12 @@ impl Hub {
             .await
             .context("could not subscribe to inference replies")?;
         let admission = Arc::new(tokio::sync::Semaphore::new(settings.models.admission_limit));
+        let credits = Arc::new(CreditAccounts::new(bus));
+        let settlements = Arc::new(hub_workers::settlement::Settlements::new(
+            js.clone(),
+            settings.topology(),
+            credits.clone(),
+        ));
         Ok(Hub {
             clock,
             admission,
@@ -97,7 +105,8 @@ impl Hub {
             pool,
             nats,
             js,
-            credits: Arc::new(CreditAccounts::new(bus)),
+            credits,
+            settlements,
             users: Arc::new(users),
             mailer,
             router,

@@ -1,5 +1,5 @@
-//! Readiness: whether Postgres and NATS answer, and how far the relay and each projection
-//! are behind.
+//! Readiness: whether Postgres and NATS answer, how far the relay and each projection are
+//! behind, and how many answered requests' settlements wait to be applied.
 
 use hub_nats::relay::RelayLag;
 use hub_projections::{checkpoint, ProjectionKind};
@@ -26,6 +26,11 @@ pub struct Readiness {
     /// Each projection's position (when Postgres answers), by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub projections: Option<BTreeMap<&'static str, ProjectionLag>>,
+    /// Answered requests whose settlements are written but not yet applied to the accounts
+    /// (when NATS answers). More than a moment's worth means the settlers cannot write to
+    /// Postgres, or none runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlements_waiting: Option<u64>,
 }
 
 impl Readiness {
@@ -103,6 +108,7 @@ pub async fn check(hub: &Hub) -> Readiness {
     } else {
         (None, None)
     };
+    let settlements_waiting = bounded(hub.settlements.waiting()).await.ok();
     let ok = postgres.is_ok() && stream_last.is_ok();
     Readiness {
         status: if ok { "ready" } else { "unavailable" },
@@ -117,5 +123,6 @@ pub async fn check(hub: &Hub) -> Readiness {
         },
         relay,
         projections,
+        settlements_waiting,
     }
 }

@@ -30,7 +30,6 @@
 //!   turns a payment's events into purchases and revocations of credits.
 //! - [`promo`]: [`Promos`], the `PromoCode` aggregate's entry point and the redemption that
 //!   credits the redeemer.
-//! - [`sweeper`]: the process manager that expires reservations nobody settled.
 //! - [`db`]: connection pools, lost connections and migrations; [`error`]: the store's and
 //!   the commands' errors (`error` uses `db`, never the reverse).
 //! - [`clock`]: [`Clock`], the time every time-based decision reads, so tests can move it.
@@ -44,7 +43,6 @@ pub mod error;
 pub mod payment;
 pub mod promo;
 pub mod store;
-pub mod sweeper;
 pub mod user;
 
 pub use bus::{Buses, CommandBus, Committed, RetryPolicy};

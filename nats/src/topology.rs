@@ -81,6 +81,17 @@ impl Topology {
         format!("{}.cmd.inference", self.subject_prefix)
     }
 
+    /// The work-queue subject (in `HUB_COMMANDS`) of one answered request's settlement,
+    /// written before its answer is sent. `request_id` must be one subject token.
+    pub fn settlement_subject(&self, request_id: &str) -> String {
+        format!("{}.cmd.settle.{request_id}", self.subject_prefix)
+    }
+
+    /// Every settlement's subject, for the settlers' one consumer.
+    pub fn settlement_subjects(&self) -> String {
+        format!("{}.cmd.settle.*", self.subject_prefix)
+    }
+
     /// Core NATS subject on which a worker streams one request's answer back to the API
     /// process waiting for it. `request_id` must be one subject token (request ids are
     /// `[A-Za-z0-9_-]`).

@@ -24,8 +24,10 @@ pub struct Roles {
     pub relay: bool,
     pub projections: bool,
     pub sweeper: bool,
-    /// Inference workers (pull commands, call providers, settle).
+    /// Inference workers (pull commands, call providers, write settlements).
     pub worker: bool,
+    /// Apply written settlements to the accounts (retried until Postgres takes them).
+    pub settler: bool,
 }
 
 impl Roles {
@@ -35,6 +37,7 @@ impl Roles {
         projections: true,
         sweeper: true,
         worker: true,
+        settler: true,
     };
     pub const NONE: Roles = Roles {
         http: false,
@@ -42,6 +45,7 @@ impl Roles {
         projections: false,
         sweeper: false,
         worker: false,
+        settler: false,
     };
 }
 
@@ -177,15 +181,24 @@ impl Application {
                 state.topology.clone(),
                 state.router.clone(),
                 state.credits.clone(),
+                state.settlements.clone(),
                 state.clock.clone(),
                 hub_workers::worker::WorkerConfig::default(),
             );
             tasks.spawn(worker.run(stopped()));
         }
+        if self.roles.settler {
+            let settler = hub_workers::settlement::Settler::new(
+                state.settlements.clone(),
+                hub_workers::worker::WorkerConfig::default().retry_delay,
+            );
+            tasks.spawn(settler.run(stopped()));
+        }
         if self.roles.sweeper {
-            tasks.spawn(hub_commands::sweeper::run(
+            tasks.spawn(hub_workers::sweeper::run(
                 state.pool.clone(),
                 state.credits.clone(),
+                state.settlements.clone(),
                 state.clock.clone(),
                 Duration::from_millis(state.settings.credits.sweep_interval_ms),
                 stopped(),

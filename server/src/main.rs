@@ -32,7 +32,11 @@ enum Command {
     /// Run the projections (read models).
     Project,
     /// Run inference workers: pull commands, call providers, settle.
-    Worker,
+    Worker {
+        /// Do not apply settlements in this process (another process's settler does).
+        #[arg(long)]
+        no_settler: bool,
+    },
     /// Apply database migrations.
     Migrate,
     /// Rebuild a projection from the start of the stream.
@@ -113,8 +117,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             sweeper: true,
             ..Roles::NONE
         },
-        Command::Worker => Roles {
+        Command::Worker { no_settler } => Roles {
             worker: true,
+            settler: !no_settler,
             ..Roles::NONE
         },
         Command::All => Roles::ALL,

@@ -567,6 +567,7 @@ async fn a_redelivered_command_never_calls_the_provider_twice() {
         app.state.topology.clone(),
         app.state.router.clone(),
         app.state.credits.clone(),
+        app.state.settlements.clone(),
         app.state.clock.clone(),
         hub_workers::worker::WorkerConfig::default(),
     );

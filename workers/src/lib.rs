@@ -19,6 +19,10 @@
 //!   a server-sent events parser ([`providers::sse`]).
 //! - [`router`]: [`ProviderRouter`] — per-model provider lists, retries before the first
 //!   token, fallback, circuit breakers, model and status listings.
+//! - [`settlement`]: answered requests' settlements, written to JetStream before the answer
+//!   is sent and applied to the accounts by [`settlement::Settler`]s, retried until Postgres
+//!   takes them.
+//! - [`sweeper`]: expires reservations nobody settled, applying a waiting settlement instead.
 //! - [`tokens`]: token counting with OpenAI's tokenizers (`o200k`, `cl100k`).
 //! - [`wire`]: the inference command (API → worker, on `HUB_COMMANDS`) and the answer's
 //!   chunks (worker → API, on core NATS).
@@ -31,6 +35,8 @@ pub mod chat;
 pub mod config;
 pub mod providers;
 pub mod router;
+pub mod settlement;
+pub mod sweeper;
 pub mod tokens;
 pub mod wire;
 pub mod worker;

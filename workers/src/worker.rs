@@ -11,13 +11,18 @@
 //! the tokens produced (all of them when the answer completed; those delivered when the
 //! client went away or the stream broke), at the model's price as accepted, capped at the
 //! reservation. When no provider accepted it, the reservation is released.
+//!
+//! **No answer unpaid.** The settlement is written durably ([`crate::settlement`]) before
+//! the answer's last chunk is sent, and applied from there by a settler, retried until
+//! Postgres takes it: neither the database going away nor this process dying after the
+//! answer loses the charge.
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use futures::{FutureExt, StreamExt};
 use hub_commands::{CreditAccounts, SharedClock};
 use hub_domain::pricing::{Price, TokenUsage};
 use hub_domain::{
-    AccountId, CreditCommand, CreditError, CreditEvent, RequestId, TokenSource, UsageOutcome,
+    AccountId, CreditCommand, CreditError, Credits, RequestId, TokenSource, UsageOutcome,
     UsageRecord,
 };
 use hub_nats::Topology;
@@ -30,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::providers::{ProviderError, StreamEvent};
 use crate::router::{ProviderRouter, RouteError};
+use crate::settlement::{Settlement, Settlements};
 use crate::tokens;
 use crate::wire::{InferenceCommand, WireChunk, WireUsage};
 
@@ -61,6 +67,8 @@ pub struct Worker {
     topology: Topology,
     router: Arc<ProviderRouter>,
     credits: Arc<CreditAccounts>,
+    /// Where answered requests' settlements are written before their answers go out.
+    settlements: Arc<Settlements>,
     /// The time a command's `start_by` is checked against (tests move it).
     clock: SharedClock,
     config: WorkerConfig,
@@ -73,6 +81,7 @@ impl Worker {
         topology: Topology,
         router: Arc<ProviderRouter>,
         credits: Arc<CreditAccounts>,
+        settlements: Arc<Settlements>,
         clock: SharedClock,
         config: WorkerConfig,
     ) -> Self {
@@ -81,6 +90,7 @@ impl Worker {
             topology,
             router,
             credits,
+            settlements,
             clock,
             config,
             cancels: Arc::default(),
@@ -366,31 +376,40 @@ impl Worker {
                 .await;
             }
         }
+        if crash_requested(CrashPoint::AfterAnswer) {
+            // The answer must have left the process: a crash before it reached the client
+            // would test nothing.
+            let _ = client.flush().await;
+            tracing::error!("AIHUB_CRASH_AT=after_answer: stopping dead after an answer");
+            std::process::abort();
+        }
     }
 
-    /// Settle from the usage; returns what was charged (0 if settling failed).
+    /// Write the settlement durably before the answer goes out; returns what it charges:
+    /// the cost capped at the reservation, as the account charges an active reservation.
     async fn settle(&self, command: &InferenceCommand, usage: UsageRecord) -> i64 {
+        let reserved = Credits::from_micros(command.reserved_micros);
+        let charged = usage.cost.min(reserved).max(Credits::ZERO).micros();
         let Ok(request_id) = RequestId::parse(&command.request_id) else {
+            tracing::error!(request = %command.request_id, "an answered request has no valid id; not settled");
             return 0;
         };
-        let settle = CreditCommand::SettleUsage {
+        let settlement = Settlement {
+            account: AccountId(command.account),
             request_id,
-            usage: Box::new(usage),
+            usage,
+            written_at: self.clock.now(),
         };
-        match self
-            .credits
-            .execute(AccountId(command.account), settle, "worker")
-            .await
-        {
-            Ok(committed) => match committed.decisive {
-                Some(CreditEvent::ReservationSettled { charged, .. }) => charged.micros(),
-                _ => 0,
-            },
-            Err(err) => {
-                tracing::error!(request = %command.request_id, error = %err, "could not settle a request");
-                0
-            }
+        // Retried for as long as the reservation holds, should JetStream refuse it too.
+        let patience = (command.start_by - self.clock.now())
+            .to_std()
+            .unwrap_or_default()
+            .max(SETTLE_PATIENCE_MIN);
+        if let Err(err) = self.settlements.record(&settlement, patience).await {
+            tracing::error!(request = %command.request_id, error = %err,
+                "an answered request could not be settled; its reservation will expire");
         }
+        charged
     }
 
     async fn release(&self, command: &InferenceCommand) {
@@ -410,6 +429,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// The least time a settlement is retried for when neither JetStream nor Postgres takes it.
+const SETTLE_PATIENCE_MIN: Duration = Duration::from_secs(30);
+
+/// Where a crash test may stop a worker process dead, named by `AIHUB_CRASH_AT` (read
+/// once; unset in any real deployment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPoint {
+    /// `after_answer`: right after an answer was delivered, its settlement written but
+    /// (without a settler in the process) not yet applied.
+    AfterAnswer,
+}
+
+fn crash_requested(point: CrashPoint) -> bool {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("AIHUB_CRASH_AT").ok());
+    at.as_deref() == Some("after_answer") && point == CrashPoint::AfterAnswer
 }
 
 fn millis(d: Duration) -> u64 {

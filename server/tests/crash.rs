@@ -1,0 +1,876 @@
+//! Crash tests: no answer goes unpaid when Postgres or a worker dies.
+//!
+//! The hub's roles run as separate `aihub` processes over a Postgres server of the test's own
+//! (initdb into a temporary directory, its own port), so the test may `kill -9` it, and over
+//! the shared NATS server with stream and subject prefixes of their own. After the load, every
+//! request answered with 200 (and every stream that ended with `[DONE]`) must have exactly one
+//! settlement, one usage record and one ledger charge; every balance must equal the sum of its
+//! ledger; the events stream must hold every stored event once.
+
+use hub_adapters::jwt::Jwt;
+use hub_app::Settings;
+use hub_domain::Role;
+use hub_sandbox::{Prefixes, Sandbox};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const JWT_SECRET: &str = "crash-test-secret-crash-test-secret-0123456789";
+const USERS: usize = 4;
+/// Credits each user starts with: far more than the load can spend.
+const FUNDS_MICROS: i64 = 10_000_000_000;
+
+fn nats_url() -> String {
+    std::env::var("AIHUB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Poll `probe` until it gives a value, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A Postgres server of the test's own.
+
+/// A Postgres server in a temporary directory, on a port of its own, that the test may kill.
+struct OwnPostgres {
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+    server: Option<Child>,
+}
+
+impl OwnPostgres {
+    /// The newest installed server's binaries (Debian: `/usr/lib/postgresql/<v>/bin`).
+    fn bin_dir() -> PathBuf {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Postgres's server binaries under /usr/lib/postgresql (Debian's postgresql)")
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+                Some((v, e.path().join("bin")))
+            })
+            .filter(|(_, bin)| bin.join("initdb").exists())
+            .collect();
+        versions.sort();
+        versions
+            .pop()
+            .expect("an initdb under /usr/lib/postgresql/*/bin")
+            .1
+    }
+
+    /// Postgres refuses to run as root: run its programs as the `postgres` user then.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        // SAFETY-free check of the effective user: `id -u` is 0 for root.
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if root {
+            let mut command = Command::new("setpriv");
+            command
+                .args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    async fn start_new() -> OwnPostgres {
+        let dir = std::env::temp_dir().join(format!("aihub-crash-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut pg = OwnPostgres {
+            dir,
+            port: Self::free_port(),
+            bin: Self::bin_dir(),
+            server: None,
+        };
+        // The `postgres` user must own the directory when we are root.
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&pg.dir)
+            .status();
+        let data = pg.data();
+        let status = pg
+            .command("initdb")
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(status.success(), "initdb failed");
+        pg.start().await;
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Start the server (again) and wait until it takes connections.
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("postgres.log"))
+            .expect("a log file");
+        let mut command = self.command("postgres");
+        command
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "autovacuum=off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log);
+        // Its own process group: one signal reaches the postmaster and every backend.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        self.server = Some(command.spawn().expect("postgres starts"));
+        let url = self.url("postgres");
+        eventually(
+            Duration::from_secs(30),
+            "Postgres to accept connections",
+            || {
+                let url = url.clone();
+                async move {
+                    let conn = PgConnection::connect(&url).await.ok()?;
+                    let _ = conn.close().await;
+                    Some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// `kill -9` the whole server: the postmaster and every backend at once.
+    fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let group = format!("-{}", server.id());
+            let _ = Command::new("kill").args(["-9", "--", &group]).status();
+            let _ = server.wait();
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The hub as separate processes.
+
+/// The hub's roles as `aihub` processes over one sandbox.
+struct Processes {
+    settings: Settings,
+    dir: PathBuf,
+    config: PathBuf,
+    port: u16,
+    running: BTreeMap<&'static str, Child>,
+}
+
+impl Processes {
+    fn new(settings: Settings, dir: &Path) -> Processes {
+        // A paced mock, so that answers are in flight when something dies.
+        let config = dir.join("aihub.toml");
+        std::fs::write(
+            &config,
+            r#"
+[models]
+total_timeout_ms = 8000
+admission_limit = 1024
+
+[[models.models]]
+name = "mock-1"
+tokenizer = "o200k"
+max_output_tokens = 64
+price = { input_per_million_micros = 1000000, output_per_million_micros = 2000000 }
+providers = [{ kind = "mock", mock_tokens_per_second = 200 }]
+"#,
+        )
+        .expect("the config file");
+        Processes {
+            settings,
+            dir: dir.to_path_buf(),
+            config,
+            port: OwnPostgres::free_port(),
+            running: BTreeMap::new(),
+        }
+    }
+
+    fn start(&mut self, name: &'static str, args: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.log_path(name)).expect("a log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aihub"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("AIHUB__DATABASE__URL", &self.settings.database.url)
+            .env("AIHUB__DATABASE__MAX_CONNECTIONS", "16")
+            .env("AIHUB__NATS__URL", &self.settings.nats.url)
+            .env(
+                "AIHUB__NATS__STREAM_PREFIX",
+                &self.settings.nats.stream_prefix,
+            )
+            .env(
+                "AIHUB__NATS__SUBJECT_PREFIX",
+                &self.settings.nats.subject_prefix,
+            )
+            .env("AIHUB__SERVER__HOST", "127.0.0.1")
+            .env("AIHUB__SERVER__PORT", self.port.to_string())
+            .env("AIHUB__AUTH__JWT_SECRET", JWT_SECRET)
+            .env("AIHUB__CREDITS__SWEEP_INTERVAL_MS", "500")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("aihub starts");
+        self.running.insert(name, child);
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.running.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Wait for a process to end by itself (a crash point).
+    async fn exited(&mut self, name: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.running.get_mut(name) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.running.remove(name);
+                    return;
+                }
+            }
+            assert!(start.elapsed() < limit, "{name} did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        let names: Vec<&'static str> = self.running.keys().copied().collect();
+        for name in names {
+            self.kill(name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The scene: Postgres, a sandbox on it, the processes, funded users.
+
+struct Scene {
+    // Dropped in this order: processes, then the server.
+    hub: Processes,
+    pg: OwnPostgres,
+    sandbox: Sandbox,
+    client: reqwest::Client,
+    tokens: Vec<String>,
+}
+
+impl Scene {
+    async fn new(worker_args: &[&str], worker_env: &[(&str, &str)]) -> Scene {
+        let pg = OwnPostgres::start_new().await;
+        let mut base = Settings::default();
+        base.nats.url = nats_url();
+        let sandbox = Sandbox::create(&base, &pg.url("postgres"), Prefixes::TEST)
+            .await
+            .expect("a migrated database on the test's own Postgres");
+        let mut hub = Processes::new(sandbox.settings.clone(), &pg.dir);
+        hub.start("serve", &["serve"], &[]);
+        hub.start("relay", &["relay"], &[]);
+        hub.start("project", &["project"], &[]);
+        hub.start("worker", &[&["worker"], worker_args].concat(), worker_env);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a client");
+        let ready = hub.url("/ready");
+        eventually(Duration::from_secs(60), "the hub to be ready", || {
+            let client = client.clone();
+            let ready = ready.clone();
+            async move {
+                let r = client.get(&ready).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        let jwt = Jwt::new(JWT_SECRET);
+        let admin = jwt
+            .mint(Uuid::new_v4(), &[Role::Admin], 3_600)
+            .expect("an admin token");
+        let mut tokens = Vec::new();
+        for _ in 0..USERS {
+            let user = Uuid::new_v4();
+            let granted = client
+                .post(hub.url("/api/admin/credits/grant"))
+                .bearer_auth(&admin)
+                .header("idempotency-key", Uuid::new_v4().to_string())
+                .json(&json!({"user_id": user, "amount_micros": FUNDS_MICROS, "reason": "crash test"}))
+                .send()
+                .await
+                .expect("the grant is sent");
+            assert!(
+                granted.status().is_success(),
+                "granted: {}",
+                granted.status()
+            );
+            tokens.push(jwt.mint(user, &[Role::User], 3_600).expect("a token"));
+        }
+        Scene {
+            hub,
+            pg,
+            sandbox,
+            client,
+            tokens,
+        }
+    }
+
+    async fn db(&self) -> PgConnection {
+        PgConnection::connect(&self.sandbox.settings.database.url)
+            .await
+            .expect("the test's database")
+    }
+
+    /// Wait until the hub is quiet: no settlement waiting, nothing left to relay, every
+    /// projection at the end of the stream.
+    async fn quiesce(&self) {
+        let ready = self.hub.url("/ready");
+        eventually(
+            Duration::from_secs(90),
+            "the hub to settle everything",
+            || {
+                let client = self.client.clone();
+                let ready = ready.clone();
+                async move {
+                    let r: Value = client.get(&ready).send().await.ok()?.json().await.ok()?;
+                    let waiting = r["settlements_waiting"].as_u64()?;
+                    let unrelayed = r["relay"]["unrelayed"].as_u64().unwrap_or(0);
+                    let behind = r["projections"]
+                        .as_object()?
+                        .values()
+                        .map(|p| p["stream_messages_behind"].as_u64().unwrap_or(u64::MAX))
+                        .max()
+                        .unwrap_or(0);
+                    (r["status"] == "ready" && waiting == 0 && unrelayed == 0 && behind == 0)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let names: Vec<&'static str> = self.hub.running.keys().copied().collect();
+        for name in names {
+            self.hub.kill(name);
+        }
+        // The database goes with the server's directory; the streams are on the shared NATS.
+        let _ = self.sandbox.destroy_blocking();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Load.
+
+/// What the load saw of one request.
+#[derive(Debug, Clone)]
+struct Answered {
+    request_id: String,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    answered: Vec<Answered>,
+    failed: usize,
+}
+
+/// One chat, streamed or not; the request id when it was answered in full.
+async fn chat(client: &reqwest::Client, url: &str, token: &str, stream: bool) -> Option<String> {
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .json(&json!({
+            "model": "mock-1",
+            "stream": stream,
+            "max_tokens": 40,
+            "messages": [{"role": "user", "content": "Tell me about durable settlement."}],
+        }))
+        .send()
+        .await
+        .ok()?;
+    if response.status() != reqwest::StatusCode::OK {
+        return None;
+    }
+    let body = response.text().await.ok()?;
+    if !stream {
+        let body: Value = serde_json::from_str(&body).ok()?;
+        return body["x_aihub"]["request_id"].as_str().map(str::to_string);
+    }
+    // Answered in full only when the stream ended with [DONE]; the request id rides on the
+    // last chunk's `x_aihub`.
+    let mut request_id = None;
+    let mut done = false;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+        } else if let Ok(chunk) = serde_json::from_str::<Value>(data) {
+            if let Some(id) = chunk["x_aihub"]["request_id"].as_str() {
+                request_id = Some(id.to_string());
+            }
+        }
+    }
+    if done {
+        request_id
+    } else {
+        None
+    }
+}
+
+/// `clients` loops of chats, alternately streamed and not, until `stop`.
+fn load(scene: &Scene, clients: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinSet<Seen> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let url = scene.hub.url("/v1/chat/completions");
+    for i in 0..clients {
+        let client = scene.client.clone();
+        let token = scene.tokens[i % scene.tokens.len()].clone();
+        let url = url.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut seen = Seen::default();
+            let mut n = i;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match chat(&client, &url, &token, n % 2 == 0).await {
+                    Some(request_id) => seen.answered.push(Answered {
+                        request_id,
+                        at: chrono::Utc::now(),
+                    }),
+                    None => {
+                        seen.failed += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            seen
+        });
+    }
+    tasks
+}
+
+async fn collect(mut tasks: tokio::task::JoinSet<Seen>) -> Seen {
+    let mut all = Seen::default();
+    while let Some(seen) = tasks.join_next().await {
+        let seen = seen.expect("a load task");
+        all.answered.extend(seen.answered);
+        all.failed += seen.failed;
+    }
+    all
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks.
+
+/// Figures of one run, printed for the record.
+#[derive(Debug)]
+struct Report {
+    answered: usize,
+    failed: usize,
+    settled: i64,
+    late: i64,
+    longest_wait_ms: i64,
+    retried_attempts: usize,
+}
+
+async fn check_every_answer_was_charged_once(scene: &Scene, seen: &Seen) -> Report {
+    let mut db = scene.db().await;
+    let answered: BTreeSet<&str> = seen
+        .answered
+        .iter()
+        .map(|a| a.request_id.as_str())
+        .collect();
+    assert_eq!(
+        answered.len(),
+        seen.answered.len(),
+        "request ids are unique"
+    );
+    assert!(!answered.is_empty(), "the load got answers");
+
+    // Settlements per request, from the event store.
+    let rows: Vec<(String, i64, bool, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT payload->'ReservationSettled'->>'request_id',
+                count(*),
+                bool_or(payload->'ReservationSettled' ? 'after_expiry'),
+                max(recorded_at)
+           FROM events
+          WHERE aggregate_type = 'CreditAccount' AND event_type = 'ReservationSettled'
+          GROUP BY 1",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("settlements");
+    let settlements: BTreeMap<String, (i64, bool, chrono::DateTime<chrono::Utc>)> = rows
+        .into_iter()
+        .map(|(id, n, late, at)| (id, (n, late, at)))
+        .collect();
+    let usage: BTreeMap<String, i64> =
+        sqlx::query_as("SELECT request_id, count(*) FROM usage_records GROUP BY 1")
+            .fetch_all(&mut db)
+            .await
+            .expect("usage")
+            .into_iter()
+            .collect();
+    let charges: BTreeMap<String, i64> =
+        sqlx::query_as("SELECT cause_id, count(*) FROM ledger WHERE kind = 'charge' GROUP BY 1")
+            .fetch_all(&mut db)
+            .await
+            .expect("ledger")
+            .into_iter()
+            .collect();
+    let mut unpaid = Vec::new();
+    let mut longest_wait_ms = 0;
+    for a in &seen.answered {
+        let id = a.request_id.as_str();
+        let settled = settlements.get(id).map_or(0, |s| s.0);
+        if settled != 1 || usage.get(id) != Some(&1) || charges.get(id) != Some(&1) {
+            unpaid.push((id, settled, usage.get(id), charges.get(id)));
+        }
+        if let Some((_, _, at)) = settlements.get(id) {
+            longest_wait_ms = longest_wait_ms.max((*at - a.at).num_milliseconds());
+        }
+    }
+    assert!(
+        unpaid.is_empty(),
+        "{} of {} answered requests are not settled, recorded and charged exactly once \
+         (request, settlements, usage rows, ledger charges): {:?}",
+        unpaid.len(),
+        seen.answered.len(),
+        &unpaid[..unpaid.len().min(10)]
+    );
+    // No settlement for anything that was not reserved, and none twice.
+    assert!(
+        settlements.values().all(|s| s.0 == 1),
+        "a request was settled twice"
+    );
+
+    // Every reservation ended once, or is still held by a request nobody answered.
+    let open: Vec<String> = sqlx::query_scalar(
+        "SELECT r.id FROM (
+             SELECT payload->'CreditsReserved'->>'request_id' AS id FROM events
+              WHERE aggregate_type = 'CreditAccount' AND event_type = 'CreditsReserved') r
+          WHERE NOT EXISTS (
+             SELECT 1 FROM events e
+              WHERE e.aggregate_type = 'CreditAccount'
+                AND e.event_type IN ('ReservationSettled', 'ReservationReleased', 'ReservationExpired')
+                AND coalesce(e.payload->'ReservationSettled'->>'request_id',
+                             e.payload->'ReservationReleased'->>'request_id',
+                             e.payload->'ReservationExpired'->>'request_id') = r.id)",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("open reservations");
+    for id in &open {
+        assert!(
+            !answered.contains(id.as_str()),
+            "answered request {id} still holds its reservation"
+        );
+    }
+    let expired_answers: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'ReservationExpired'->>'request_id' FROM events
+          WHERE aggregate_type = 'CreditAccount' AND event_type = 'ReservationExpired'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("expiries");
+    let late = settlements.values().filter(|s| s.1).count();
+    for id in &expired_answers {
+        if answered.contains(id.as_str()) {
+            assert!(
+                settlements.get(id).is_some_and(|s| s.1),
+                "answered request {id} expired without a late settlement"
+            );
+        }
+    }
+
+    // Every balance equals the sum of its ledger and the last event's balance.
+    let mismatched: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT b.account_id, b.balance_micros, coalesce(sum(l.amount_micros), 0)::bigint
+           FROM balances b LEFT JOIN ledger l ON l.account_id = b.account_id
+          GROUP BY b.account_id, b.balance_micros
+         HAVING b.balance_micros <> coalesce(sum(l.amount_micros), 0)",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("balances");
+    assert!(
+        mismatched.is_empty(),
+        "balances differ from their ledgers: {mismatched:?}"
+    );
+
+    // The events stream holds every stored event exactly once.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut db)
+        .await
+        .expect("events");
+    let nats = async_nats::connect(nats_url()).await.expect("NATS");
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js
+        .get_stream(scene.sandbox.settings.topology().events_stream())
+        .await
+        .expect("the events stream");
+    let messages = stream.info().await.expect("stream info").state.messages;
+    assert_eq!(
+        i64::try_from(messages).unwrap_or(-1),
+        stored,
+        "the stream holds every event once"
+    );
+    let retried_attempts = scene
+        .hub
+        .log("worker")
+        .matches("settlement waiting")
+        .count()
+        + scene
+            .hub
+            .log("worker2")
+            .matches("settlement waiting")
+            .count()
+        + scene.hub.log("project").matches("not expiring").count();
+    Report {
+        answered: seen.answered.len(),
+        failed: seen.failed,
+        settled: i64::try_from(settlements.len()).unwrap_or(-1),
+        late: i64::try_from(late).unwrap_or(-1),
+        longest_wait_ms,
+        retried_attempts,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_goes_unpaid_when_postgres_is_killed_twice_under_load() {
+    let mut scene = Scene::new(&[], &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&scene, 12, stop.clone());
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        scene.pg.kill();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        scene.pg.start().await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = collect(tasks).await;
+    scene.quiesce().await;
+    let report = check_every_answer_was_charged_once(&scene, &seen).await;
+    eprintln!("postgres killed twice: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_goes_unpaid_when_the_worker_dies_after_answering() {
+    // The first worker applies no settlement itself and stops dead right after its first
+    // answer: what that answer owes is only in JetStream.
+    let mut scene = Scene::new(&["--no-settler"], &[("AIHUB_CRASH_AT", "after_answer")]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&scene, 6, stop.clone());
+    scene.hub.exited("worker", Duration::from_secs(60)).await;
+    let waiting: Value = scene
+        .client
+        .get(scene.hub.url("/ready"))
+        .send()
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        waiting["settlements_waiting"].as_u64() >= Some(1),
+        "the answered request's settlement waits in JetStream: {waiting}"
+    );
+    // A new worker (with a settler) takes over and finishes the dead one's settlement.
+    scene.hub.start("worker2", &["worker"], &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = collect(tasks).await;
+    scene.quiesce().await;
+    let report = check_every_answer_was_charged_once(&scene, &seen).await;
+    eprintln!("worker killed after answering: {report:?}");
+}
+
+/// A settlement that fails because Postgres is gone is retried, and applied once when it
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_that_fails_on_a_lost_connection_is_retried_and_applied_once() {
+    let mut scene = Scene::new(&[], &[]).await;
+    let settings = scene.sandbox.settings.clone();
+    let pool = hub_commands::db::connect_lazy(&settings.pool_settings()).expect("a pool");
+    let buses = hub_commands::Buses::new(pool, hub_commands::store::SNAPSHOT_EVERY_DEFAULT, 0);
+    let credits = Arc::new(hub_commands::CreditAccounts::new(buses.bus()));
+    let nats = async_nats::connect(nats_url()).await.expect("NATS");
+    let queue = Arc::new(hub_workers::settlement::Settlements::new(
+        async_nats::jetstream::new(nats),
+        settings.topology(),
+        credits.clone(),
+    ));
+    // A funded account (the first user) reserves for a request of the test's own.
+    let mut db = scene.db().await;
+    let account: uuid::Uuid = sqlx::query_scalar("SELECT account_id FROM balances LIMIT 1")
+        .fetch_one(&mut db)
+        .await
+        .expect("a funded account");
+    drop(db);
+    let account = hub_domain::AccountId(account);
+    let request_id =
+        hub_domain::RequestId::parse("req_0123456789abcdef0123456789abcdef").expect("a request id");
+    let now = chrono::Utc::now();
+    credits
+        .execute(
+            account,
+            hub_domain::CreditCommand::ReserveCredits {
+                request_id: request_id.clone(),
+                amount: hub_domain::Credits::from_micros(5_000),
+                expires_at: now + chrono::Duration::minutes(5),
+                now,
+            },
+            "test",
+        )
+        .await
+        .expect("reserved");
+    let settlement = hub_workers::settlement::Settlement {
+        account,
+        request_id: request_id.clone(),
+        usage: hub_domain::UsageRecord {
+            model: "mock-1".into(),
+            provider: "mock".into(),
+            api_key: None,
+            input_tokens: 10,
+            output_tokens: 20,
+            cached_input_tokens: 0,
+            token_source: hub_domain::TokenSource::Provider,
+            latency_ms: 30,
+            first_token_ms: Some(5),
+            cost: hub_domain::Credits::from_micros(1_234),
+            price_version: "v1".into(),
+            outcome: hub_domain::UsageOutcome::Completed,
+        },
+        written_at: now,
+    };
+
+    scene.pg.kill();
+    let applying = tokio::spawn({
+        let queue = queue.clone();
+        let settlement = settlement.clone();
+        async move {
+            queue
+                .apply_with_retry(settlement, Duration::from_secs(60))
+                .await
+        }
+    });
+    // It keeps failing while the server is down...
+    eventually(Duration::from_secs(30), "a failed attempt", || {
+        let queue = queue.clone();
+        async move { (queue.stats().retried.load(Ordering::Relaxed) >= 1).then_some(()) }
+    })
+    .await;
+    scene.pg.start().await;
+    // ...and is applied once it is back.
+    let applied = applying
+        .await
+        .expect("joined")
+        .expect("applied once Postgres is back");
+    assert_eq!(applied.charged_micros, 1_234);
+    assert!(!applied.repeat);
+    let again = queue.apply(settlement).await.expect("a repeat is no error");
+    assert!(again.repeat, "a second application writes nothing");
+    assert_eq!(again.charged_micros, 1_234);
+    let mut db = scene.db().await;
+    let settled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'ReservationSettled'
+            AND payload->'ReservationSettled'->>'request_id' = $1",
+    )
+    .bind(request_id.as_str())
+    .fetch_one(&mut db)
+    .await
+    .expect("count");
+    assert_eq!(settled, 1, "applied once");
+}
