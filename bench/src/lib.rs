@@ -183,6 +183,7 @@ async fn measure(args: &LedgerArgs, env: &Sandbox) -> anyhow::Result<Report> {
         projections: true,
         sweeper: true,
         worker: false,
+        settler: false,
     };
     let app = Application::build(settings.clone(), roles)
         .await
