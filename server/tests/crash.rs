@@ -340,6 +340,8 @@ struct Scene {
     sandbox: Sandbox,
     client: reqwest::Client,
     tokens: Vec<String>,
+    /// An admin's token: `/ready` gives its details to admins only.
+    admin: String,
 }
 
 impl Scene {
@@ -397,6 +399,7 @@ impl Scene {
             sandbox,
             client,
             tokens,
+            admin,
         }
     }
 
@@ -413,7 +416,13 @@ impl Scene {
         let start = Instant::now();
         let mut last = Value::Null;
         loop {
-            if let Ok(response) = self.client.get(&ready).send().await {
+            if let Ok(response) = self
+                .client
+                .get(&ready)
+                .bearer_auth(&self.admin)
+                .send()
+                .await
+            {
                 last = response.json().await.unwrap_or(Value::Null);
                 // The credit projections read every event; the others only their own
                 // types, so their checkpoints stay behind the stream's end.
@@ -782,6 +791,7 @@ async fn no_answer_goes_unpaid_when_the_worker_dies_after_answering() {
     let waiting: Value = scene
         .client
         .get(scene.hub.url("/ready"))
+        .bearer_auth(&scene.admin)
         .send()
         .await
         .expect("ready")
