@@ -98,6 +98,12 @@ pub struct AuthSettings {
     pub cookie_secure: bool,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Password hashes and verifications run at once (argon2id: ~19 MiB and tens of ms of a
+    /// core each); more wait for a turn.
+    pub password_work_max: usize,
+    /// How long a sign-in, registration or reset waits for a turn before the hub answers
+    /// 503 `busy` with `Retry-After`, in milliseconds.
+    pub password_queue_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +158,8 @@ impl Default for Settings {
                 public_url: "http://127.0.0.1:8080".into(),
                 cookie_secure: true,
                 trust_forwarded_for: false,
+                password_work_max: 4,
+                password_queue_wait_ms: 2_000,
             },
             credits: CreditSettings {
                 snapshot_every: hub_commands::store::SNAPSHOT_EVERY_DEFAULT,
@@ -270,6 +278,10 @@ impl Settings {
             ("auth.reset_token_ttl_s", self.auth.reset_token_ttl_s),
             ("auth.login_window_s", self.auth.login_window_s),
             ("auth.login_lock_max_s", self.auth.login_lock_max_s),
+            (
+                "auth.password_work_max",
+                u64::try_from(self.auth.password_work_max).unwrap_or(u64::MAX),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
