@@ -1,8 +1,8 @@
 //! Hardening found in review (issue 14): each test is a path an attacker could take, over
 //! the real app, and fails on the code before its fix.
 
-use hub_tests::{spawn_app, spawn_app_with, TestApp};
 use hub_server::Roles;
+use hub_tests::{spawn_app, spawn_app_with, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -109,7 +109,10 @@ async fn anonymous_registrations_beyond_the_hashing_cap_are_told_to_retry() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(busy > 0, "twelve hashes at once with a cap of one: some must wait");
+    assert!(
+        busy > 0,
+        "twelve hashes at once with a cap of one: some must wait"
+    );
 }
 
 /// Finding 3: a burst of parallel guesses cannot all pass the throttle's check before the
@@ -133,7 +136,11 @@ async fn a_burst_of_parallel_guesses_gets_no_more_tries_than_the_throttle_allows
         .iter()
         .filter(|a| a.status() == StatusCode::TOO_MANY_REQUESTS)
         .count();
-    assert_eq!(checked + locked, 30, "every guess is refused one way or the other");
+    assert_eq!(
+        checked + locked,
+        30,
+        "every guess is refused one way or the other"
+    );
     // The free failures, and the one attempt the first lock allows.
     assert!(
         checked <= usize::try_from(free).unwrap_or(0) + 1,
