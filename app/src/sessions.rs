@@ -183,8 +183,9 @@ struct ThrottleRow {
 
 impl ThrottleRow {
     /// An attempt at `now`: the row after it, or how long the key must still wait. Counted
-    /// as a failure until [`forgive`] says otherwise; an attempt past the free failures is
-    /// the one allowed per lock and locks the key for 1 s, 2 s, 4 s, ... up to `lock_max`.
+    /// as a failure until [`forgive`] says otherwise. The attempt that uses the last free
+    /// failure, and each one allowed after a lock, locks the key as it goes: 1 s, 2 s, 4 s,
+    /// ... up to `lock_max`.
     fn attempt(
         self,
         policy: ThrottlePolicy,
@@ -202,8 +203,8 @@ impl ThrottleRow {
         }
         let failures = self.failures.saturating_add(1);
         let past_free = failures - policy.free_failures;
-        let locked_until = (past_free > 0).then(|| {
-            let lock = 1i64 << (past_free - 1).clamp(0, 30);
+        let locked_until = (past_free >= 0).then(|| {
+            let lock = 1i64 << past_free.clamp(0, 30);
             now + Duration::seconds(lock.min(policy.lock_max.num_seconds()))
         });
         Ok(ThrottleRow {
@@ -303,20 +304,18 @@ mod throttle_tests {
     }
 
     #[test]
-    fn the_free_attempts_pass_then_one_per_lock_doubling_up_to_the_maximum() {
+    fn the_free_attempts_pass_then_one_per_lock_doubling_up_to_the_maximum_lock() {
         let mut row = ThrottleRow {
             failures: 0,
             first_failed: t(0),
             locked_until: None,
         };
-        for _ in 0..3 {
+        for _ in 0..2 {
             row = row.attempt(policy(), t(0)).expect("a free attempt");
             assert_eq!(row.locked_until, None);
         }
-        // The fourth is allowed and locks for 1 s; a fifth at once is refused.
-        row = row
-            .attempt(policy(), t(0))
-            .expect("the attempt past the free ones");
+        // The third uses the last free failure and locks for 1 s; a fourth at once waits.
+        row = row.attempt(policy(), t(0)).expect("the last free attempt");
         assert_eq!(row.locked_until, Some(t(1)));
         assert_eq!(
             row.attempt(policy(), t(0)),
