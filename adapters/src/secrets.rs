@@ -57,6 +57,25 @@ pub fn check_strength(password: &str, email: &str) -> Result<(), WeakPassword> {
     Ok(())
 }
 
+/// A URL fit for logs and errors: a password in it becomes `***`, and so does a user part
+/// with no password (`nats://<token>@host` carries its token there).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if scheme < at => {
+            let head = url.get(..scheme + 3).unwrap_or("");
+            let tail = url.get(at..).unwrap_or("");
+            match url
+                .get(scheme + 3..at)
+                .and_then(|info| info.split_once(':'))
+            {
+                Some((user, _)) => format!("{head}{user}:***{tail}"),
+                None => format!("{head}***{tail}"),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Random bytes in an argon2 salt: 128 bits, as the PHC string format recommends.
 const SALT_BYTES: usize = 16;
 
