@@ -396,51 +396,6 @@ impl Settings {
     }
 }
 
-#[cfg(test)]
-// figment::Jail's closures return figment::Error, which is large; that is its API.
-#[allow(clippy::result_large_err)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid() {
-        assert!(Settings::default().validate().is_ok());
-    }
-
-    #[test]
-    fn a_short_jwt_secret_is_refused_naming_the_field() {
-        let mut s = Settings::default();
-        s.auth.jwt_secret = "short".into();
-        let err = s.validate().expect_err("refused").to_string();
-        assert!(err.contains("auth.jwt_secret"), "{err}");
-    }
-
-    #[test]
-    fn environment_overrides_file_and_defaults() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "aihub.toml",
-                "[server]\nport = 9000\n[nats]\nsubject_prefix = \"file\"\n",
-            )?;
-            jail.set_env("AIHUB__NATS__SUBJECT_PREFIX", "env");
-            let s = Settings::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(s.server.port, 9000);
-            assert_eq!(s.nats.subject_prefix, "env");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn an_unknown_key_is_refused() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("aihub.toml", "[server]\nprot = 9000\n")?;
-            let err = Settings::load(None).expect_err("refused").to_string();
-            assert!(err.contains("prot"), "{err}");
-            Ok(())
-        });
-    }
-}
-
 /// Whether `host` (as in `server.host`) only accepts connections from this machine.
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
@@ -522,5 +477,50 @@ impl std::fmt::Debug for AuthSettings {
             .field("password_work_max", password_work_max)
             .field("password_queue_wait_ms", password_queue_wait_ms)
             .finish()
+    }
+}
+
+#[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; that is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_naming_the_field() {
+        let mut s = Settings::default();
+        s.auth.jwt_secret = "short".into();
+        let err = s.validate().expect_err("refused").to_string();
+        assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "aihub.toml",
+                "[server]\nport = 9000\n[nats]\nsubject_prefix = \"file\"\n",
+            )?;
+            jail.set_env("AIHUB__NATS__SUBJECT_PREFIX", "env");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.port, 9000);
+            assert_eq!(s.nats.subject_prefix, "env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("aihub.toml", "[server]\nprot = 9000\n")?;
+            let err = Settings::load(None).expect_err("refused").to_string();
+            assert!(err.contains("prot"), "{err}");
+            Ok(())
+        });
     }
 }
