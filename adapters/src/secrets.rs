@@ -57,6 +57,25 @@ pub fn check_strength(password: &str, email: &str) -> Result<(), WeakPassword> {
     Ok(())
 }
 
+/// A URL fit for logs and errors: a password in it becomes `***`, and so does a user part
+/// with no password (`nats://<token>@host` carries its token there).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if scheme < at => {
+            let head = url.get(..scheme + 3).unwrap_or("");
+            let tail = url.get(at..).unwrap_or("");
+            match url
+                .get(scheme + 3..at)
+                .and_then(|info| info.split_once(':'))
+            {
+                Some((user, _)) => format!("{head}{user}:***{tail}"),
+                None => format!("{head}***{tail}"),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Random bytes in an argon2 salt: 128 bits, as the PHC string format recommends.
 const SALT_BYTES: usize = 16;
 
@@ -78,6 +97,69 @@ pub async fn hash_password(password: String) -> Result<PasswordHash, HashingFail
     })
     .await
     .map_err(|_| HashingFailed)?
+}
+
+/// The hub's password work, capped. Each argon2id hash or verification takes about 19 MiB and
+/// tens of milliseconds of a core, and anonymous callers (register, sign in, reset) can ask
+/// for one: at most `max_concurrent` run at once, a caller waits at most `queue_wait` for a
+/// turn and is otherwise told the hub is busy ([`PasswordWorkError::Busy`], a 503 with
+/// `Retry-After`). Cloning shares the cap.
+#[derive(Debug, Clone)]
+pub struct Passwords {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    queue_wait: std::time::Duration,
+    /// Hashes and verifications started, for tests and metrics.
+    started: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Why password work was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordWorkError {
+    #[error("too many password checks at once; try again in a moment")]
+    Busy,
+    #[error(transparent)]
+    Failed(#[from] HashingFailed),
+}
+
+impl Passwords {
+    pub fn new(max_concurrent: usize, queue_wait: std::time::Duration) -> Self {
+        Passwords {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
+            queue_wait,
+            started: std::sync::Arc::default(),
+        }
+    }
+
+    /// Hashes and verifications started since the hub started.
+    pub fn started(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, PasswordWorkError> {
+        let permit = tokio::time::timeout(self.queue_wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| PasswordWorkError::Busy)?
+            .map_err(|_| PasswordWorkError::Busy)?;
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(permit)
+    }
+
+    /// [`hash_password`], when a turn comes within the queue wait.
+    pub async fn hash(&self, password: String) -> Result<PasswordHash, PasswordWorkError> {
+        let _turn = self.turn().await?;
+        Ok(hash_password(password).await?)
+    }
+
+    /// [`verify_password`], when a turn comes within the queue wait.
+    pub async fn verify(
+        &self,
+        password: String,
+        hash: Option<PasswordHash>,
+    ) -> Result<bool, PasswordWorkError> {
+        let _turn = self.turn().await?;
+        Ok(verify_password(password, hash).await)
+    }
 }
 
 /// Check a password against a stored hash (on a blocking thread). `None` still spends the

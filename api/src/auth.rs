@@ -59,8 +59,43 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
+        let caller = Caller::from_headers(state, &parts.headers).await?;
+        if caller.api_key.is_some() && !key_may_call(&parts.method, parts.uri.path()) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "api_key_not_allowed",
+                "an API key may call /v1 and read routes only; sign in to do this",
+            ));
+        }
+        Ok(caller)
+    }
+}
+
+/// What a program holding an API key may call: inference (`/v1`) and reads. Everything
+/// else (grants, roles, keys, payments, promo codes) needs a person signed in, so a leaked
+/// inference key cannot spend its owner's privileges.
+fn key_may_call(method: &axum::http::Method, path: &str) -> bool {
+    path.starts_with("/v1/")
+        || matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
+}
+
+/// The roles an API key acts with: its owner's `user` role only. An admin's, analyst's or
+/// auditor's key is still an inference key.
+fn key_roles(owner_roles: &[Role]) -> Vec<Role> {
+    owner_roles
+        .iter()
+        .copied()
+        .filter(|role| *role == Role::User)
+        .collect()
+}
+
+impl Caller {
+    /// The caller a request's `Authorization: Bearer` names (an access token or an API key).
+    pub async fn from_headers(
+        state: &AppState,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Self, ApiError> {
+        let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or(ApiError::unauthorized("missing bearer token"))?;
         let token = header
@@ -75,7 +110,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             let owner = hub_app::keys::authenticate(state, token).await?;
             return Ok(Caller {
                 user: owner.user.0,
-                roles: owner.roles,
+                roles: key_roles(&owner.roles),
                 api_key: Some(owner.key_id),
             });
         }

@@ -38,7 +38,7 @@ pub async fn create_user(
     let registration = Registration {
         command: UserCommand::RegisterUser {
             email: email.clone(),
-            password_hash: Some(hub_adapters::secrets::hash_password(password).await?),
+            password_hash: Some(state.passwords.hash(password).await?),
             display_name: None,
             roles: wanted.clone(),
             google_subject: None,

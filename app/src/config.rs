@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// The secret used when none is configured: fine on a laptop, refused when `auth.dev_secret_allowed` is false.
+/// The secret used when none is configured: public, so accepted only while the hub listens
+/// on a loopback address (and `auth.dev_secret_allowed`, the default, is true).
 pub const DEV_JWT_SECRET: &str = "aihub-development-secret-change-me-0123456789";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,7 +42,7 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     pub url: String,
@@ -49,7 +50,7 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsSettings {
     pub url: String,
@@ -61,7 +62,7 @@ pub struct NatsSettings {
     pub replicas: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// HS256 secret for access tokens; at least 32 bytes.
@@ -96,8 +97,18 @@ pub struct AuthSettings {
     pub public_url: String,
     /// Mark session cookies `Secure` (browsers then send them over HTTPS only).
     pub cookie_secure: bool,
-    /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
+    /// Take the client address from `X-Forwarded-For` (only behind proxies that append to it).
     pub trust_forwarded_for: bool,
+    /// How many proxies in front of the hub append to `X-Forwarded-For`: the client is the
+    /// entry this many from the right. Entries further left were written by the client and
+    /// are ignored.
+    pub trusted_proxies: u32,
+    /// Password hashes and verifications run at once (argon2id: ~19 MiB and tens of ms of a
+    /// core each); more wait for a turn.
+    pub password_work_max: usize,
+    /// How long a sign-in, registration or reset waits for a turn before the hub answers
+    /// 503 `busy` with `Retry-After`, in milliseconds.
+    pub password_queue_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +163,9 @@ impl Default for Settings {
                 public_url: "http://127.0.0.1:8080".into(),
                 cookie_secure: true,
                 trust_forwarded_for: false,
+                trusted_proxies: 1,
+                password_work_max: 4,
+                password_queue_wait_ms: 2_000,
             },
             credits: CreditSettings {
                 snapshot_every: hub_commands::store::SNAPSHOT_EVERY_DEFAULT,
@@ -253,11 +267,25 @@ impl Settings {
         if self.auth.jwt_secret.len() < 32 {
             return Err(invalid("auth.jwt_secret", "must be at least 32 bytes"));
         }
-        if self.auth.jwt_secret == DEV_JWT_SECRET && !self.auth.dev_secret_allowed {
-            return Err(invalid(
-                "auth.jwt_secret",
-                "is the development secret; set a real one (or auth.dev_secret_allowed = true)",
-            ));
+        if self.auth.jwt_secret == DEV_JWT_SECRET {
+            // The development secret is public: with it anyone can sign an admin token and
+            // forge verification codes. Only a hub nobody else can reach may use it.
+            if !self.auth.dev_secret_allowed {
+                return Err(invalid(
+                    "auth.jwt_secret",
+                    "is the public development secret and auth.dev_secret_allowed is false; \
+                     set AIHUB__AUTH__JWT_SECRET to a secret of 32 bytes or more",
+                ));
+            }
+            if !is_loopback(&self.server.host) {
+                return Err(invalid(
+                    "auth.jwt_secret",
+                    "is the public development secret, and server.host is not a loopback \
+                     address: anyone who reaches the hub could sign an admin token. Set \
+                     AIHUB__AUTH__JWT_SECRET to a secret of 32 bytes or more, or serve on \
+                     127.0.0.1 / ::1 only",
+                ));
+            }
         }
         for (field, value) in [
             ("auth.token_ttl_s", self.auth.token_ttl_s),
@@ -270,6 +298,11 @@ impl Settings {
             ("auth.reset_token_ttl_s", self.auth.reset_token_ttl_s),
             ("auth.login_window_s", self.auth.login_window_s),
             ("auth.login_lock_max_s", self.auth.login_lock_max_s),
+            ("auth.trusted_proxies", u64::from(self.auth.trusted_proxies)),
+            (
+                "auth.password_work_max",
+                u64::try_from(self.auth.password_work_max).unwrap_or(u64::MAX),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
@@ -360,6 +393,90 @@ impl Settings {
             max_connections: self.database.max_connections,
             acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
         }
+    }
+}
+
+/// Whether `host` (as in `server.host`) only accepts connections from this machine.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+// Settings are logged and shown in errors: their secrets (a password in a URL, the JWT
+// secret) print as `***`.
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &hub_adapters::secrets::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &hub_adapters::secrets::redact_url(&self.url))
+            .field("stream_prefix", &self.stream_prefix)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("duplicate_window_s", &self.duplicate_window_s)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let AuthSettings {
+            jwt_secret: _,
+            token_ttl_s,
+            dev_secret_allowed,
+            access_token_ttl_s,
+            refresh_token_ttl_s,
+            signup_grant_micros,
+            require_verified_email,
+            verification_code_ttl_s,
+            verification_attempts,
+            reset_token_ttl_s,
+            login_free_failures_account,
+            login_free_failures_ip,
+            login_window_s,
+            login_lock_max_s,
+            public_url,
+            cookie_secure,
+            trust_forwarded_for,
+            trusted_proxies,
+            password_work_max,
+            password_queue_wait_ms,
+        } = self;
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &"***")
+            .field("token_ttl_s", token_ttl_s)
+            .field("dev_secret_allowed", dev_secret_allowed)
+            .field("access_token_ttl_s", access_token_ttl_s)
+            .field("refresh_token_ttl_s", refresh_token_ttl_s)
+            .field("signup_grant_micros", signup_grant_micros)
+            .field("require_verified_email", require_verified_email)
+            .field("verification_code_ttl_s", verification_code_ttl_s)
+            .field("verification_attempts", verification_attempts)
+            .field("reset_token_ttl_s", reset_token_ttl_s)
+            .field("login_free_failures_account", login_free_failures_account)
+            .field("login_free_failures_ip", login_free_failures_ip)
+            .field("login_window_s", login_window_s)
+            .field("login_lock_max_s", login_lock_max_s)
+            .field("public_url", public_url)
+            .field("cookie_secure", cookie_secure)
+            .field("trust_forwarded_for", trust_forwarded_for)
+            .field("trusted_proxies", trusted_proxies)
+            .field("password_work_max", password_work_max)
+            .field("password_queue_wait_ms", password_queue_wait_ms)
+            .finish()
     }
 }
 

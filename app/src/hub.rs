@@ -23,6 +23,8 @@ pub struct Hub {
     pub credits: Arc<CreditAccounts>,
     pub users: Arc<Users>,
     pub jwt: Jwt,
+    /// Password hashing and verification, capped (`auth.password_work_max`).
+    pub passwords: hub_adapters::secrets::Passwords,
     pub mailer: hub_adapters::mail::Mailer,
     /// Models and providers (the inference gateway).
     pub router: Arc<hub_workers::ProviderRouter>,
@@ -100,6 +102,10 @@ impl Hub {
             admission,
             replies,
             jwt: Jwt::new(&settings.auth.jwt_secret),
+            passwords: hub_adapters::secrets::Passwords::new(
+                settings.auth.password_work_max,
+                std::time::Duration::from_millis(settings.auth.password_queue_wait_ms),
+            ),
             topology: settings.topology(),
             settings,
             pool,

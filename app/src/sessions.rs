@@ -173,75 +173,178 @@ pub struct ThrottlePolicy {
     pub lock_max: Duration,
 }
 
-/// How long `key` must still wait before its next attempt, if at all.
-pub async fn locked_for(
-    pool: &PgPool,
-    scope: ThrottleScope,
-    key: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<std::time::Duration>, sqlx::Error> {
-    let ms: Option<i64> = sqlx::query_scalar(
-        "SELECT (EXTRACT(EPOCH FROM locked_until - $3) * 1000)::bigint
-           FROM login_throttle
-          WHERE scope = $1 AND key = $2 AND locked_until > $3",
-    )
-    .bind(scope.as_str())
-    .bind(key)
-    .bind(now)
-    .fetch_optional(pool)
-    .await?
-    .flatten();
-    Ok(ms
-        .and_then(|ms| u64::try_from(ms).ok())
-        .map(std::time::Duration::from_millis))
+/// One key's throttle row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ThrottleRow {
+    failures: i32,
+    first_failed: DateTime<Utc>,
+    locked_until: Option<DateTime<Utc>>,
 }
 
-/// Count a failure; locks the key once it is past its free failures.
-pub async fn failed(
+impl ThrottleRow {
+    /// An attempt at `now`: the row after it, or how long the key must still wait. Counted
+    /// as a failure until [`forgive`] says otherwise. The attempt that uses the last free
+    /// failure, and each one allowed after a lock, locks the key as it goes: 1 s, 2 s, 4 s,
+    /// ... up to `lock_max`.
+    fn attempt(
+        self,
+        policy: ThrottlePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Self, std::time::Duration> {
+        if let Some(until) = self.locked_until.filter(|until| *until > now) {
+            return Err((until - now).to_std().unwrap_or_default());
+        }
+        if self.first_failed < now - policy.window {
+            return Ok(ThrottleRow {
+                failures: 1,
+                first_failed: now,
+                locked_until: None,
+            });
+        }
+        let failures = self.failures.saturating_add(1);
+        let past_free = failures - policy.free_failures;
+        let locked_until = (past_free >= 0).then(|| {
+            let lock = 1i64 << past_free.clamp(0, 30);
+            now + Duration::seconds(lock.min(policy.lock_max.num_seconds()))
+        });
+        Ok(ThrottleRow {
+            failures,
+            first_failed: self.first_failed,
+            locked_until,
+        })
+    }
+}
+
+/// Take an attempt for `key`: refused while the key is locked, otherwise counted before the
+/// password is checked. The row is locked (`FOR UPDATE`) between the check and the count,
+/// so a burst of parallel guesses cannot all pass one check before the first is counted.
+/// Returns how long the key must still wait when refused.
+pub async fn attempt(
     pool: &PgPool,
     scope: ThrottleScope,
     key: &str,
     policy: ThrottlePolicy,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<std::time::Duration>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO login_throttle AS t (scope, key, failures, first_failed)
-         VALUES ($1, $2, 1, $4)
-         ON CONFLICT (scope, key) DO UPDATE
-            SET failures = CASE WHEN t.first_failed < $4 - $3 * interval '1 second'
-                                THEN 1 ELSE t.failures + 1 END,
-                first_failed = CASE WHEN t.first_failed < $4 - $3 * interval '1 second'
-                                    THEN $4 ELSE t.first_failed END",
+        "INSERT INTO login_throttle (scope, key, failures, first_failed)
+         VALUES ($1, $2, 0, $3) ON CONFLICT (scope, key) DO NOTHING",
     )
     .bind(scope.as_str())
     .bind(key)
-    .bind(policy.window.num_seconds())
     .bind(now)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    // Past the free failures: lock for 1 s, 2 s, 4 s, ... up to lock_max.
+    let (failures, first_failed, locked_until): (i32, DateTime<Utc>, Option<DateTime<Utc>>) =
+        sqlx::query_as(
+            "SELECT failures, first_failed, locked_until FROM login_throttle
+              WHERE scope = $1 AND key = $2 FOR UPDATE",
+        )
+        .bind(scope.as_str())
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+    let row = ThrottleRow {
+        failures,
+        first_failed,
+        locked_until,
+    };
+    let next = match row.attempt(policy, now) {
+        Ok(next) => next,
+        Err(wait) => return Ok(Some(wait)),
+    };
     sqlx::query(
-        "UPDATE login_throttle
-            SET locked_until = $5
-                + LEAST(power(2, LEAST(failures - $3, 30)), $4) * interval '1 second'
-          WHERE scope = $1 AND key = $2 AND failures >= $3",
+        "UPDATE login_throttle SET failures = $3, first_failed = $4, locked_until = $5
+          WHERE scope = $1 AND key = $2",
     )
     .bind(scope.as_str())
     .bind(key)
-    .bind(policy.free_failures)
-    .bind(policy.lock_max.num_seconds() as f64)
-    .bind(now)
-    .execute(pool)
+    .bind(next.failures)
+    .bind(next.first_failed)
+    .bind(next.locked_until)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(None)
 }
 
-/// A successful login forgets the key's failures.
-pub async fn succeeded(pool: &PgPool, scope: ThrottleScope, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM login_throttle WHERE scope = $1 AND key = $2")
+/// The attempt succeeded: the account's failures are forgotten, and the address's count of
+/// it is taken back (an address is slowed by its failures only).
+pub async fn forgive(pool: &PgPool, scope: ThrottleScope, key: &str) -> Result<(), sqlx::Error> {
+    let statement = match scope {
+        ThrottleScope::Account => "DELETE FROM login_throttle WHERE scope = $1 AND key = $2",
+        ThrottleScope::Ip => {
+            "UPDATE login_throttle SET failures = failures - 1
+              WHERE scope = $1 AND key = $2 AND failures > 0"
+        }
+    };
+    sqlx::query(statement)
         .bind(scope.as_str())
         .bind(key)
         .execute(pool)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    fn policy() -> ThrottlePolicy {
+        ThrottlePolicy {
+            free_failures: 3,
+            window: Duration::seconds(900),
+            lock_max: Duration::seconds(60),
+        }
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_free_attempts_pass_then_one_per_lock_doubling_up_to_the_maximum_lock() {
+        let mut row = ThrottleRow {
+            failures: 0,
+            first_failed: t(0),
+            locked_until: None,
+        };
+        for _ in 0..2 {
+            row = row.attempt(policy(), t(0)).expect("a free attempt");
+            assert_eq!(row.locked_until, None);
+        }
+        // The third uses the last free failure and locks for 1 s; a fourth at once waits.
+        row = row.attempt(policy(), t(0)).expect("the last free attempt");
+        assert_eq!(row.locked_until, Some(t(1)));
+        assert_eq!(
+            row.attempt(policy(), t(0)),
+            Err(std::time::Duration::from_secs(1))
+        );
+        row = row.attempt(policy(), t(1)).expect("after the lock");
+        assert_eq!(row.locked_until, Some(t(3)));
+        for _ in 0..10 {
+            let at = row.locked_until.unwrap_or_default();
+            row = row.attempt(policy(), at).expect("after each lock");
+        }
+        let at = row.locked_until.unwrap_or_default();
+        let last = row.attempt(policy(), at).expect("after the lock");
+        assert_eq!(
+            last.locked_until,
+            Some(at + Duration::seconds(60)),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn failures_older_than_the_window_are_forgotten() {
+        let row = ThrottleRow {
+            failures: 50,
+            first_failed: t(0),
+            locked_until: Some(t(10)),
+        };
+        let next = row.attempt(policy(), t(1_000)).expect("a new window");
+        assert_eq!(next.failures, 1);
+        assert_eq!(next.locked_until, None);
+    }
 }

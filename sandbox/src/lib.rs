@@ -302,22 +302,9 @@ pub fn with_database(url: &str, name: &str) -> Result<String, SandboxError> {
     Ok(out)
 }
 
-/// A URL with its password hidden, for messages.
+/// A URL fit for logs and errors (see [`hub_adapters::secrets::redact_url`]).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if scheme < at => {
-            let userinfo = url.get(scheme + 3..at).unwrap_or("");
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!(
-                    "{}{user}:***{}",
-                    url.get(..scheme + 3).unwrap_or(""),
-                    url.get(at..).unwrap_or("")
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    hub_adapters::secrets::redact_url(url)
 }
 
 #[cfg(test)]
@@ -348,7 +335,8 @@ mod tests {
     #[test]
     fn redact_hides_the_password() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("nats://s3cr3t-token@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
     }
 
     #[test]

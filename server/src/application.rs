@@ -65,7 +65,12 @@ pub async fn connect(
         .context("invalid database.url")?;
     let nats = hub_nats::connect(&settings.nats.url, "aihub")
         .await
-        .with_context(|| format!("could not connect to NATS at {}", settings.nats.url))?;
+        .with_context(|| {
+            format!(
+                "could not connect to NATS at {}",
+                hub_adapters::secrets::redact_url(&settings.nats.url)
+            )
+        })?;
     let js = jetstream::new(nats.clone());
     settings
         .topology()

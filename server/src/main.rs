@@ -99,8 +99,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     if settings.auth.jwt_secret == hub_app::config::DEV_JWT_SECRET {
+        // Accepted only on loopback (Settings::validate refuses it on any other address).
         tracing::warn!(
-            "auth.jwt_secret is the development secret; set AIHUB__AUTH__JWT_SECRET in production"
+            "auth.jwt_secret is the public development secret (allowed on loopback only); \
+             set AIHUB__AUTH__JWT_SECRET before serving anyone else"
         );
     }
     let roles = match command {

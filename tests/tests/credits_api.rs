@@ -294,7 +294,8 @@ async fn the_ledger_pages_newest_first_with_a_cursor() {
 async fn health_and_readiness_report_dependencies_and_lag() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health", None).await.status(), 200);
-    let ready = app.get("/ready", None).await;
+    let admin = app.token(Uuid::new_v4(), Role::Admin);
+    let ready = app.get("/ready", Some(&admin)).await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.expect("json");
     assert_eq!(body["postgres"]["ok"], true);
@@ -337,16 +338,17 @@ async fn readiness_is_503_when_postgres_is_unreachable() {
     let task = tokio::spawn(broken.run_until(async {
         let _ = rx.await;
     }));
+    let admin = app.token(Uuid::new_v4(), Role::Admin);
     let response = app
         .client
         .get(format!("http://127.0.0.1:{port}/ready"))
+        .bearer_auth(&admin)
         .send()
         .await
         .expect("sent");
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["postgres"]["ok"], false);
-    let admin = app.token(Uuid::new_v4(), Role::Admin);
     let grant = app
         .client
         .post(format!("http://127.0.0.1:{port}/api/admin/credits/grant"))

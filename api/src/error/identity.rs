@@ -15,6 +15,7 @@ impl From<IdentityError> for ApiError {
             IdentityError::InvalidName(_) => ApiError::bad_request("invalid_name", message),
             IdentityError::EmailTaken => ApiError::bad_request("email_taken", message),
             IdentityError::BadCredentials => ApiError::unauthorized("invalid email or password"),
+            IdentityError::Busy => ApiError::busy(message),
             IdentityError::SignInLocked(wait) => {
                 ApiError::too_many_requests("too many failed sign-ins; try again later", wait)
             }

@@ -112,6 +112,14 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// Too much work of one kind at once (password checks): come back in a second (503
+    /// `busy` with `Retry-After: 1`).
+    pub fn busy(message: impl Into<Cow<'static, str>>) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message);
+        err.retry_after = Some(Duration::from_secs(1));
+        err
+    }
+
     /// A feature is off or its dependency is down, with a code that says which (503).
     pub fn unavailable_code(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)

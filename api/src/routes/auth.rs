@@ -92,23 +92,50 @@ impl FromRequestParts<Arc<AppState>> for ClientIp {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        if state.settings.auth.trust_forwarded_for {
-            let forwarded = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok());
-            if forwarded.is_some() {
-                return Ok(ClientIp(forwarded));
-            }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let auth = &state.settings.auth;
+        if !auth.trust_forwarded_for {
+            return Ok(ClientIp(peer));
         }
+        // Every X-Forwarded-For header, in order, as one list.
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
         Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip()),
+            forwarded_client(&forwarded, auth.trusted_proxies).or(peer),
         ))
+    }
+}
+
+/// The client's address in an `X-Forwarded-For` list behind `proxies` trusted proxies, each
+/// of which appends the address it was reached from: the entry `proxies` from the right.
+/// Entries further left were written by the client and prove nothing; a list shorter than
+/// `proxies`, or an entry that is no address, gives `None`.
+fn forwarded_client(entries: &[&str], proxies: u32) -> Option<IpAddr> {
+    let from_right = usize::try_from(proxies).ok()?;
+    let index = entries.len().checked_sub(from_right)?;
+    entries.get(index)?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+
+    #[test]
+    fn the_client_is_the_entry_the_trusted_proxies_appended() {
+        let list = ["6.6.6.6", " 203.0.113.7", " 10.0.0.2"];
+        assert_eq!(forwarded_client(&list, 1), "10.0.0.2".parse().ok());
+        assert_eq!(forwarded_client(&list, 2), "203.0.113.7".parse().ok());
+        assert_eq!(forwarded_client(&list, 4), None, "shorter than the proxies");
+        assert_eq!(forwarded_client(&["not-an-ip"], 1), None);
+        assert_eq!(forwarded_client(&[], 1), None);
     }
 }
 

@@ -1,26 +1,41 @@
 //! `/health` (the process is up) and `/ready` (its dependencies answer).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use hub_domain::Role;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+use crate::auth::Caller;
 use crate::state::AppState;
-use hub_app::readiness::{self, Readiness};
+use hub_app::readiness;
 
 /// The process is up.
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Postgres and NATS reachable, with relay and projection lag. 503 if a dependency is down.
-pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
+/// Postgres and NATS reachable: 200 `{"status":"ready"}`, or 503 if a dependency is down.
+/// Only an admin (by bearer token) gets the details: relay and projection lag, waiting
+/// settlements, and the dependencies' errors, which name hosts and drivers.
+pub async fn ready(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
     let readiness = readiness::check(&state).await;
     let status = if readiness.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(readiness))
+    let admin = Caller::from_headers(&state, &headers)
+        .await
+        .is_ok_and(|caller| caller.has(Role::Admin));
+    let body = if admin {
+        serde_json::to_value(&readiness).unwrap_or_else(|_| json!({"status": readiness.status}))
+    } else {
+        json!({ "status": readiness.status })
+    };
+    (status, Json(body))
 }

@@ -42,6 +42,9 @@ pub enum IdentityError {
     /// Wrong password or unknown user: the two answer alike.
     #[error("invalid email or password")]
     BadCredentials,
+    /// Too many password checks are running at once; try again in a moment.
+    #[error("too many sign-ins at once; try again in a moment")]
+    Busy,
     /// Too many failed sign-ins for this account or address; wait this long.
     #[error("too many failed sign-ins; try again later")]
     SignInLocked(Duration),
@@ -109,6 +112,15 @@ pub enum IdentityError {
 impl IdentityError {
     fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         IdentityError::Internal(anyhow::Error::new(err))
+    }
+}
+
+impl From<hub_adapters::secrets::PasswordWorkError> for IdentityError {
+    fn from(err: hub_adapters::secrets::PasswordWorkError) -> Self {
+        match err {
+            hub_adapters::secrets::PasswordWorkError::Busy => IdentityError::Busy,
+            hub_adapters::secrets::PasswordWorkError::Failed(err) => IdentityError::internal(err),
+        }
     }
 }
 

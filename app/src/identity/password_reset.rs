@@ -113,12 +113,14 @@ pub async fn reset(hub: &Hub, token: &ResetToken, password: String) -> Result<()
         return Err(IdentityError::InvalidResetToken);
     };
     secrets::check_strength(&password, email.as_str())?;
-    let password_hash = secrets::hash_password(password)
-        .await
-        .map_err(IdentityError::internal)?;
+    // Anyone holding a link may call this: check the token before spending a hash on it.
     let now = hub.clock.now();
+    let token_hash = secrets::sha256_hash(&token.secret);
+    user.check_reset_token(&token_hash, now)
+        .map_err(|refusal| IdentityError::User(hub_commands::CommandError::Rejected(refusal)))?;
+    let password_hash = hub.passwords.hash(password).await?;
     let command = UserCommand::ResetPassword {
-        token_hash: secrets::sha256_hash(&token.secret),
+        token_hash,
         password_hash,
         now,
     };

@@ -1,5 +1,6 @@
-//! Registration with a password: check the password, hash it, claim the email, register the
-//! user with the sign-up grant, mail a verification code, and sign the user in.
+//! Registration with a password: check the password and that the email is free, hash it,
+//! claim the email, register the user with the sign-up grant, mail a verification code, and
+//! sign the user in.
 
 use hub_adapters::secrets;
 use hub_commands::Registration;
@@ -33,9 +34,12 @@ pub async fn register(hub: &Hub, account: NewAccount) -> Result<Session, Identit
         .map(DisplayName::parse)
         .transpose()
         .map_err(|e| IdentityError::InvalidName(e.to_string()))?;
-    let password_hash = secrets::hash_password(password)
-        .await
-        .map_err(IdentityError::internal)?;
+    // Anyone may call this: answer a taken address before spending a hash on it. (The
+    // claim when registering still decides a race between two new users.)
+    if hub.users.find_by_email(&email).await?.is_some() {
+        return Err(IdentityError::EmailTaken);
+    }
+    let password_hash = hub.passwords.hash(password).await?;
     let registration = Registration {
         command: UserCommand::RegisterUser {
             email,

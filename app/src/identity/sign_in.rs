@@ -1,13 +1,15 @@
 //! Signing in with a password (throttled per account and per client address), refresh-token
 //! rotation, logout, and the signed-in user's profile.
 
-use hub_adapters::secrets;
 use hub_domain::{Email, User, UserId};
 use std::net::IpAddr;
 
 use super::{access_token, seconds, start_session, IdentityError, Session};
 use crate::hub::Hub;
 use crate::sessions::{self, ThrottlePolicy, ThrottleScope};
+
+/// Longest email a sign-in considers, in characters (RFC 5321 allows 254).
+pub const EMAIL_INPUT_LEN_MAX: usize = 254;
 
 /// A password sign-in attempt.
 #[derive(Debug)]
@@ -29,6 +31,10 @@ pub async fn log_in(hub: &Hub, credentials: Credentials) -> Result<Session, Iden
         password,
         client,
     } = credentials;
+    // Longer than any address can be: no account's key, and never worth a password check.
+    if raw_email.chars().count() > EMAIL_INPUT_LEN_MAX {
+        return Err(IdentityError::BadCredentials);
+    }
     let auth = &hub.settings.auth;
     let mut keys = vec![(
         ThrottleScope::Account,
@@ -43,8 +49,15 @@ pub async fn log_in(hub: &Hub, credentials: Credentials) -> Result<Session, Iden
         ));
     }
     let now = hub.clock.now();
-    for (scope, key, _) in &keys {
-        if let Some(wait) = sessions::locked_for(&hub.pool, *scope, key, now).await? {
+    // Each key counts this attempt before the password is checked, in the same statement
+    // that checks its lock.
+    for (scope, key, free) in &keys {
+        let policy = ThrottlePolicy {
+            free_failures: *free,
+            window: seconds(auth.login_window_s),
+            lock_max: seconds(auth.login_lock_max_s),
+        };
+        if let Some(wait) = sessions::attempt(&hub.pool, *scope, key, policy, now).await? {
             return Err(IdentityError::SignInLocked(wait));
         }
     }
@@ -55,21 +68,15 @@ pub async fn log_in(hub: &Hub, credentials: Credentials) -> Result<Session, Iden
     let hash = found
         .as_ref()
         .and_then(|(_, user)| user.password_hash().cloned());
-    if !secrets::verify_password(password, hash).await {
-        for (scope, key, free) in &keys {
-            let policy = ThrottlePolicy {
-                free_failures: *free,
-                window: seconds(auth.login_window_s),
-                lock_max: seconds(auth.login_lock_max_s),
-            };
-            sessions::failed(&hub.pool, *scope, key, policy, hub.clock.now()).await?;
-        }
+    if !hub.passwords.verify(password, hash).await? {
         return Err(IdentityError::BadCredentials);
     }
     let Some((id, user)) = found else {
         return Err(IdentityError::BadCredentials);
     };
-    sessions::succeeded(&hub.pool, ThrottleScope::Account, &raw_email).await?;
+    for (scope, key, _) in &keys {
+        sessions::forgive(&hub.pool, *scope, key).await?;
+    }
     start_session(hub, id, user).await
 }
 

@@ -217,6 +217,26 @@ impl User {
         self.verification.as_ref()
     }
 
+    /// Whether a reset link's token may set a new password now: the rule `ResetPassword`
+    /// applies, for a caller to check before it spends a password hash.
+    pub fn check_reset_token(
+        &self,
+        token_hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<(), UserError> {
+        let Some(reset) = &self.password_reset else {
+            return Err(UserError::NoPasswordResetPending);
+        };
+        // The token is checked before its expiry, so a wrong token learns nothing.
+        if !reset.token_hash.matches(token_hash) {
+            return Err(UserError::ResetTokenMismatch);
+        }
+        if now >= reset.expires_at {
+            return Err(UserError::ResetTokenExpired);
+        }
+        Ok(())
+    }
+
     pub fn pending_password_reset(&self) -> Option<&PendingReset> {
         self.password_reset.as_ref()
     }
@@ -327,16 +347,7 @@ impl User {
                 password_hash,
                 now,
             } => {
-                let Some(reset) = &self.password_reset else {
-                    return Err(UserError::NoPasswordResetPending);
-                };
-                // The token is checked before its expiry, so a wrong token learns nothing.
-                if !reset.token_hash.matches(&token_hash) {
-                    return Err(UserError::ResetTokenMismatch);
-                }
-                if now >= reset.expires_at {
-                    return Err(UserError::ResetTokenExpired);
-                }
+                self.check_reset_token(&token_hash, now)?;
                 Ok(vec![UserEvent::PasswordReset {
                     token_hash,
                     password_hash,
