@@ -569,6 +569,7 @@ async fn collect(mut tasks: tokio::task::JoinSet<Seen>) -> Seen {
 
 /// Figures of one run, printed for the record.
 struct Report {
+    deferred: usize,
     answered: usize,
     failed: usize,
     settled: i64,
@@ -582,11 +583,13 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{} answered ({} not answered), {} settled ({} after an expiry), \
-             {} settlement attempts retried, longest wait from answer to settlement {} ms",
+             {} deferred to JetStream, {} settlement attempts retried, \
+             longest wait from answer to settlement {} ms",
             self.answered,
             self.failed,
             self.settled,
             self.late,
+            self.deferred,
             self.retried_attempts,
             self.longest_wait_ms
         )
@@ -735,18 +738,13 @@ async fn check_every_answer_was_charged_once(scene: &Scene, seen: &Seen) -> Repo
         stored,
         "the stream holds every event once"
     );
-    let retried_attempts = scene
-        .hub
-        .log("worker")
-        .matches("settlement waiting")
-        .count()
-        + scene
-            .hub
-            .log("worker2")
-            .matches("settlement waiting")
-            .count()
-        + scene.hub.log("project").matches("not expiring").count();
+    let log = |name: &str, what: &str| scene.hub.log(name).matches(what).count();
+    let deferred = log("worker", "deferred to JetStream") + log("worker2", "deferred to JetStream");
+    let retried_attempts = log("worker", "settlement waiting")
+        + log("worker2", "settlement waiting")
+        + log("project", "not expiring");
     Report {
+        deferred,
         answered: seen.answered.len(),
         failed: seen.failed,
         settled: i64::try_from(settlements.len()).unwrap_or(-1),
@@ -782,11 +780,18 @@ async fn no_answer_goes_unpaid_when_postgres_is_killed_twice_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_answer_goes_unpaid_when_the_worker_dies_after_answering() {
-    // The first worker applies no settlement itself and stops dead right after its first
-    // answer: what that answer owes is only in JetStream.
-    let mut scene = Scene::new(&["--no-settler"], &[("AIHUB_CRASH_AT", "after_answer")]).await;
+    // The first worker applies no deferred settlement itself, and stops dead right after the
+    // first answer whose settlement Postgres did not take: what that answer owes is then
+    // only in JetStream.
+    let mut scene = Scene::new(
+        &["--no-settler"],
+        &[("AIHUB_CRASH_AT", "after_deferred_answer")],
+    )
+    .await;
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(&scene, 6, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    scene.pg.kill();
     scene.hub.exited("worker", Duration::from_secs(60)).await;
     let waiting: Value = scene
         .client
@@ -802,6 +807,7 @@ async fn no_answer_goes_unpaid_when_the_worker_dies_after_answering() {
         waiting["settlements_waiting"].as_u64() >= Some(1),
         "the answered request's settlement waits in JetStream: {waiting}"
     );
+    scene.pg.start().await;
     // A new worker (with a settler) takes over and finishes the dead one's settlement.
     scene.hub.start("worker2", &["worker"], &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;

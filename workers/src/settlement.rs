@@ -1,11 +1,12 @@
 //! Durable settlement: once a worker has an answer to deliver, what the request owes is
-//! written where no crash can lose it *before* the answer goes out, and applied to the
-//! credit account from there, retried until Postgres takes it.
+//! made durable *before* the answer goes out: written to the credit account, or, when
+//! Postgres does not take it, to JetStream, and applied from there, retried until Postgres
+//! does.
 //!
-//! The durable place is a `HUB_COMMANDS` subject, `<prefix>.cmd.settle.<request id>`
-//! (ADR 04): JetStream keeps it on disk apart from Postgres, so a settlement survives the
-//! database going away and the worker dying; the message id `settle:<request id>` makes a
-//! second write of it a duplicate the stream drops. Every worker process runs a
+//! The fallback is a `HUB_COMMANDS` subject, `<prefix>.cmd.settle.<request id>` (ADR 04):
+//! JetStream keeps it on disk apart from Postgres, so a settlement survives the database
+//! going away and the worker dying; the message id `settle:<request id>` makes a second
+//! write of it a duplicate the stream drops. Every worker process runs a
 //! [`Settler`], one durable consumer shared by all of them, that applies each settlement
 //! with `CreditCommand::SettleUsage` and acknowledges it only once it is written (or once
 //! the account says it can never be). A settlement applied twice charges once: the
@@ -39,7 +40,7 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
 /// A settlement handed to a process that then died is given to another after this long.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 /// How often a publish of a settlement is tried before the worker settles directly.
-const RECORD_ATTEMPTS: u32 = 3;
+const PUBLISH_ATTEMPTS: u32 = 3;
 
 /// What one answered request owes: written before its answer is sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,7 +97,9 @@ pub struct SettlementStats {
     pub applied: AtomicU64,
     /// Attempts that failed and were left to a retry.
     pub retried: AtomicU64,
-    /// Settlements written directly because JetStream did not take them.
+    /// Settlements handed to JetStream because Postgres did not take them.
+    pub deferred: AtomicU64,
+    /// Of those, settlements written directly after all because JetStream refused them too.
     pub direct: AtomicU64,
     /// The longest a settlement applied here waited after it was written, in ms.
     pub longest_wait_ms: AtomicU64,
@@ -124,10 +127,10 @@ impl Settlements {
         &self.stats
     }
 
-    /// Write `settlement` durably (JetStream confirms it is stored) so that it is applied
-    /// whatever happens to this process or to Postgres. When JetStream does not take it, the
-    /// settlement is applied directly instead, retried with backoff for up to `patience`.
-    pub async fn record(
+    /// Hand `settlement` to JetStream (which confirms it is stored) for the settlers, so that
+    /// it is applied whatever happens to this process or to Postgres. When JetStream does
+    /// not take it either, it is applied directly, retried with backoff for up to `patience`.
+    pub async fn defer(
         &self,
         settlement: &Settlement,
         patience: Duration,
@@ -137,8 +140,9 @@ impl Settlements {
             .settlement_subject(settlement.request_id.as_str());
         let body = serde_json::to_vec(settlement)
             .map_err(|err| SettlementError::Publish(err.to_string()))?;
+        self.stats.deferred.fetch_add(1, Ordering::Relaxed);
         let mut last = String::new();
-        for attempt in 0..RECORD_ATTEMPTS {
+        for attempt in 0..PUBLISH_ATTEMPTS {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,

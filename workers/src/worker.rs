@@ -12,10 +12,11 @@
 //! client went away or the stream broke), at the model's price as accepted, capped at the
 //! reservation. When no provider accepted it, the reservation is released.
 //!
-//! **No answer unpaid.** The settlement is written durably ([`crate::settlement`]) before
-//! the answer's last chunk is sent, and applied from there by a settler, retried until
-//! Postgres takes it: neither the database going away nor this process dying after the
-//! answer loses the charge.
+//! **No answer unpaid.** The settlement is durable before the answer's last chunk is sent:
+//! written to the account, or, when Postgres does not take it, to JetStream
+//! ([`crate::settlement`]), from where a settler applies it, retried until Postgres does.
+//! Neither the database going away nor this process dying after the answer loses the
+//! charge.
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use futures::{FutureExt, StreamExt};
@@ -337,7 +338,7 @@ impl Worker {
             price_version: command.price_version.clone(),
             outcome,
         };
-        let charged = self.settle(&command, record).await;
+        let (charged, deferred) = self.settle(&command, record).await;
         let wire_usage = WireUsage {
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
@@ -376,23 +377,26 @@ impl Worker {
                 .await;
             }
         }
-        if crash_requested(CrashPoint::AfterAnswer) {
+        if deferred && crash_requested(CrashPoint::AfterDeferredAnswer) {
             // The answer must have left the process: a crash before it reached the client
             // would test nothing.
             let _ = client.flush().await;
-            tracing::error!("AIHUB_CRASH_AT=after_answer: stopping dead after an answer");
+            tracing::error!("AIHUB_CRASH_AT=after_deferred_answer: stopping dead after an answer");
             std::process::abort();
         }
     }
 
-    /// Write the settlement durably before the answer goes out; returns what it charges:
-    /// the cost capped at the reservation, as the account charges an active reservation.
-    async fn settle(&self, command: &InferenceCommand, usage: UsageRecord) -> i64 {
+    /// Make the settlement durable before the answer goes out: written to the account when
+    /// Postgres takes it within [`DIRECT_SETTLE_WAIT`], else handed to JetStream for the
+    /// settlers ([`crate::settlement`]). Returns what it charges (the account's answer, or
+    /// the cost capped at the reservation, as the account charges an active reservation)
+    /// and whether it was handed on.
+    async fn settle(&self, command: &InferenceCommand, usage: UsageRecord) -> (i64, bool) {
         let reserved = Credits::from_micros(command.reserved_micros);
         let charged = usage.cost.min(reserved).max(Credits::ZERO).micros();
         let Ok(request_id) = RequestId::parse(&command.request_id) else {
             tracing::error!(request = %command.request_id, "an answered request has no valid id; not settled");
-            return 0;
+            return (0, false);
         };
         let settlement = Settlement {
             account: AccountId(command.account),
@@ -400,16 +404,34 @@ impl Worker {
             usage,
             written_at: self.clock.now(),
         };
+        match tokio::time::timeout(
+            DIRECT_SETTLE_WAIT,
+            self.settlements.apply(settlement.clone()),
+        )
+        .await
+        {
+            Ok(Ok(applied)) => return (applied.charged_micros, false),
+            Ok(Err(err)) if !err.is_transient() => {
+                tracing::error!(request = %command.request_id, error = %err, "an answered request's settlement was refused");
+                return (0, false);
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(request = %command.request_id, error = %err, "settlement deferred to JetStream");
+            }
+            Err(_) => {
+                tracing::warn!(request = %command.request_id, "settlement slow; deferred to JetStream");
+            }
+        }
         // Retried for as long as the reservation holds, should JetStream refuse it too.
         let patience = (command.start_by - self.clock.now())
             .to_std()
             .unwrap_or_default()
             .max(SETTLE_PATIENCE_MIN);
-        if let Err(err) = self.settlements.record(&settlement, patience).await {
+        if let Err(err) = self.settlements.defer(&settlement, patience).await {
             tracing::error!(request = %command.request_id, error = %err,
                 "an answered request could not be settled; its reservation will expire");
         }
-        charged
+        (charged, true)
     }
 
     async fn release(&self, command: &InferenceCommand) {
@@ -434,19 +456,24 @@ impl Worker {
 /// The least time a settlement is retried for when neither JetStream nor Postgres takes it.
 const SETTLE_PATIENCE_MIN: Duration = Duration::from_secs(30);
 
+/// How long the answer waits for Postgres to take its settlement before the settlement is
+/// handed to JetStream instead (a settle that finishes later anyway is applied once).
+const DIRECT_SETTLE_WAIT: Duration = Duration::from_secs(1);
+
 /// Where a crash test may stop a worker process dead, named by `AIHUB_CRASH_AT` (read
 /// once; unset in any real deployment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CrashPoint {
-    /// `after_answer`: right after an answer was delivered, its settlement written but
-    /// (without a settler in the process) not yet applied.
-    AfterAnswer,
+    /// `after_deferred_answer`: right after an answer was delivered whose settlement
+    /// Postgres did not take, so it waits in JetStream (without a settler in the process,
+    /// nothing here applies it).
+    AfterDeferredAnswer,
 }
 
 fn crash_requested(point: CrashPoint) -> bool {
     static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let at = AT.get_or_init(|| std::env::var("AIHUB_CRASH_AT").ok());
-    at.as_deref() == Some("after_answer") && point == CrashPoint::AfterAnswer
+    at.as_deref() == Some("after_deferred_answer") && point == CrashPoint::AfterDeferredAnswer
 }
 
 fn millis(d: Duration) -> u64 {
