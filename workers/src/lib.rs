@@ -19,9 +19,9 @@
 //!   a server-sent events parser ([`providers::sse`]).
 //! - [`router`]: [`ProviderRouter`] — per-model provider lists, retries before the first
 //!   token, fallback, circuit breakers, model and status listings.
-//! - [`settlement`]: answered requests' settlements, written to JetStream before the answer
-//!   is sent and applied to the accounts by [`settlement::Settler`]s, retried until Postgres
-//!   takes them.
+//! - [`settlement`]: answered requests' settlements that Postgres did not take, handed to
+//!   JetStream before the answer is sent and applied to the accounts by
+//!   [`settlement::Settler`]s, retried until Postgres takes them.
 //! - [`sweeper`]: expires reservations nobody settled, applying a waiting settlement instead.
 //! - [`tokens`]: token counting with OpenAI's tokenizers (`o200k`, `cl100k`).
 //! - [`wire`]: the inference command (API → worker, on `HUB_COMMANDS`) and the answer's
