@@ -264,7 +264,23 @@ async fn a_spoofed_forwarded_for_entry_does_not_escape_the_address_throttle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_inference_key_cannot_grant_credits() {
     let app = spawn_app().await;
-    let admin_id = uuid::Uuid::new_v4();
+    // A registered user who is made an admin: the key's owner really holds the role.
+    let registered = register(&app, "admin@example.com", "correct horse 1").await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let admin_id: uuid::Uuid = registered.json::<Value>().await.expect("json")["user"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a user id");
+    let bootstrap = app.token(uuid::Uuid::new_v4(), Role::Admin);
+    let promoted = app
+        .client
+        .post(app.url(&format!("/api/admin/users/{admin_id}/roles")))
+        .bearer_auth(&bootstrap)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .expect("sent");
+    assert!(promoted.status().is_success(), "{}", promoted.status());
     let admin = app.token(admin_id, Role::Admin);
     let created = app
         .client
