@@ -38,7 +38,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
-    /// Whole-request timeout, in milliseconds.
+    /// Whole-request timeout of every route but inference (which runs under
+    /// `models.total_timeout_ms`), in milliseconds.
     pub request_timeout_ms: u64,
 }
 

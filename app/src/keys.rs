@@ -18,6 +18,9 @@ pub enum KeyError {
     /// The owner does not exist (or is not registered yet).
     #[error("no user with this id")]
     OwnerNotFound,
+    /// With `auth.require_verified_email`, keys are for owners who verified their email.
+    #[error("verify your email address before creating API keys")]
+    EmailNotVerified,
     /// The key is unknown, revoked or expired (the three answer alike).
     #[error("invalid, revoked or expired API key")]
     Refused,
@@ -51,8 +54,12 @@ pub struct CreatedKey {
 /// Create a key for `owner`. Its prefix (59 random bits) is claimed in `api_key_index`; a
 /// collision is retried with a fresh key.
 pub async fn create(hub: &Hub, owner: UserId, new: NewKey) -> Result<CreatedKey, KeyError> {
-    if !hub.users.load(owner).await?.is_registered() {
+    let user = hub.users.load(owner).await?;
+    if !user.is_registered() {
         return Err(KeyError::OwnerNotFound);
+    }
+    if hub.settings.auth.require_verified_email && !user.email_verified() {
+        return Err(KeyError::EmailNotVerified);
     }
     let key_id = ApiKeyId(Uuid::new_v4());
     let (key, prefix) = loop {

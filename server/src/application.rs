@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use hub_app::{Hub, Settings};
@@ -213,10 +212,6 @@ impl Application {
             let app = hub_api::routes::router(state.clone())
                 .layer(RequestBodyLimitLayer::new(
                     state.settings.server.body_limit_bytes,
-                ))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    Duration::from_millis(state.settings.server.request_timeout_ms),
                 ))
                 .layer(TraceLayer::new_for_http());
             tracing::info!(address = ?listener.local_addr().ok(), "serving HTTP");

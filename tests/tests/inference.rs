@@ -691,3 +691,29 @@ where
         }
     }
 }
+
+/// Issue 14, finding 6: a whole answer that takes longer than the generic request timeout
+/// is delivered and charged once, instead of a 503 (which SDKs retry by themselves) for an
+/// answer the worker completed and charged anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_slower_than_the_request_timeout_is_delivered_not_refused() {
+    let fake = FakeOpenAi::start().await;
+    fake.set_default(Behavior::reply(
+        Reply::text("A considered answer.").first_token_delay(Duration::from_millis(1_500)),
+    ));
+    let models = models(vec![upstream(&fake, "slow")]);
+    let app = spawn_app_with(Roles::ALL, move |s| {
+        s.models = models;
+        s.server.request_timeout_ms = 500;
+    })
+    .await;
+    let (_, token) = funded_user(&app, 10_000_000).await;
+    let answer = chat(&app, &token, hello("gpt-test")).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "A considered answer."
+    );
+    assert_eq!(fake.requests(), 1, "asked once");
+}

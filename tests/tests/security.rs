@@ -337,3 +337,32 @@ async fn a_leaked_inference_key_cannot_grant_credits() {
         StatusCode::OK
     );
 }
+
+/// Finding 13: with `auth.require_verified_email`, an unverified user cannot make an API key
+/// (and a key made before the rule was turned on no longer spends: the rule now applies to
+/// every caller, `require_verified_email` in `app/src/inference/limits.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_user_cannot_make_an_api_key_to_spend_through() {
+    let app = spawn_app_with(Roles::ALL, |s| {
+        s.auth.require_verified_email = true;
+        s.auth.signup_grant_micros = 10_000_000;
+    })
+    .await;
+    let registered = register(&app, "unverified@example.com", "correct horse 1").await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let body: Value = registered.json().await.expect("json");
+    let user_id: uuid::Uuid = body["user"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a user id");
+    let token = app.token(user_id, Role::User);
+    let refused = app
+        .client
+        .post(app.url("/api/keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "early"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}

@@ -75,6 +75,11 @@ impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
         match err {
             KeyError::OwnerNotFound => ApiError::not_found("no user with this id"),
+            KeyError::EmailNotVerified => ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "email_not_verified",
+                "verify your email address before creating API keys",
+            ),
             KeyError::Refused => ApiError::unauthorized("invalid, revoked or expired API key"),
             KeyError::User(err) => err.into(),
             KeyError::Store(err) => err.into(),

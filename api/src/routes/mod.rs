@@ -45,7 +45,19 @@ use crate::state::AppState;
 /// | `GET /api/payments/history` | any signed-in caller (own payments; `user_id=` for admin, auditor) |
 /// | `POST /api/promos/redeem` | any signed-in caller (own account) |
 /// | `POST /api/admin/promos`, `GET /api/admin/promos`, `POST /api/admin/promos/{code}/disable`, `POST /api/admin/promos/{code}/enable` | admin |
+///
+/// Every route but inference answers within `server.request_timeout_ms` (503 after it).
+/// Inference (`/v1/chat/completions`, `/api/ws`) runs under its own deadline
+/// (`models.total_timeout_ms`): a generic timeout there would answer 503 to a request the
+/// worker still completes and charges, and SDKs retry a 503 by themselves.
 pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        std::time::Duration::from_millis(state.settings.server.request_timeout_ms),
+    );
+    let inference = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/api/ws", get(ws::connect));
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -69,10 +81,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/auth/google", get(google::start))
         .route("/api/auth/google/callback", get(google::callback))
-        .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/api/providers/status", get(openai::providers_status))
-        .route("/api/ws", get(ws::connect))
         .route("/api/keys", post(keys::create).get(keys::list))
         .route("/api/keys/{id}", delete(keys::revoke))
         .route("/api/admin/users", get(admin_users::list))
@@ -92,6 +102,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/promos", post(promos::create).get(promos::list))
         .route("/api/admin/promos/{code}/disable", post(promos::disable))
         .route("/api/admin/promos/{code}/enable", post(promos::enable))
+        .layer(timeout)
+        .merge(inference)
         .fallback(not_found)
         .with_state(state)
 }

@@ -6,10 +6,11 @@ use hub_domain::{ApiKeyId, Credits, UserId};
 use super::{GatewayError, Payer, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
 
-/// With `auth.require_verified_email`, a person (not a program with an API key) must have
-/// verified their email address before spending credits on inference.
+/// With `auth.require_verified_email`, the owner of the account must have verified their
+/// email address before spending credits on inference, whether they call in person or
+/// through one of their API keys.
 pub async fn require_verified_email(hub: &Hub, payer: &Payer) -> Result<(), GatewayError> {
-    if !hub.settings.auth.require_verified_email || payer.api_key.is_some() {
+    if !hub.settings.auth.require_verified_email {
         return Ok(());
     }
     let user = hub
