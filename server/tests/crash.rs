@@ -153,8 +153,40 @@ impl OwnPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    /// Start the server (again) and wait until it takes connections.
+    /// Start the server (again) and wait until it takes connections. A server started right
+    /// after a kill may find the old one's shared memory still attached by a dying backend
+    /// and exit; it is started again until it stays up.
     async fn start(&mut self) {
+        let start = Instant::now();
+        loop {
+            let mut server = self.spawn();
+            let url = self.url("postgres");
+            loop {
+                if let Ok(conn) = PgConnection::connect(&url).await {
+                    let _ = conn.close().await;
+                    self.server = Some(server);
+                    return;
+                }
+                if let Ok(Some(_)) = server.try_wait() {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "Postgres did not start; its log ends with:\n{}",
+                    self.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "Postgres kept exiting; its log ends with:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn spawn(&self) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,29 +210,33 @@ impl OwnPostgres {
             .stderr(log);
         // Its own process group: one signal reaches the postmaster and every backend.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        self.server = Some(command.spawn().expect("postgres starts"));
-        let url = self.url("postgres");
-        eventually(
-            Duration::from_secs(30),
-            "Postgres to accept connections",
-            || {
-                let url = url.clone();
-                async move {
-                    let conn = PgConnection::connect(&url).await.ok()?;
-                    let _ = conn.close().await;
-                    Some(())
-                }
-            },
-        )
-        .await;
+        command.spawn().expect("postgres starts")
     }
 
-    /// `kill -9` the whole server: the postmaster and every backend at once.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// `kill -9` the whole server: the postmaster and every backend at once, and wait until
+    /// none of them is left.
     fn kill(&mut self) {
         if let Some(mut server) = self.server.take() {
             let group = format!("-{}", server.id());
             let _ = Command::new("kill").args(["-9", "--", &group]).status();
             let _ = server.wait();
+            for _ in 0..100 {
+                let alive = Command::new("kill")
+                    .args(["-0", "--", &group])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !alive {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }
