@@ -16,7 +16,7 @@ use sqlx::{Connection, PgConnection};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -339,17 +339,16 @@ providers = [{ kind = "mock", mock_tokens_per_second = 200 }]
 
     /// Wait for a process to end by itself (a crash point).
     async fn exited(&mut self, name: &str, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(child) = self.running.get_mut(name) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.running.remove(name);
-                    return;
-                }
-            }
-            assert!(start.elapsed() < limit, "{name} did not stop");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut child = self.running.remove(name).expect("a running process");
+        let waited = tokio::time::timeout(
+            limit,
+            tokio::task::spawn_blocking(move || child.wait().map(|_| ())),
+        )
+        .await;
+        assert!(
+            matches!(waited, Ok(Ok(Ok(())))),
+            "{name} did not stop within {limit:?}"
+        );
     }
 
     fn url(&self, path: &str) -> String {
@@ -484,6 +483,33 @@ impl Scene {
     }
 }
 
+impl Scene {
+    /// How often the worker processes' logs say `what`.
+    fn logged(&self, what: &str) -> usize {
+        ["worker", "worker2"]
+            .iter()
+            .map(|name| self.hub.log(name).matches(what).count())
+            .sum()
+    }
+
+    /// Wait until Postgres's absence has reached an answered request: a worker handed its
+    /// settlement to JetStream, and a settler failed to apply it and will try again.
+    async fn an_outage_felt(&self) {
+        let deferred = self.logged("deferred to JetStream");
+        let retried = self.logged("settlement waiting");
+        eventually(
+            Duration::from_secs(60),
+            "a deferred, retried settlement",
+            || async {
+                (self.logged("deferred to JetStream") > deferred
+                    && self.logged("settlement waiting") > retried)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 impl Drop for Scene {
     fn drop(&mut self) {
         let names: Vec<&'static str> = self.hub.running.keys().copied().collect();
@@ -559,45 +585,76 @@ async fn chat(client: &reqwest::Client, url: &str, token: &str, stream: bool) ->
     }
 }
 
-/// `clients` loops of chats, alternately streamed and not, until `stop`.
-fn load(scene: &Scene, clients: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinSet<Seen> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let url = scene.hub.url("/v1/chat/completions");
-    for i in 0..clients {
-        let client = scene.client.clone();
-        let token = scene.tokens[i % scene.tokens.len()].clone();
-        let url = url.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let mut seen = Seen::default();
-            let mut n = i;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                match chat(&client, &url, &token, n % 2 == 0).await {
-                    Some(request_id) => seen.answered.push(Answered {
-                        request_id,
-                        at: chrono::Utc::now(),
-                    }),
-                    None => {
-                        seen.failed += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-            seen
-        });
-    }
-    tasks
+/// `clients` loops of chats, alternately streamed and not, until stopped.
+struct Load {
+    tasks: tokio::task::JoinSet<Seen>,
+    stop: Arc<AtomicBool>,
+    /// Requests answered in full so far, by every client.
+    answered: Arc<AtomicUsize>,
 }
 
-async fn collect(mut tasks: tokio::task::JoinSet<Seen>) -> Seen {
-    let mut all = Seen::default();
-    while let Some(seen) = tasks.join_next().await {
-        let seen = seen.expect("a load task");
-        all.answered.extend(seen.answered);
-        all.failed += seen.failed;
+impl Load {
+    fn start(scene: &Scene, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        let url = scene.hub.url("/v1/chat/completions");
+        for i in 0..clients {
+            let client = scene.client.clone();
+            let token = scene.tokens[i % scene.tokens.len()].clone();
+            let url = url.clone();
+            let stop = stop.clone();
+            let count = answered.clone();
+            tasks.spawn(async move {
+                let mut seen = Seen::default();
+                let mut n = i;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    match chat(&client, &url, &token, n % 2 == 0).await {
+                        Some(request_id) => {
+                            seen.answered.push(Answered {
+                                request_id,
+                                at: chrono::Utc::now(),
+                            });
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            // A client backing off while the hub refuses, not a wait.
+                            seen.failed += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                seen
+            });
+        }
+        Load {
+            tasks,
+            stop,
+            answered,
+        }
     }
-    all
+
+    /// Wait until `more` further requests have been answered.
+    async fn answers(&self, more: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + more;
+        eventually(Duration::from_secs(60), "more answers", || async {
+            (self.answered.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await;
+    }
+
+    /// Stop the clients and gather what they saw.
+    async fn finish(mut self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Seen::default();
+        while let Some(seen) = self.tasks.join_next().await {
+            let seen = seen.expect("a load task");
+            all.answered.extend(seen.answered);
+            all.failed += seen.failed;
+        }
+        all
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -796,19 +853,17 @@ async fn check_every_answer_was_charged_once(scene: &Scene, seen: &Seen) -> Repo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_answer_goes_unpaid_when_postgres_is_killed_twice_under_load() {
     let mut scene = Scene::new(&[], &[]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&scene, 12, stop.clone());
-    // A short outage, then one longer than the pool's 3 s wait for a connection, so that
-    // settlements fail and are retried rather than only wait.
-    for outage in [Duration::from_secs(2), Duration::from_secs(5)] {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    let load = Load::start(&scene, 12);
+    // Each outage lasts until it has reached an answered request: the worker could not
+    // settle it in Postgres and handed it to JetStream, where a settler failed on it too.
+    for _ in 0..2 {
+        load.answers(100).await;
         scene.pg.kill();
-        tokio::time::sleep(outage).await;
+        scene.an_outage_felt().await;
         scene.pg.start().await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let seen = collect(tasks).await;
+    load.answers(100).await;
+    let seen = load.finish().await;
     scene.quiesce().await;
     let report = check_every_answer_was_charged_once(&scene, &seen).await;
     eprintln!("postgres killed twice: {report}");
@@ -824,9 +879,8 @@ async fn no_answer_goes_unpaid_when_the_worker_dies_after_answering() {
         &[("AIHUB_CRASH_AT", "after_deferred_answer")],
     )
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&scene, 6, stop.clone());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let load = Load::start(&scene, 6);
+    load.answers(20).await;
     scene.pg.kill();
     scene.hub.exited("worker", Duration::from_secs(60)).await;
     let waiting: Value = scene
@@ -846,9 +900,8 @@ async fn no_answer_goes_unpaid_when_the_worker_dies_after_answering() {
     scene.pg.start().await;
     // A new worker (with a settler) takes over and finishes the dead one's settlement.
     scene.hub.start("worker2", &["worker"], &[]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let seen = collect(tasks).await;
+    load.answers(20).await;
+    let seen = load.finish().await;
     scene.quiesce().await;
     let report = check_every_answer_was_charged_once(&scene, &seen).await;
     eprintln!("worker killed after answering: {report}");

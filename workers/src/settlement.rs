@@ -90,19 +90,13 @@ pub struct Applied {
     pub repeat: bool,
 }
 
-/// Counts since the process started, for logs and `/ready`.
+/// Counts since the process started, for the logs and, once they exist, metrics.
 #[derive(Debug, Default)]
 pub struct SettlementStats {
-    /// Settlements applied by this process (repeats included).
-    pub applied: AtomicU64,
-    /// Attempts that failed and were left to a retry.
-    pub retried: AtomicU64,
     /// Settlements handed to JetStream because Postgres did not take them.
     pub deferred: AtomicU64,
-    /// Of those, settlements written directly after all because JetStream refused them too.
-    pub direct: AtomicU64,
-    /// The longest a settlement applied here waited after it was written, in ms.
-    pub longest_wait_ms: AtomicU64,
+    /// Attempts that failed and were left to a retry.
+    pub retried: AtomicU64,
 }
 
 /// The settlement queue of one process: writes settlements, finds pending ones, applies them.
@@ -163,7 +157,6 @@ impl Settlements {
         }
         tracing::warn!(request = %settlement.request_id, error = %last,
             "JetStream did not take a settlement; writing it to the account directly");
-        self.stats.direct.fetch_add(1, Ordering::Relaxed);
         self.apply_with_retry(settlement.clone(), patience).await?;
         Ok(())
     }
@@ -177,7 +170,6 @@ impl Settlements {
             .await
         {
             Ok(committed) => {
-                self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 let charged_micros = match committed.decisive {
                     Some(CreditEvent::ReservationSettled { charged, .. }) => charged.micros(),
                     _ => 0,
@@ -222,7 +214,7 @@ impl Settlements {
         let read = |err: &dyn std::fmt::Display| SettlementError::Read(err.to_string());
         let stream = self
             .js
-            .get_stream(self.topology.commands_stream())
+            .get_stream_no_info(self.topology.commands_stream())
             .await
             .map_err(|e| read(&e))?;
         let subject = self.topology.settlement_subject(request_id.as_str());
@@ -244,7 +236,7 @@ impl Settlements {
         let read = |err: &dyn std::fmt::Display| SettlementError::Read(err.to_string());
         let stream = self
             .js
-            .get_stream(self.topology.commands_stream())
+            .get_stream_no_info(self.topology.commands_stream())
             .await
             .map_err(|e| read(&e))?;
         let mut info = stream
@@ -258,14 +250,13 @@ impl Settlements {
         }
         Ok(waiting)
     }
+}
 
-    fn waited(&self, settlement_written_at: chrono::DateTime<chrono::Utc>) {
-        let ms = (chrono::Utc::now() - settlement_written_at).num_milliseconds();
-        let ms = u64::try_from(ms).unwrap_or(0);
-        self.stats.longest_wait_ms.fetch_max(ms, Ordering::Relaxed);
-        if ms >= 1_000 {
-            tracing::info!(waited_ms = ms, "a delayed settlement was applied");
-        }
+/// Log a settlement applied a second or more after it was written (Postgres was away).
+fn log_if_delayed(written_at: chrono::DateTime<chrono::Utc>) {
+    let ms = (chrono::Utc::now() - written_at).num_milliseconds();
+    if ms >= 1_000 {
+        tracing::info!(waited_ms = ms, "a delayed settlement was applied");
     }
 }
 
@@ -351,7 +342,7 @@ async fn settle_one(queue: &Settlements, message: jetstream::Message) {
     let request = settlement.request_id.clone();
     let written_at = settlement.written_at;
     match queue.apply(settlement).await {
-        Ok(_) => queue.waited(written_at),
+        Ok(_) => log_if_delayed(written_at),
         Err(SettlementError::Refused(refusal)) => {
             // Released or unknown: nothing to charge will ever be found. Loud, because an
             // answered request should always have its reservation.

@@ -1,24 +1,32 @@
 //! Who may spend: the verified-email policy (step 2 of [`super::submit()`]) and an API key's
 //! spending limit (step 4).
 
-use hub_domain::{ApiKeyId, Credits, UserId};
+use hub_domain::{ApiKeyId, Credits, User, UserId};
 
 use super::{GatewayError, Payer, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
 
+/// The paying user, loaded once when a check below needs them: with
+/// `auth.require_verified_email`, or for an API key (its spending limit).
+pub async fn load_payer(hub: &Hub, payer: &Payer) -> Result<Option<User>, GatewayError> {
+    if !hub.settings.auth.require_verified_email && payer.api_key.is_none() {
+        return Ok(None);
+    }
+    hub.users
+        .load(UserId(payer.user))
+        .await
+        .map(Some)
+        .map_err(|_| EVENT_STORE_UNAVAILABLE)
+}
+
 /// With `auth.require_verified_email`, the owner of the account must have verified their
 /// email address before spending credits on inference, whether they call in person or
 /// through one of their API keys.
-pub async fn require_verified_email(hub: &Hub, payer: &Payer) -> Result<(), GatewayError> {
+pub fn require_verified_email(hub: &Hub, user: Option<&User>) -> Result<(), GatewayError> {
     if !hub.settings.auth.require_verified_email {
         return Ok(());
     }
-    let user = hub
-        .users
-        .load(UserId(payer.user))
-        .await
-        .map_err(|_| EVENT_STORE_UNAVAILABLE)?;
-    if !user.email_verified() {
+    if !user.is_some_and(User::email_verified) {
         return Err(GatewayError::EmailNotVerified);
     }
     Ok(())
@@ -28,17 +36,16 @@ pub async fn require_verified_email(hub: &Hub, payer: &Payer) -> Result<(), Gate
 pub async fn check_key_limit(
     hub: &Hub,
     payer: &Payer,
+    user: Option<&User>,
     max_cost: Credits,
 ) -> Result<(), GatewayError> {
     let Some(key) = payer.api_key else {
         return Ok(());
     };
-    let user = hub
-        .users
-        .load(UserId(payer.user))
-        .await
-        .map_err(|_| EVENT_STORE_UNAVAILABLE)?;
-    let Some(limit) = user.api_key(key).and_then(|k| k.spending_limit()) else {
+    let Some(limit) = user
+        .and_then(|u| u.api_key(key))
+        .and_then(|k| k.spending_limit())
+    else {
         return Ok(());
     };
     let spent = charged_by_key(hub, key).await?;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::estimate::{estimate, Estimate};
-use super::limits::{check_key_limit, require_verified_email};
+use super::limits::{check_key_limit, load_payer, require_verified_email};
 use super::validate::validate;
 use super::{Chat, GatewayError, Payer, Submission, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
@@ -40,9 +40,10 @@ pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submiss
         .try_acquire()
         .map_err(|_| GatewayError::Overloaded)?;
     let model = validate(&hub.router, &chat)?;
-    require_verified_email(hub, payer).await?;
+    let user = load_payer(hub, payer).await?;
+    require_verified_email(hub, user.as_ref())?;
     let estimate = estimate(&hub.router, &model, &chat)?;
-    check_key_limit(hub, payer, estimate.max_cost).await?;
+    check_key_limit(hub, payer, user.as_ref(), estimate.max_cost).await?;
     let reservation = reserve(hub, payer, estimate.max_cost).await?;
     publish(hub, payer, chat, estimate, reservation).await
 }
