@@ -86,9 +86,18 @@ pub async fn create(hub: &Hub, owner: UserId, new: NewKey) -> Result<CreatedKey,
         expires_at: new.expires_at,
         now: hub.clock.now(),
     };
-    hub.users
-        .execute(owner, command, &owner.to_string())
-        .await?;
+    if let Err(err) = hub.users.execute(owner, command, &owner.to_string()).await {
+        // The key was not created (refused, or the store failed): give its prefix back, so
+        // that refused creations leave no rows behind.
+        if let Err(cleanup) = sqlx::query("DELETE FROM api_key_index WHERE key_id = $1")
+            .bind(key_id.0)
+            .execute(&hub.pool)
+            .await
+        {
+            tracing::warn!(key = %key_id, error = %cleanup, "could not release an unused key prefix");
+        }
+        return Err(err.into());
+    }
     let user = hub.users.load(owner).await?;
     let stored = user
         .api_key(key_id)

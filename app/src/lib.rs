@@ -29,6 +29,7 @@ pub mod config;
 pub mod hub;
 pub mod identity;
 pub mod inference;
+pub mod janitor;
 pub mod keys;
 pub mod replies;
 pub mod sessions;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use hub_adapters::stripe::{self, metadata, CheckoutRequest, SignatureError, StripeCallError};
 use hub_commands::{CommandError, Handled, PaymentFlowError, RefKind, StoreError};
+use hub_domain::payment::ListPrice;
 use hub_domain::{Credits, PaymentCommand, PaymentError, StripeId, UserId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -246,6 +247,9 @@ pub async fn apply_event(hub: &Hub, event: &stripe::Event) -> Result<bool, Webho
         "checkout.session.expired" => on_session(hub, event, &event_id, Session::Expired).await,
         "payment_intent.payment_failed" => on_intent_failed(hub, event, &event_id).await,
         "charge.refunded" => on_charge_refunded(hub, event, &event_id).await,
+        "charge.dispute.created" | "charge.dispute.closed" => {
+            on_dispute(hub, event, &event_id).await
+        }
         other => {
             tracing::info!(event = %event.id, kind = other, "ignored a Stripe event of a type the hub does not handle");
             Ok(false)
@@ -336,6 +340,7 @@ async fn on_session(
         .clone()
         .unwrap_or_else(|| hub.settings.payments.currency.clone());
     let stripe_event_id = event_id.clone();
+    let listed = listed_price(hub, &terms.package_id);
     let command = match kind {
         Session::Completed => PaymentCommand::CompleteCheckout {
             session_id: session_id.clone(),
@@ -346,6 +351,7 @@ async fn on_session(
             currency,
             payment_intent,
             paid: session.payment_status.as_deref() == Some("paid"),
+            listed_price: listed,
             stripe_event_id,
             now,
         },
@@ -468,6 +474,56 @@ async fn on_charge_refunded(
         amount_refunded_cents: charge.amount_refunded,
         stripe_event_id: event_id.clone(),
         now: event_time(hub, event.created),
+    };
+    drive(hub, &session_id, command, event_id).await
+}
+
+/// A package's price as configured now, if it is still sold.
+fn listed_price(hub: &Hub, package_id: &str) -> Option<ListPrice> {
+    let payments = &hub.settings.payments;
+    payments
+        .packages
+        .iter()
+        .find(|p| p.id == package_id)
+        .map(|p| ListPrice {
+            amount_cents: p.price_cents,
+            currency: payments.currency.clone(),
+        })
+}
+
+/// `charge.dispute.created` takes the disputed share of the credits back;
+/// `charge.dispute.closed` gives it back when the dispute was won.
+async fn on_dispute(
+    hub: &Hub,
+    event: &stripe::Event,
+    event_id: &StripeId,
+) -> Result<bool, WebhookError> {
+    let dispute: stripe::DisputeObject = object(event)?;
+    let charge = stripe::expandable_id(dispute.charge.as_ref());
+    let intent = stripe::expandable_id(dispute.payment_intent.as_ref());
+    let candidates: Vec<&str> = charge.into_iter().chain(intent).collect();
+    let Some(session_id) = hub.payments.session_for(&candidates).await? else {
+        // As for a refund: money moved, so Stripe is asked to deliver it again until the
+        // completion that maps its charge has been seen.
+        tracing::warn!(event = %event.id, dispute = %dispute.id, "a dispute of no known payment (yet)");
+        return Err(WebhookError::UnknownCharge);
+    };
+    let dispute_id = stripe_id(&dispute.id)?;
+    let now = event_time(hub, event.created);
+    let command = if event.kind == "charge.dispute.created" {
+        PaymentCommand::OpenDispute {
+            dispute_id,
+            amount_cents: dispute.amount,
+            stripe_event_id: event_id.clone(),
+            now,
+        }
+    } else {
+        PaymentCommand::CloseDispute {
+            dispute_id,
+            won: dispute.status == "won",
+            stripe_event_id: event_id.clone(),
+            now,
+        }
     };
     drive(hub, &session_id, command, event_id).await
 }

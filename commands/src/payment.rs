@@ -7,7 +7,10 @@
 //! (`PaymentCompleted` once per session, `PaymentRefunded` once per cumulative amount), and
 //! [`Payments::settle_credits`] then brings the user's credit account in line with *every*
 //! event of the payment — `PurchaseCredits` for its completion (key `payment:<session>`),
-//! `RevokeCredits` for each refund (key `revoke:refund:<session>:<cents refunded so far>`).
+//! `RevokeCredits` for each refund (key `revoke:refund:<session>:<cents refunded so far>`)
+//! and each dispute (key `revoke:dispute:<session>:<dispute>`), and `PurchaseCredits` for a
+//! dispute the hub won (key `payment:<session>:won:<dispute>`). A held payment (paid less
+//! than its price, or in another currency) moves no credits.
 //! [`Payments::handle`] runs both for each webhook of a known session, whether or not the
 //! webhook changed the payment, and the webhook answers 2xx only after both succeeded. A
 //! crash between the two steps therefore leaves a webhook that Stripe delivers again, and
@@ -195,8 +198,62 @@ impl Payments {
                         }
                     }
                 }
+                PaymentEvent::PaymentDisputed {
+                    user,
+                    dispute_id,
+                    credits_to_take_back,
+                    ..
+                } => {
+                    if credits_to_take_back.micros() <= 0 {
+                        continue;
+                    }
+                    let committed = credits
+                        .execute(
+                            AccountId::from(user),
+                            CreditCommand::RevokeCredits {
+                                key: key(&format!("dispute:{session}:{dispute_id}"))?,
+                                payment_id: payment_id.clone(),
+                                amount: credits_to_take_back,
+                            },
+                            CREDITS_ACTOR,
+                        )
+                        .await
+                        .map_err(PaymentFlowError::Credits)?;
+                    for event in committed.events {
+                        if let CreditEvent::CreditsRevoked {
+                            requested, taken, ..
+                        } = event
+                        {
+                            settled.revoked.push((requested, taken));
+                        }
+                    }
+                }
+                PaymentEvent::DisputeClosed {
+                    user,
+                    dispute_id,
+                    credits_to_restore,
+                    ..
+                } => {
+                    if credits_to_restore.micros() <= 0 {
+                        continue;
+                    }
+                    // A won dispute gives back what it took, as a purchase of its own
+                    // (`payment:<session>:won:<dispute>`), so it is given back once.
+                    credits
+                        .credit(
+                            AccountId::from(user),
+                            CreditCommand::PurchaseCredits {
+                                payment_id: key(&format!("{session}:won:{dispute_id}"))?,
+                                amount: credits_to_restore,
+                            },
+                            CREDITS_ACTOR,
+                        )
+                        .await
+                        .map_err(PaymentFlowError::Credits)?;
+                }
                 PaymentEvent::CheckoutStarted { .. }
                 | PaymentEvent::CheckoutAwaitingPayment { .. }
+                | PaymentEvent::PaymentHeld { .. }
                 | PaymentEvent::PaymentFailed { .. }
                 | PaymentEvent::CheckoutExpired { .. } => {}
             }

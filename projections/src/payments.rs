@@ -22,6 +22,7 @@ struct CheckoutRow<'a> {
     payment_intent: Option<&'a str>,
     at: DateTime<Utc>,
     paid_at: Option<DateTime<Utc>>,
+    failure_reason: Option<String>,
 }
 
 impl<'a> CheckoutRow<'a> {
@@ -42,6 +43,7 @@ impl<'a> CheckoutRow<'a> {
             payment_intent: payment_intent.as_ref().map(StripeId::as_str),
             at,
             paid_at,
+            failure_reason: None,
         }
     }
 }
@@ -93,9 +95,25 @@ pub(crate) async fn apply(
                 *paid_at,
                 Some(*paid_at),
             )),
+            PaymentEvent::PaymentHeld {
+                checkout,
+                expected_cents,
+                expected_currency,
+                payment_intent,
+                held_at,
+                ..
+            } => Some(CheckoutRow {
+                failure_reason: Some(format!(
+                    "held: paid {} {}, the price is {} {}",
+                    checkout.amount_cents, checkout.currency, expected_cents, expected_currency
+                )),
+                ..CheckoutRow::of(checkout, "held", payment_intent, *held_at, None)
+            }),
             PaymentEvent::PaymentFailed { .. }
             | PaymentEvent::CheckoutExpired { .. }
-            | PaymentEvent::PaymentRefunded { .. } => None,
+            | PaymentEvent::PaymentRefunded { .. }
+            | PaymentEvent::PaymentDisputed { .. }
+            | PaymentEvent::DisputeClosed { .. } => None,
         };
         if let Some(row) = checkout {
             // `created_at` keeps the first value: the start, or the first report of a
@@ -103,10 +121,12 @@ pub(crate) async fn apply(
             sqlx::query(
                 "INSERT INTO payments (session_id, user_id, package_id, credits_micros,
                                        amount_cents, currency, status, payment_intent,
-                                       created_at, paid_at, version, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                       created_at, paid_at, version, updated_at,
+                                       failure_reason)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (session_id) DO UPDATE
                     SET amount_cents = excluded.amount_cents,
+                        failure_reason = COALESCE(excluded.failure_reason, payments.failure_reason),
                         currency = excluded.currency,
                         status = excluded.status,
                         payment_intent = COALESCE(excluded.payment_intent, payments.payment_intent),
@@ -126,6 +146,27 @@ pub(crate) async fn apply(
             .bind(row.at)
             .bind(row.paid_at)
             .bind(version)
+            .bind(recorded_at)
+            .bind(row.failure_reason)
+            .execute(&mut *conn)
+            .await?;
+            continue;
+        }
+        if let Some(disputed) = dispute_status(&event) {
+            // After a won dispute, the status is what the refunds make it.
+            sqlx::query(
+                "UPDATE payments
+                    SET status = CASE WHEN $3 <> 'won' THEN $3
+                                      WHEN refunded_cents = 0 THEN 'paid'
+                                      WHEN refunded_cents >= amount_cents THEN 'refunded'
+                                      ELSE 'partially_refunded' END,
+                        version = $2,
+                        updated_at = $4
+                  WHERE session_id = $1 AND version < $2",
+            )
+            .bind(session)
+            .bind(version)
+            .bind(disputed)
             .bind(recorded_at)
             .execute(&mut *conn)
             .await?;
@@ -153,7 +194,10 @@ pub(crate) async fn apply(
             ),
             PaymentEvent::CheckoutStarted { .. }
             | PaymentEvent::CheckoutAwaitingPayment { .. }
-            | PaymentEvent::PaymentCompleted { .. } => continue,
+            | PaymentEvent::PaymentCompleted { .. }
+            | PaymentEvent::PaymentHeld { .. }
+            | PaymentEvent::PaymentDisputed { .. }
+            | PaymentEvent::DisputeClosed { .. } => continue,
         };
         sqlx::query(
             "UPDATE payments
@@ -176,4 +220,15 @@ pub(crate) async fn apply(
         .await?;
     }
     Ok(())
+}
+
+/// The status a dispute event gives its row: `disputed`, `dispute_lost`, or `won` (the
+/// status before the dispute, computed from the row).
+fn dispute_status(event: &PaymentEvent) -> Option<&'static str> {
+    match event {
+        PaymentEvent::PaymentDisputed { .. } => Some("disputed"),
+        PaymentEvent::DisputeClosed { won: true, .. } => Some("won"),
+        PaymentEvent::DisputeClosed { won: false, .. } => Some("dispute_lost"),
+        _ => None,
+    }
 }

@@ -207,6 +207,13 @@ impl Application {
                 Duration::from_millis(state.settings.credits.sweep_interval_ms),
                 stopped(),
             ));
+            tasks.spawn(hub_app::janitor::run(
+                state.pool.clone(),
+                state.clock.clone(),
+                Duration::from_secs(state.settings.auth.login_window_s),
+                Duration::from_millis(state.settings.credits.sweep_interval_ms),
+                stopped(),
+            ));
         }
         if let Some(listener) = self.listener {
             let app = hub_api::routes::router(state.clone())

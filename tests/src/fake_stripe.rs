@@ -451,6 +451,30 @@ pub fn refunded_charge(
     })
 }
 
+/// A dispute of `charge_id` (of `payment_intent`) for `amount`, as Stripe's `charge.dispute.*`
+/// events carry it; `status` is `needs_response` while open, `won` or `lost` once closed.
+pub fn dispute(
+    dispute_id: &str,
+    charge_id: &str,
+    payment_intent: &str,
+    amount: i64,
+    status: &str,
+) -> Value {
+    json!({
+        "id": dispute_id,
+        "object": "dispute",
+        "amount": amount,
+        "charge": charge_id,
+        "currency": "usd",
+        "payment_intent": payment_intent,
+        "reason": "fraudulent",
+        "status": status,
+        "is_charge_refundable": false,
+        "metadata": {},
+        "livemode": false
+    })
+}
+
 /// `t=<timestamp>,v1=<HMAC-SHA256(secret, "<timestamp>.<payload>") in hex>`.
 pub fn stripe_signature(payload: &[u8], secret: &str, timestamp: i64) -> String {
     let mut message = timestamp.to_string().into_bytes();

@@ -7,7 +7,7 @@ use hub_domain::Role;
 use hub_domain::{AccountId, CreditCommand, Credits, RequestId};
 use hub_server::Roles;
 use hub_tests::fake_stripe::{
-    completed_session, expired_session, failed_intent, foreign_session, hub_metadata,
+    completed_session, dispute, expired_session, failed_intent, foreign_session, hub_metadata,
     refunded_charge, stripe_signature, FakeStripe, WEBHOOK_SECRET,
 };
 use hub_tests::{eventually, spawn_app, spawn_app_with, TestApp};
@@ -922,6 +922,7 @@ async fn a_crash_between_recording_the_payment_and_crediting_it_is_repaired_by_t
                 currency: "usd".into(),
                 payment_intent: Some(hub_domain::StripeId::parse("pi_crash").expect("pi")),
                 paid: true,
+                listed_price: None,
                 stripe_event_id: hub_domain::StripeId::parse("evt_crash").expect("evt"),
                 now: Utc::now(),
             },
@@ -953,5 +954,102 @@ async fn a_crash_between_recording_the_payment_and_crediting_it_is_repaired_by_t
         events_of(&app, &user.to_string(), "CreditsPurchased").await,
         1
     );
+    app.stop().await;
+}
+
+/// Issue 14, finding 16: Stripe's amount is checked against the package's price. A session
+/// paid for less (a discount the hub never offered) or in another currency credits nothing.
+#[tokio::test]
+async fn a_completion_that_paid_less_than_the_package_price_credits_nothing() {
+    let (app, stripe) = spawn_with_stripe().await;
+    let (_, token) = new_user(&app);
+    let session = started(&app, &stripe, &token, "pro").await;
+    let id = id_of(&session);
+    let mut cheap = session.clone();
+    cheap["amount_total"] = json!(100);
+    let (status, body) = deliver(&app, &completed_event("evt_cheap", &cheap, true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let row = status_becomes(&app, &token, &id, "held").await;
+    assert!(
+        row["failure_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("8000")),
+        "{row}"
+    );
+    // A later "paid" for the same session changes nothing either.
+    let (status, _) = deliver(
+        &app,
+        &FakeStripe::event(
+            "evt_async_ok",
+            "checkout.session.async_payment_succeeded",
+            completed_session(&cheap, &payment_intent_of(&session), true),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(events_of(&app, &id, "PaymentCompleted").await, 0);
+    assert_eq!(balance(&app, &token).await["balance_micros"], json!(0));
+
+    // The same for a session whose start was never recorded: the configured price decides.
+    let (user, token) = new_user(&app);
+    let foreign = foreign_session(
+        "cs_test_lost_start_paid_in_euros_000000000000000000000000000000000",
+        8_000,
+        hub_metadata(user, "pro", 1_000),
+    );
+    let mut euros = completed_session(&foreign, "pi_lost_start_euros", true);
+    euros["currency"] = json!("eur");
+    let (status, _) = deliver(
+        &app,
+        &FakeStripe::event("evt_euros", "checkout.session.completed", euros),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    status_becomes(&app, &token, foreign["id"].as_str().expect("id"), "held").await;
+    assert_eq!(balance(&app, &token).await["balance_micros"], json!(0));
+    app.stop().await;
+}
+
+/// Issue 14, finding 16: a dispute takes the disputed share of the credits back, once; a
+/// dispute the hub wins gives it back, once.
+#[tokio::test]
+async fn a_dispute_takes_the_credits_back_and_a_won_dispute_gives_them_back() {
+    let (app, stripe) = spawn_with_stripe().await;
+    let (_, token) = new_user(&app);
+    let session = started(&app, &stripe, &token, "pro").await;
+    let (pi, id) = (payment_intent_of(&session), id_of(&session));
+    assert_eq!(
+        deliver(&app, &completed_event("evt_c", &session, true))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    balance_becomes(&app, &token, 1_000 * CREDIT).await;
+    let opened = FakeStripe::event(
+        "evt_dispute_opened",
+        "charge.dispute.created",
+        dispute("dp_1", "ch_1", &pi, 8_000, "needs_response"),
+    );
+    for _ in 0..2 {
+        let (status, body) = deliver(&app, &opened).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    balance_becomes(&app, &token, 0).await;
+    status_becomes(&app, &token, &id, "disputed").await;
+    let rows = ledger_has(&app, &token, 2).await;
+    assert_eq!(rows[0]["amount_micros"], json!(-1_000 * CREDIT));
+
+    let won = FakeStripe::event(
+        "evt_dispute_won",
+        "charge.dispute.closed",
+        dispute("dp_1", "ch_1", &pi, 8_000, "won"),
+    );
+    for _ in 0..2 {
+        let (status, body) = deliver(&app, &won).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    balance_becomes(&app, &token, 1_000 * CREDIT).await;
+    status_becomes(&app, &token, &id, "paid").await;
+    ledger_has(&app, &token, 3).await;
     app.stop().await;
 }

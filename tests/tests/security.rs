@@ -1,6 +1,7 @@
 //! Hardening found in review (issue 14): each test is a path an attacker could take, over
 //! the real app, and fails on the code before its fix.
 
+use hub_commands::Clock;
 use hub_domain::Role;
 use hub_server::Roles;
 use hub_tests::{spawn_app, spawn_app_with, TestApp};
@@ -365,4 +366,81 @@ async fn an_unverified_user_cannot_make_an_api_key_to_spend_through() {
         .await
         .expect("sent");
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}
+
+/// Finding 17: sign-in throttle rows and refresh tokens, which anonymous callers create, do
+/// not pile up: once a row neither counts nor locks, and once a token has expired, the
+/// janitor deletes it.
+#[tokio::test]
+async fn spent_throttle_rows_and_expired_refresh_tokens_are_purged() {
+    let app = spawn_app().await;
+    let created = register(&app, "purge@example.com", "correct horse 1").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    for _ in 0..2 {
+        let wrong = login(&app, "purge@example.com", "wrong horse").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let count = |table: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&pool)
+                .await
+                .expect("count rows")
+        }
+    };
+    assert!(count("login_throttle").await > 0);
+    assert!(count("refresh_tokens").await > 0);
+    let window = chrono::Duration::seconds(
+        i64::try_from(app.settings.auth.login_window_s).expect("a window in range"),
+    );
+    // Nothing is purged while it still counts.
+    let purged = hub_app::janitor::purge_once(&app.pool, window, app.clock.now())
+        .await
+        .expect("purged");
+    assert_eq!(purged, hub_app::janitor::Purged::default());
+    let refresh_ttl = std::time::Duration::from_secs(app.settings.auth.refresh_token_ttl_s);
+    app.clock.advance(
+        refresh_ttl.max(std::time::Duration::from_secs(
+            app.settings.auth.login_window_s,
+        )) * 2,
+    );
+    let purged = hub_app::janitor::purge_once(&app.pool, window, app.clock.now())
+        .await
+        .expect("purged");
+    assert!(
+        purged.throttle_rows > 0 && purged.refresh_tokens > 0,
+        "{purged:?}"
+    );
+    assert_eq!(count("login_throttle").await, 0);
+    assert_eq!(count("refresh_tokens").await, 0);
+    app.stop().await;
+}
+
+/// Finding 17: a refused key creation gives its claimed prefix back, so refusals leave no
+/// `api_key_index` rows behind.
+#[tokio::test]
+async fn a_refused_key_creation_leaves_no_index_row() {
+    let app = spawn_app().await;
+    let created = register(&app, "keys@example.com", "correct horse 1").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: Value = created.json().await.expect("json");
+    let token = body["token"].as_str().expect("a token").to_string();
+    for _ in 0..3 {
+        let refused = app
+            .client
+            .post(app.url("/api/keys"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "ci", "spending_limit_micros": -1}))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM api_key_index")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count rows");
+    assert_eq!(rows, 0, "no prefix is held by a key that does not exist");
+    app.stop().await;
 }

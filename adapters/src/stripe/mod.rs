@@ -27,8 +27,8 @@ pub mod webhook;
 pub use checkout::{CheckoutRequest, CreatedSession, StripeCallError, StripeCheckout};
 pub use settings::{CreditPackage, PaymentSettings, PACKAGES_MAX, WEBHOOK_TOLERANCE_S_MAX};
 pub use webhook::{
-    expandable_id, sign, verify_signature, ChargeObject, Event, EventData, PaymentError,
-    PaymentIntentObject, RefundList, RefundObject, SessionObject, SignatureError,
+    expandable_id, sign, verify_signature, ChargeObject, DisputeObject, Event, EventData,
+    PaymentError, PaymentIntentObject, RefundList, RefundObject, SessionObject, SignatureError,
 };
 
 /// Metadata keys the hub puts on each Checkout Session (and its payment intent), read back

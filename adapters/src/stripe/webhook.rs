@@ -171,6 +171,22 @@ pub struct ChargeObject {
     pub refunds: Option<RefundList>,
 }
 
+/// A Dispute in an event (`charge.dispute.*`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DisputeObject {
+    pub id: String,
+    /// The disputed charge: an id, or the expanded object.
+    pub charge: Option<Value>,
+    /// An id, or the expanded object.
+    #[serde(default)]
+    pub payment_intent: Option<Value>,
+    /// Disputed, in the smallest unit.
+    pub amount: i64,
+    /// `warning_needs_response`, `needs_response`, `under_review`, `won`, `lost`, ...
+    #[serde(default)]
+    pub status: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RefundList {
     #[serde(default)]

@@ -38,12 +38,25 @@ pub enum PaymentStatus {
     Refunded,
     Failed,
     Expired,
+    /// Stripe says paid, but less than the price or in another currency: not credited.
+    Held,
+    /// The customer disputed the charge; its share of the credits was taken back.
+    Disputed,
+    /// The dispute was lost: the credits it took stay taken.
+    DisputeLost,
 }
 
 impl PaymentStatus {
     /// Whether the money came (refunds since included).
     pub const fn is_paid(self) -> bool {
-        matches!(self, Self::Paid | Self::PartiallyRefunded | Self::Refunded)
+        matches!(
+            self,
+            Self::Paid
+                | Self::PartiallyRefunded
+                | Self::Refunded
+                | Self::Disputed
+                | Self::DisputeLost
+        )
     }
 
     pub const fn as_str(self) -> &'static str {
@@ -56,6 +69,9 @@ impl PaymentStatus {
             Self::Refunded => "refunded",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Held => "held",
+            Self::Disputed => "disputed",
+            Self::DisputeLost => "dispute_lost",
         }
     }
 }
@@ -73,6 +89,12 @@ pub struct Payment {
     refunded_cents: i64,
     /// Credits taken back so far for those refunds.
     credits_taken_back: Credits,
+    /// Disputes not closed yet, each with the credits it took back.
+    #[serde(default)]
+    open_disputes: Vec<(StripeId, Credits)>,
+    /// Disputes closed, so that a late `created` takes nothing.
+    #[serde(default)]
+    closed_disputes: Vec<StripeId>,
     /// The last [`super::STRIPE_EVENTS_KEPT`] Stripe events that wrote an event here.
     seen: SeenStripeEvents,
 }
@@ -174,6 +196,7 @@ impl Payment {
                 currency,
                 payment_intent,
                 paid,
+                listed_price,
                 stripe_event_id,
                 now,
             } => {
@@ -189,6 +212,33 @@ impl Payment {
                     known.check_same(&checkout)?;
                 }
                 let payment_intent = payment_intent.or_else(|| self.payment_intent.clone());
+                if self.status == PaymentStatus::Held {
+                    return Ok(Vec::new());
+                }
+                let expected = self
+                    .checkout
+                    .as_ref()
+                    .map(|known| (known.amount_cents, known.currency.clone()))
+                    .or_else(|| {
+                        listed_price.map(|p| (p.amount_cents, p.currency.to_ascii_lowercase()))
+                    });
+                if let Some((expected_cents, expected_currency)) = expected {
+                    if checkout.currency != expected_currency
+                        || checkout.amount_cents < expected_cents
+                    {
+                        if self.status.is_paid() {
+                            return Ok(Vec::new());
+                        }
+                        return Ok(vec![PaymentEvent::PaymentHeld {
+                            checkout,
+                            expected_cents,
+                            expected_currency,
+                            payment_intent,
+                            stripe_event_id,
+                            held_at: now,
+                        }]);
+                    }
+                }
                 if paid {
                     if self.status.is_paid() {
                         return Ok(Vec::new());
@@ -217,7 +267,7 @@ impl Payment {
                 now,
             } => {
                 let known = self.known()?;
-                if self.status.is_paid() {
+                if self.status.is_paid() || self.status == PaymentStatus::Held {
                     return Ok(Vec::new());
                 }
                 Ok(vec![known.clone().completed(
@@ -265,6 +315,103 @@ impl Payment {
                 stripe_event_id,
                 now,
             } => self.refund(refund_id, amount_refunded_cents, stripe_event_id, now),
+            PaymentCommand::OpenDispute {
+                dispute_id,
+                amount_cents,
+                stripe_event_id,
+                now,
+            } => self.open_dispute(dispute_id, amount_cents, stripe_event_id, now),
+            PaymentCommand::CloseDispute {
+                dispute_id,
+                won,
+                stripe_event_id,
+                now,
+            } => self.close_dispute(dispute_id, won, stripe_event_id, now),
+        }
+    }
+
+    /// Credits neither refunds nor open disputes have taken back.
+    fn credits_left(&self) -> Credits {
+        let disputed: i64 = self.open_disputes.iter().map(|(_, c)| c.micros()).sum();
+        Credits::from_micros(
+            (self.credits().micros() - self.credits_taken_back.micros() - disputed).max(0),
+        )
+    }
+
+    fn open_dispute(
+        &self,
+        dispute_id: StripeId,
+        amount_cents: i64,
+        stripe_event_id: StripeId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        if amount_cents < 0 {
+            return Err(PaymentError::NegativeRefund(amount_cents));
+        }
+        let known = self.known()?;
+        if self.status == PaymentStatus::Held {
+            // Never credited: nothing to take back.
+            return Ok(Vec::new());
+        }
+        if !self.status.is_paid() {
+            return Err(PaymentError::NotPaid);
+        }
+        if self.open_disputes.iter().any(|(id, _)| *id == dispute_id)
+            || self.closed_disputes.contains(&dispute_id)
+        {
+            return Ok(Vec::new());
+        }
+        let share = pro_rata(
+            known.credits,
+            amount_cents.min(known.amount_cents),
+            known.amount_cents,
+        );
+        Ok(vec![PaymentEvent::PaymentDisputed {
+            user: known.user,
+            dispute_id,
+            amount_cents,
+            credits_to_take_back: Credits::from_micros(
+                share.micros().min(self.credits_left().micros()),
+            ),
+            stripe_event_id,
+            disputed_at: now,
+        }])
+    }
+
+    fn close_dispute(
+        &self,
+        dispute_id: StripeId,
+        won: bool,
+        stripe_event_id: StripeId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let known = self.known()?;
+        if self.closed_disputes.contains(&dispute_id) {
+            return Ok(Vec::new());
+        }
+        let taken = self
+            .open_disputes
+            .iter()
+            .find(|(id, _)| *id == dispute_id)
+            .map_or(Credits::ZERO, |(_, c)| *c);
+        Ok(vec![PaymentEvent::DisputeClosed {
+            user: known.user,
+            dispute_id,
+            won,
+            credits_to_restore: if won { taken } else { Credits::ZERO },
+            stripe_event_id,
+            closed_at: now,
+        }])
+    }
+
+    /// The status once no dispute is open: what the refunds make it.
+    fn settled_status(&self) -> PaymentStatus {
+        if self.refunded_cents == 0 {
+            PaymentStatus::Paid
+        } else if self.refunded_cents >= self.amount_cents() {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
         }
     }
 
@@ -283,6 +430,10 @@ impl Payment {
             return Err(PaymentError::NegativeRefund(refunded_cents_total));
         }
         let known = self.known()?;
+        if self.status == PaymentStatus::Held {
+            // The money goes back and no credits were given: nothing moves here.
+            return Ok(Vec::new());
+        }
         if !self.status.is_paid() {
             return Err(PaymentError::NotPaid);
         }
@@ -295,7 +446,14 @@ impl Payment {
                 amount_cents: known.amount_cents,
             });
         }
-        let taken_back_total = pro_rata(known.credits, refunded_cents_total, known.amount_cents);
+        let disputed: i64 = self.open_disputes.iter().map(|(_, c)| c.micros()).sum();
+        // What open disputes took is not taken twice.
+        let taken_back_total = Credits::from_micros(
+            pro_rata(known.credits, refunded_cents_total, known.amount_cents)
+                .micros()
+                .min(known.credits.micros() - disputed)
+                .max(self.credits_taken_back.micros()),
+        );
         Ok(vec![PaymentEvent::PaymentRefunded {
             user: known.user,
             refund_id,
@@ -433,6 +591,36 @@ impl Decider for Payment {
                 self.payment_intent = payment_intent;
                 self.status = PaymentStatus::Paid;
             }
+            PaymentEvent::PaymentHeld {
+                checkout,
+                payment_intent,
+                ..
+            } => {
+                self.checkout = Some(checkout);
+                self.payment_intent = payment_intent;
+                self.status = PaymentStatus::Held;
+            }
+            PaymentEvent::PaymentDisputed {
+                dispute_id,
+                credits_to_take_back,
+                ..
+            } => {
+                self.open_disputes.push((dispute_id, credits_to_take_back));
+                self.status = PaymentStatus::Disputed;
+            }
+            PaymentEvent::DisputeClosed {
+                dispute_id, won, ..
+            } => {
+                self.open_disputes.retain(|(id, _)| *id != dispute_id);
+                self.closed_disputes.push(dispute_id);
+                self.status = if !self.open_disputes.is_empty() {
+                    PaymentStatus::Disputed
+                } else if won {
+                    self.settled_status()
+                } else {
+                    PaymentStatus::DisputeLost
+                };
+            }
             PaymentEvent::PaymentFailed { .. } => self.status = PaymentStatus::Failed,
             PaymentEvent::CheckoutExpired { .. } => self.status = PaymentStatus::Expired,
             PaymentEvent::PaymentRefunded {
@@ -443,7 +631,12 @@ impl Decider for Payment {
             } => {
                 self.refunded_cents = refunded_cents_total;
                 self.credits_taken_back = credits_taken_back_total;
-                self.status = if fully_refunded {
+                self.status = if matches!(
+                    self.status,
+                    PaymentStatus::Disputed | PaymentStatus::DisputeLost
+                ) {
+                    self.status
+                } else if fully_refunded {
                     PaymentStatus::Refunded
                 } else {
                     PaymentStatus::PartiallyRefunded

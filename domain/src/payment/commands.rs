@@ -47,6 +47,9 @@ pub enum PaymentCommand {
         currency: String,
         payment_intent: Option<StripeId>,
         paid: bool,
+        /// The package's price as configured now, checked when the start was never
+        /// recorded (a recorded start's price wins).
+        listed_price: Option<ListPrice>,
         stripe_event_id: StripeId,
         now: DateTime<Utc>,
     },
@@ -76,6 +79,28 @@ pub enum PaymentCommand {
         stripe_event_id: StripeId,
         now: DateTime<Utc>,
     },
+    /// `charge.dispute.created`: the customer's bank took `amount_cents` of the payment
+    /// back while the dispute runs; its share of the credits is taken back.
+    OpenDispute {
+        dispute_id: StripeId,
+        amount_cents: i64,
+        stripe_event_id: StripeId,
+        now: DateTime<Utc>,
+    },
+    /// `charge.dispute.closed`: `won` gives back the credits the dispute took.
+    CloseDispute {
+        dispute_id: StripeId,
+        won: bool,
+        stripe_event_id: StripeId,
+        now: DateTime<Utc>,
+    },
+}
+
+/// A price: an amount in the currency's smallest unit, and the currency (ISO 4217).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPrice {
+    pub amount_cents: i64,
+    pub currency: String,
 }
 
 impl PaymentCommand {
@@ -97,6 +122,12 @@ impl PaymentCommand {
             }
             | Self::Refund {
                 stripe_event_id, ..
+            }
+            | Self::OpenDispute {
+                stripe_event_id, ..
+            }
+            | Self::CloseDispute {
+                stripe_event_id, ..
             } => Some(stripe_event_id),
         }
     }
@@ -113,6 +144,10 @@ impl PaymentCommand {
                 amount_refunded_cents,
                 ..
             } => vec![super::events::refunded_key(*amount_refunded_cents)],
+            Self::OpenDispute { dispute_id, .. } => vec![super::events::disputed_key(dispute_id)],
+            Self::CloseDispute { dispute_id, .. } => {
+                vec![super::events::dispute_closed_key(dispute_id)]
+            }
             Self::CompleteCheckout { paid: false, .. }
             | Self::MarkFailed { .. }
             | Self::Expire { .. } => Vec::new(),

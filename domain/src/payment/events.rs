@@ -16,6 +16,16 @@ pub fn refunded_key(refunded_cents_total: i64) -> String {
     format!("refunded:{refunded_cents_total}")
 }
 
+/// Key of `PaymentDisputed`: a dispute takes credits back once.
+pub fn disputed_key(dispute_id: &StripeId) -> String {
+    format!("dispute:{dispute_id}")
+}
+
+/// Key of `DisputeClosed`: a dispute is closed (and its credits given back) once.
+pub fn dispute_closed_key(dispute_id: &StripeId) -> String {
+    format!("dispute-closed:{dispute_id}")
+}
+
 /// Key of an event that a Stripe event caused and no stronger key covers.
 pub fn stripe_event_key(stripe_event_id: &StripeId) -> String {
     format!("stripe-event:{stripe_event_id}")
@@ -98,6 +108,37 @@ pub enum PaymentEvent {
         stripe_event_id: StripeId,
         refunded_at: DateTime<Utc>,
     },
+    /// Stripe reported a completion whose amount or currency is not the package's price
+    /// (less money, or another currency): no credits are given. An operator decides.
+    PaymentHeld {
+        /// As Stripe charged it.
+        #[serde(flatten)]
+        checkout: Checkout,
+        expected_cents: i64,
+        expected_currency: String,
+        payment_intent: Option<StripeId>,
+        stripe_event_id: StripeId,
+        held_at: DateTime<Utc>,
+    },
+    /// The customer disputed the charge: `credits_to_take_back` (the disputed share of the
+    /// credits, at most what refunds and disputes have not taken yet) goes back.
+    PaymentDisputed {
+        user: UserId,
+        dispute_id: StripeId,
+        amount_cents: i64,
+        credits_to_take_back: Credits,
+        stripe_event_id: StripeId,
+        disputed_at: DateTime<Utc>,
+    },
+    /// The dispute ended; when the hub `won`, `credits_to_restore` (what it took) come back.
+    DisputeClosed {
+        user: UserId,
+        dispute_id: StripeId,
+        won: bool,
+        credits_to_restore: Credits,
+        stripe_event_id: StripeId,
+        closed_at: DateTime<Utc>,
+    },
 }
 
 impl PaymentEvent {
@@ -118,7 +159,12 @@ impl PaymentEvent {
                 refunded_cents_total,
                 ..
             } => refunded_key(*refunded_cents_total),
-            Self::CheckoutAwaitingPayment {
+            Self::PaymentDisputed { dispute_id, .. } => disputed_key(dispute_id),
+            Self::DisputeClosed { dispute_id, .. } => dispute_closed_key(dispute_id),
+            Self::PaymentHeld {
+                stripe_event_id, ..
+            }
+            | Self::CheckoutAwaitingPayment {
                 stripe_event_id, ..
             }
             | Self::PaymentFailed {
@@ -148,6 +194,15 @@ impl PaymentEvent {
             }
             | Self::PaymentRefunded {
                 stripe_event_id, ..
+            }
+            | Self::PaymentHeld {
+                stripe_event_id, ..
+            }
+            | Self::PaymentDisputed {
+                stripe_event_id, ..
+            }
+            | Self::DisputeClosed {
+                stripe_event_id, ..
             } => Some(stripe_event_id),
         }
     }
@@ -157,8 +212,11 @@ impl PaymentEvent {
         match self {
             Self::CheckoutStarted { checkout, .. }
             | Self::CheckoutAwaitingPayment { checkout, .. }
-            | Self::PaymentCompleted { checkout, .. } => checkout.user,
-            Self::PaymentFailed { user, .. }
+            | Self::PaymentCompleted { checkout, .. }
+            | Self::PaymentHeld { checkout, .. } => checkout.user,
+            Self::PaymentDisputed { user, .. }
+            | Self::DisputeClosed { user, .. }
+            | Self::PaymentFailed { user, .. }
             | Self::CheckoutExpired { user, .. }
             | Self::PaymentRefunded { user, .. } => *user,
         }
@@ -174,6 +232,9 @@ impl DomainEvent for PaymentEvent {
             Self::PaymentFailed { .. } => "PaymentFailed",
             Self::CheckoutExpired { .. } => "CheckoutExpired",
             Self::PaymentRefunded { .. } => "PaymentRefunded",
+            Self::PaymentHeld { .. } => "PaymentHeld",
+            Self::PaymentDisputed { .. } => "PaymentDisputed",
+            Self::DisputeClosed { .. } => "DisputeClosed",
         };
         name.to_string()
     }

@@ -20,7 +20,12 @@
 //!   package and credits of the session's metadata; one that disagrees with a recorded
 //!   start is refused ([`PaymentError::CheckoutMismatch`]);
 //! - refunds never exceed what was paid, and the credits taken back over all refunds are
-//!   `credits × refunded / paid` rounded down: never more than were bought.
+//!   `credits × refunded / paid` rounded down: never more than were bought;
+//! - a completion that paid less than the package's price, or in another currency, is held
+//!   (`PaymentHeld`), never credited: the recorded start's price is the reference, else the
+//!   package's price as configured;
+//! - a dispute takes back its share of the credits (with refunds, never more than were
+//!   bought) once; a dispute the hub wins gives them back once.
 //!
 //! # Idempotency keys
 //!
@@ -59,8 +64,13 @@ mod values;
 mod tests;
 
 pub use aggregate::{Payment, PaymentStatus};
-pub use commands::{PaymentCommand, AMOUNT_CENTS_MAX, FAILURE_REASON_LEN_MAX, PACKAGE_ID_LEN_MAX};
+pub use commands::{
+    ListPrice, PaymentCommand, AMOUNT_CENTS_MAX, FAILURE_REASON_LEN_MAX, PACKAGE_ID_LEN_MAX,
+};
 pub use error::PaymentError;
-pub use events::{refunded_key, stripe_event_key, Checkout, PaymentEvent, CHECKOUT_KEY, PAID_KEY};
+pub use events::{
+    dispute_closed_key, disputed_key, refunded_key, stripe_event_key, Checkout, PaymentEvent,
+    CHECKOUT_KEY, PAID_KEY,
+};
 pub use seen::STRIPE_EVENTS_KEPT;
 pub use values::StripeId;

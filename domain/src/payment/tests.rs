@@ -86,6 +86,7 @@ fn complete(paid: bool, event: &str) -> PaymentCommand {
         currency: "usd".into(),
         payment_intent: Some(sid("pi_1")),
         paid,
+        listed_price: None,
         stripe_event_id: sid(event),
         now: at(10),
     }
@@ -267,6 +268,7 @@ fn a_paid_completion_of_a_session_never_started_credits_the_user_of_its_metadata
 
 #[test]
 fn a_completion_records_what_stripe_charged() {
+    // More than the price (tax added at checkout) is what Stripe charged, and credits.
     let mut command = complete(true, "evt_c");
     if let PaymentCommand::CompleteCheckout {
         amount_cents,
@@ -274,13 +276,13 @@ fn a_completion_records_what_stripe_charged() {
         ..
     } = &mut command
     {
-        *amount_cents = 7_200;
-        *currency = "EUR".into();
+        *amount_cents = 8_640;
+        *currency = "USD".into();
     }
     let mut expected = completed("evt_c", 10);
     if let PaymentEvent::PaymentCompleted { checkout, .. } = &mut expected {
-        checkout.amount_cents = 7_200;
-        checkout.currency = "eur".into();
+        checkout.amount_cents = 8_640;
+        checkout.currency = "usd".into();
     }
     PaymentTest::with(())
         .given(vec![started()])
@@ -466,6 +468,7 @@ fn refunds_round_down_yet_a_full_refund_takes_back_exactly_what_was_bought() {
         currency: "usd".into(),
         payment_intent: None,
         paid: true,
+        listed_price: None,
         stripe_event_id: sid("evt_c"),
         now: at(10),
     };
@@ -904,6 +907,7 @@ impl Story {
             currency: "usd".into(),
             payment_intent: Some(sid("pi_1")),
             paid,
+            listed_price: None,
             stripe_event_id: sid("evt_completed"),
             now: at(10),
         };
@@ -961,6 +965,12 @@ fn rename_stripe_event(command: &mut PaymentCommand, k: usize) {
             stripe_event_id, ..
         }
         | PaymentCommand::Refund {
+            stripe_event_id, ..
+        }
+        | PaymentCommand::OpenDispute {
+            stripe_event_id, ..
+        }
+        | PaymentCommand::CloseDispute {
             stripe_event_id, ..
         } => *stripe_event_id = sid(&format!("{stripe_event_id}_again_{k}")),
     }
@@ -1132,4 +1142,199 @@ fn stored_payment_events_keep_the_json_shape_they_were_first_written_in() {
             serde_json::from_value(json).expect("the stored shape still reads");
         assert_eq!(read, event);
     }
+}
+
+// ---- the price paid, and disputes (issue 14, finding 16) ------------------------------------
+
+fn complete_paying(amount_cents: i64, currency: &str, listed: Option<ListPrice>) -> PaymentCommand {
+    let mut command = complete(true, "evt_c");
+    if let PaymentCommand::CompleteCheckout {
+        amount_cents: a,
+        currency: c,
+        listed_price,
+        ..
+    } = &mut command
+    {
+        *a = amount_cents;
+        *c = currency.into();
+        *listed_price = listed;
+    }
+    command
+}
+
+fn decide(payment: &Payment, command: PaymentCommand) -> Vec<PaymentEvent> {
+    match payment.decide(command) {
+        Ok(Decision { events, .. }) => events,
+        Err(err) => panic!("refused: {err}"),
+    }
+}
+
+fn dispute(id: &str, amount_cents: i64, event: &str) -> PaymentCommand {
+    PaymentCommand::OpenDispute {
+        dispute_id: sid(id),
+        amount_cents,
+        stripe_event_id: sid(event),
+        now: at(50),
+    }
+}
+
+fn close(id: &str, won: bool, event: &str) -> PaymentCommand {
+    PaymentCommand::CloseDispute {
+        dispute_id: sid(id),
+        won,
+        stripe_event_id: sid(event),
+        now: at(60),
+    }
+}
+
+/// Decide and apply each command in turn; the events written, all together.
+fn run(payment: &mut Payment, commands: Vec<PaymentCommand>) -> Vec<PaymentEvent> {
+    let mut all = Vec::new();
+    for command in commands {
+        for event in decide(payment, command) {
+            payment.evolve(event.clone());
+            all.push(event);
+        }
+    }
+    all
+}
+
+#[test]
+fn a_completion_that_paid_less_than_the_recorded_price_is_held_and_never_credited() {
+    let mut payment = payment_with(&[started()]);
+    let events = run(
+        &mut payment,
+        vec![
+            complete_paying(PRO_CENTS - 1, "usd", None),
+            mark_paid("evt_p"),
+        ],
+    );
+    assert!(
+        matches!(&events[..], [PaymentEvent::PaymentHeld { expected_cents, .. }] if *expected_cents == PRO_CENTS),
+        "{events:?}"
+    );
+    assert!(!was_paid(&events));
+    assert_eq!(payment.status(), PaymentStatus::Held);
+    // A refund of a held payment moves nothing, and is not refused (Stripe would retry).
+    assert!(decide(&payment, refund(PRO_CENTS - 1, "evt_r")).is_empty());
+}
+
+#[test]
+fn a_completion_in_another_currency_is_held() {
+    let mut payment = payment_with(&[started()]);
+    let events = run(&mut payment, vec![complete_paying(PRO_CENTS, "eur", None)]);
+    assert!(
+        matches!(&events[..], [PaymentEvent::PaymentHeld { .. }]),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn without_a_recorded_start_the_listed_price_is_the_reference() {
+    let listed = || {
+        Some(ListPrice {
+            amount_cents: PRO_CENTS,
+            currency: "USD".into(),
+        })
+    };
+    let mut short = Payment::default();
+    let events = run(&mut short, vec![complete_paying(100, "usd", listed())]);
+    assert!(
+        matches!(&events[..], [PaymentEvent::PaymentHeld { .. }]),
+        "{events:?}"
+    );
+    let mut taxed = Payment::default();
+    let events = run(
+        &mut taxed,
+        vec![complete_paying(PRO_CENTS + 640, "usd", listed())],
+    );
+    assert!(
+        was_paid(&events),
+        "paying more than the price (tax) credits"
+    );
+}
+
+#[test]
+fn a_dispute_takes_back_its_share_once_and_a_won_dispute_gives_it_back() {
+    let mut payment = payment_with(&[started(), completed("evt_c", 10)]);
+    let opened = run(
+        &mut payment,
+        vec![
+            dispute("dp_1", PRO_CENTS / 2, "evt_d"),
+            dispute("dp_1", PRO_CENTS / 2, "evt_d_again"),
+        ],
+    );
+    let [PaymentEvent::PaymentDisputed {
+        credits_to_take_back,
+        ..
+    }] = &opened[..]
+    else {
+        panic!("one dispute: {opened:?}")
+    };
+    assert_eq!(*credits_to_take_back, Credits::from_credits(500));
+    assert_eq!(payment.status(), PaymentStatus::Disputed);
+    let closed = run(
+        &mut payment,
+        vec![close("dp_1", true, "evt_w"), close("dp_1", true, "evt_w2")],
+    );
+    let [PaymentEvent::DisputeClosed {
+        credits_to_restore,
+        won: true,
+        ..
+    }] = &closed[..]
+    else {
+        panic!("one closing: {closed:?}")
+    };
+    assert_eq!(*credits_to_restore, Credits::from_credits(500));
+    assert_eq!(payment.status(), PaymentStatus::Paid);
+}
+
+#[test]
+fn a_lost_dispute_keeps_what_it_took_and_refunds_never_take_back_more_than_was_bought() {
+    let mut payment = payment_with(&[started(), completed("evt_c", 10)]);
+    let events = run(
+        &mut payment,
+        vec![
+            dispute("dp_1", PRO_CENTS, "evt_d"),
+            refund(PRO_CENTS, "evt_r"),
+            close("dp_1", false, "evt_l"),
+        ],
+    );
+    let taken: i64 = events
+        .iter()
+        .map(|e| match e {
+            PaymentEvent::PaymentDisputed {
+                credits_to_take_back,
+                ..
+            }
+            | PaymentEvent::PaymentRefunded {
+                credits_to_take_back,
+                ..
+            } => credits_to_take_back.micros(),
+            PaymentEvent::DisputeClosed {
+                credits_to_restore, ..
+            } => -credits_to_restore.micros(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(taken, pro_credits().micros(), "{events:?}");
+    assert_eq!(payment.status(), PaymentStatus::DisputeLost);
+}
+
+#[test]
+fn a_dispute_closed_before_it_was_reported_open_takes_nothing() {
+    let mut payment = payment_with(&[started(), completed("evt_c", 10)]);
+    let events = run(
+        &mut payment,
+        vec![
+            close("dp_1", true, "evt_w"),
+            dispute("dp_1", PRO_CENTS, "evt_d"),
+        ],
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, PaymentEvent::PaymentDisputed { .. })),
+        "{events:?}"
+    );
 }
