@@ -519,6 +519,7 @@ async fn driver(
             amount: Credits::positive(amount)?,
             expires_at: now + expiry,
             now,
+            key: None,
         };
         let began = Instant::now();
         let reserved = credits.execute(account, reserve, "bench").await;

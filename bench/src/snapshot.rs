@@ -214,6 +214,7 @@ fn history() -> impl Iterator<Item = CreditCommand> {
                     amount: Credits::from_micros(1_000),
                     expires_at: now + chrono::Duration::hours(1),
                     now,
+                    key: None,
                 },
                 CreditCommand::SettleReservation {
                     request_id: request,

@@ -56,8 +56,8 @@ impl RetryPolicy {
 pub struct Committed<E> {
     /// The events written now (empty for a repeat or a command with nothing to do).
     pub events: Vec<E>,
-    /// The event the caller asked about: the last one written, or the first one ever
-    /// written under a repeated key.
+    /// The event the caller asked about: the last one written under a key (else the last
+    /// one written), or the first one ever written under a repeated key.
     pub decisive: Option<E>,
     /// The command's key had been used before; nothing was written.
     pub replayed: bool,
@@ -246,8 +246,16 @@ where
                     let version = loaded.sequence;
                     stripe.put(loaded, self.per_stripe);
                     let events: Vec<A::Event> = envelopes.into_iter().map(|e| e.payload).collect();
+                    // An unkeyed event after the keyed one (a debt repaid from a grant's
+                    // credits) is its consequence, not what the caller asked about.
+                    let decisive = events
+                        .iter()
+                        .rev()
+                        .find(|e| A::event_key(e).is_some())
+                        .or(events.last())
+                        .cloned();
                     return Ok(Committed {
-                        decisive: events.last().cloned(),
+                        decisive,
                         events,
                         replayed: false,
                         version,

@@ -33,8 +33,8 @@ pub mod promo;
 pub mod user;
 
 pub use credit::{
-    CreditAccount, CreditCommand, CreditError, CreditEvent, LateSettlement, ReservationState,
-    TokenSource, UsageOutcome, UsageRecord,
+    CreditAccount, CreditCommand, CreditError, CreditEvent, KeyLimit, KeySpend, LateSettlement,
+    ReservationState, TokenSource, UsageOutcome, UsageRecord,
 };
 pub use decider::{Decider, Decision};
 pub use ids::{AccountId, ApiKeyId, IdError, IdempotencyKey, RequestId, UserId};

@@ -166,7 +166,17 @@ async fn apply_balances(conn: &mut PgConnection, events: &[Projected]) -> anyhow
     let mut latest: BTreeMap<Uuid, (i64, i64, i64, DateTime<Utc>)> = BTreeMap::new();
     // (account, request) → Some((amount, expires_at)) while held, None once it ended.
     let mut reservations: BTreeMap<(Uuid, &str), Option<Held>> = BTreeMap::new();
+    // Account → (sequence, debt) of its latest event that changed its debt.
+    let mut debts: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
     for e in events {
+        if let Some(debt) = e.event.debt_after() {
+            let slot = debts
+                .entry(e.account)
+                .or_insert((e.sequence, debt.micros()));
+            if e.sequence >= slot.0 {
+                *slot = (e.sequence, debt.micros());
+            }
+        }
         let (balance, reserved) = e.event.totals_after();
         let slot = latest.entry(e.account).or_insert((
             e.sequence,
@@ -233,6 +243,32 @@ async fn apply_balances(conn: &mut PgConnection, events: &[Projected]) -> anyhow
     .bind(&updated)
     .execute(&mut *conn)
     .await?;
+
+    // Few events change a debt: those accounts' debts, each from its latest such event
+    // (every one has its row from the statement above).
+    if !debts.is_empty() {
+        let (mut debt_accounts, mut debt_sequences, mut debt_amounts) = (
+            Vec::with_capacity(debts.len()),
+            Vec::with_capacity(debts.len()),
+            Vec::with_capacity(debts.len()),
+        );
+        for (account, (sequence, debt)) in debts {
+            debt_accounts.push(account);
+            debt_sequences.push(sequence);
+            debt_amounts.push(debt);
+        }
+        sqlx::query(
+            "UPDATE balances b
+                SET debt_micros = d.debt_micros, debt_version = d.sequence
+               FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS d(account_id, sequence, debt_micros)
+              WHERE b.account_id = d.account_id AND b.debt_version < d.sequence",
+        )
+        .bind(&debt_accounts)
+        .bind(&debt_sequences)
+        .bind(&debt_amounts)
+        .execute(&mut *conn)
+        .await?;
+    }
 
     let (mut held_accounts, mut held_requests, mut held_amounts, mut held_expiry) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -342,6 +378,7 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
             requested,
             taken,
             balance_after,
+            debt_after,
             ..
         } => Some(Movement {
             kind: "refund",
@@ -353,6 +390,7 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
                 key.as_str(),
                 *requested,
                 *taken,
+                *debt_after,
             ))),
             actor: None,
         }),
@@ -371,6 +409,21 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
             description: after_expiry.map(|late| Cow::Owned(late_description(late))),
             actor: None,
         }),
+        CreditEvent::DebtRepaid {
+            payment_id,
+            amount,
+            balance_after,
+            debt_after,
+            ..
+        } => Some(Movement {
+            kind: "debt_repayment",
+            amount: -amount.micros(),
+            balance_after: balance_after.micros(),
+            cause_type: "payment",
+            cause_id: payment_id.as_str(),
+            description: Some(Cow::Owned(repayment_description(*amount, *debt_after))),
+            actor: None,
+        }),
         CreditEvent::AccountOpened {}
         | CreditEvent::CreditsReserved { .. }
         | CreditEvent::ReservationReleased { .. }
@@ -378,8 +431,6 @@ fn movement(event: &CreditEvent) -> Option<Movement<'_>> {
     }
 }
 
-/// A refund's ledger text: what it asked back, what it took, and the shortfall (credits
-/// already spent or held, which the available balance could not give back).
 /// A late settlement's ledger text: why it came after the expiry, and what it could not take.
 fn late_description(late: hub_domain::LateSettlement) -> String {
     if late.uncollected.micros() == 0 {
@@ -392,17 +443,36 @@ fn late_description(late: hub_domain::LateSettlement) -> String {
     }
 }
 
+/// A refund's ledger text: what it asked back, what it took, and the shortfall (credits
+/// already spent or held, which the available balance could not give back), owed as a
+/// debt since debts are kept (a refund recorded before says no debt, and none was owed).
 fn refund_description(
     key: &str,
     requested: hub_domain::Credits,
     taken: hub_domain::Credits,
+    debt_after: hub_domain::Credits,
 ) -> String {
     let shortfall = hub_domain::Credits::from_micros(requested.micros() - taken.micros());
     if shortfall.micros() == 0 {
         format!("{key}: took back {requested} credits")
-    } else {
+    } else if debt_after.micros() == 0 {
         format!(
             "{key}: asked back {requested} credits, took {taken}; shortfall {shortfall} (already spent or held)"
+        )
+    } else {
+        format!(
+            "{key}: asked back {requested} credits, took {taken}; shortfall {shortfall} (already spent or held) owed as a debt, repaid from the next credits; debt now {debt_after}"
+        )
+    }
+}
+
+/// A debt repayment's ledger text: what it repaid and what is still owed.
+fn repayment_description(amount: hub_domain::Credits, debt_after: hub_domain::Credits) -> String {
+    if debt_after.micros() == 0 {
+        format!("repaid {amount} credits owed from this refund's shortfall; nothing owed now")
+    } else {
+        format!(
+            "repaid {amount} credits owed from this refund's shortfall; {debt_after} still owed"
         )
     }
 }

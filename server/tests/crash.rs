@@ -941,6 +941,7 @@ async fn a_settlement_that_fails_on_a_lost_connection_is_retried_and_applied_onc
                 amount: hub_domain::Credits::from_micros(5_000),
                 expires_at: now + chrono::Duration::minutes(5),
                 now,
+                key: None,
             },
             "test",
         )

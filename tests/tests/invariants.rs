@@ -33,6 +33,7 @@ fn reserve(request: &str, micros: i64) -> CreditCommand {
         amount: Credits::from_micros(micros),
         expires_at: now + Span::seconds(600),
         now,
+        key: None,
     }
 }
 

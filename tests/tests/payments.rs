@@ -629,6 +629,7 @@ async fn refunds_take_credits_back_as_ledger_entries_and_never_below_what_is_ava
                         amount: Credits::from_micros(amount),
                         expires_at: Utc::now() + ChronoDuration::minutes(5),
                         now: Utc::now(),
+                        key: None,
                     },
                     "test",
                 )
@@ -683,6 +684,119 @@ async fn refunds_take_credits_back_as_ledger_entries_and_never_below_what_is_ava
     .expect("the revocation");
     assert_eq!(revoked["CreditsRevoked"]["requested"], json!(100 * CREDIT));
     assert_eq!(revoked["CreditsRevoked"]["taken"], json!(10 * CREDIT));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refund_that_lands_while_credits_are_held_is_repaid_from_the_next_credits() {
+    let (app, stripe) = spawn_with_stripe().await;
+    let (user, token) = new_user(&app);
+    let session = started(&app, &stripe, &token, "starter").await;
+    let (pi, id) = (payment_intent_of(&session), id_of(&session));
+    assert_eq!(
+        deliver(&app, &completed_event("evt_d1", &session, true))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    balance_becomes(&app, &token, 100 * CREDIT).await;
+    // A request holds 80 of the 100 when the whole payment is refunded.
+    let account = AccountId::from(hub_domain::UserId(user));
+    let held = RequestId::parse("req-held").expect("request id");
+    app.state
+        .credits
+        .execute(
+            account,
+            CreditCommand::ReserveCredits {
+                request_id: held.clone(),
+                amount: Credits::from_micros(80 * CREDIT),
+                expires_at: Utc::now() + ChronoDuration::minutes(5),
+                now: Utc::now(),
+                key: None,
+            },
+            "test",
+        )
+        .await
+        .expect("reserve");
+    let (status, body) = deliver(
+        &app,
+        &FakeStripe::event(
+            "evt_d2",
+            "charge.refunded",
+            refunded_charge("ch_d", &pi, 1_000, 1_000, "re_d"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // 20 were available and taken; the 80 held are owed.
+    balance_becomes(&app, &token, 80 * CREDIT).await;
+    let b = balance(&app, &token).await;
+    assert_eq!(
+        (b["available_micros"].clone(), b["debt_micros"].clone()),
+        (json!(0), json!(80 * CREDIT)),
+        "{b}"
+    );
+
+    // The request is charged 30 of its 80: the 50 it gives back repay the debt, not the user.
+    app.state
+        .credits
+        .execute(
+            account,
+            CreditCommand::SettleReservation {
+                request_id: held,
+                charge: Credits::from_micros(30 * CREDIT),
+            },
+            "test",
+        )
+        .await
+        .expect("settle");
+    balance_becomes(&app, &token, 0).await;
+    let b = balance(&app, &token).await;
+    assert_eq!(b["debt_micros"], json!(30 * CREDIT), "{b}");
+
+    // The next credits (an admin's grant of 50) pay the remaining 30 first.
+    let admin = app.token(Uuid::new_v4(), Role::Admin);
+    let granted = app.grant(&admin, user, 50 * CREDIT, "after-refund").await;
+    assert_eq!(granted.status(), StatusCode::CREATED);
+    balance_becomes(&app, &token, 20 * CREDIT).await;
+    let b = balance(&app, &token).await;
+    assert_eq!(
+        (b["available_micros"].clone(), b["debt_micros"].clone()),
+        (json!(20 * CREDIT), json!(0)),
+        "{b}"
+    );
+
+    // The ledger shows each repayment, caused by the refunded payment, and still sums to
+    // the balance.
+    let rows = ledger_has(&app, &token, 6).await;
+    let kinds: Vec<&str> = rows.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "debt_repayment",
+            "grant",
+            "debt_repayment",
+            "charge",
+            "refund",
+            "purchase"
+        ]
+    );
+    let refund = rows[4]["description"].as_str().unwrap_or_default();
+    assert!(refund.contains("owed as a debt"), "{refund}");
+    for (row, amount, still_owed) in [
+        (&rows[2], 50, "30.000000 still owed"),
+        (&rows[0], 30, "nothing owed"),
+    ] {
+        assert_eq!(row["amount_micros"], json!(-amount * CREDIT));
+        assert_eq!(row["cause"], json!({ "type": "payment", "id": id }));
+        let description = row["description"].as_str().unwrap_or_default();
+        assert!(description.contains(still_owed), "{description}");
+    }
+    let sum: i64 = rows
+        .iter()
+        .filter_map(|r| r["amount_micros"].as_i64())
+        .sum();
+    assert_eq!(sum, 20 * CREDIT);
     app.stop().await;
 }
 

@@ -256,6 +256,7 @@ fn credit_rule(rule: CreditError) -> ApiError {
         CreditError::AccountNotOpen => "account_not_open",
         CreditError::BalanceOverflow => "balance_overflow",
         CreditError::InsufficientCredits { .. } => "insufficient_credits",
+        CreditError::KeySpendingLimit { .. } => "key_spending_limit",
         CreditError::ExpiryNotInFuture => "invalid_expiry",
         CreditError::TooManyReservations { .. } => "too_many_reservations",
         CreditError::ReservationNotFound(_) => "reservation_not_found",

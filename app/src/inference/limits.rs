@@ -1,7 +1,7 @@
-//! Who may spend: the verified-email policy (step 2 of [`super::submit()`]) and an API key's
-//! spending limit (step 4).
+//! Who may spend: the verified-email policy (step 2 of [`super::submit()`]) and the API key
+//! whose spending limit the reservation (step 4) is checked against.
 
-use hub_domain::{ApiKeyId, Credits, User, UserId};
+use hub_domain::{KeyLimit, User, UserId};
 
 use super::{GatewayError, Payer, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
@@ -32,37 +32,13 @@ pub fn require_verified_email(hub: &Hub, user: Option<&User>) -> Result<(), Gate
     Ok(())
 }
 
-/// An API key with a spending limit may not have charged plus reserved more than it.
-pub async fn check_key_limit(
-    hub: &Hub,
-    payer: &Payer,
-    user: Option<&User>,
-    max_cost: Credits,
-) -> Result<(), GatewayError> {
-    let Some(key) = payer.api_key else {
-        return Ok(());
-    };
-    let Some(limit) = user
-        .and_then(|u| u.api_key(key))
-        .and_then(|k| k.spending_limit())
-    else {
-        return Ok(());
-    };
-    let spent = charged_by_key(hub, key).await?;
-    if spent.saturating_add(max_cost.micros()) > limit.micros() {
-        return Err(GatewayError::KeySpendingLimit);
-    }
-    Ok(())
-}
-
-/// Micro-credits charged so far to requests made with `key` (the usage read model).
-async fn charged_by_key(hub: &Hub, key: ApiKeyId) -> Result<i64, GatewayError> {
-    let spent: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(charged_micros)::bigint FROM usage_records WHERE api_key_id = $1",
-    )
-    .bind(key.0)
-    .fetch_one(&hub.pool)
-    .await
-    .map_err(|_| GatewayError::Unavailable("the database is unavailable"))?;
-    Ok(spent.unwrap_or(0))
+/// The API key a request is made with, and its spending limit, for the reservation: the
+/// credit account refuses it there, in the same decision as the hold, when the key's
+/// charges and holds would pass the limit (so concurrent requests cannot all slip under).
+pub fn key_limit(payer: &Payer, user: Option<&User>) -> Option<KeyLimit> {
+    let id = payer.api_key?;
+    let limit = user
+        .and_then(|u| u.api_key(id))
+        .and_then(|k| k.spending_limit());
+    Some(KeyLimit { id, limit })
 }

@@ -11,9 +11,10 @@
 //! # Layout
 //!
 //! - [`submit`](mod@submit): the pipeline, one step per line — validate → policy → estimate →
-//!   key spending limit → reserve → publish.
+//!   reserve (within the key's spending limit) → publish.
 //! - [`validate`]: the request's shape and its model.
-//! - [`limits`]: who may spend: the verified-email policy and an API key's spending limit.
+//! - [`limits`]: who may spend: the verified-email policy, and the API key whose spending
+//!   limit the reservation is checked against.
 //! - [`estimate`]: the prompt counted, `max_tokens` capped, the most the request can cost.
 //! - [`answer`]: [`Submission`], the answer on its way, read as [`Progress`] or whole
 //!   ([`Answer`]); dropping it early cancels the request.

@@ -3,24 +3,25 @@
 //! 1. [`validate`]: messages present with known roles, the model configured;
 //! 2. [`require_verified_email`]: the verified-email policy (people, not API keys);
 //! 3. [`estimate`]: the prompt counted, `max_tokens` capped, the most it can cost;
-//! 4. [`check_key_limit`]: an API key's spending limit;
-//! 5. [`reserve`]: that much reserved on the payer's account (402 when it is short);
-//! 6. [`publish`]: registered with this process's [`Replies`](crate::replies::Replies), then the command, naming
+//! 4. [`reserve`]: that much reserved on the payer's account (402 when it is short, or when
+//!    an API key's charges and holds would pass its spending limit: decided by the account
+//!    in the same step, [`key_limit`]);
+//! 5. [`publish`]: registered with this process's [`Replies`](crate::replies::Replies), then the command, naming
 //!    the reply subject, published to `HUB_COMMANDS` with `Nats-Msg-Id` = request id (the
 //!    reservation is released when the queue does not take it);
-//! 7. the answer is awaited through the returned [`Submission`].
+//! 6. the answer is awaited through the returned [`Submission`].
 
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{DateTime, Utc};
 use hub_commands::CommandError;
-use hub_domain::{AccountId, CreditCommand, CreditError, Credits, RequestId};
+use hub_domain::{AccountId, CreditCommand, CreditError, Credits, KeyLimit, RequestId};
 use hub_workers::wire::InferenceCommand;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 use super::estimate::{estimate, Estimate};
-use super::limits::{check_key_limit, load_payer, require_verified_email};
+use super::limits::{key_limit, load_payer, require_verified_email};
 use super::validate::validate;
 use super::{Chat, GatewayError, Payer, Submission, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
@@ -43,8 +44,8 @@ pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submiss
     let user = load_payer(hub, payer).await?;
     require_verified_email(hub, user.as_ref())?;
     let estimate = estimate(&hub.router, &model, &chat)?;
-    check_key_limit(hub, payer, user.as_ref(), estimate.max_cost).await?;
-    let reservation = reserve(hub, payer, estimate.max_cost).await?;
+    let key = key_limit(payer, user.as_ref());
+    let reservation = reserve(hub, payer, key, estimate.max_cost).await?;
     publish(hub, payer, chat, estimate, reservation).await
 }
 
@@ -67,8 +68,14 @@ impl Reservation {
     }
 }
 
-/// Step 5: reserve `max_cost` on the payer's account for a new request.
-async fn reserve(hub: &Hub, payer: &Payer, max_cost: Credits) -> Result<Reservation, GatewayError> {
+/// Step 4: reserve `max_cost` on the payer's account for a new request, within the API
+/// key's spending limit.
+async fn reserve(
+    hub: &Hub,
+    payer: &Payer,
+    key: Option<KeyLimit>,
+    max_cost: Credits,
+) -> Result<Reservation, GatewayError> {
     let request_id = format!("req_{}", Uuid::new_v4().simple());
     let rid = RequestId::parse(&request_id).map_err(|e| GatewayError::Internal(e.into()))?;
     let now = hub.clock.now();
@@ -80,6 +87,7 @@ async fn reserve(hub: &Hub, payer: &Payer, max_cost: Credits) -> Result<Reservat
         amount: max_cost,
         expires_at,
         now,
+        key,
     };
     let account = AccountId(payer.user);
     let short = |available| GatewayError::InsufficientCredits {
@@ -101,13 +109,16 @@ async fn reserve(hub: &Hub, payer: &Payer, max_cost: Credits) -> Result<Reservat
         Err(CommandError::Rejected(CreditError::InsufficientCredits { available, .. })) => {
             Err(short(available))
         }
+        Err(CommandError::Rejected(CreditError::KeySpendingLimit { .. })) => {
+            Err(GatewayError::KeySpendingLimit)
+        }
         Err(CommandError::Rejected(CreditError::AccountNotOpen)) => Err(short(Credits::ZERO)),
         Err(CommandError::Unavailable(_)) => Err(EVENT_STORE_UNAVAILABLE),
         Err(err) => Err(GatewayError::Internal(anyhow::anyhow!(err.to_string()))),
     }
 }
 
-/// Step 6: queue the command for a worker, listening for its answer first. A command the
+/// Step 5: queue the command for a worker, listening for its answer first. A command the
 /// queue did not take releases its reservation.
 async fn publish(
     hub: &Hub,

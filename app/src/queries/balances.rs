@@ -13,6 +13,9 @@ pub struct Balance {
     pub balance_micros: i64,
     pub reserved_micros: i64,
     pub available_micros: i64,
+    /// Refund shortfalls still owed: the next credits that become available repay it
+    /// first (while it is above zero, nothing is available).
+    pub debt_micros: i64,
     /// The account's event sequence this reflects (0: no account yet).
     pub version: i64,
     pub updated_at: Option<DateTime<Utc>>,
@@ -26,6 +29,7 @@ impl Balance {
             balance_micros: 0,
             reserved_micros: 0,
             available_micros: 0,
+            debt_micros: 0,
             version: 0,
             updated_at: None,
         }
@@ -35,7 +39,7 @@ impl Balance {
 /// The account's balance as the read model has it now.
 pub async fn balance(pool: &PgPool, account: Uuid) -> Result<Balance, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT balance_micros, reserved_micros, available_micros, version, updated_at
+        "SELECT balance_micros, reserved_micros, available_micros, debt_micros, version, updated_at
            FROM balances WHERE account_id = $1",
     )
     .bind(account)
@@ -49,6 +53,7 @@ pub async fn balance(pool: &PgPool, account: Uuid) -> Result<Balance, sqlx::Erro
         balance_micros: row.try_get("balance_micros")?,
         reserved_micros: row.try_get("reserved_micros")?,
         available_micros: row.try_get("available_micros")?,
+        debt_micros: row.try_get("debt_micros")?,
         version: row.try_get("version")?,
         updated_at: row.try_get("updated_at")?,
     })

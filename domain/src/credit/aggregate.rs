@@ -1,14 +1,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use super::commands::{CreditCommand, REASON_LEN_MAX};
+use super::commands::{CreditCommand, KeyLimit, REASON_LEN_MAX};
 use super::error::CreditError;
 use super::events::{CreditEvent, LateSettlement};
 use super::recent::RecentOutcomes;
 use super::usage::UsageRecord;
 use crate::decider::{cqrs_aggregate, Decider, Decision};
-use crate::ids::RequestId;
+use crate::ids::{ApiKeyId, IdempotencyKey, RequestId};
 use crate::money::{Credits, MoneyError};
 
 /// Most active reservations one account may hold: bounds the state and each snapshot.
@@ -30,6 +30,43 @@ struct ActiveReservation {
     /// The totals its `CreditsReserved` event reported, so a repeat returns the same outcome.
     balance_at_reserve: Credits,
     reserved_at_reserve: Credits,
+    /// The API key the request was made with, and its limit then.
+    #[serde(default)]
+    api_key: Option<ApiKeyId>,
+    #[serde(default)]
+    key_limit: Option<Credits>,
+}
+
+/// What one API key has spent and holds on this account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySpend {
+    /// Charged by its settled requests (those settled before keys were named in
+    /// reservations too, through their usage records).
+    pub charged: Credits,
+    /// Held by its active reservations.
+    pub reserved: Credits,
+    /// Its spending limit as its latest reservation gave it.
+    pub limit: Option<Credits>,
+}
+
+impl KeySpend {
+    /// `charged + reserved`: what counts against the limit.
+    pub fn spent(&self) -> Credits {
+        Credits::from_micros(self.charged.micros() + self.reserved.micros())
+    }
+
+    /// What the limit still allows; `None`: no limit.
+    fn room(&self) -> Option<Credits> {
+        self.limit
+            .map(|limit| Credits::from_micros((limit.micros() - self.spent().micros()).max(0)))
+    }
+}
+
+/// A refund's shortfall still owed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Debt {
+    payment_id: IdempotencyKey,
+    amount: Credits,
 }
 
 /// One user's credits. The state is what the rules need and no more.
@@ -41,6 +78,12 @@ pub struct CreditAccount {
     reserved: Credits,
     reservations: BTreeMap<RequestId, ActiveReservation>,
     recent: RecentOutcomes,
+    /// Per API key that ever paid on this account (a few per user: each entry is small).
+    keys: BTreeMap<ApiKeyId, KeySpend>,
+    /// Sum of `debts`: refund shortfalls still owed.
+    debt: Credits,
+    /// Each refund's shortfall still owed, oldest first (repaid in that order).
+    debts: VecDeque<Debt>,
 }
 
 /// Where a reservation stands, as far as this account remembers.
@@ -70,6 +113,21 @@ impl CreditAccount {
     /// `balance - reserved`; never negative.
     pub fn available(&self) -> Credits {
         Credits::from_micros(self.balance.micros() - self.reserved.micros())
+    }
+
+    /// Refund shortfalls still owed; while it is above zero, nothing is available.
+    pub fn debt(&self) -> Credits {
+        self.debt
+    }
+
+    /// Sum of the debts per refund (equal to [`Self::debt`] whenever the rules hold).
+    pub fn sum_of_debts(&self) -> Credits {
+        Credits::from_micros(self.debts.iter().map(|d| d.amount.micros()).sum())
+    }
+
+    /// What an API key has charged and holds on this account.
+    pub fn key_spend(&self, key: &ApiKeyId) -> KeySpend {
+        self.keys.get(key).copied().unwrap_or_default()
     }
 
     pub fn active_reservations(&self) -> usize {
@@ -120,37 +178,116 @@ impl CreditAccount {
         amount: Credits,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
+        key: Option<KeyLimit>,
     ) -> Result<Decision<CreditEvent>, CreditError> {
         Credits::positive(amount.micros())?;
         if expires_at <= now {
             return Err(CreditError::ExpiryNotInFuture);
         }
         let mut events = self.expire_due(now, self.reserved);
-        let reserved_before = events
+        let expired = events.len();
+        // What the expiries freed repays a debt before it holds anything new.
+        let repaid = self.repayments(&events);
+        events.extend(repaid);
+        let (balance_before, reserved_before) = events
             .last()
-            .map(|e| e.totals_after().1)
-            .unwrap_or(self.reserved);
-        let still_active = self.reservations.len() - events.len();
+            .map(CreditEvent::totals_after)
+            .unwrap_or((self.balance, self.reserved));
+        let still_active = self.reservations.len() - expired;
         if still_active >= RESERVATIONS_MAX {
             return Err(CreditError::TooManyReservations {
                 max: RESERVATIONS_MAX,
             });
         }
-        let available = Credits::from_micros(self.balance.micros() - reserved_before.micros());
+        let available = Credits::from_micros(balance_before.micros() - reserved_before.micros());
         if amount > available {
             return Err(CreditError::InsufficientCredits {
                 requested: amount,
                 available,
             });
         }
+        if let Some(KeyLimit {
+            id,
+            limit: Some(limit),
+        }) = key
+        {
+            // Charged and held by the key, less what the expiries above just let go.
+            let let_go: i64 = events
+                .iter()
+                .filter_map(|e| match e {
+                    CreditEvent::ReservationExpired { request_id, .. } => {
+                        self.reservations.get(request_id)
+                    }
+                    _ => None,
+                })
+                .filter(|r| r.api_key == Some(id))
+                .map(|r| r.amount.micros())
+                .sum();
+            let spent = Credits::from_micros(self.key_spend(&id).spent().micros() - let_go);
+            if spent.micros() + amount.micros() > limit.micros() {
+                return Err(CreditError::KeySpendingLimit {
+                    key: id,
+                    limit,
+                    spent,
+                    requested: amount,
+                });
+            }
+        }
         events.push(CreditEvent::CreditsReserved {
             request_id,
             amount,
             expires_at,
-            balance_after: self.balance,
+            balance_after: balance_before,
             reserved_after: Credits::from_micros(reserved_before.micros() + amount.micros()),
+            api_key: key.map(|k| k.id),
+            key_limit: key.and_then(|k| k.limit),
         });
         Ok(Decision::write(events))
+    }
+
+    /// `DebtRepaid` events that pay debts, oldest first, from what is available once
+    /// `events` (this command's, not yet applied) are: none when nothing is owed or
+    /// nothing is available. Repayments already among `events` are counted.
+    fn repayments(&self, events: &[CreditEvent]) -> Vec<CreditEvent> {
+        if self.debt.micros() == 0 {
+            return Vec::new();
+        }
+        let (mut balance, reserved) = events
+            .last()
+            .map(CreditEvent::totals_after)
+            .unwrap_or((self.balance, self.reserved));
+        let mut already: i64 = events
+            .iter()
+            .map(|e| match e {
+                CreditEvent::DebtRepaid { amount, .. } => amount.micros(),
+                _ => 0,
+            })
+            .sum();
+        let mut debt = self.debt.micros() - already;
+        let mut repaid = Vec::new();
+        for owed in &self.debts {
+            let paid_before = already.min(owed.amount.micros());
+            already -= paid_before;
+            let still_owed = owed.amount.micros() - paid_before;
+            let available = balance.micros() - reserved.micros();
+            if available <= 0 {
+                break;
+            }
+            if still_owed <= 0 {
+                continue;
+            }
+            let amount = still_owed.min(available);
+            balance = Credits::from_micros(balance.micros() - amount);
+            debt -= amount;
+            repaid.push(CreditEvent::DebtRepaid {
+                payment_id: owed.payment_id.clone(),
+                amount: Credits::from_micros(amount),
+                balance_after: balance,
+                reserved_after: reserved,
+                debt_after: Credits::from_micros(debt),
+            });
+        }
+        repaid
     }
 
     fn settle(
@@ -185,7 +322,7 @@ impl CreditAccount {
     /// Settle a request whose reservation expired before its settlement arrived. The
     /// answer was delivered, so it is still charged: its cost capped at what had been
     /// reserved, taken from what is available now; what is not available is recorded as
-    /// uncollected rather than overdrawing the account.
+    /// uncollected rather than overdrawing the account or passing its API key's limit.
     fn settle_after_expiry(
         &self,
         request_id: RequestId,
@@ -193,7 +330,12 @@ impl CreditAccount {
         usage: Box<UsageRecord>,
     ) -> Decision<CreditEvent> {
         let due = usage.cost.min(reserved).max(Credits::ZERO);
-        let charged = due.min(self.available());
+        // Capped too at what the key's limit still allows: its hold ended at the expiry.
+        let key_room = usage
+            .api_key
+            .and_then(|key| self.key_spend(&key).room())
+            .unwrap_or(due);
+        let charged = due.min(self.available()).min(key_room);
         Decision::write(vec![CreditEvent::ReservationSettled {
             request_id,
             reserved,
@@ -261,12 +403,16 @@ fn reserved_event(request_id: &RequestId, active: &ActiveReservation) -> CreditE
         expires_at: active.expires_at,
         balance_after: active.balance_at_reserve,
         reserved_after: active.reserved_at_reserve,
+        api_key: active.api_key,
+        key_limit: active.key_limit,
     }
 }
 
 impl Decider for CreditAccount {
     const TYPE: &'static str = "CreditAccount";
-    const STATE_VERSION: i32 = 1;
+    /// 2: API keys' spending and debts joined the state (older snapshots lack them, so
+    /// the state is folded from the events again).
+    const STATE_VERSION: i32 = 2;
     type Command = CreditCommand;
     type Event = CreditEvent;
     type Error = CreditError;
@@ -302,6 +448,36 @@ impl Decider for CreditAccount {
         if let Some(first) = self.first_outcome(&command) {
             return Ok(Decision::replay(first));
         }
+        let mut decision = self.decide_new(command)?;
+        // Whatever the command freed repays a debt first.
+        let repaid = self.repayments(&decision.events);
+        decision.events.extend(repaid);
+        Ok(decision)
+    }
+
+    /// Apply an event. Only assigns: every check happened in [`Decider::decide`].
+    fn evolve(&mut self, event: CreditEvent) {
+        self.evolve_event(event);
+    }
+
+    fn event_key(event: &CreditEvent) -> Option<String> {
+        event.idempotency_key()
+    }
+
+    fn related_keys(command: &CreditCommand) -> Vec<String> {
+        command.related_keys()
+    }
+
+    fn may_be_forgotten(refusal: &CreditError) -> bool {
+        // A settle or release of a reservation resolved longer ago than the account
+        // remembers: the store knows its outcome.
+        matches!(refusal, CreditError::ReservationNotFound(_))
+    }
+}
+
+impl CreditAccount {
+    /// What a command, neither a repeat nor an opening, writes before any debt repayment.
+    fn decide_new(&self, command: CreditCommand) -> Result<Decision<CreditEvent>, CreditError> {
         match command {
             CreditCommand::OpenAccount => Ok(Decision::replay(CreditEvent::AccountOpened {})),
             CreditCommand::GrantCredits {
@@ -351,7 +527,13 @@ impl Decider for CreditAccount {
                 let requested = Credits::positive(amount.micros())?;
                 // Take what is available, never more: the rest was spent or is held by a
                 // request, and the available balance must not go negative.
+                // The rest is owed, repaid from the next credits that become available.
                 let taken = requested.min(self.available());
+                let shortfall = requested.micros() - taken.micros();
+                let debt_after = self
+                    .debt
+                    .checked_add(Credits::from_micros(shortfall))
+                    .ok_or(CreditError::BalanceOverflow)?;
                 Ok(Decision::write(vec![CreditEvent::CreditsRevoked {
                     key,
                     payment_id,
@@ -359,6 +541,7 @@ impl Decider for CreditAccount {
                     taken,
                     balance_after: Credits::from_micros(self.balance.micros() - taken.micros()),
                     reserved_after: self.reserved,
+                    debt_after,
                 }]))
             }
             CreditCommand::ReserveCredits {
@@ -366,7 +549,8 @@ impl Decider for CreditAccount {
                 amount,
                 expires_at,
                 now,
-            } => self.reserve(request_id, amount, expires_at, now),
+                key,
+            } => self.reserve(request_id, amount, expires_at, now, key),
             CreditCommand::SettleReservation { request_id, charge } => {
                 self.settle(request_id, charge, None)
             }
@@ -391,8 +575,9 @@ impl Decider for CreditAccount {
         }
     }
 
-    /// Apply an event. Only assigns: every check happened in [`Decider::decide`].
-    fn evolve(&mut self, event: CreditEvent) {
+    /// [`Decider::evolve`]: assigns what the event says, and keeps the per-key and
+    /// per-debt sums it implies.
+    fn evolve_event(&mut self, event: CreditEvent) {
         let (balance, reserved) = event.totals_after();
         match &event {
             CreditEvent::AccountOpened {} => {
@@ -405,7 +590,15 @@ impl Decider for CreditAccount {
                 expires_at,
                 balance_after,
                 reserved_after,
+                api_key,
+                key_limit,
             } => {
+                if let Some(key) = api_key {
+                    let spend = self.keys.entry(*key).or_default();
+                    spend.reserved =
+                        Credits::from_micros(spend.reserved.micros() + amount.micros());
+                    spend.limit = *key_limit;
+                }
                 self.reservations.insert(
                     request_id.clone(),
                     ActiveReservation {
@@ -413,12 +606,15 @@ impl Decider for CreditAccount {
                         expires_at: *expires_at,
                         balance_at_reserve: *balance_after,
                         reserved_at_reserve: *reserved_after,
+                        api_key: *api_key,
+                        key_limit: *key_limit,
                     },
                 );
             }
             CreditEvent::ReservationSettled { request_id, .. }
             | CreditEvent::ReservationReleased { request_id, .. }
             | CreditEvent::ReservationExpired { request_id, .. } => {
+                self.count_key_spend(&event);
                 if let Some(active) = self.reservations.remove(request_id) {
                     let reserved_event = reserved_event(request_id, &active);
                     self.recent
@@ -428,10 +624,48 @@ impl Decider for CreditAccount {
                     self.recent.remember(key, event.clone());
                 }
             }
+            CreditEvent::CreditsRevoked {
+                payment_id,
+                debt_after,
+                ..
+            } => {
+                let added = debt_after.micros() - self.debt.micros();
+                if added > 0 {
+                    match self.debts.back_mut() {
+                        Some(last) if last.payment_id == *payment_id => {
+                            last.amount = Credits::from_micros(last.amount.micros() + added);
+                        }
+                        _ => self.debts.push_back(Debt {
+                            payment_id: payment_id.clone(),
+                            amount: Credits::from_micros(added),
+                        }),
+                    }
+                }
+                self.debt = *debt_after;
+                if let Some(key) = event.idempotency_key() {
+                    self.recent.remember(key, event.clone());
+                }
+            }
+            CreditEvent::DebtRepaid {
+                amount, debt_after, ..
+            } => {
+                let mut left = amount.micros();
+                while left > 0 {
+                    let Some(oldest) = self.debts.front_mut() else {
+                        break;
+                    };
+                    let paid = left.min(oldest.amount.micros());
+                    oldest.amount = Credits::from_micros(oldest.amount.micros() - paid);
+                    left -= paid;
+                    if oldest.amount.micros() == 0 {
+                        self.debts.pop_front();
+                    }
+                }
+                self.debt = *debt_after;
+            }
             CreditEvent::CreditsGranted { .. }
             | CreditEvent::CreditsPurchased { .. }
-            | CreditEvent::PromoCreditsApplied { .. }
-            | CreditEvent::CreditsRevoked { .. } => {
+            | CreditEvent::PromoCreditsApplied { .. } => {
                 if let Some(key) = event.idempotency_key() {
                     self.recent.remember(key, event.clone());
                 }
@@ -441,18 +675,35 @@ impl Decider for CreditAccount {
         self.reserved = reserved;
     }
 
-    fn event_key(event: &CreditEvent) -> Option<String> {
-        event.idempotency_key()
-    }
-
-    fn related_keys(command: &CreditCommand) -> Vec<String> {
-        command.related_keys()
-    }
-
-    fn may_be_forgotten(refusal: &CreditError) -> bool {
-        // A settle or release of a reservation resolved longer ago than the account
-        // remembers: the store knows its outcome.
-        matches!(refusal, CreditError::ReservationNotFound(_))
+    /// A reservation's end moves its key's hold to its charge (or just ends the hold). A
+    /// settlement whose reservation named no key (made before keys were named, or expired
+    /// before it) is counted for the key its usage names.
+    fn count_key_spend(&mut self, event: &CreditEvent) {
+        let (request_id, charged, usage_key) = match event {
+            CreditEvent::ReservationSettled {
+                request_id,
+                charged,
+                usage,
+                ..
+            } => (request_id, *charged, usage.as_ref().and_then(|u| u.api_key)),
+            CreditEvent::ReservationReleased { request_id, .. }
+            | CreditEvent::ReservationExpired { request_id, .. } => {
+                (request_id, Credits::ZERO, None)
+            }
+            _ => return,
+        };
+        let held = self
+            .reservations
+            .get(request_id)
+            .and_then(|r| r.api_key.map(|key| (key, r.amount)));
+        if let Some((key, amount)) = held {
+            let spend = self.keys.entry(key).or_default();
+            spend.reserved = Credits::from_micros(spend.reserved.micros() - amount.micros());
+        }
+        if let Some(key) = held.map(|(key, _)| key).or(usage_key) {
+            let spend = self.keys.entry(key).or_default();
+            spend.charged = Credits::from_micros(spend.charged.micros() + charged.micros());
+        }
     }
 }
 

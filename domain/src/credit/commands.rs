@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::usage::UsageRecord;
-use crate::ids::{IdempotencyKey, RequestId};
+use crate::ids::{ApiKeyId, IdempotencyKey, RequestId};
 use crate::money::Credits;
 
 /// Longest reason an admin may give for a grant.
@@ -42,12 +42,16 @@ pub enum CreditCommand {
         amount: Credits,
     },
     /// Hold `amount` for a request until it is settled, released, or `expires_at` passes.
-    /// Reservations already past their time at `now` are expired first.
+    /// Reservations already past their time at `now` are expired first. A request made
+    /// with an API key names it: the reservation counts against the key's spending limit,
+    /// and is refused when the key's charges and holds would pass it.
     ReserveCredits {
         request_id: RequestId,
         amount: Credits,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<KeyLimit>,
     },
     /// Charge the actual cost of a request (at most what was reserved) and release the rest.
     SettleReservation {
@@ -65,6 +69,14 @@ pub enum CreditCommand {
     /// Expire every reservation whose time has passed at `now` (at most
     /// [`super::EXPIRE_BATCH_MAX`] per command).
     ExpireReservations { now: DateTime<Utc> },
+}
+
+/// The API key a request is made with, and its spending limit as its owner set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLimit {
+    pub id: ApiKeyId,
+    /// The most the key may have charged plus held at once; `None`: no limit.
+    pub limit: Option<Credits>,
 }
 
 impl CreditCommand {

@@ -1,4 +1,4 @@
-use crate::ids::RequestId;
+use crate::ids::{ApiKeyId, RequestId};
 use crate::money::{Credits, MoneyError};
 
 /// A command a credit account refuses. Each is a rule, not a fault: nothing was written.
@@ -18,6 +18,15 @@ pub enum CreditError {
     InsufficientCredits {
         requested: Credits,
         available: Credits,
+    },
+    /// The API key's charges plus its active reservations plus this one would pass the
+    /// key's spending limit.
+    #[error("the spending limit of API key {key} would be exceeded: limit {limit} micro-credits, {spent} charged or held, {requested} requested", limit = .limit.micros(), spent = .spent.micros(), requested = .requested.micros())]
+    KeySpendingLimit {
+        key: ApiKeyId,
+        limit: Credits,
+        spent: Credits,
+        requested: Credits,
     },
     /// A reservation's expiry must be later than now.
     #[error("a reservation must expire in the future")]

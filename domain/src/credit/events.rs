@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::usage::UsageRecord;
-use crate::ids::{IdempotencyKey, RequestId};
+use crate::ids::{ApiKeyId, IdempotencyKey, RequestId};
 use crate::money::Credits;
 
 /// What happened to a credit account. Stored forever: never rename a variant or a field;
@@ -35,7 +35,8 @@ pub enum CreditEvent {
     },
     /// A refund took credits back: `taken = min(requested, available before)`, so the
     /// available balance never goes negative; `requested - taken` is the shortfall, the
-    /// credits already spent or held that the hub did not get back.
+    /// credits already spent or held that the hub did not get back at once. The shortfall
+    /// is owed: it is added to the account's debt, which later credits repay first.
     CreditsRevoked {
         key: IdempotencyKey,
         payment_id: IdempotencyKey,
@@ -43,6 +44,10 @@ pub enum CreditEvent {
         taken: Credits,
         balance_after: Credits,
         reserved_after: Credits,
+        /// The account's whole debt after this refund. Zero in refunds recorded before
+        /// shortfalls were kept as debts: those were written off, and stay so.
+        #[serde(default)]
+        debt_after: Credits,
     },
     CreditsReserved {
         request_id: RequestId,
@@ -50,6 +55,14 @@ pub enum CreditEvent {
         expires_at: DateTime<Utc>,
         balance_after: Credits,
         reserved_after: Credits,
+        /// The API key the request was made with; absent for a person's request (and in
+        /// reservations recorded before keys were named).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key: Option<ApiKeyId>,
+        /// That key's spending limit when the reservation was made (a settlement that
+        /// arrives after the reservation expired is capped by it too).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_limit: Option<Credits>,
     },
     ReservationSettled {
         request_id: RequestId,
@@ -80,6 +93,19 @@ pub enum CreditEvent {
         balance_after: Credits,
         reserved_after: Credits,
     },
+    /// Credits that became available (a grant, a purchase, a promo, a reservation settled
+    /// for less than it held, released or expired) repaid part of a refund's shortfall.
+    /// Written right after the event that freed them, in the same command; one per refund
+    /// repaid, oldest debt first.
+    DebtRepaid {
+        /// The refunded payment whose shortfall this repays.
+        payment_id: IdempotencyKey,
+        amount: Credits,
+        balance_after: Credits,
+        reserved_after: Credits,
+        /// The account's whole debt after this repayment.
+        debt_after: Credits,
+    },
 }
 
 /// How a settlement that arrived after its reservation expired was charged.
@@ -104,6 +130,18 @@ impl CreditEvent {
             Self::ReservationSettled { request_id, .. } => Some(format!("settle:{request_id}")),
             Self::ReservationReleased { request_id, .. } => Some(format!("release:{request_id}")),
             Self::ReservationExpired { request_id, .. } => Some(format!("expire:{request_id}")),
+            // Part of the keyed command that freed the credits.
+            Self::DebtRepaid { .. } => None,
+        }
+    }
+
+    /// The account's debt after this event, for the events that change it.
+    pub fn debt_after(&self) -> Option<Credits> {
+        match self {
+            Self::CreditsRevoked { debt_after, .. } | Self::DebtRepaid { debt_after, .. } => {
+                Some(*debt_after)
+            }
+            _ => None,
         }
     }
 
@@ -150,6 +188,11 @@ impl CreditEvent {
                 balance_after,
                 reserved_after,
                 ..
+            }
+            | Self::DebtRepaid {
+                balance_after,
+                reserved_after,
+                ..
             } => (*balance_after, *reserved_after),
         }
     }
@@ -167,6 +210,7 @@ impl DomainEvent for CreditEvent {
             Self::ReservationSettled { .. } => "ReservationSettled",
             Self::ReservationReleased { .. } => "ReservationReleased",
             Self::ReservationExpired { .. } => "ReservationExpired",
+            Self::DebtRepaid { .. } => "DebtRepaid",
         };
         name.to_string()
     }

@@ -14,7 +14,13 @@
 //!   aggregate remembers the last [`RECENT_KEYS_MAX`] keys; the event store's unique index on
 //!   the key (see `migrations/`) extends the guarantee to every key ever used;
 //! - every event carries the balance and the reserved amount after it, so read models copy,
-//!   never recompute.
+//!   never recompute;
+//! - an API key's charges plus its active reservations never pass the key's spending limit
+//!   (checked in the same decision as the reservation, so concurrent requests cannot race
+//!   past it);
+//! - a refund's shortfall (credits already spent or held when it landed) is a debt, and
+//!   credits that become available later repay it first (`DebtRepaid`): while a debt is
+//!   owed, nothing is available.
 
 mod aggregate;
 mod commands;
@@ -26,8 +32,10 @@ mod usage;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{CreditAccount, ReservationState, EXPIRE_BATCH_MAX, RESERVATIONS_MAX};
-pub use commands::{CreditCommand, REASON_LEN_MAX};
+pub use aggregate::{
+    CreditAccount, KeySpend, ReservationState, EXPIRE_BATCH_MAX, RESERVATIONS_MAX,
+};
+pub use commands::{CreditCommand, KeyLimit, REASON_LEN_MAX};
 pub use error::CreditError;
 pub use events::{CreditEvent, LateSettlement};
 pub use recent::RECENT_KEYS_MAX;
