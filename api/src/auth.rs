@@ -131,17 +131,7 @@ impl Caller {
         state: &AppState,
         headers: &axum::http::HeaderMap,
     ) -> Result<Self, ApiError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::unauthorized("missing bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or(ApiError::unauthorized(
-                "the Authorization header must be 'Bearer <token>'",
-            ))?
-            .trim();
+        let token = bearer(headers)?;
         if hub_adapters::secrets::api_key_prefix(token).is_some() {
             let owner = hub_app::keys::authenticate(state, token).await?;
             return Ok(Caller {
@@ -167,9 +157,48 @@ impl Caller {
         })
     }
 
+    /// Whether the request's access token names an admin, for `/ready` only: when the user
+    /// cannot be read (Postgres is what is down, and then the details matter most), the
+    /// token's own word decides, its signature and expiry checked. The details are
+    /// read-only; nothing that changes anything trusts a token without its user.
+    pub async fn is_admin_for_readiness(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+        let Ok(token) = bearer(headers) else {
+            return false;
+        };
+        if hub_adapters::secrets::api_key_prefix(token).is_some() {
+            return false;
+        }
+        let Ok(claims) = state.jwt.verify_at(token, state.clock.now()) else {
+            return false;
+        };
+        if !claims.roles.contains(&Role::Admin) {
+            return false;
+        }
+        let credential = Credential::of_token(&claims);
+        match access::check(state, UserId(claims.sub), &credential).await {
+            Ok(()) | Err(access::AccessError::Store(_)) => true,
+            Err(access::AccessError::Refused(_)) => false,
+        }
+    }
+
     /// Check the caller's credential again, against the user as they are now: what a
     /// long-lived connection does before each thing it starts.
     pub async fn recheck(&self, state: &AppState) -> Result<(), access::AccessError> {
         access::check(state, UserId(self.user), &self.credential).await
     }
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or(ApiError::unauthorized("missing bearer token"))?;
+    Ok(header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or(ApiError::unauthorized(
+            "the Authorization header must be 'Bearer <token>'",
+        ))?
+        .trim())
 }
