@@ -1112,6 +1112,9 @@ enum Op {
     Link(u8),
     CreateKey(u8, Option<i64>, Option<i64>),
     RevokeKey(u8),
+    Suspend,
+    Unsuspend,
+    EndSessions,
     Tick(i64),
 }
 
@@ -1133,6 +1136,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..8, proptest::option::of(-5i64..1_000), proptest::option::of(-10i64..600))
             .prop_map(|(k, l, e)| Op::CreateKey(k, l, e)),
         2 => (0u8..8).prop_map(Op::RevokeKey),
+        1 => Just(Op::Suspend),
+        1 => Just(Op::Unsuspend),
+        1 => Just(Op::EndSessions),
         2 => (1i64..300).prop_map(Op::Tick),
     ]
 }
@@ -1201,6 +1207,9 @@ proptest! {
                     now,
                 },
                 Op::RevokeKey(k) => UserCommand::RevokeApiKey { key_id: kid(u128::from(k)), now },
+                Op::Suspend => UserCommand::SuspendUser { reason: reason("abuse"), by: "admin".into(), now },
+                Op::Unsuspend => UserCommand::UnsuspendUser { reason: reason("cleared"), by: "admin".into(), now },
+                Op::EndSessions => UserCommand::EndSessions { by: "self".into(), now },
                 Op::Tick(dt) => { now += Duration::seconds(dt); continue; }
             };
             let before = user.clone();
@@ -1209,6 +1218,10 @@ proptest! {
                     prop_assert!(decision.replay_of.is_none(), "a user never replays");
                     for e in decision.events {
                         let json = serde_json::to_string(&e).expect("serializes");
+                        // Every event that takes a privilege away moves the session version
+                        // on by one, and no other event moves it.
+                        let version_before = user.session_version();
+                        let ends_sessions = e.ends_sessions();
                         prop_assert!(!json.contains("plain-"), "a plaintext secret in {}", json);
                         match &e {
                             UserEvent::VerificationCodeIssued { code_hash, .. } => last_code = Some(code_hash.clone()),
@@ -1241,6 +1254,11 @@ proptest! {
                             _ => {}
                         }
                         user.evolve(e.clone());
+                        prop_assert_eq!(
+                            user.session_version(),
+                            version_before + u32::from(ends_sessions),
+                            "the session version after {}", json
+                        );
                         all_events.push(e);
                     }
                 }
