@@ -23,6 +23,11 @@ pub struct Claims {
     pub roles: Vec<Role>,
     pub iat: i64,
     pub exp: i64,
+    /// The user's session version when the token was minted (tokens minted before
+    /// versions existed carry none: 0). A token behind its user's version was cut off by a
+    /// suspension, a revoked role, a password reset or "log out everywhere".
+    #[serde(default)]
+    pub sv: u32,
 }
 
 /// Signs and checks tokens with one fixed algorithm.
@@ -46,11 +51,25 @@ impl Jwt {
         }
     }
 
-    /// A token for `user`, issued at `now` and valid for `ttl_s` seconds.
+    /// A token for `user`, issued at `now` and valid for `ttl_s` seconds, at session
+    /// version 0 (a user none of whose sessions was ever cut off).
     pub fn mint_at(
         &self,
         user: Uuid,
         roles: &[Role],
+        ttl_s: u64,
+        now: DateTime<Utc>,
+    ) -> Result<String, Error> {
+        self.mint_session_at(user, roles, 0, ttl_s, now)
+    }
+
+    /// A token for `user` at their session version `session_version`, issued at `now` and
+    /// valid for `ttl_s` seconds.
+    pub fn mint_session_at(
+        &self,
+        user: Uuid,
+        roles: &[Role],
+        session_version: u32,
         ttl_s: u64,
         now: DateTime<Utc>,
     ) -> Result<String, Error> {
@@ -63,6 +82,7 @@ impl Jwt {
             roles,
             iat: now,
             exp: now.saturating_add(i64::try_from(ttl_s).unwrap_or(i64::MAX)),
+            sv: session_version,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }

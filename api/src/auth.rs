@@ -1,9 +1,17 @@
 //! Who is calling: a bearer JWT (checked against the hub's clock) or an API key (resolved
 //! to its owner by [`hub_app::keys::authenticate`]), turned into a [`Caller`].
+//!
+//! Every request checks its credential against the user as the event store has it now
+//! ([`hub_app::identity::access`]): a suspended user is refused on every route (403
+//! `account_suspended`), and an access token minted before a suspension, a revoked role, a
+//! password reset or "log out everywhere" is refused (401 `session_ended`) though it has not
+//! expired. An API key may call only what its scopes reach ([`key_may_call`]).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use hub_domain::ApiKeyId;
+use hub_app::identity::access::{self, Credential};
+use hub_domain::{ApiKeyId, ApiKeyScope, UserId};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -21,6 +29,12 @@ pub struct Caller {
     pub roles: Vec<Role>,
     /// The API key used, if the caller is a program.
     pub api_key: Option<ApiKeyId>,
+    /// What the caller's API key may be used for; empty for a person (an access token is
+    /// limited by its roles only).
+    pub scopes: BTreeSet<ApiKeyScope>,
+    /// The credential presented, to check again later (an open WebSocket does on every chat
+    /// it starts).
+    pub credential: Credential,
 }
 
 impl Caller {
@@ -60,23 +74,45 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let caller = Caller::from_headers(state, &parts.headers).await?;
-        if caller.api_key.is_some() && !key_may_call(&parts.method, parts.uri.path()) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "api_key_not_allowed",
-                "an API key may call /v1 and read routes only; sign in to do this",
-            ));
+        if caller.api_key.is_some() {
+            key_may_call(&parts.method, parts.uri.path(), &caller.scopes)?;
         }
         Ok(caller)
     }
 }
 
-/// What a program holding an API key may call: inference (`/v1`) and reads. Everything
-/// else (grants, roles, keys, payments, promo codes) needs a person signed in, so a leaked
-/// inference key cannot spend its owner's privileges.
-fn key_may_call(method: &axum::http::Method, path: &str) -> bool {
-    path.starts_with("/v1/")
-        || matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
+/// What a program holding an API key may call, the one place keys are limited: inference
+/// (`/v1` and the chat WebSocket) with the `inference` scope, other `GET`/`HEAD` routes (the
+/// owner's reads) with the `read` scope. Everything else (grants, roles, keys, payments,
+/// promo codes) needs a person signed in, so a leaked key cannot spend its owner's
+/// privileges.
+pub(crate) fn key_may_call(
+    method: &axum::http::Method,
+    path: &str,
+    scopes: &BTreeSet<ApiKeyScope>,
+) -> Result<(), ApiError> {
+    let needs = if path.starts_with("/v1/") || path == "/api/ws" {
+        ApiKeyScope::Inference
+    } else if matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) {
+        ApiKeyScope::Read
+    } else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "api_key_not_allowed",
+            "an API key may call /v1 and read routes only; sign in to do this",
+        ));
+    };
+    if scopes.contains(&needs) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        match needs {
+            ApiKeyScope::Inference => "this API key lacks the inference scope",
+            ApiKeyScope::Read => "this API key lacks the read scope",
+        },
+    ))
 }
 
 /// The roles an API key acts with: its owner's `user` role only. An admin's, analyst's or
@@ -95,33 +131,74 @@ impl Caller {
         state: &AppState,
         headers: &axum::http::HeaderMap,
     ) -> Result<Self, ApiError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::unauthorized("missing bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or(ApiError::unauthorized(
-                "the Authorization header must be 'Bearer <token>'",
-            ))?
-            .trim();
+        let token = bearer(headers)?;
         if hub_adapters::secrets::api_key_prefix(token).is_some() {
             let owner = hub_app::keys::authenticate(state, token).await?;
             return Ok(Caller {
                 user: owner.user.0,
                 roles: key_roles(&owner.roles),
                 api_key: Some(owner.key_id),
+                scopes: owner.scopes,
+                credential: Credential::ApiKey(owner.key_id),
             });
         }
         let claims = state
             .jwt
             .verify_at(token, state.clock.now())
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
+        let credential = Credential::of_token(&claims);
+        access::check(state, UserId(claims.sub), &credential).await?;
         Ok(Caller {
             user: claims.sub,
             roles: claims.roles,
             api_key: None,
+            scopes: BTreeSet::new(),
+            credential,
         })
     }
+
+    /// Whether the request's access token names an admin, for `/ready` only: when the user
+    /// cannot be read (Postgres is what is down, and then the details matter most), the
+    /// token's own word decides, its signature and expiry checked. The details are
+    /// read-only; nothing that changes anything trusts a token without its user.
+    pub async fn is_admin_for_readiness(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+        let Ok(token) = bearer(headers) else {
+            return false;
+        };
+        if hub_adapters::secrets::api_key_prefix(token).is_some() {
+            return false;
+        }
+        let Ok(claims) = state.jwt.verify_at(token, state.clock.now()) else {
+            return false;
+        };
+        if !claims.roles.contains(&Role::Admin) {
+            return false;
+        }
+        let credential = Credential::of_token(&claims);
+        match access::check(state, UserId(claims.sub), &credential).await {
+            Ok(()) | Err(access::AccessError::Store(_)) => true,
+            Err(access::AccessError::Refused(_)) => false,
+        }
+    }
+
+    /// Check the caller's credential again, against the user as they are now: what a
+    /// long-lived connection does before each thing it starts.
+    pub async fn recheck(&self, state: &AppState) -> Result<(), access::AccessError> {
+        access::check(state, UserId(self.user), &self.credential).await
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or(ApiError::unauthorized("missing bearer token"))?;
+    Ok(header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or(ApiError::unauthorized(
+            "the Authorization header must be 'Bearer <token>'",
+        ))?
+        .trim())
 }

@@ -1,13 +1,17 @@
 //! API keys for programs. A key acts as its owner; it is shown once, stored as SHA-256 in
 //! the owner's User aggregate, found by its prefix through `api_key_index`, and refused at
-//! once when revoked or expired.
+//! once when revoked or expired, or when its owner is suspended. Each key has scopes, chosen
+//! at creation (inference by default), that say which routes it may call (the API enforces
+//! them in one place, `hub_api::auth`).
 
 use chrono::{DateTime, Utc};
 use hub_adapters::secrets;
 use hub_commands::{CommandError, StoreError};
 use hub_domain::{
-    ApiKey, ApiKeyId, ApiKeyName, ApiKeyPrefix, Credits, Role, UserCommand, UserError, UserId,
+    ApiKey, ApiKeyId, ApiKeyName, ApiKeyPrefix, ApiKeyScope, Credits, Role, UserCommand, UserError,
+    UserId,
 };
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use crate::hub::Hub;
@@ -24,6 +28,9 @@ pub enum KeyError {
     /// The key is unknown, revoked or expired (the three answer alike).
     #[error("invalid, revoked or expired API key")]
     Refused,
+    /// The key's owner is suspended.
+    #[error("this account is suspended")]
+    OwnerSuspended,
     /// A rule of the user aggregate refused the command.
     #[error(transparent)]
     User(#[from] CommandError<UserError>),
@@ -42,6 +49,9 @@ pub struct NewKey {
     /// Most this key may spend (none: the owner's balance is the limit).
     pub spending_limit: Option<Credits>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may be used for; [`ApiKeyScope::default_set`] when the creator names
+    /// none.
+    pub scopes: BTreeSet<ApiKeyScope>,
 }
 
 /// A key just created: the key itself (shown now and never again) and what is stored of it.
@@ -84,6 +94,7 @@ pub async fn create(hub: &Hub, owner: UserId, new: NewKey) -> Result<CreatedKey,
         name: new.name,
         spending_limit: new.spending_limit,
         expires_at: new.expires_at,
+        scopes: new.scopes,
         now: hub.clock.now(),
     };
     if let Err(err) = hub.users.execute(owner, command, &owner.to_string()).await {
@@ -137,10 +148,13 @@ pub struct KeyOwner {
     /// The owner's roles now.
     pub roles: Vec<Role>,
     pub key_id: ApiKeyId,
+    /// What the key may be used for.
+    pub scopes: BTreeSet<ApiKeyScope>,
 }
 
-/// Resolve a presented key to its owner, with the owner's roles now. A revoked or expired key
-/// is refused at once: the owner is read from the event store, never from a cache.
+/// Resolve a presented key to its owner, with the owner's roles now. A revoked or expired key,
+/// and any key of a suspended owner, is refused at once: the owner is read from the event
+/// store, never from a cache.
 pub async fn authenticate(hub: &Hub, key: &str) -> Result<KeyOwner, KeyError> {
     let prefix = secrets::api_key_prefix(key).ok_or(KeyError::Refused)?;
     let owner: Option<Uuid> =
@@ -155,9 +169,13 @@ pub async fn authenticate(hub: &Hub, key: &str) -> Result<KeyOwner, KeyError> {
     if !api_key.is_usable_at(hub.clock.now()) {
         return Err(KeyError::Refused);
     }
+    if user.is_suspended() {
+        return Err(KeyError::OwnerSuspended);
+    }
     Ok(KeyOwner {
         user: owner,
         roles: user.roles().iter().copied().collect(),
         key_id: api_key.id(),
+        scopes: api_key.scopes().clone(),
     })
 }

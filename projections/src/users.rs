@@ -61,15 +61,22 @@ pub(crate) async fn apply(
             UserEvent::GoogleAccountLinked { .. } => "google_linked = true",
             UserEvent::ApiKeyCreated { .. } => "api_keys_live = api_keys_live + 1",
             UserEvent::ApiKeyRevoked { .. } => "api_keys_live = greatest(api_keys_live - 1, 0)",
+            UserEvent::UserSuspended { .. } => "suspended_at = $5",
+            UserEvent::UserUnsuspended { .. } => "suspended_at = NULL",
             UserEvent::UserRegistered { .. }
             | UserEvent::VerificationCodeIssued { .. }
             | UserEvent::EmailVerificationFailed { .. }
-            | UserEvent::PasswordResetRequested { .. } => "email = email",
+            | UserEvent::PasswordResetRequested { .. }
+            | UserEvent::SessionsEnded { .. } => "email = email",
         };
         let roles_after = match &event {
             UserEvent::RoleGranted { roles_after, .. }
             | UserEvent::RoleRevoked { roles_after, .. } => role_names(roles_after),
             _ => Vec::new(),
+        };
+        let suspended_at = match &event {
+            UserEvent::UserSuspended { suspended_at, .. } => Some(*suspended_at),
+            _ => None,
         };
         // `set` is one of the fixed strings above, never input.
         sqlx::query(&format!(
@@ -80,6 +87,7 @@ pub(crate) async fn apply(
         .bind(version)
         .bind(at)
         .bind(roles_after)
+        .bind(suspended_at)
         .execute(&mut *conn)
         .await?;
     }

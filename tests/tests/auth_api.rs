@@ -456,7 +456,7 @@ async fn an_api_key_acts_as_its_owner_until_revoked_or_expired() {
         post(
             &app,
             "/api/keys",
-            json!({"name": "ci", "spending_limit_micros": 5_000_000}),
+            json!({"name": "ci", "spending_limit_micros": 5_000_000, "scopes": ["inference", "read"]}),
             Some(&token),
         )
         .await,
@@ -510,7 +510,7 @@ async fn an_api_key_acts_as_its_owner_until_revoked_or_expired() {
         post(
             &app,
             "/api/keys",
-            json!({"name": "short", "expires_at": expires}),
+            json!({"name": "short", "expires_at": expires, "scopes": ["read"]}),
             Some(&token),
         )
         .await,
@@ -566,7 +566,7 @@ async fn a_user_cannot_see_or_revoke_another_users_keys_balance_or_ledger() {
         post(
             &app,
             "/api/keys",
-            json!({"name": "alice-ci"}),
+            json!({"name": "alice-ci", "scopes": ["inference", "read"]}),
             Some(&alice_token),
         )
         .await,

@@ -23,7 +23,8 @@ fn no_redirects() -> reqwest::Client {
         .expect("client")
 }
 
-/// `GET /api/auth/google`: the redirect's query parameters.
+/// `GET /api/auth/google`: the redirect's query parameters, and under `cookie` the
+/// `name=value` of the cookie the hub set in this browser.
 async fn begin(app: &TestApp) -> HashMap<String, String> {
     let response = no_redirects()
         .get(app.url("/api/auth/google"))
@@ -36,21 +37,45 @@ async fn begin(app: &TestApp) -> HashMap<String, String> {
         .get("location")
         .and_then(|v| v.to_str().ok())
         .expect("Location");
-    url::Url::parse(location)
+    let mut params: HashMap<String, String> = url::Url::parse(location)
         .expect("a URL")
         .query_pairs()
         .into_owned()
-        .collect()
+        .collect();
+    if let Some(cookie) = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+    {
+        let pair = cookie.split(';').next().unwrap_or_default();
+        params.insert("cookie".into(), pair.to_string());
+    }
+    params
 }
 
-async fn callback(app: &TestApp, code: &str, state: &str) -> (StatusCode, Value) {
-    let response = app
+/// The callback as the browser that started `started` sends it (with its cookie).
+async fn callback(
+    app: &TestApp,
+    code: &str,
+    started: &HashMap<String, String>,
+) -> (StatusCode, Value) {
+    callback_with_cookie(app, code, &started["state"], started.get("cookie")).await
+}
+
+async fn callback_with_cookie(
+    app: &TestApp,
+    code: &str,
+    state: &str,
+    cookie: Option<&String>,
+) -> (StatusCode, Value) {
+    let mut request = app
         .client
         .get(app.url("/api/auth/google/callback"))
-        .query(&[("code", code), ("state", state)])
-        .send()
-        .await
-        .expect("sent");
+        .query(&[("code", code), ("state", state)]);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.expect("sent");
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -69,7 +94,7 @@ async fn sign_in(
         &params["code_challenge"],
         REDIRECT,
     );
-    callback(app, &code, &params["state"]).await
+    callback(app, &code, &params).await
 }
 
 #[tokio::test]
@@ -112,12 +137,9 @@ async fn a_state_works_once_and_a_replayed_nonce_is_refused() {
         &first["code_challenge"],
         REDIRECT,
     );
-    assert_eq!(
-        callback(&app, &code, &first["state"]).await.0,
-        StatusCode::CREATED
-    );
+    assert_eq!(callback(&app, &code, &first).await.0, StatusCode::CREATED);
     // The same state again (a replayed callback URL).
-    let (status, body) = callback(&app, &code, &first["state"]).await;
+    let (status, body) = callback(&app, &code, &first).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_state");
 
@@ -128,12 +150,12 @@ async fn a_state_works_once_and_a_replayed_nonce_is_refused() {
         &second["code_challenge"],
         REDIRECT,
     );
-    let (status, body) = callback(&app, &code, &second["state"]).await;
+    let (status, body) = callback(&app, &code, &second).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "oidc_nonce_mismatch");
 
     // An unknown state.
-    let (status, _) = callback(&app, "whatever", "not-a-state").await;
+    let (status, _) = callback_with_cookie(&app, "whatever", "not-a-state", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     app.stop().await;
 }
@@ -248,5 +270,47 @@ async fn without_google_configured_the_routes_answer_503() {
         .await
         .expect("sent");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    app.stop().await;
+}
+
+/// Issue 14, finding 19: a callback URL carrying someone else's sign-in (login CSRF: an
+/// attacker starts a sign-in with their own Google account and sends the victim the
+/// callback) is refused in a browser that did not start it.
+#[tokio::test]
+async fn a_google_callback_without_the_browser_cookie_is_refused() {
+    let provider = OidcProvider::start(CLIENT_ID, CLIENT_SECRET).await;
+    let app = app_with_google(&provider).await;
+
+    let attacker = begin(&app).await;
+    let cookie = attacker.get("cookie").expect("the start sets a cookie");
+    assert!(cookie.starts_with("aihub_oidc="), "{cookie}");
+    let code = provider.issue_code(
+        IdTokenClaims::new("g-mallory", &attacker["nonce"]),
+        &attacker["code_challenge"],
+        REDIRECT,
+    );
+    // The victim's browser follows the link: no cookie, or a cookie of its own sign-in.
+    let victim = begin(&app).await;
+    let (status, body) = callback_with_cookie(&app, &code, &attacker["state"], None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "oidc_browser_mismatch");
+    assert!(body.get("token").is_none(), "no session for the victim");
+
+    let again = begin(&app).await;
+    let code = provider.issue_code(
+        IdTokenClaims::new("g-mallory", &again["nonce"]),
+        &again["code_challenge"],
+        REDIRECT,
+    );
+    let (status, body) =
+        callback_with_cookie(&app, &code, &again["state"], victim.get("cookie")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "oidc_browser_mismatch");
+
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM user_emails")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(users, 0, "no account was made or signed in");
     app.stop().await;
 }

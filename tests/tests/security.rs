@@ -287,7 +287,7 @@ async fn a_leaked_inference_key_cannot_grant_credits() {
         .client
         .post(app.url("/api/keys"))
         .bearer_auth(&admin)
-        .json(&json!({"name": "ci"}))
+        .json(&json!({"name": "ci", "scopes": ["inference", "read"]}))
         .send()
         .await
         .expect("sent");

@@ -2,8 +2,10 @@
 //! its status and error code (the messages are the errors' own).
 
 use hub_adapters::oidc::OidcError;
+use hub_app::identity::access::{AccessError, AccessRefused};
 use hub_app::identity::IdentityError;
 use hub_app::keys::KeyError;
+use hub_app::users::SuspensionError;
 
 use super::ApiError;
 
@@ -20,6 +22,7 @@ impl From<IdentityError> for ApiError {
                 ApiError::too_many_requests("too many failed sign-ins; try again later", wait)
             }
             IdentityError::UserNotFound => ApiError::not_found(message),
+            IdentityError::Suspended => suspended(),
             IdentityError::WrongCode { .. } => ApiError::bad_request("wrong_code", message),
             IdentityError::ResendTooSoon(wait) => {
                 ApiError::too_many_requests("a code was sent less than a minute ago", wait)
@@ -37,6 +40,9 @@ impl From<IdentityError> for ApiError {
                 ApiError::bad_request("missing_field", message)
             }
             IdentityError::GoogleStateInvalid => ApiError::bad_request("invalid_state", message),
+            IdentityError::GoogleOtherBrowser => {
+                ApiError::bad_request("oidc_browser_mismatch", message)
+            }
             IdentityError::Oidc(err) => oidc_error(err),
             IdentityError::GoogleEmailInvalid => {
                 ApiError::bad_request("google_email_invalid", message)
@@ -81,10 +87,58 @@ impl From<KeyError> for ApiError {
                 "verify your email address before creating API keys",
             ),
             KeyError::Refused => ApiError::unauthorized("invalid, revoked or expired API key"),
+            KeyError::OwnerSuspended => suspended(),
             KeyError::User(err) => err.into(),
             KeyError::Store(err) => err.into(),
             KeyError::Database(err) => err.into(),
             KeyError::Internal(err) => ApiError::internal(err),
+        }
+    }
+}
+
+/// A suspended user's credential, whichever it is: 403, so that clients do not refresh and
+/// retry as they would after a 401.
+pub(crate) fn suspended() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "account_suspended",
+        "this account is suspended; contact an administrator",
+    )
+}
+
+impl From<AccessError> for ApiError {
+    fn from(err: AccessError) -> Self {
+        match err {
+            AccessError::Refused(refused) => refused.into(),
+            AccessError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<AccessRefused> for ApiError {
+    fn from(refused: AccessRefused) -> Self {
+        let message = refused.to_string();
+        match refused {
+            AccessRefused::Suspended => suspended(),
+            AccessRefused::Expired => ApiError::unauthorized("invalid or expired token"),
+            AccessRefused::SessionEnded => ApiError::unauthorized_code("session_ended", message),
+            AccessRefused::KeyRefused => {
+                ApiError::unauthorized("invalid, revoked or expired API key")
+            }
+        }
+    }
+}
+
+impl From<SuspensionError> for ApiError {
+    fn from(err: SuspensionError) -> Self {
+        let message = err.to_string();
+        match err {
+            SuspensionError::UnknownUser => ApiError::not_found(message),
+            SuspensionError::OwnAccount => ApiError::bad_request("own_account", message),
+            SuspensionError::InvalidReason(_) => ApiError::bad_request("invalid_reason", message),
+            SuspensionError::Command(err) => err.into(),
+            SuspensionError::Store(err) => err.into(),
+            SuspensionError::Database(err) => err.into(),
         }
     }
 }

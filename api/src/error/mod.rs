@@ -312,6 +312,7 @@ fn user_rule(rule: UserError) -> ApiError {
         }
         UserError::ApiKeyNotFound(_) => return ApiError::not_found(message),
         UserError::ApiKeyAlreadyRevoked(_) => "api_key_already_revoked",
+        UserError::NoScopes => return ApiError::bad_request("invalid_scope", message),
     };
     ApiError::unprocessable(code, message)
 }

@@ -1,4 +1,5 @@
-//! `/api/admin/users`: admins list users and grant or revoke roles.
+//! `/api/admin/users`: admins list users, grant or revoke roles, and suspend users or lift
+//! a suspension.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -12,7 +13,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::auth::UserView;
 use crate::state::AppState;
 use hub_app::queries::users::{self, UserRow};
-use hub_app::users::{change_role, RoleChange};
+use hub_app::users::{change_role, change_suspension, RoleChange, SuspensionChange};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +76,8 @@ pub async fn grant_role(
 }
 
 /// `DELETE /api/admin/users/{id}/roles/{role}` — admin. The `user` role cannot be revoked.
+/// The user's access tokens minted before it are refused from the next request (401
+/// `session_ended`); a refresh gives one without the role.
 pub async fn revoke_role(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -85,4 +88,69 @@ pub async fn revoke_role(
     Ok(Json(
         serde_json::json!({ "user": UserView::of(user, &loaded) }),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspensionBody {
+    /// Why (kept in the event, shown to admins).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SuspensionView {
+    pub user: UserView,
+    pub suspended: bool,
+    pub suspended_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub reason: Option<String>,
+    pub suspended_by: Option<String>,
+}
+
+impl SuspensionView {
+    fn of(id: hub_domain::UserId, user: &hub_domain::User) -> Self {
+        let suspension = user.suspension();
+        SuspensionView {
+            user: UserView::of(id, user),
+            suspended: suspension.is_some(),
+            suspended_at: suspension.map(|s| s.since()),
+            reason: suspension.map(|s| s.reason().as_str().to_string()),
+            suspended_by: suspension.map(|s| s.by().to_string()),
+        }
+    }
+}
+
+async fn suspension(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: SuspensionBody,
+    change: SuspensionChange,
+) -> Result<Json<SuspensionView>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let reason = body.reason.unwrap_or_default();
+    let (user, loaded) = change_suspension(state, caller.user, id, &reason, change).await?;
+    Ok(Json(SuspensionView::of(user, &loaded)))
+}
+
+/// `POST /api/admin/users/{id}/suspend` `{reason}` — admin, not on their own account. Every
+/// credential of the user (access tokens, refresh tokens, API keys, open WebSockets) is
+/// refused from its next use. Suspending a suspended user changes nothing.
+pub async fn suspend(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SuspensionBody>,
+) -> Result<Json<SuspensionView>, ApiError> {
+    suspension(&state, &caller, &id, body, SuspensionChange::Suspend).await
+}
+
+/// `POST /api/admin/users/{id}/unsuspend` `{reason}` — admin. The user signs in again;
+/// their API keys work again; nothing else issued before the suspension does.
+pub async fn unsuspend(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SuspensionBody>,
+) -> Result<Json<SuspensionView>, ApiError> {
+    suspension(&state, &caller, &id, body, SuspensionChange::Unsuspend).await
 }

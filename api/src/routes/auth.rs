@@ -155,7 +155,7 @@ fn refresh_cookie(state: &AppState, token: &str, max_age_s: u64) -> Option<Heade
     .ok()
 }
 
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -366,5 +366,17 @@ pub async fn logout(
     if let Some(token) = presented_refresh(&headers, &body)? {
         sign_in::log_out(&state, &token).await?;
     }
+    Ok(clearing_cookie(&state, StatusCode::NO_CONTENT))
+}
+
+/// `POST /api/auth/logout-all` — a signed-in person (not an API key): ends every session of
+/// theirs at once. Every access token minted before it is refused from the next request and
+/// every refresh token is revoked. API keys are not sessions: they stay until revoked.
+pub async fn logout_all(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let user = UserId(caller.user);
+    sign_in::log_out_everywhere(&state, user, &caller.user.to_string()).await?;
     Ok(clearing_cookie(&state, StatusCode::NO_CONTENT))
 }

@@ -3,7 +3,7 @@
 //! this module parses requests and maps answers.
 
 use axum::extract::State;
-use axum::http::header::LOCATION;
+use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hub_app::identity::google::{self, ProviderAnswer};
@@ -12,15 +12,35 @@ use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::routes::auth::signed_in;
+use crate::routes::auth::{cookie_value, signed_in};
 use crate::state::AppState;
 
-/// `GET /api/auth/google` — anyone. Redirects (302) to Google.
+/// The cookie that binds a Google sign-in to the browser that started it.
+pub const OIDC_COOKIE: &str = "aihub_oidc";
+
+/// The browser-binding cookie: `HttpOnly`, scoped to the Google routes, `SameSite=Lax` (the
+/// callback is a top-level navigation from Google, which `Strict` would strip).
+fn oidc_cookie(state: &AppState, value: &str, max_age_s: i64) -> Result<HeaderValue, ApiError> {
+    let secure = if state.settings.auth.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{OIDC_COOKIE}={value}; Path=/api/auth/google; Max-Age={max_age_s}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .map_err(ApiError::internal)
+}
+
+/// `GET /api/auth/google` — anyone. Redirects (302) to Google, and sets the cookie the
+/// callback must come back with.
 pub async fn start(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let url = google::begin(&state).await?;
-    let location = HeaderValue::from_str(&url).map_err(ApiError::internal)?;
+    let started = google::begin(&state).await?;
+    let location = HeaderValue::from_str(&started.url).map_err(ApiError::internal)?;
+    let cookie = oidc_cookie(&state, &started.browser_nonce, google::LOGIN_TTL_S)?;
     let mut response = StatusCode::FOUND.into_response();
     response.headers_mut().insert(LOCATION, location);
+    response.headers_mut().append(SET_COOKIE, cookie);
     Ok(response)
 }
 
@@ -48,17 +68,26 @@ impl CallbackQuery {
     }
 }
 
-/// `GET /api/auth/google/callback` — the browser, sent back by Google.
+/// `GET /api/auth/google/callback` — the browser, sent back by Google, with the cookie
+/// [`start`] set (refused without it: 400 `oidc_browser_mismatch`). The cookie is cleared.
 pub async fn callback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<CallbackQuery>,
 ) -> Result<Response, ApiError> {
-    let done = google::finish(&state, query.answer()).await?;
-    let status = if done.registered {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let browser_nonce = cookie_value(&headers, OIDC_COOKIE);
+    let clear = oidc_cookie(&state, "", 0)?;
+    let mut response = match google::finish(&state, query.answer(), browser_nonce).await {
+        Ok(done) => {
+            let status = if done.registered {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            signed_in(&state, &headers, done.session, status)
+        }
+        Err(err) => ApiError::from(err).into_response(),
     };
-    Ok(signed_in(&state, &headers, done.session, status))
+    response.headers_mut().append(SET_COOKIE, clear);
+    Ok(response)
 }

@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hub_app::keys::{self, CreatedKey, NewKey};
-use hub_domain::{ApiKey, ApiKeyId, ApiKeyName, Credits, UserId};
+use hub_domain::{ApiKey, ApiKeyId, ApiKeyName, ApiKeyScope, Credits, UserId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -28,6 +29,9 @@ pub struct KeyView {
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// What the key may be used for: `inference` (`/v1`, the chat WebSocket), `read` (the
+    /// owner's `GET` routes).
+    pub scopes: Vec<&'static str>,
 }
 
 impl KeyView {
@@ -40,6 +44,7 @@ impl KeyView {
             expires_at: key.expires_at(),
             created_at: key.created_at(),
             revoked_at: key.revoked_at(),
+            scopes: key.scopes().iter().map(|s| s.as_str()).collect(),
         }
     }
 }
@@ -59,6 +64,27 @@ pub struct CreateKeyBody {
     /// Most this key may spend, in micro-credits (none: the owner's balance is the limit).
     pub spending_limit_micros: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// `["inference"]` (the default), `["read"]`, or both.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The scopes a body asks for: [`ApiKeyScope::default_set`] when it names none.
+fn scopes(asked: Option<Vec<String>>) -> Result<BTreeSet<ApiKeyScope>, ApiError> {
+    let Some(asked) = asked else {
+        return Ok(ApiKeyScope::default_set());
+    };
+    let scopes = asked
+        .iter()
+        .map(|s| s.parse::<ApiKeyScope>())
+        .collect::<Result<BTreeSet<_>, _>>()
+        .map_err(|e| ApiError::bad_request("invalid_scope", e.to_string()))?;
+    if scopes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_scope",
+            "an API key needs at least one scope: inference or read",
+        ));
+    }
+    Ok(scopes)
 }
 
 /// Keys may manage keys only when a person signed in: a leaked key must not mint more.
@@ -83,6 +109,7 @@ pub async fn create(
             .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?,
         spending_limit: body.spending_limit_micros.map(Credits::from_micros),
         expires_at: body.expires_at,
+        scopes: scopes(body.scopes)?,
     };
     let CreatedKey { key, stored } = keys::create(&state, owner, new).await?;
     let view = KeyView::of(&stored);

@@ -30,15 +30,23 @@ use crate::state::AppState;
 /// | `POST /api/admin/credits/grant` | admin |
 /// | `POST /api/auth/register`, `POST /api/auth/login` | anyone |
 /// | `POST /api/auth/refresh`, `POST /api/auth/logout` | anyone holding a refresh token |
+/// | `POST /api/auth/logout-all` | a signed-in user, not an API key (own sessions) |
 /// | `POST /api/auth/forgot-password`, `POST /api/auth/reset-password` | anyone (reset: holding a link) |
 /// | `GET /api/auth/google`, `GET /api/auth/google/callback` | anyone (503 unless `google.enabled`) |
 /// | `GET /api/auth/me` | any signed-in caller (own profile) |
-/// | `POST /v1/chat/completions`, `GET /v1/models`, `GET /api/ws` | any signed-in caller (JWT or API key; charged to the caller) |
+/// | `POST /v1/chat/completions`, `GET /v1/models`, `GET /api/ws` | any signed-in caller (JWT, WebSocket ticket or API key with the `inference` scope; charged to the caller) |
+/// | `POST /api/ws/ticket` | a signed-in user, not an API key |
 /// | `GET /api/providers/status` | any signed-in caller |
 /// | `POST /api/auth/verify-email`, `POST /api/auth/resend-verification` | any signed-in caller (own email) |
 /// | `POST /api/keys`, `DELETE /api/keys/{id}` | a signed-in user, not an API key (own keys) |
 /// | `GET /api/keys` | any signed-in caller (own keys) |
 /// | `GET /api/admin/users`, `POST /api/admin/users/{id}/roles`, `DELETE /api/admin/users/{id}/roles/{role}` | admin |
+/// | `POST /api/admin/users/{id}/suspend`, `POST /api/admin/users/{id}/unsuspend` | admin |
+///
+/// Every authenticated route refuses a suspended user (403 `account_suspended`) and an
+/// access token cut off by a later suspension, role revocation, password reset or "log out
+/// everywhere" (401 `session_ended`). An API key reaches `/v1` and `/api/ws` with the
+/// `inference` scope and other `GET` routes with the `read` scope (`auth::key_may_call`).
 /// | `GET /api/payments/packages` | anyone |
 /// | `POST /api/payments/checkout` | any signed-in caller (own account; 503 unless Stripe is configured) |
 /// | `POST /api/payments/webhook` | Stripe (the `Stripe-Signature` header, no bearer token) |
@@ -66,6 +74,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/auth/me", get(auth::me))
         .route("/api/auth/refresh", post(auth::refresh))
         .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/logout-all", post(auth::logout_all))
+        .route("/api/ws/ticket", post(ws::ticket))
         .route("/api/auth/verify-email", post(verification::verify_email))
         .route(
             "/api/auth/resend-verification",
@@ -90,6 +100,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/admin/users/{id}/roles/{role}",
             delete(admin_users::revoke_role),
+        )
+        .route("/api/admin/users/{id}/suspend", post(admin_users::suspend))
+        .route(
+            "/api/admin/users/{id}/unsuspend",
+            post(admin_users::unsuspend),
         )
         .route("/api/credits/balance", get(credits::balance))
         .route("/api/credits/transactions", get(credits::transactions))

@@ -1,7 +1,17 @@
 //! `GET /api/ws`: chat over a WebSocket, several chats at once on one connection.
 //!
-//! Authenticated on connect (`Authorization: Bearer <jwt or API key>`, or `?token=` for
-//! browsers, which cannot set headers on a WebSocket). JSON text messages:
+//! Authenticated on connect by `Authorization: Bearer <jwt or API key>` (an API key needs
+//! the `inference` scope), or, for browsers, which cannot set headers on a WebSocket, by
+//! `?ticket=`: a one-use ticket from `POST /api/ws/ticket`, alive 30 seconds
+//! ([`hub_app::identity::ws_ticket`]). `?token=<access token>` still works but puts the
+//! token in URLs that proxies log: use a ticket.
+//!
+//! The credential is checked again before every `chat.start` (a revoked key, a suspended
+//! user, a password reset, a revoked role or "log out everywhere" ends the socket there at
+//! the latest), and a socket opened with an access token closes when the token expires.
+//! The hub then closes with code 4401 (the credential ended: expired, revoked, cut off) or
+//! 4403 (the account is suspended), and a reason in words; chats still running stop, and
+//! what they produced is charged. JSON text messages:
 //!
 //! | client → hub | |
 //! |---|---|
@@ -19,7 +29,7 @@
 //! | `{"type":"error","code","message"}` | a message the hub could not use |
 //! | `{"type":"heartbeat"}` | every `HEARTBEAT`, so idle proxies keep the connection |
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
@@ -35,16 +45,54 @@ use tokio::sync::mpsc;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
+use hub_app::identity::access::{AccessError, AccessRefused, Credential};
+use hub_app::identity::ws_ticket;
 use hub_app::inference::{Chat, ChatFailure, ChatSession, ChatUpdate, Progress};
+use std::collections::BTreeSet;
 
 /// How often an idle connection hears from the hub.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Largest message accepted from a client.
 const MESSAGE_MAX_BYTES: usize = 1 << 20;
 
+/// Close code: the credential ended (an access token expired or was cut off, a key was
+/// revoked or expired). Sign in or refresh, then connect again.
+pub const CLOSE_CREDENTIAL_ENDED: u16 = 4401;
+/// Close code: the account is suspended.
+pub const CLOSE_SUSPENDED: u16 = 4403;
+
 #[derive(Debug, Deserialize)]
 pub struct TokenQuery {
     token: Option<String>,
+    ticket: Option<String>,
+}
+
+/// `POST /api/ws/ticket` — a signed-in user with an access token (not an API key, which
+/// can use the `Authorization` header). Answers `{ticket, expires_in}`.
+pub async fn ticket(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Credential::AccessToken {
+        expires_at,
+        session_version,
+    } = caller.credential
+    else {
+        return Err(ApiError::forbidden(
+            "a signed-in user (API keys connect with their Authorization header)",
+        ));
+    };
+    let issued = ws_ticket::issue(
+        &state,
+        hub_domain::UserId(caller.user),
+        &caller.roles,
+        expires_at,
+        session_version,
+    )
+    .await?;
+    Ok(axum::Json(
+        json!({"ticket": issued.ticket, "expires_in": issued.expires_in}),
+    ))
 }
 
 /// `GET /api/ws` — any signed-in caller.
@@ -55,6 +103,22 @@ pub async fn connect(
     parts: RequestParts,
 ) -> Result<Response, ApiError> {
     let RequestParts(mut parts) = parts;
+    if let Some(ticket) = query.ticket {
+        let redeemed = ws_ticket::redeem(&state, &ticket)
+            .await?
+            .ok_or(ApiError::unauthorized("invalid, used or expired ticket"))?;
+        let caller = Caller {
+            user: redeemed.user.0,
+            roles: redeemed.roles,
+            api_key: None,
+            scopes: BTreeSet::new(),
+            credential: redeemed.credential,
+        };
+        caller.recheck(&state).await?;
+        return Ok(upgrade
+            .max_message_size(MESSAGE_MAX_BYTES)
+            .on_upgrade(move |socket| session(socket, state, caller)));
+    }
     // A browser's token comes in the query; it then counts as the `Authorization` header.
     if let Some(token) = query.token {
         let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -106,13 +170,32 @@ struct ChatOptions {
     stop: Vec<String>,
 }
 
-/// A message to the client, JSON.
-struct Outgoing(Value);
+/// A message to the client: JSON, or the close that ends the socket.
+enum Outgoing {
+    Json(Value),
+    Close { code: u16, reason: String },
+}
+
+impl Outgoing {
+    /// The close that tells the client why its credential no longer works.
+    fn ended(refused: AccessRefused) -> Self {
+        let code = match refused {
+            AccessRefused::Suspended => CLOSE_SUSPENDED,
+            AccessRefused::Expired | AccessRefused::SessionEnded | AccessRefused::KeyRefused => {
+                CLOSE_CREDENTIAL_ENDED
+            }
+        };
+        Outgoing::Close {
+            code,
+            reason: refused.to_string(),
+        }
+    }
+}
 
 impl From<ChatUpdate> for Outgoing {
     fn from(update: ChatUpdate) -> Self {
         let id = update.chat;
-        Outgoing(match update.progress {
+        Outgoing::Json(match update.progress {
             Progress::Started {
                 request_id,
                 provider,
@@ -171,20 +254,58 @@ async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
     // One writer: chats and the reader send through the channel.
     let writer = tokio::spawn(write(sink, outbox));
     let welcome = json!({"type": "welcome", "user_id": caller.user});
-    let _ = out.send(Outgoing(welcome)).await;
-    let mut chats = ChatSession::new(state, caller.payer(), out.clone());
-    while let Some(Ok(message)) = incoming.next().await {
+    let _ = out.send(Outgoing::Json(welcome)).await;
+    let mut chats = ChatSession::new(state.clone(), caller.payer(), out.clone());
+    let ended = loop {
+        // The credential's own end (an access token's expiry), on the hub's clock: measured
+        // again at every turn, so a moved clock counts from the next message.
+        let ends_at = caller.credential.ends_at();
+        let until_end = ends_at.map(|end| (end - state.clock.now()).to_std().unwrap_or_default());
+        let expiry = async move {
+            match until_end {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        let message = tokio::select! {
+            message = incoming.next() => message,
+            () = expiry => break Some(AccessRefused::Expired),
+        };
+        let Some(Ok(message)) = message else {
+            break None;
+        };
+        if ends_at.is_some_and(|end| end < state.clock.now()) {
+            break Some(AccessRefused::Expired);
+        }
         let reply = match read(message) {
-            Incoming::Closed => break,
+            Incoming::Closed => break None,
             Incoming::Ignored => None,
             Incoming::Refused(reply) => Some(reply),
+            Incoming::Message(message @ ClientMessage::Start { .. }) => {
+                // Every chat spends: the credential is checked again against the user now.
+                match caller.recheck(&state).await {
+                    Ok(()) => handle(&mut chats, message).await,
+                    Err(AccessError::Refused(refused)) => break Some(refused),
+                    Err(AccessError::Store(err)) => {
+                        tracing::warn!(error = %err, "could not check a socket's credential");
+                        Some(error(
+                            "unavailable",
+                            "the hub could not check your credential; try again",
+                        ))
+                    }
+                }
+            }
             Incoming::Message(message) => handle(&mut chats, message).await,
         };
         if let Some(reply) = reply {
-            let _ = out.send(Outgoing(reply)).await;
+            let _ = out.send(Outgoing::Json(reply)).await;
         }
+    };
+    if let Some(refused) = ended {
+        tracing::info!(user = %caller.user, reason = %refused, "WebSocket closed: its credential ended");
+        let _ = out.send(Outgoing::ended(refused)).await;
     }
-    // The client left: dropping the session stops every chat still running.
+    // The client left or was closed: dropping the session stops every chat still running.
     drop(chats);
     drop(out);
     let _ = writer.await;
@@ -226,16 +347,17 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut outbox: mpsc::Receiv
     loop {
         let message = tokio::select! {
             message = outbox.recv() => match message {
-                Some(Outgoing(message)) => message,
+                Some(Outgoing::Json(message)) => Message::Text(message.to_string().into()),
+                Some(Outgoing::Close { code, reason }) => {
+                    let frame = CloseFrame { code, reason: reason.into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
                 None => break,
             },
-            _ = heartbeat.tick() => json!({"type": "heartbeat"}),
+            _ = heartbeat.tick() => Message::Text(json!({"type": "heartbeat"}).to_string().into()),
         };
-        if sink
-            .send(Message::Text(message.to_string().into()))
-            .await
-            .is_err()
-        {
+        if sink.send(message).await.is_err() {
             break;
         }
     }

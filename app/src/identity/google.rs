@@ -1,6 +1,10 @@
 //! Google sign-in. [`begin`] makes the redirect to Google with PKCE, state and nonce, kept
-//! server-side in `oidc_logins` for [`LOGIN_TTL_S`] and usable once. [`finish`] checks the
-//! state, exchanges the code and verifies the ID token ([`hub_adapters::oidc`]), then:
+//! server-side in `oidc_logins` for [`LOGIN_TTL_S`] and usable once, and a browser nonce
+//! (256 random bits, stored as SHA-256) that the API gives the browser as a cookie. [`finish`]
+//! checks the state and that the browser presenting it holds the matching cookie (so a
+//! callback URL carrying someone else's sign-in cannot sign a victim's browser into the
+//! attacker's account), exchanges the code and verifies the ID token
+//! ([`hub_adapters::oidc`]), then:
 //! - a Google account seen before signs its user in;
 //! - otherwise a verified Google email that matches a user whose own email is verified
 //!   links the Google account to that user (an unverified match is refused: whoever
@@ -28,9 +32,17 @@ fn google(hub: &Hub) -> Result<&GoogleOidc, IdentityError> {
         .ok_or(IdentityError::GoogleNotConfigured)
 }
 
-/// Start a sign-in: remember its state, nonce and PKCE verifier; answers the URL at Google
-/// to send the browser to.
-pub async fn begin(hub: &Hub) -> Result<String, IdentityError> {
+/// A sign-in just started: where to send the browser, and the nonce the browser must hold
+/// (as a cookie) when it comes back.
+#[derive(Debug)]
+pub struct Started {
+    pub url: String,
+    pub browser_nonce: String,
+}
+
+/// Start a sign-in: remember its state, nonce, PKCE verifier and the hash of a browser
+/// nonce; answers the URL at Google to send the browser to, and the browser nonce.
+pub async fn begin(hub: &Hub) -> Result<Started, IdentityError> {
     let google = google(hub)?;
     let request = google.begin().await?;
     let now = hub.clock.now();
@@ -39,17 +51,22 @@ pub async fn begin(hub: &Hub) -> Result<String, IdentityError> {
         .bind(now)
         .execute(&hub.pool)
         .await?;
+    let browser_nonce = hub_adapters::secrets::opaque_token();
     sqlx::query(
-        "INSERT INTO oidc_logins (state, nonce, pkce_verifier, expires_at)
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO oidc_logins (state, nonce, pkce_verifier, expires_at, browser_hash)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&request.state)
     .bind(&request.nonce)
     .bind(&request.pkce_verifier)
     .bind(now + chrono::Duration::seconds(LOGIN_TTL_S))
+    .bind(hub_adapters::secrets::sha256_hash(&browser_nonce).as_str())
     .execute(&hub.pool)
     .await?;
-    Ok(request.url)
+    Ok(Started {
+        url: request.url,
+        browser_nonce,
+    })
 }
 
 /// What Google sent the browser back with.
@@ -72,8 +89,13 @@ pub struct GoogleSignIn {
 }
 
 /// Finish a sign-in: sign in the Google account's user, link it to the user with its
-/// verified email, or register a new user.
-pub async fn finish(hub: &Hub, answer: ProviderAnswer) -> Result<GoogleSignIn, IdentityError> {
+/// verified email, or register a new user. `browser_nonce` is the cookie [`begin`]'s
+/// browser was given, if the request carries it.
+pub async fn finish(
+    hub: &Hub,
+    answer: ProviderAnswer,
+    browser_nonce: Option<&str>,
+) -> Result<GoogleSignIn, IdentityError> {
     let google = google(hub)?;
     let (code, login_state) = match answer {
         ProviderAnswer::Declined(error) => {
@@ -90,13 +112,25 @@ pub async fn finish(hub: &Hub, answer: ProviderAnswer) -> Result<GoogleSignIn, I
     // Single use: the row goes whether or not the rest succeeds.
     let row = sqlx::query(
         "DELETE FROM oidc_logins WHERE state = $1 AND expires_at > $2
-         RETURNING nonce, pkce_verifier",
+         RETURNING nonce, pkce_verifier, browser_hash",
     )
     .bind(&login_state)
     .bind(hub.clock.now())
     .fetch_optional(&hub.pool)
     .await?
     .ok_or(IdentityError::GoogleStateInvalid)?;
+    // The browser that started this sign-in, and no other, may finish it.
+    let expected: Option<String> = row.try_get("browser_hash")?;
+    let presented = browser_nonce.map(hub_adapters::secrets::sha256_hash);
+    let same_browser = match (expected, presented) {
+        (Some(expected), Some(presented)) => {
+            hub_domain::SecretHash::parse(expected).is_ok_and(|e| e.matches(&presented))
+        }
+        _ => false,
+    };
+    if !same_browser {
+        return Err(IdentityError::GoogleOtherBrowser);
+    }
     let nonce: String = row.try_get("nonce")?;
     let verifier: String = row.try_get("pkce_verifier")?;
     let identity = google.finish(&code, &verifier, &nonce).await?;

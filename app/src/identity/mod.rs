@@ -11,12 +11,17 @@
 //! - [`password_reset`]: the reset link: request (mailed after the answer), reset.
 //! - [`google`]: Google sign-in: the redirect, and the callback that signs in, links or
 //!   registers.
+//! - [`access`]: whether a credential (access token or API key) still lets its holder in:
+//!   suspension, session version, expiry, revocation.
+//! - [`ws_ticket`]: one-use tickets that open the chat WebSocket without a token in the URL.
 
+pub mod access;
 pub mod google;
 pub mod password_reset;
 pub mod registration;
 pub mod sign_in;
 pub mod verification;
+pub mod ws_ticket;
 
 use hub_adapters::oidc::OidcError;
 use hub_commands::{CommandError, RegisterError, StoreError};
@@ -51,6 +56,9 @@ pub enum IdentityError {
     /// The user does not exist (or is not registered yet).
     #[error("no user with this id")]
     UserNotFound,
+    /// The user is suspended: no sign-in, no refresh.
+    #[error("this account is suspended")]
+    Suspended,
     /// A verification code that is not the pending one.
     #[error("the code is wrong; {attempts_left} attempts left")]
     WrongCode { attempts_left: u32 },
@@ -69,6 +77,10 @@ pub enum IdentityError {
     /// The callback lacks `code` or `state`.
     #[error("code and state are required")]
     GoogleCallbackIncomplete,
+    /// The callback came to a browser without the cookie of the sign-in it names: not the
+    /// browser that started it.
+    #[error("this sign-in was started in another browser; start again here")]
+    GoogleOtherBrowser,
     /// The sign-in's state is unknown, expired or already used.
     #[error("this sign-in is unknown, expired or already used; start again")]
     GoogleStateInvalid,
@@ -147,12 +159,16 @@ pub struct Session {
     pub refresh_token: String,
 }
 
-/// Issue an access token and start a refresh family for `user`.
+/// Issue an access token and start a refresh family for `user`; a suspended user gets
+/// neither.
 pub(crate) async fn start_session(
     hub: &Hub,
     user_id: UserId,
     user: User,
 ) -> Result<Session, IdentityError> {
+    if user.is_suspended() {
+        return Err(IdentityError::Suspended);
+    }
     let auth = &hub.settings.auth;
     let now = hub.clock.now();
     let access_token = access_token(hub, user_id, &user)?;
@@ -167,13 +183,14 @@ pub(crate) async fn start_session(
     })
 }
 
-/// An access token carrying the user's roles now.
+/// An access token carrying the user's roles and session version now.
 fn access_token(hub: &Hub, user_id: UserId, user: &User) -> Result<String, IdentityError> {
     let roles: Vec<Role> = user.roles().iter().copied().collect();
     hub.jwt
-        .mint_at(
+        .mint_session_at(
             user_id.0,
             &roles,
+            user.session_version(),
             hub.settings.auth.access_token_ttl_s,
             hub.clock.now(),
         )

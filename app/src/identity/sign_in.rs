@@ -1,7 +1,7 @@
 //! Signing in with a password (throttled per account and per client address), refresh-token
 //! rotation, logout, and the signed-in user's profile.
 
-use hub_domain::{Email, User, UserId};
+use hub_domain::{Email, User, UserCommand, UserId};
 use std::net::IpAddr;
 
 use super::{access_token, seconds, start_session, IdentityError, Session};
@@ -101,6 +101,11 @@ pub async fn refresh(hub: &Hub, presented: &str) -> Result<Refresh, IdentityErro
         sessions::Refreshed::Invalid => return Ok(Refresh::Invalid),
     };
     let user = hub.users.load(user_id).await?;
+    if user.is_suspended() {
+        // Suspending revoked every family; one that escaped (a crash in between) ends now.
+        sessions::end_all(&hub.pool, user_id.0, hub.clock.now()).await?;
+        return Err(IdentityError::Suspended);
+    }
     Ok(Refresh::Rotated(Box::new(Session {
         access_token: access_token(hub, user_id, &user)?,
         expires_in: hub.settings.auth.access_token_ttl_s,
@@ -111,10 +116,36 @@ pub async fn refresh(hub: &Hub, presented: &str) -> Result<Refresh, IdentityErro
 }
 
 /// End the sign-in `presented` belongs to. Unknown tokens are ignored. Access tokens already
-/// issued stay valid until they expire.
+/// issued stay valid until they expire ([`log_out_everywhere`] ends those too).
 pub async fn log_out(hub: &Hub, presented: &str) -> Result<(), IdentityError> {
     sessions::end(&hub.pool, presented, hub.clock.now()).await?;
     Ok(())
+}
+
+/// End every session of `user` at once: their access tokens are refused from the next
+/// request (the event raises their session version) and every refresh token is revoked.
+/// `by` is who asked (the user's own id, or an admin's). API keys are not sessions: they
+/// stay until revoked.
+pub async fn log_out_everywhere(hub: &Hub, user: UserId, by: &str) -> Result<u64, IdentityError> {
+    let now = hub.clock.now();
+    // Refresh tokens are revoked before the event and again after it: a refresh racing the
+    // event either finds its token revoked or is revoked with the rest, and a crash after the
+    // event leaves no family behind that the event did not end.
+    sessions::end_all(&hub.pool, user.0, now).await?;
+    let command = UserCommand::EndSessions {
+        by: by.to_string(),
+        now,
+    };
+    match hub.users.execute(user, command, by).await {
+        Ok(_) => {}
+        Err(hub_commands::CommandError::Rejected(hub_domain::UserError::NotRegistered)) => {
+            return Err(IdentityError::UserNotFound)
+        }
+        Err(err) => return Err(err.into()),
+    }
+    let ended = sessions::end_all(&hub.pool, user.0, now).await?;
+    tracing::info!(%user, sessions_ended = ended, "every session ended");
+    Ok(ended)
 }
 
 /// The signed-in user's own profile.

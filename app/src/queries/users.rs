@@ -36,6 +36,8 @@ pub struct UserRow {
     pub google_linked: bool,
     pub api_keys_live: i32,
     pub registered_at: DateTime<Utc>,
+    /// Set while the user is suspended.
+    pub suspended_at: Option<DateTime<Utc>>,
 }
 
 /// One page of users, oldest first, only those whose address contains `email` if given;
@@ -51,7 +53,7 @@ pub async fn list(
     let pattern = email.map(|e| format!("%{}%", e.trim().to_lowercase().replace(['%', '_'], "")));
     let rows = sqlx::query(
         "SELECT user_id, email, display_name, roles, email_verified, has_password,
-                google_linked, api_keys_live, registered_at
+                google_linked, api_keys_live, registered_at, suspended_at
            FROM users
           WHERE ($1::timestamptz IS NULL OR (registered_at, user_id) > ($1, $2))
             AND ($3::text IS NULL OR email LIKE $3)
@@ -77,6 +79,7 @@ pub async fn list(
                 google_linked: row.try_get("google_linked")?,
                 api_keys_live: row.try_get("api_keys_live")?,
                 registered_at: row.try_get("registered_at")?,
+                suspended_at: row.try_get("suspended_at")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

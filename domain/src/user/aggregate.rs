@@ -6,7 +6,8 @@ use super::commands::{UserCommand, ACTOR_LEN_MAX};
 use super::error::UserError;
 use super::events::UserEvent;
 use super::values::{
-    ApiKeyName, ApiKeyPrefix, DisplayName, Email, GoogleSubject, PasswordHash, Role, SecretHash,
+    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
+    SecretHash, SuspensionReason,
 };
 use crate::decider::{cqrs_aggregate, Decider, Decision};
 use crate::ids::ApiKeyId;
@@ -96,6 +97,10 @@ pub struct ApiKey {
     expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
+    /// What the key may be used for (a state of version 1 had none: its snapshots are not
+    /// read, see `STATE_VERSION`).
+    #[serde(default = "ApiKeyScope::before_scopes")]
+    scopes: BTreeSet<ApiKeyScope>,
 }
 
 impl ApiKey {
@@ -132,6 +137,14 @@ impl ApiKey {
         self.revoked_at
     }
 
+    pub fn scopes(&self) -> &BTreeSet<ApiKeyScope> {
+        &self.scopes
+    }
+
+    pub fn has_scope(&self, scope: ApiKeyScope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
     pub fn is_revoked(&self) -> bool {
         self.revoked_at.is_some()
     }
@@ -139,6 +152,28 @@ impl ApiKey {
     /// Neither revoked nor expired at `now`.
     pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
         !self.is_revoked() && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// A suspension in force: why, by whom, since when. Shown to admins only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    reason: SuspensionReason,
+    by: String,
+    since: DateTime<Utc>,
+}
+
+impl Suspension {
+    pub fn reason(&self) -> &SuspensionReason {
+        &self.reason
+    }
+
+    pub fn by(&self) -> &str {
+        &self.by
+    }
+
+    pub fn since(&self) -> DateTime<Utc> {
+        self.since
     }
 }
 
@@ -163,6 +198,14 @@ pub struct User {
     password_reset: Option<PendingReset>,
     /// Every unrevoked key, and the last [`REVOKED_API_KEYS_KEPT`] revoked ones.
     api_keys: BTreeMap<ApiKeyId, ApiKey>,
+    /// Set while the user is suspended.
+    #[serde(default)]
+    suspension: Option<Suspension>,
+    /// How many events have ended the user's sessions (see [`UserEvent::ends_sessions`]).
+    /// An access token carries the version it was minted at and is refused once it is
+    /// behind.
+    #[serde(default)]
+    session_version: u32,
 }
 
 impl User {
@@ -196,6 +239,23 @@ impl User {
 
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// The suspension in force, if the user is suspended.
+    pub fn suspension(&self) -> Option<&Suspension> {
+        self.suspension.as_ref()
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspension.is_some()
+    }
+
+    /// Raised by every event that ends sessions (a suspension, a revoked role, a password
+    /// reset, "log out everywhere"). A counter rather than a time: an access token's `iat`
+    /// has whole seconds, so a time would either keep a token minted just before the cut
+    /// or refuse one minted just after it.
+    pub fn session_version(&self) -> u32 {
+        self.session_version
     }
 
     pub fn has_password(&self) -> bool {
@@ -395,8 +455,12 @@ impl User {
                 name,
                 spending_limit,
                 expires_at,
+                scopes,
                 now,
             } => {
+                if scopes.is_empty() {
+                    return Err(UserError::NoScopes);
+                }
                 if self.api_keys.contains_key(&key_id) {
                     return Err(UserError::ApiKeyIdTaken(key_id));
                 }
@@ -419,6 +483,7 @@ impl User {
                     spending_limit,
                     expires_at,
                     created_at: now,
+                    scopes,
                 }])
             }
             UserCommand::RevokeApiKey { key_id, now } => match self.api_keys.get(&key_id) {
@@ -429,6 +494,35 @@ impl User {
                     revoked_at: now,
                 }]),
             },
+            UserCommand::SuspendUser { reason, by, now } => {
+                check_actor(&by)?;
+                if self.is_suspended() {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::UserSuspended {
+                    reason,
+                    suspended_by: by,
+                    suspended_at: now,
+                }])
+            }
+            UserCommand::UnsuspendUser { reason, by, now } => {
+                check_actor(&by)?;
+                if !self.is_suspended() {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::UserUnsuspended {
+                    reason,
+                    unsuspended_by: by,
+                    unsuspended_at: now,
+                }])
+            }
+            UserCommand::EndSessions { by, now } => {
+                check_actor(&by)?;
+                Ok(vec![UserEvent::SessionsEnded {
+                    ended_by: by,
+                    ended_at: now,
+                }])
+            }
         }
     }
 
@@ -491,6 +585,7 @@ impl ApiKey {
                 spending_limit,
                 expires_at,
                 created_at,
+                scopes,
             } => Some(ApiKey {
                 id: key_id,
                 prefix,
@@ -500,6 +595,7 @@ impl ApiKey {
                 expires_at,
                 created_at,
                 revoked_at: None,
+                scopes,
             }),
             _ => None,
         }
@@ -530,7 +626,9 @@ fn check_actor(actor: &str) -> Result<(), UserError> {
 
 impl Decider for User {
     const TYPE: &'static str = "User";
-    const STATE_VERSION: i32 = 1;
+    /// 2: the session version, the suspension and key scopes (a version-1 snapshot would
+    /// start the session version at 0 whatever roles were revoked before it).
+    const STATE_VERSION: i32 = 2;
     type Command = UserCommand;
     type Event = UserEvent;
     type Error = UserError;
@@ -543,6 +641,9 @@ impl Decider for User {
 
     /// Apply an event. Only assigns: every check happened in [`Decider::decide`].
     fn evolve(&mut self, event: UserEvent) {
+        if event.ends_sessions() {
+            self.session_version = self.session_version.saturating_add(1);
+        }
         match event {
             UserEvent::UserRegistered {
                 email,
@@ -614,6 +715,21 @@ impl Decider for User {
                 }
                 self.forget_oldest_revoked_keys();
             }
+            UserEvent::UserSuspended {
+                reason,
+                suspended_by,
+                suspended_at,
+            } => {
+                self.suspension = Some(Suspension {
+                    reason,
+                    by: suspended_by,
+                    since: suspended_at,
+                });
+            }
+            UserEvent::UserUnsuspended { .. } => {
+                self.suspension = None;
+            }
+            UserEvent::SessionsEnded { .. } => {}
         }
     }
 

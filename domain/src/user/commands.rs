@@ -3,7 +3,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::values::{
-    ApiKeyName, ApiKeyPrefix, DisplayName, Email, GoogleSubject, PasswordHash, Role, SecretHash,
+    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
+    SecretHash, SuspensionReason,
 };
 use crate::ids::ApiKeyId;
 use crate::money::Credits;
@@ -80,6 +81,8 @@ pub enum UserCommand {
         spending_limit: Option<Credits>,
         /// When the key stops working; `None` for never.
         expires_at: Option<DateTime<Utc>>,
+        /// What the key may be used for; at least one.
+        scopes: BTreeSet<ApiKeyScope>,
         now: DateTime<Utc>,
     },
     /// Revoke an API key at once, for good.
@@ -87,6 +90,21 @@ pub enum UserCommand {
         key_id: ApiKeyId,
         now: DateTime<Utc>,
     },
+    /// Suspend the user: every credential is refused until [`UserCommand::UnsuspendUser`].
+    /// Suspending a suspended user changes nothing.
+    SuspendUser {
+        reason: SuspensionReason,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// Lift a suspension. Reinstating a user who is not suspended changes nothing.
+    UnsuspendUser {
+        reason: SuspensionReason,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    /// End every session at once ("log out everywhere"), by the user or an admin.
+    EndSessions { by: String, now: DateTime<Utc> },
 }
 
 impl UserCommand {

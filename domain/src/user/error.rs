@@ -69,6 +69,9 @@ pub enum UserError {
     /// The user has no key with this id (or revoked it longer ago than the user remembers).
     #[error("no API key with id {0}")]
     ApiKeyNotFound(ApiKeyId),
+    /// An API key needs at least one scope.
+    #[error("an API key needs at least one scope")]
+    NoScopes,
     /// The key was revoked already.
     #[error("the API key {0} is already revoked")]
     ApiKeyAlreadyRevoked(ApiKeyId),

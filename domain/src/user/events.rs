@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::values::{
-    ApiKeyName, ApiKeyPrefix, DisplayName, Email, GoogleSubject, PasswordHash, Role, SecretHash,
+    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
+    SecretHash, SuspensionReason,
 };
 use crate::ids::ApiKeyId;
 use crate::money::Credits;
@@ -76,14 +77,51 @@ pub enum UserEvent {
         spending_limit: Option<Credits>,
         expires_at: Option<DateTime<Utc>>,
         created_at: DateTime<Utc>,
+        /// What the key may be used for. Keys created before scopes existed carry none in
+        /// their event and keep what every key could do then: inference and reads.
+        #[serde(default = "ApiKeyScope::before_scopes")]
+        scopes: BTreeSet<ApiKeyScope>,
     },
     ApiKeyRevoked {
         key_id: ApiKeyId,
         revoked_at: DateTime<Utc>,
     },
+    /// An admin suspended the user: every credential of theirs (access tokens, refresh
+    /// tokens, API keys, open sockets) is refused until the suspension is lifted.
+    UserSuspended {
+        reason: SuspensionReason,
+        suspended_by: String,
+        suspended_at: DateTime<Utc>,
+    },
+    /// An admin lifted the suspension. The user signs in again: nothing issued before the
+    /// suspension comes back.
+    UserUnsuspended {
+        reason: SuspensionReason,
+        unsuspended_by: String,
+        unsuspended_at: DateTime<Utc>,
+    },
+    /// Every session of the user ended at once ("log out everywhere"): access tokens minted
+    /// before it are refused.
+    SessionsEnded {
+        ended_by: String,
+        ended_at: DateTime<Utc>,
+    },
 }
 
 impl UserEvent {
+    /// Whether this event ends the access tokens minted before it: it takes a privilege
+    /// away (a suspension, a revoked role) or says the credentials may be in other hands
+    /// (a password reset, "log out everywhere"). Each raises [`crate::User::session_version`].
+    pub fn ends_sessions(&self) -> bool {
+        matches!(
+            self,
+            Self::UserSuspended { .. }
+                | Self::RoleRevoked { .. }
+                | Self::PasswordReset { .. }
+                | Self::SessionsEnded { .. }
+        )
+    }
+
     /// The key that makes this event unique within its user, if any. The event store keeps
     /// a unique index on it, so an API key id is created once and revoked once per user,
     /// ever, even after the user's state has forgotten a long-revoked key.
@@ -111,6 +149,9 @@ impl DomainEvent for UserEvent {
             Self::GoogleAccountLinked { .. } => "GoogleAccountLinked",
             Self::ApiKeyCreated { .. } => "ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            Self::UserSuspended { .. } => "UserSuspended",
+            Self::UserUnsuspended { .. } => "UserUnsuspended",
+            Self::SessionsEnded { .. } => "SessionsEnded",
         };
         name.to_string()
     }

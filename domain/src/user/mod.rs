@@ -15,7 +15,11 @@
 //! - a Google account links once and is never replaced by another;
 //! - API key ids are unique per user, a revoked key stays revoked, and a user holds at most
 //!   [`API_KEYS_LIVE_MAX`] unrevoked keys;
-//! - no event holds a secret in clear, only its hash.
+//! - no event holds a secret in clear, only its hash;
+//! - an API key has at least one scope;
+//! - every event that takes a privilege away (a suspension, a revoked role, a password
+//!   reset, "log out everywhere") raises the user's session version, so access tokens
+//!   minted before it stop working (see [`User::session_version`]).
 //!
 //! Cross-user rules (an email or a Google account belongs to one user) need more than one
 //! aggregate and are kept by the command layer.
@@ -30,14 +34,16 @@ mod values;
 mod tests;
 
 pub use aggregate::{
-    ApiKey, PendingCode, PendingReset, User, API_KEYS_LIVE_MAX, PASSWORD_RESET_TTL_MAX_S,
-    REVOKED_API_KEYS_KEPT, VERIFICATION_ATTEMPTS_MAX, VERIFICATION_CODE_TTL_MAX_S,
+    ApiKey, PendingCode, PendingReset, Suspension, User, API_KEYS_LIVE_MAX,
+    PASSWORD_RESET_TTL_MAX_S, REVOKED_API_KEYS_KEPT, VERIFICATION_ATTEMPTS_MAX,
+    VERIFICATION_CODE_TTL_MAX_S,
 };
 pub use commands::{UserCommand, ACTOR_LEN_MAX};
 pub use error::UserError;
 pub use events::UserEvent;
 pub use values::{
-    ApiKeyName, ApiKeyPrefix, DisplayName, Email, GoogleSubject, PasswordHash, Role, SecretHash,
-    UserValueError, API_KEY_NAME_LEN_MAX, API_KEY_PREFIX_LEN_MAX, DISPLAY_NAME_LEN_MAX,
-    EMAIL_LEN_MAX, EMAIL_LOCAL_LEN_MAX, GOOGLE_SUBJECT_LEN_MAX, PASSWORD_HASH_LEN_MAX,
+    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
+    SecretHash, SuspensionReason, UserValueError, API_KEY_NAME_LEN_MAX, API_KEY_PREFIX_LEN_MAX,
+    DISPLAY_NAME_LEN_MAX, EMAIL_LEN_MAX, EMAIL_LOCAL_LEN_MAX, GOOGLE_SUBJECT_LEN_MAX,
+    PASSWORD_HASH_LEN_MAX, SUSPENSION_REASON_LEN_MAX,
 };

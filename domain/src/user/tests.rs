@@ -145,6 +145,7 @@ fn create_key(n: u128) -> UserCommand {
         name: ApiKeyName::parse(format!("key {n}")).expect("a valid name"),
         spending_limit: None,
         expires_at: None,
+        scopes: ApiKeyScope::default_set(),
         now: t0(),
     }
 }
@@ -157,6 +158,7 @@ fn key_created(n: u128) -> UserEvent {
         name: ApiKeyName::parse(format!("key {n}")).expect("a valid name"),
         spending_limit: None,
         expires_at: None,
+        scopes: ApiKeyScope::default_set(),
         created_at: t0(),
     }
 }
@@ -661,6 +663,7 @@ fn creating_an_api_key_records_its_hash_prefix_and_limits() {
         name: ApiKeyName::parse("CI").expect("a valid name"),
         spending_limit: Some(c(5_000_000)),
         expires_at: Some(at(86_400)),
+        scopes: ApiKeyScope::default_set(),
         now: t0(),
     };
     UserTest::with(())
@@ -673,6 +676,7 @@ fn creating_an_api_key_records_its_hash_prefix_and_limits() {
             name: ApiKeyName::parse("CI").expect("a valid name"),
             spending_limit: Some(c(5_000_000)),
             expires_at: Some(at(86_400)),
+            scopes: ApiKeyScope::default_set(),
             created_at: t0(),
         }]);
 }
@@ -698,6 +702,7 @@ fn an_api_key_refuses_a_non_positive_spending_limit_and_a_past_expiry() {
         name: ApiKeyName::parse("CI").expect("a valid name"),
         spending_limit,
         expires_at,
+        scopes: ApiKeyScope::default_set(),
         now: t0(),
     };
     UserTest::with(())
@@ -772,6 +777,7 @@ fn an_expired_key_is_listed_but_unusable() {
             name: ApiKeyName::parse("CI").expect("a valid name"),
             spending_limit: None,
             expires_at: Some(at(60)),
+            scopes: ApiKeyScope::default_set(),
             created_at: t0(),
         },
     ]);
@@ -829,6 +835,156 @@ fn a_recall_never_brings_back_a_key_as_live() {
     user.recall(vec![key_created(3)]);
     assert!(user.api_key(kid(3)).is_none());
     assert_eq!(user.unrevoked_api_keys(), 0);
+}
+
+#[test]
+fn an_api_key_needs_a_scope() {
+    let mut command = create_key(1);
+    if let UserCommand::CreateApiKey { scopes, .. } = &mut command {
+        scopes.clear();
+    }
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(command)
+        .then_expect_error(UserError::NoScopes);
+}
+
+#[test]
+fn a_key_created_before_scopes_keeps_what_every_key_could_do_then() {
+    let mut json = serde_json::to_value(key_created(1)).expect("json");
+    json["ApiKeyCreated"]
+        .as_object_mut()
+        .expect("an object")
+        .remove("scopes");
+    let old: UserEvent = serde_json::from_value(json).expect("an event without scopes");
+    let user = user_with(&[registered(), old]);
+    let key = user.api_key(kid(1)).expect("the key");
+    assert_eq!(key.scopes(), &ApiKeyScope::before_scopes());
+    assert!(key.has_scope(ApiKeyScope::Read) && key.has_scope(ApiKeyScope::Inference));
+    assert_eq!(
+        ApiKeyScope::default_set(),
+        BTreeSet::from([ApiKeyScope::Inference])
+    );
+}
+
+// ---- suspension and sessions ------------------------------------------------------------
+
+fn reason(text: &str) -> SuspensionReason {
+    SuspensionReason::parse(text).expect("a valid reason")
+}
+
+fn suspended(at_s: i64) -> UserEvent {
+    UserEvent::UserSuspended {
+        reason: reason("chargeback fraud"),
+        suspended_by: "admin-1".into(),
+        suspended_at: at(at_s),
+    }
+}
+
+#[test]
+fn suspending_a_user_records_why_and_by_whom_and_ends_their_sessions() {
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::SuspendUser {
+            reason: reason("chargeback fraud"),
+            by: "admin-1".into(),
+            now: at(10),
+        })
+        .then_expect_events(vec![suspended(10)]);
+    let user = user_with(&[registered(), suspended(10)]);
+    let suspension = user.suspension().expect("suspended");
+    assert_eq!(suspension.reason().as_str(), "chargeback fraud");
+    assert_eq!(suspension.by(), "admin-1");
+    assert_eq!(suspension.since(), at(10));
+    assert_eq!(
+        user.session_version(),
+        1,
+        "tokens minted before it are behind"
+    );
+}
+
+#[test]
+fn suspending_a_suspended_user_or_unsuspending_an_active_one_changes_nothing() {
+    UserTest::with(())
+        .given(vec![registered(), suspended(10)])
+        .when(UserCommand::SuspendUser {
+            reason: reason("again"),
+            by: "admin-2".into(),
+            now: at(20),
+        })
+        .then_expect_events(vec![]);
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::UnsuspendUser {
+            reason: reason("never was"),
+            by: "admin-2".into(),
+            now: at(20),
+        })
+        .then_expect_events(vec![]);
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::SuspendUser {
+            reason: reason("x"),
+            by: " ".into(),
+            now: at(20),
+        })
+        .then_expect_error(UserError::ActorInvalid { max: ACTOR_LEN_MAX });
+}
+
+#[test]
+fn unsuspending_lifts_the_suspension_but_does_not_bring_old_sessions_back() {
+    let reinstated = UserEvent::UserUnsuspended {
+        reason: reason("refund settled"),
+        unsuspended_by: "admin-2".into(),
+        unsuspended_at: at(30),
+    };
+    UserTest::with(())
+        .given(vec![registered(), suspended(10)])
+        .when(UserCommand::UnsuspendUser {
+            reason: reason("refund settled"),
+            by: "admin-2".into(),
+            now: at(30),
+        })
+        .then_expect_events(vec![reinstated.clone()]);
+    let user = user_with(&[registered(), suspended(10), reinstated]);
+    assert!(!user.is_suspended());
+    assert_eq!(user.session_version(), 1);
+}
+
+#[test]
+fn every_event_that_takes_a_privilege_away_raises_the_session_version() {
+    let granted = UserEvent::RoleGranted {
+        role: Role::Admin,
+        granted_by: "cli".into(),
+        roles_after: BTreeSet::from([Role::User, Role::Admin]),
+    };
+    let user = user_with(&[registered(), granted.clone(), key_created(1)]);
+    assert_eq!(
+        user.session_version(),
+        0,
+        "a grant or a new key ends nothing"
+    );
+    let revoked = UserEvent::RoleRevoked {
+        role: Role::Admin,
+        revoked_by: "admin-1".into(),
+        roles_after: BTreeSet::from([Role::User]),
+    };
+    let ended = UserEvent::SessionsEnded {
+        ended_by: "self".into(),
+        ended_at: at(40),
+    };
+    let user = user_with(&[registered(), granted, revoked, ended]);
+    assert_eq!(user.session_version(), 2);
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::EndSessions {
+            by: "self".into(),
+            now: at(40),
+        })
+        .then_expect_events(vec![UserEvent::SessionsEnded {
+            ended_by: "self".into(),
+            ended_at: at(40),
+        }]);
 }
 
 // ---- state, snapshots, payloads ---------------------------------------------------------
@@ -956,6 +1112,9 @@ enum Op {
     Link(u8),
     CreateKey(u8, Option<i64>, Option<i64>),
     RevokeKey(u8),
+    Suspend,
+    Unsuspend,
+    EndSessions,
     Tick(i64),
 }
 
@@ -977,6 +1136,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..8, proptest::option::of(-5i64..1_000), proptest::option::of(-10i64..600))
             .prop_map(|(k, l, e)| Op::CreateKey(k, l, e)),
         2 => (0u8..8).prop_map(Op::RevokeKey),
+        1 => Just(Op::Suspend),
+        1 => Just(Op::Unsuspend),
+        1 => Just(Op::EndSessions),
         2 => (1i64..300).prop_map(Op::Tick),
     ]
 }
@@ -1041,9 +1203,13 @@ proptest! {
                     name: ApiKeyName::parse(format!("key {k}")).expect("valid"),
                     spending_limit: limit.map(c),
                     expires_at: expires.map(|e| now + Duration::seconds(e)),
+                    scopes: ApiKeyScope::default_set(),
                     now,
                 },
                 Op::RevokeKey(k) => UserCommand::RevokeApiKey { key_id: kid(u128::from(k)), now },
+                Op::Suspend => UserCommand::SuspendUser { reason: reason("abuse"), by: "admin".into(), now },
+                Op::Unsuspend => UserCommand::UnsuspendUser { reason: reason("cleared"), by: "admin".into(), now },
+                Op::EndSessions => UserCommand::EndSessions { by: "self".into(), now },
                 Op::Tick(dt) => { now += Duration::seconds(dt); continue; }
             };
             let before = user.clone();
@@ -1052,6 +1218,10 @@ proptest! {
                     prop_assert!(decision.replay_of.is_none(), "a user never replays");
                     for e in decision.events {
                         let json = serde_json::to_string(&e).expect("serializes");
+                        // Every event that takes a privilege away moves the session version
+                        // on by one, and no other event moves it.
+                        let version_before = user.session_version();
+                        let ends_sessions = e.ends_sessions();
                         prop_assert!(!json.contains("plain-"), "a plaintext secret in {}", json);
                         match &e {
                             UserEvent::VerificationCodeIssued { code_hash, .. } => last_code = Some(code_hash.clone()),
@@ -1084,6 +1254,11 @@ proptest! {
                             _ => {}
                         }
                         user.evolve(e.clone());
+                        prop_assert_eq!(
+                            user.session_version(),
+                            version_before + u32::from(ends_sessions),
+                            "the session version after {}", json
+                        );
                         all_events.push(e);
                     }
                 }

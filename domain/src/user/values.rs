@@ -9,6 +9,7 @@
 //! or old events would stop deserializing.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -24,6 +25,8 @@ pub const DISPLAY_NAME_LEN_MAX: usize = 100;
 pub const API_KEY_NAME_LEN_MAX: usize = 100;
 /// Longest visible prefix of an API key. Short, so that what is shown reveals little of it.
 pub const API_KEY_PREFIX_LEN_MAX: usize = 16;
+/// Longest reason given for suspending or reinstating a user, in characters.
+pub const SUSPENSION_REASON_LEN_MAX: usize = 500;
 /// Longest Google subject: OpenID Connect caps `sub` at 255 ASCII characters.
 pub const GOOGLE_SUBJECT_LEN_MAX: usize = 255;
 /// Longest password hash; an argon2id PHC string is about 100 characters.
@@ -58,6 +61,9 @@ pub enum UserValueError {
     /// Not one of the four roles.
     #[error("unknown role: expected one of user, admin, analyst, auditor")]
     UnknownRole,
+    /// Not one of the API key scopes.
+    #[error("unknown scope: expected inference or read")]
+    UnknownScope,
 }
 
 /// `TryFrom<String>` (for serde), `From<T> for String`, and `as_str`.
@@ -206,6 +212,59 @@ impl FromStr for Role {
     }
 }
 
+/// What an API key may be used for, chosen when it is created. A key acts with its owner's
+/// `user` role only, and only where one of its scopes reaches; everything else (grants,
+/// roles, keys, payments, promo codes) needs a person signed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKeyScope {
+    /// `/v1` (chat completions, models) and the chat WebSocket: spends credits.
+    Inference,
+    /// The owner's own reads (`GET` routes outside `/v1`: balance, ledger, payments, keys).
+    Read,
+}
+
+impl ApiKeyScope {
+    pub const ALL: [ApiKeyScope; 2] = [ApiKeyScope::Inference, ApiKeyScope::Read];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyScope::Inference => "inference",
+            ApiKeyScope::Read => "read",
+        }
+    }
+
+    /// What a new key may do when its creator names no scope: inference only.
+    pub fn default_set() -> BTreeSet<ApiKeyScope> {
+        BTreeSet::from([ApiKeyScope::Inference])
+    }
+
+    /// What a key created before scopes existed may do: what every key could then
+    /// (inference and reads). Its events carry no scopes.
+    pub fn before_scopes() -> BTreeSet<ApiKeyScope> {
+        BTreeSet::from(ApiKeyScope::ALL)
+    }
+}
+
+impl fmt::Display for ApiKeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ApiKeyScope {
+    type Err = UserValueError;
+
+    /// Case-insensitive, surrounding whitespace ignored.
+    fn from_str(s: &str) -> Result<Self, UserValueError> {
+        let s = s.trim();
+        ApiKeyScope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str().eq_ignore_ascii_case(s))
+            .ok_or(UserValueError::UnknownScope)
+    }
+}
+
 /// Trimmed free text of at most `max` characters, without control characters.
 fn label(what: &'static str, s: &str, max: usize) -> Result<String, UserValueError> {
     let s = s.trim();
@@ -248,6 +307,21 @@ impl ApiKeyName {
 
 text_value!(ApiKeyName);
 display_value!(ApiKeyName);
+
+/// Why an admin suspended a user or lifted a suspension ("chargeback fraud, ticket 812"):
+/// kept in the event, shown to admins, never to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SuspensionReason(String);
+
+impl SuspensionReason {
+    pub fn parse(s: impl AsRef<str>) -> Result<Self, UserValueError> {
+        label("reason", s.as_ref(), SUSPENSION_REASON_LEN_MAX).map(SuspensionReason)
+    }
+}
+
+text_value!(SuspensionReason);
+display_value!(SuspensionReason);
 
 /// The first characters of an API key (`ahk_3f9a2b`), kept in clear so that a user can tell
 /// keys apart. The rest of the key must carry its entropy.
