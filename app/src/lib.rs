@@ -21,7 +21,8 @@
 //! - [`credits`]: granting credits, answered once the balance shows the grant.
 //! - [`users`]: granting and revoking roles.
 //! - [`readiness`]: whether the hub's dependencies answer, and how far behind it is.
-//! - [`queries`]: the read models (balances, ledger, payments, promo codes, users).
+//! - [`queries`]: the read models (balances, ledger, payments, promo codes, users, usage).
+//! - [`analytics`]: usage summaries from the hourly rollups, and the streamed usage export.
 //! - [`page`]: the one page-and-cursor shape every listing uses.
 
 pub mod bootstrap;
@@ -35,6 +36,7 @@ pub mod replies;
 pub mod sessions;
 
 // Money and the read side.
+pub mod analytics;
 pub mod credits;
 pub mod page;
 pub mod payments;

@@ -13,11 +13,14 @@
 //! - [`runner`]: the live projector: one leader per projection, batches, checkpoints; the
 //!   projections that read one aggregate type may share a consumer and a transaction.
 //! - [`replay`]: rebuild from the start of the stream with progress.
+//! - [`rollups`]: the hourly usage sums kept beside `usage_records`, and their latency
+//!   histogram buckets.
 
 pub mod model;
 mod payments;
 mod promos;
 pub mod replay;
+pub mod rollups;
 pub mod runner;
 mod users;
 

@@ -24,7 +24,8 @@ pub enum ProjectionKind {
     Ledger,
     /// `users`: who is registered, with their roles (for admins' listings).
     Users,
-    /// `usage_records`: one row per settled inference request (for analysts).
+    /// `usage_records`: one row per settled inference request, and `usage_rollups`, their
+    /// hourly sums (for analysts).
     Usage,
     /// `payments`: one row per Stripe Checkout Session (a user's payment history).
     Payments,
@@ -91,7 +92,7 @@ impl ProjectionKind {
             ProjectionKind::Balances => &["balances", "active_reservations"],
             ProjectionKind::Ledger => &["ledger"],
             ProjectionKind::Users => &["users"],
-            ProjectionKind::Usage => &["usage_records"],
+            ProjectionKind::Usage => &["usage_records", "usage_rollups"],
             ProjectionKind::Payments => &["payments"],
             ProjectionKind::Promos => &["promo_codes"],
         }
@@ -539,9 +540,11 @@ struct LedgerRows<'a> {
     recorded_at: Vec<DateTime<Utc>>,
 }
 
-/// One `usage_records` row per settlement that carries usage.
+/// One `usage_records` row per settlement that carries usage; the rows that are new add to
+/// `usage_rollups`.
 async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::Result<()> {
     let mut rows = UsageRows::default();
+    let mut records = Vec::new();
     for e in events {
         let CreditEvent::ReservationSettled {
             request_id,
@@ -552,36 +555,51 @@ async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::R
         else {
             continue;
         };
+        let record = crate::rollups::NewUsage {
+            account: e.account,
+            api_key: usage.api_key.map(|k| k.0),
+            model: usage.model.as_str(),
+            provider: usage.provider.as_str(),
+            outcome: match usage.outcome {
+                hub_domain::UsageOutcome::Completed => "completed",
+                hub_domain::UsageOutcome::Cancelled => "cancelled",
+                hub_domain::UsageOutcome::Broken => "broken",
+            },
+            recorded_at: e.recorded_at,
+            input: i64::try_from(usage.input_tokens)?,
+            output: i64::try_from(usage.output_tokens)?,
+            cached: i64::try_from(usage.cached_input_tokens)?,
+            cost: usage.cost.micros(),
+            charged: charged.micros(),
+            latency_ms: i64::try_from(usage.latency_ms)?,
+            first_token_ms: usage.first_token_ms.map(i64::try_from).transpose()?,
+        };
         rows.accounts.push(e.account);
         rows.requests.push(request_id.as_str());
-        rows.api_keys.push(usage.api_key.map(|k| k.0));
-        rows.models.push(usage.model.as_str());
-        rows.providers.push(usage.provider.as_str());
-        rows.input.push(i64::try_from(usage.input_tokens)?);
-        rows.output.push(i64::try_from(usage.output_tokens)?);
-        rows.cached.push(i64::try_from(usage.cached_input_tokens)?);
+        rows.api_keys.push(record.api_key);
+        rows.models.push(record.model);
+        rows.providers.push(record.provider);
+        rows.input.push(record.input);
+        rows.output.push(record.output);
+        rows.cached.push(record.cached);
         rows.sources.push(match usage.token_source {
             hub_domain::TokenSource::Provider => "provider",
             hub_domain::TokenSource::Estimated => "estimated",
         });
-        rows.latency.push(i64::try_from(usage.latency_ms)?);
-        rows.first_token
-            .push(usage.first_token_ms.map(i64::try_from).transpose()?);
-        rows.cost.push(usage.cost.micros());
-        rows.charged.push(charged.micros());
+        rows.latency.push(record.latency_ms);
+        rows.first_token.push(record.first_token_ms);
+        rows.cost.push(record.cost);
+        rows.charged.push(record.charged);
         rows.price_versions.push(usage.price_version.as_str());
-        rows.outcomes.push(match usage.outcome {
-            hub_domain::UsageOutcome::Completed => "completed",
-            hub_domain::UsageOutcome::Cancelled => "cancelled",
-            hub_domain::UsageOutcome::Broken => "broken",
-        });
+        rows.outcomes.push(record.outcome);
         rows.stream_sequences.push(e.stream_sequence);
         rows.recorded_at.push(e.recorded_at);
+        records.push((request_id.as_str(), record));
     }
     if rows.accounts.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let inserted: Vec<(Uuid, String)> = sqlx::query_as(
         "INSERT INTO usage_records (account_id, request_id, api_key_id, model, provider,
                                     input_tokens, output_tokens, cached_input_tokens,
                                     token_source, latency_ms, first_token_ms, cost_micros,
@@ -591,7 +609,8 @@ async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::R
                               $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::int8[],
                               $11::int8[], $12::int8[], $13::int8[], $14::text[], $15::text[],
                               $16::int8[], $17::timestamptz[])
-         ON CONFLICT (account_id, request_id) DO NOTHING",
+         ON CONFLICT (account_id, request_id) DO NOTHING
+         RETURNING account_id, request_id",
     )
     .bind(&rows.accounts)
     .bind(&rows.requests)
@@ -610,9 +629,16 @@ async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::R
     .bind(&rows.outcomes)
     .bind(&rows.stream_sequences)
     .bind(&rows.recorded_at)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    // Only the records written now count: one applied before (a redelivery) is not new.
+    let mut new: std::collections::HashSet<(Uuid, String)> = inserted.into_iter().collect();
+    let fresh: Vec<crate::rollups::NewUsage<'_>> = records
+        .into_iter()
+        .filter(|(request, r)| new.remove(&(r.account, request.to_string())))
+        .map(|(_, r)| r)
+        .collect();
+    crate::rollups::add(conn, &fresh).await
 }
 
 /// Usage rows as columns, for one `UNNEST` insert.

@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 pub mod money;
+mod usage;
 
 /// Every error a handler returns: a status, a stable machine-readable `code`, and a message
 /// for people. A 500 shows the client only "internal error"; its cause goes to the log.

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod openai;
 pub mod payments;
 pub mod promos;
+pub mod usage;
 pub mod verification;
 pub mod ws;
 
@@ -53,6 +54,7 @@ use crate::state::AppState;
 /// | `GET /api/payments/history` | any signed-in caller (own payments; `user_id=` for admin, auditor) |
 /// | `POST /api/promos/redeem` | any signed-in caller (own account) |
 /// | `POST /api/admin/promos`, `GET /api/admin/promos`, `POST /api/admin/promos/{code}/disable`, `POST /api/admin/promos/{code}/enable` | admin |
+/// | `GET /api/usage`, `/api/usage/summary`, `/api/usage/export`, `/api/usage/requests/{id}` | any signed-in caller (own usage; an API key its owner's); admin, analyst, auditor: everyone's |
 ///
 /// Every route but inference answers within `server.request_timeout_ms` (503 after it).
 /// Inference (`/v1/chat/completions`, `/api/ws`) runs under its own deadline
@@ -117,7 +119,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/promos", post(promos::create).get(promos::list))
         .route("/api/admin/promos/{code}/disable", post(promos::disable))
         .route("/api/admin/promos/{code}/enable", post(promos::enable))
+        .route("/api/usage", get(usage::list))
+        .route("/api/usage/summary", get(usage::summary))
+        .route("/api/usage/requests/{request_id}", get(usage::request))
         .layer(timeout)
+        // The export streams for as long as the range takes: no request timeout.
+        .route("/api/usage/export", get(usage::export))
         .merge(inference)
         .fallback(not_found)
         .with_state(state)

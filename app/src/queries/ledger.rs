@@ -63,22 +63,44 @@ pub async fn page(
     .await?;
     let entries = rows
         .iter()
-        .map(|row| {
-            Ok(LedgerEntry {
-                sequence: row.try_get("sequence")?,
-                kind: row.try_get("kind")?,
-                amount_micros: row.try_get("amount_micros")?,
-                balance_after_micros: row.try_get("balance_after_micros")?,
-                cause: Cause {
-                    kind: row.try_get("cause_type")?,
-                    id: row.try_get("cause_id")?,
-                },
-                description: row.try_get("description")?,
-                actor: row.try_get("actor")?,
-                stream_sequence: row.try_get("stream_sequence")?,
-                recorded_at: row.try_get("recorded_at")?,
-            })
-        })
+        .map(entry)
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(request.page(entries, |e| SequenceCursor(e.sequence)))
+}
+
+/// The entries a request caused on the account (its charge), oldest first.
+pub async fn for_request(
+    pool: &PgPool,
+    account: Uuid,
+    request_id: &str,
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT sequence, kind, amount_micros, balance_after_micros, cause_type, cause_id,
+                description, actor, stream_sequence, recorded_at
+           FROM ledger
+          WHERE account_id = $1 AND cause_type = 'request' AND cause_id = $2
+          ORDER BY sequence",
+    )
+    .bind(account)
+    .bind(request_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(entry).collect()
+}
+
+fn entry(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
+    Ok(LedgerEntry {
+        sequence: row.try_get("sequence")?,
+        kind: row.try_get("kind")?,
+        amount_micros: row.try_get("amount_micros")?,
+        balance_after_micros: row.try_get("balance_after_micros")?,
+        cause: Cause {
+            kind: row.try_get("cause_type")?,
+            id: row.try_get("cause_id")?,
+        },
+        description: row.try_get("description")?,
+        actor: row.try_get("actor")?,
+        stream_sequence: row.try_get("stream_sequence")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
 }

@@ -6,6 +6,7 @@
 //! - [`payments`]: a user's payments, newest first.
 //! - [`promos`]: promo codes, oldest first, and waiting until one shows a change.
 //! - [`users`]: registered users, oldest first.
+//! - [`usage`]: settled requests, newest first; the usage filters and who reads whose usage.
 //!
 //! The four listings page the same way, through [`crate::page`].
 
@@ -13,6 +14,7 @@ pub mod balances;
 pub mod ledger;
 pub mod payments;
 pub mod promos;
+pub mod usage;
 pub mod users;
 
 use hub_domain::Role;

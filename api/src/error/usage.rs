@@ -1,0 +1,34 @@
+//! The usage routes' failures as HTTP.
+
+use hub_app::analytics::summary::SummaryError;
+use hub_app::queries::usage::FilterError;
+
+use super::ApiError;
+
+impl From<FilterError> for ApiError {
+    fn from(err: FilterError) -> Self {
+        let code = match &err {
+            FilterError::NotAllowed => return ApiError::forbidden("admin, analyst, auditor"),
+            FilterError::GroupBy(_) => "invalid_group_by",
+            FilterError::Format => "invalid_format",
+            FilterError::Time { .. }
+            | FilterError::Uuid { .. }
+            | FilterError::Outcome
+            | FilterError::Name { .. }
+            | FilterError::Range => "invalid_filter",
+        };
+        ApiError::bad_request(code, err.to_string())
+    }
+}
+
+impl From<SummaryError> for ApiError {
+    fn from(err: SummaryError) -> Self {
+        match err {
+            SummaryError::TooManyGroups => {
+                ApiError::bad_request("too_many_groups", err.to_string())
+            }
+            SummaryError::Bound(_) => ApiError::bad_request("invalid_filter", err.to_string()),
+            SummaryError::Database(err) => err.into(),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! What analysts read beyond single records: summaries from the hourly rollups, and the
+//! streamed export of usage records.
+//!
+//! # Layout
+//!
+//! - [`summary`]: totals and series by time grain and dimensions, with latency and
+//!   time-to-first-token percentiles from the rollups' histograms; never a scan of
+//!   `usage_records`.
+//! - [`export`]: usage records of a range as CSV (RFC 4180) or NDJSON, encoded as they are
+//!   read, in chunks of bounded size.
+//!
+//! The filters and who reads whose usage are [`crate::queries::usage`]'s.
+
+pub mod export;
+pub mod summary;

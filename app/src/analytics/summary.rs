@@ -1,0 +1,415 @@
+//! `usage_rollups` summed by an optional time grain and any of user, API key, model and
+//! provider: totals and series of requests, tokens, cost, charge, error rate, and latency
+//! and time-to-first-token percentiles read from the rollups' histograms.
+//!
+//! Rollups are hourly, so a summary covers whole hours: `from` is rounded down and `to` up
+//! to the hour (UTC), and the summary says which range it covered. A percentile is the
+//! upper bound of the histogram bucket it falls in (see [`hub_projections::rollups`]): the
+//! exact value is below it and at or above the bucket's lower bound.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use hub_projections::rollups::{bucket_range, BUCKETS};
+use serde::Serialize;
+use sqlx::{PgPool, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::queries::usage::{FilterError, UsageFilter};
+
+/// The most groups a summary returns; more is refused (narrow the range or the grouping).
+pub const GROUPS_MAX: usize = 10_000;
+
+/// A summary's time grain (UTC; a week starts on Monday).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+/// A dimension a summary may group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    User,
+    ApiKey,
+    Model,
+    Provider,
+}
+
+/// At most one time grain plus any dimensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupBy {
+    pub grain: Option<Grain>,
+    pub dimensions: Vec<Dimension>,
+}
+
+impl GroupBy {
+    /// Read `hour|day|week|month|user|api_key|model|provider`, comma-separated.
+    pub fn parse(raw: Option<&str>) -> Result<Self, FilterError> {
+        let mut group = GroupBy::default();
+        for part in raw.unwrap_or("").split(',').map(str::trim) {
+            let grain = match part {
+                "" => continue,
+                "hour" => Some(Grain::Hour),
+                "day" => Some(Grain::Day),
+                "week" => Some(Grain::Week),
+                "month" => Some(Grain::Month),
+                _ => None,
+            };
+            if let Some(grain) = grain {
+                if group.grain.replace(grain).is_some() {
+                    return Err(FilterError::GroupBy("takes one time grain at most".into()));
+                }
+                continue;
+            }
+            let dimension = match part {
+                "user" => Dimension::User,
+                "api_key" => Dimension::ApiKey,
+                "model" => Dimension::Model,
+                "provider" => Dimension::Provider,
+                other => {
+                    return Err(FilterError::GroupBy(format!(
+                        "{other:?} is not one of: hour, day, week, month, user, api_key, model, provider"
+                    )))
+                }
+            };
+            if group.dimensions.contains(&dimension) {
+                return Err(FilterError::GroupBy(format!("names {part:?} twice")));
+            }
+            group.dimensions.push(dimension);
+        }
+        Ok(group)
+    }
+
+    /// The names, in the order given: time grain first.
+    pub fn names(&self) -> Vec<&'static str> {
+        let grain = self.grain.map(|g| match g {
+            Grain::Hour => "hour",
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+        });
+        grain
+            .into_iter()
+            .chain(self.dimensions.iter().map(|d| match d {
+                Dimension::User => "user",
+                Dimension::ApiKey => "api_key",
+                Dimension::Model => "model",
+                Dimension::Provider => "provider",
+            }))
+            .collect()
+    }
+}
+
+/// Percentiles in milliseconds: each the upper bound of its histogram bucket (the last
+/// bucket's lower bound: it has none). `None` without a single measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    pub p50: Option<i64>,
+    pub p95: Option<i64>,
+    pub p99: Option<i64>,
+}
+
+/// What a group (or the whole range) adds up to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cost_micros: i64,
+    pub charged_micros: i64,
+    /// Requests whose stream broke upstream (`outcome: broken`).
+    pub errors: i64,
+    /// `errors / requests`; 0 without requests.
+    pub error_rate: f64,
+    pub latency_ms: Percentiles,
+    /// Over the requests that had a first token.
+    pub ttft_ms: Percentiles,
+}
+
+/// The key of one group: only the parts grouped by are present.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupKey {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    /// `Some(None)`: the requests made without an API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<Option<Uuid>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// One group of a series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    #[serde(flatten)]
+    pub key: GroupKey,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// A summary: the range it covered (whole hours), totals, and one entry per group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub group_by: Vec<&'static str>,
+    pub totals: Metrics,
+    /// Ordered by period, then by the dimensions.
+    pub series: Vec<Group>,
+}
+
+/// Why a summary could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error("more than {GROUPS_MAX} groups: narrow the range or the grouping")]
+    TooManyGroups,
+    #[error("a bucket bound is out of range")]
+    Bound(#[from] chrono::RoundingError),
+    #[error("could not read the usage rollups")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Sums of one group as read, before percentiles.
+struct Sums {
+    key: GroupKey,
+    requests: i64,
+    input: i64,
+    output: i64,
+    cached: i64,
+    cost: i64,
+    charged: i64,
+    errors: i64,
+    latency: Vec<i64>,
+    ttft: Vec<i64>,
+}
+
+/// Summarise the rollups under `filter`, grouped by `group`.
+pub async fn summary(
+    pool: &PgPool,
+    filter: &UsageFilter,
+    group: &GroupBy,
+) -> Result<Summary, SummaryError> {
+    let hour = TimeDelta::hours(1);
+    let mut filter = filter.clone();
+    filter.from = filter.from.map(|t| t.duration_trunc(hour)).transpose()?;
+    filter.to = filter
+        .to
+        .map(|t| {
+            let down = t.duration_trunc(hour)?;
+            Ok::<_, chrono::RoundingError>(if down < t { down + hour } else { down })
+        })
+        .transpose()?;
+    let groups = read_groups(pool, &filter, group).await?;
+    let mut all = Sums {
+        key: GroupKey::none(),
+        requests: 0,
+        input: 0,
+        output: 0,
+        cached: 0,
+        cost: 0,
+        charged: 0,
+        errors: 0,
+        latency: vec![0; BUCKETS],
+        ttft: vec![0; BUCKETS],
+    };
+    for g in &groups {
+        all.add(g);
+    }
+    Ok(Summary {
+        from: filter.from,
+        to: filter.to,
+        group_by: group.names(),
+        totals: all.metrics(),
+        series: groups
+            .into_iter()
+            .map(|g| Group {
+                metrics: g.metrics(),
+                key: g.key,
+            })
+            .collect(),
+    })
+}
+
+async fn read_groups(
+    pool: &PgPool,
+    filter: &UsageFilter,
+    group: &GroupBy,
+) -> Result<Vec<Sums>, SummaryError> {
+    let has = |d: Dimension| group.dimensions.contains(&d);
+    // Only fixed text goes into the statement; values are bound.
+    let period = match group.grain {
+        None => "NULL::timestamptz",
+        Some(Grain::Hour) => "hour",
+        Some(Grain::Day) => "date_trunc('day', hour, 'UTC')",
+        Some(Grain::Week) => "date_trunc('week', hour, 'UTC')",
+        Some(Grain::Month) => "date_trunc('month', hour, 'UTC')",
+    };
+    let pick = |d, column: &'static str, null: &'static str| if has(d) { column } else { null };
+    let mut sql = QueryBuilder::new(format!(
+        "SELECT {period} AS period, {} AS user_id, {} AS api_key_id, {} AS model,
+                {} AS provider,
+                sum(requests)::int8 AS requests, sum(input_tokens)::int8 AS input,
+                sum(output_tokens)::int8 AS output, sum(cached_input_tokens)::int8 AS cached,
+                sum(cost_micros)::int8 AS cost, sum(charged_micros)::int8 AS charged,
+                coalesce(sum(requests) FILTER (WHERE outcome = 'broken'), 0)::int8 AS errors,
+                usage_hist_sum(latency_hist) AS latency, usage_hist_sum(ttft_hist) AS ttft
+           FROM usage_rollups WHERE true",
+        pick(Dimension::User, "account_id", "NULL::uuid"),
+        pick(Dimension::ApiKey, "api_key_id", "NULL::uuid"),
+        pick(Dimension::Model, "model", "NULL::text"),
+        pick(Dimension::Provider, "provider", "NULL::text"),
+    ));
+    filter.push_where(&mut sql, "hour");
+    sql.push(" GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 LIMIT ")
+        .push_bind(i64::try_from(GROUPS_MAX + 1).unwrap_or(i64::MAX));
+    let rows = sql.build().fetch_all(pool).await?;
+    if rows.len() > GROUPS_MAX {
+        return Err(SummaryError::TooManyGroups);
+    }
+    let mut groups = Vec::with_capacity(rows.len());
+    for row in &rows {
+        groups.push(Sums {
+            key: GroupKey {
+                period: row.try_get("period")?,
+                user_id: row.try_get("user_id")?,
+                api_key_id: has(Dimension::ApiKey)
+                    .then(|| row.try_get("api_key_id"))
+                    .transpose()?,
+                model: row.try_get("model")?,
+                provider: row.try_get("provider")?,
+            },
+            requests: row.try_get("requests")?,
+            input: row.try_get("input")?,
+            output: row.try_get("output")?,
+            cached: row.try_get("cached")?,
+            cost: row.try_get("cost")?,
+            charged: row.try_get("charged")?,
+            errors: row.try_get("errors")?,
+            latency: row.try_get("latency")?,
+            ttft: row.try_get("ttft")?,
+        });
+    }
+    Ok(groups)
+}
+
+impl GroupKey {
+    fn none() -> Self {
+        GroupKey {
+            period: None,
+            user_id: None,
+            api_key_id: None,
+            model: None,
+            provider: None,
+        }
+    }
+}
+
+impl Sums {
+    fn add(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.input += other.input;
+        self.output += other.output;
+        self.cached += other.cached;
+        self.cost += other.cost;
+        self.charged += other.charged;
+        self.errors += other.errors;
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            *a += b;
+        }
+        for (a, b) in self.ttft.iter_mut().zip(&other.ttft) {
+            *a += b;
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics {
+            requests: self.requests,
+            input_tokens: self.input,
+            output_tokens: self.output,
+            cached_input_tokens: self.cached,
+            cost_micros: self.cost,
+            charged_micros: self.charged,
+            errors: self.errors,
+            error_rate: match self.requests {
+                0 => 0.0,
+                n => self.errors as f64 / n as f64,
+            },
+            latency_ms: percentiles(&self.latency),
+            ttft_ms: percentiles(&self.ttft),
+        }
+    }
+}
+
+fn percentiles(histogram: &[i64]) -> Percentiles {
+    Percentiles {
+        p50: percentile(histogram, 50),
+        p95: percentile(histogram, 95),
+        p99: percentile(histogram, 99),
+    }
+}
+
+/// The `pct`-th percentile (nearest rank) as the upper bound of the bucket it falls in.
+pub fn percentile(histogram: &[i64], pct: i64) -> Option<i64> {
+    let total: i64 = histogram.iter().sum();
+    if total <= 0 {
+        return None;
+    }
+    // Nearest rank: the smallest rank r with r >= pct% of total (1-based).
+    let rank = (total * pct + 99) / 100;
+    let mut seen = 0;
+    for (i, count) in histogram.iter().enumerate() {
+        seen += count;
+        if seen >= rank.max(1) {
+            let (lower, upper) = bucket_range(i);
+            return Some(upper.unwrap_or(lower));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hub_projections::rollups::bucket_of;
+
+    #[test]
+    fn a_percentile_from_the_histogram_bounds_the_exact_one_within_its_bucket() {
+        // Durations spread over the buckets, deterministic.
+        let mut durations: Vec<i64> = (0..997).map(|i| (i * i * 7919) % 40_000).collect();
+        durations.sort_unstable();
+        let mut histogram = vec![0; BUCKETS];
+        for d in &durations {
+            histogram[bucket_of(*d)] += 1;
+        }
+        for pct in [1, 50, 95, 99, 100] {
+            let rank = (durations.len() as i64 * pct + 99) / 100;
+            let exact = durations[usize::try_from(rank - 1).expect("a rank")];
+            let reported = percentile(&histogram, pct).expect("a percentile");
+            let (lower, upper) = bucket_range(bucket_of(exact));
+            assert_eq!(Some(reported), upper, "p{pct}: exact {exact}");
+            assert!(lower <= exact && exact < reported, "p{pct}");
+        }
+    }
+
+    #[test]
+    fn an_empty_histogram_has_no_percentiles() {
+        assert_eq!(percentile(&vec![0; BUCKETS], 50), None);
+    }
+
+    #[test]
+    fn group_by_takes_one_grain_and_distinct_dimensions() {
+        let group = GroupBy::parse(Some("day,model,user")).expect("valid");
+        assert_eq!(group.grain, Some(Grain::Day));
+        assert_eq!(group.names(), vec!["day", "model", "user"]);
+        assert!(GroupBy::parse(Some("day,hour")).is_err());
+        assert!(GroupBy::parse(Some("model,model")).is_err());
+        assert!(GroupBy::parse(Some("colour")).is_err());
+        assert_eq!(GroupBy::parse(None), Ok(GroupBy::default()));
+    }
+}

@@ -1,0 +1,214 @@
+//! `usage_rollups`: the hourly sums analysts' summaries read, kept beside `usage_records`.
+//!
+//! A settlement adds to its rollup row only when its `usage_records` row is new (the insert
+//! answers which rows it wrote), in the same transaction, so a redelivered or replayed
+//! event never counts twice, and a replay of `usage` rebuilds both tables.
+//!
+//! Latency and time to first token are kept as fixed log-bucket histograms: bucket 0 is
+//! `[0, 1)` ms, bucket `i` is `[BOUNDS_MS[i-1], BOUNDS_MS[i])` ms and the last is
+//! `[524288 ms, ∞)`. The bounds grow by about √2 (rounded to whole milliseconds), so a
+//! percentile read from a histogram is known within one bucket: within about 41 %.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sqlx::PgConnection;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The lower bounds, in milliseconds, of buckets 1 to 38 (bucket 0 starts at 0):
+/// `round(2^(k/2))` without the repeats at the low end. Fixed forever: rollups already
+/// written count by them (the migration checks the length).
+pub const BOUNDS_MS: [i64; 38] = [
+    1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724, 1024, 1448, 2048,
+    2896, 4096, 5793, 8192, 11585, 16384, 23170, 32768, 46341, 65536, 92682, 131072, 185364,
+    262144, 370728, 524288,
+];
+
+/// Buckets per histogram.
+pub const BUCKETS: usize = BOUNDS_MS.len() + 1;
+
+/// The bucket a duration falls in.
+pub fn bucket_of(ms: i64) -> usize {
+    BOUNDS_MS.partition_point(|bound| *bound <= ms)
+}
+
+/// The milliseconds bucket `i` covers: `[lower, upper)`, `upper` `None` for the last.
+pub fn bucket_range(i: usize) -> (i64, Option<i64>) {
+    let lower = match i {
+        0 => 0,
+        _ => BOUNDS_MS.get(i - 1).copied().unwrap_or(i64::MAX),
+    };
+    (lower, BOUNDS_MS.get(i).copied())
+}
+
+/// One new usage record, as much of it as the rollups need.
+pub(crate) struct NewUsage<'a> {
+    pub account: Uuid,
+    pub api_key: Option<Uuid>,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub outcome: &'static str,
+    pub recorded_at: DateTime<Utc>,
+    pub input: i64,
+    pub output: i64,
+    pub cached: i64,
+    pub cost: i64,
+    pub charged: i64,
+    pub latency_ms: i64,
+    pub first_token_ms: Option<i64>,
+}
+
+type Key<'a> = (
+    DateTime<Utc>,
+    Uuid,
+    Option<Uuid>,
+    &'a str,
+    &'a str,
+    &'static str,
+);
+
+struct Sums {
+    requests: i64,
+    input: i64,
+    output: i64,
+    cached: i64,
+    cost: i64,
+    charged: i64,
+    latency: [i64; BUCKETS],
+    ttft: [i64; BUCKETS],
+}
+
+/// Add new records to their hours' rollups (one statement, rows in key order).
+pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> anyhow::Result<()> {
+    let mut sums: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
+    for r in records {
+        let hour = r.recorded_at.duration_trunc(TimeDelta::hours(1))?;
+        let key = (hour, r.account, r.api_key, r.model, r.provider, r.outcome);
+        let s = sums.entry(key).or_insert_with(|| Sums {
+            requests: 0,
+            input: 0,
+            output: 0,
+            cached: 0,
+            cost: 0,
+            charged: 0,
+            latency: [0; BUCKETS],
+            ttft: [0; BUCKETS],
+        });
+        s.requests += 1;
+        s.input += r.input;
+        s.output += r.output;
+        s.cached += r.cached;
+        s.cost += r.cost;
+        s.charged += r.charged;
+        s.latency[bucket_of(r.latency_ms)] += 1;
+        if let Some(ttft) = r.first_token_ms {
+            s.ttft[bucket_of(ttft)] += 1;
+        }
+    }
+    if sums.is_empty() {
+        return Ok(());
+    }
+    let n = sums.len();
+    let (mut hours, mut accounts, mut keys, mut models, mut providers, mut outcomes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut requests, mut input, mut output, mut cached, mut cost, mut charged) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    // Histograms flattened, BUCKETS per row: UNNEST cannot take an array per row.
+    let mut latency = Vec::with_capacity(n * BUCKETS);
+    let mut ttft = Vec::with_capacity(n * BUCKETS);
+    for ((hour, account, key, model, provider, outcome), s) in sums {
+        hours.push(hour);
+        accounts.push(account);
+        keys.push(key);
+        models.push(model);
+        providers.push(provider);
+        outcomes.push(outcome);
+        requests.push(s.requests);
+        input.push(s.input);
+        output.push(s.output);
+        cached.push(s.cached);
+        cost.push(s.cost);
+        charged.push(s.charged);
+        latency.extend_from_slice(&s.latency);
+        ttft.extend_from_slice(&s.ttft);
+    }
+    sqlx::query(
+        "INSERT INTO usage_rollups AS r (hour, account_id, api_key_id, model, provider, outcome,
+                                         requests, input_tokens, output_tokens,
+                                         cached_input_tokens, cost_micros, charged_micros,
+                                         latency_hist, ttft_hist)
+         SELECT u.hour, u.account_id, u.api_key_id, u.model, u.provider, u.outcome,
+                u.requests, u.input, u.output, u.cached, u.cost, u.charged,
+                ($13::int8[])[(u.i - 1) * $15 + 1 : u.i * $15],
+                ($14::int8[])[(u.i - 1) * $15 + 1 : u.i * $15]
+           FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                       $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
+                       $11::int8[], $12::int8[])
+                WITH ORDINALITY AS u(hour, account_id, api_key_id, model, provider, outcome,
+                                     requests, input, output, cached, cost, charged, i)
+         ON CONFLICT ON CONSTRAINT usage_rollups_key DO UPDATE
+            SET requests = r.requests + excluded.requests,
+                input_tokens = r.input_tokens + excluded.input_tokens,
+                output_tokens = r.output_tokens + excluded.output_tokens,
+                cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,
+                cost_micros = r.cost_micros + excluded.cost_micros,
+                charged_micros = r.charged_micros + excluded.charged_micros,
+                latency_hist = usage_hist_add(r.latency_hist, excluded.latency_hist),
+                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)",
+    )
+    .bind(&hours)
+    .bind(&accounts)
+    .bind(&keys)
+    .bind(&models)
+    .bind(&providers)
+    .bind(&outcomes)
+    .bind(&requests)
+    .bind(&input)
+    .bind(&output)
+    .bind(&cached)
+    .bind(&cost)
+    .bind(&charged)
+    .bind(&latency)
+    .bind(&ttft)
+    .bind(i32::try_from(BUCKETS)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounds_grow_by_about_the_square_root_of_two() {
+        assert!(BOUNDS_MS.windows(2).all(|w| w[0] < w[1]));
+        for w in BOUNDS_MS.windows(2).skip(6) {
+            let ratio = w[1] as f64 / w[0] as f64;
+            assert!((1.38..1.46).contains(&ratio), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn every_duration_falls_in_the_bucket_whose_range_holds_it() {
+        for ms in (0..2_000).chain([524_287, 524_288, 10_000_000]) {
+            let (lower, upper) = bucket_range(bucket_of(ms));
+            assert!(lower <= ms, "{ms} below its bucket");
+            assert!(upper.is_none_or(|u| ms < u), "{ms} above its bucket");
+        }
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(1), 1);
+        assert_eq!(bucket_of(10_000_000), BUCKETS - 1);
+    }
+}
