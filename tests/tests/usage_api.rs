@@ -98,6 +98,7 @@ async fn settle_workload(
                     amount: Credits::from_micros(reserve),
                     expires_at: now + Span::seconds(600),
                     now,
+                    key: None,
                 },
                 "test",
             )
@@ -633,7 +634,7 @@ async fn register_with_key(app: &TestApp, email: &str) -> (Uuid, String, Uuid) {
         .client
         .post(app.url("/api/keys"))
         .bearer_auth(app.token(user, hub_domain::Role::User))
-        .json(&json!({"name": "ci"}))
+        .json(&json!({"name": "ci", "scopes": ["inference", "read"]}))
         .send()
         .await
         .expect("sent");
