@@ -8,6 +8,10 @@
 //! `content_block_start`, `ping`, one `content_block_delta` (`text_delta`) per chunk,
 //! `content_block_stop`, `message_delta` (stop reason, output tokens) and `message_stop`; a
 //! non-streamed one is a single `message`.
+//!
+//! [`FakeAnthropic::count_input_with`] makes it report the input tokens of each request as a
+//! function of the request counts them (a stand-in for Anthropic's own tokenizer), instead
+//! of the scripted number.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,7 +20,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::fake_openai::{json_response, serve, Steps};
@@ -30,13 +34,18 @@ pub struct FakeAnthropic {
     address: String,
     api_key: String,
     script: Arc<Script>,
+    count_input: Arc<Mutex<Option<CountInput>>>,
     task: JoinHandle<()>,
 }
+
+/// Counts the input tokens of a request (its JSON body, as Anthropic receives it).
+pub type CountInput = fn(&serde_json::Value) -> u64;
 
 #[derive(Clone)]
 struct Shared {
     script: Arc<Script>,
     api_key: String,
+    count_input: Arc<Mutex<Option<CountInput>>>,
 }
 
 impl FakeAnthropic {
@@ -50,9 +59,11 @@ impl FakeAnthropic {
         let script = Script::new(Behavior::reply(
             Reply::text("Hello from Claude.").usage(10, 5),
         ));
+        let count_input = Arc::new(Mutex::new(None));
         let shared = Shared {
             script: Arc::clone(&script),
             api_key: api_key.to_owned(),
+            count_input: Arc::clone(&count_input),
         };
         let app = Router::new()
             .route("/v1/messages", post(messages))
@@ -62,8 +73,18 @@ impl FakeAnthropic {
             address,
             api_key: api_key.to_owned(),
             script,
+            count_input,
             task,
         }
+    }
+
+    /// Reports every reply's input tokens as `count` says for its request (a reply with no
+    /// scripted usage then reports usage too).
+    pub fn count_input_with(&self, count: CountInput) {
+        *self
+            .count_input
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(count);
     }
 
     /// The base URL a provider is configured with: `http://127.0.0.1:<port>`.
@@ -158,6 +179,14 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
         } => return anthropic_error(status, error_kind(status), &message, &headers),
         Behavior::Reply(reply) => reply,
     };
+    let counted = *shared
+        .count_input
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut reply = reply;
+    if let Some(count) = counted {
+        reply.usage.get_or_insert_with(FakeUsage::default).input = count(&request);
+    }
     tokio::time::sleep(reply.header_delay).await;
     let model = request["model"].as_str().unwrap_or("unknown").to_owned();
     let streamed = request["stream"].as_bool().unwrap_or(false) && !reply.non_streamed;

@@ -35,6 +35,9 @@ pub const PRICE_PER_MILLION_MAX_MICROS: i64 = 1_000_000 * 1_000_000;
 pub const ADMISSION_LIMIT_MAX: usize = 1_000_000;
 /// The longest timeout accepted: one hour.
 pub const TIMEOUT_MAX_MS: u64 = 3_600_000;
+/// The largest prompt margin accepted, in percent: a prompt reserved for eleven times its
+/// estimate is already a misconfiguration.
+pub const PROMPT_MARGIN_PERCENT_MAX: u32 = 1_000;
 
 /// Models, prices, providers and the resilience policy of every upstream call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,8 +68,54 @@ pub struct ModelsSettings {
     /// beyond what Postgres and NATS take is shed instead of queued without bound (memory
     /// and latency). Streams already admitted do not count.
     pub admission_limit: usize,
+    /// How much more than the hub's own count (OpenAI's tokenizers) each kind of provider
+    /// may count a prompt, in percent: a request reserves its prompt with the largest margin
+    /// among its model's providers, so that a provider reporting more prompt tokens than the
+    /// hub estimated (within the margin) is still charged in full.
+    pub prompt_margin_percent: PromptMargins,
     /// The models served, in the order `GET /v1/models` lists them.
     pub models: Vec<ModelSettings>,
+}
+
+/// Prompt margins per tokenizer family (a provider's kind), in percent of the hub's estimate.
+///
+/// The hub counts prompts with OpenAI's tokenizers. OpenAI itself and the mock count the
+/// same way (0 %). Anthropic's tokenizer is not published for its current models and counts
+/// the same text as more tokens than `o200k`, markedly so for code, digits and non-Latin
+/// scripts: 30 % by default (docs/benchmarks.md, "Prompt margins", measures what is lost
+/// with and without it). An OpenAI-compatible server counts with its model's own tokenizer,
+/// which the hub does not know: 0 % by default; set it for a model whose tokenizer counts
+/// more than OpenAI's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptMargins {
+    pub openai: u32,
+    pub anthropic: u32,
+    pub compatible: u32,
+    pub mock: u32,
+}
+
+impl Default for PromptMargins {
+    fn default() -> Self {
+        PromptMargins {
+            openai: 0,
+            anthropic: 30,
+            compatible: 0,
+            mock: 0,
+        }
+    }
+}
+
+impl PromptMargins {
+    /// The margin of providers of `kind`, in percent.
+    pub fn percent(&self, kind: ProviderKind) -> u32 {
+        match kind {
+            ProviderKind::Openai => self.openai,
+            ProviderKind::Anthropic => self.anthropic,
+            ProviderKind::Compatible => self.compatible,
+            ProviderKind::Mock => self.mock,
+        }
+    }
 }
 
 /// One model clients may name.
@@ -241,6 +290,7 @@ impl Default for ModelsSettings {
             cooldown_after_failures: 3,
             cooldown_ms: 30_000,
             admission_limit: 256,
+            prompt_margin_percent: PromptMargins::default(),
             models: vec![ModelSettings::mock("mock-1")],
         }
     }
@@ -319,6 +369,19 @@ impl ModelsSettings {
                 "models.retries_max: at most {RETRIES_MAX_LIMIT}, got {}",
                 self.retries_max
             ));
+        }
+        for kind in [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::Compatible,
+            ProviderKind::Mock,
+        ] {
+            let percent = self.prompt_margin_percent.percent(kind);
+            if percent > PROMPT_MARGIN_PERCENT_MAX {
+                return Err(format!(
+                    "models.prompt_margin_percent.{kind}: at most {PROMPT_MARGIN_PERCENT_MAX}, got {percent}"
+                ));
+            }
         }
         if self.cooldown_after_failures == 0 {
             return Err("models.cooldown_after_failures: must be at least 1".into());

@@ -41,9 +41,13 @@ pub mod tokens;
 pub mod wire;
 pub mod worker;
 
-pub use config::{ModelSettings, ModelsSettings, PriceSettings, ProviderKind, ProviderSettings};
+pub use config::{
+    ModelSettings, ModelsSettings, PriceSettings, PromptMargins, ProviderKind, ProviderSettings,
+};
 pub use providers::{
     ChatMessage, ChatRequest, EventStream, Provider, ProviderError, StreamEvent, Timeouts,
     TokenUsage,
 };
-pub use router::{HealthState, ModelInfo, Opened, ProviderRouter, ProviderStatus, RouteError};
+pub use router::{
+    HealthState, InFlight, ModelInfo, Opened, ProviderRouter, ProviderStatus, RouteError,
+};

@@ -17,6 +17,18 @@
 //!
 //! Nothing is retried after the first token: [`Opened::stream`] yields an error item if the
 //! stream breaks later, and the caller charges for what was delivered.
+//!
+//! **One deadline.** [`ProviderRouter::open_until`] takes the request's deadline, fixed when
+//! the hub accepted it: every attempt, backoff, retry and fallback is bounded by what is left
+//! of it (a pause that would end past it is not taken; the next provider is tried at once),
+//! and the opened stream ends with a `total` timeout when it passes. No attempt gets a fresh
+//! allowance of its own, so a request never outlives its reservation.
+//!
+//! **Who holds the request.** From the moment an attempt is sent until it fails,
+//! [`InFlight::sent_to`] names its provider: a caller that cancels before the first token
+//! owes that provider's prompt. (The HTTP client does not tell a connection still being made
+//! from a request already written; with pooled keep-alive connections, the difference is the
+//! odd new connection's handshake.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,13 +45,37 @@ use crate::config::{ModelsSettings, ProviderKind};
 use crate::providers::openai::Dialect;
 use crate::providers::{
     http_client, AnthropicProvider, ChatMessage, ChatRequest, EventStream, MockProvider,
-    OpenAiProvider, Provider, ProviderError, StreamEvent, Timeouts,
+    OpenAiProvider, Provider, ProviderError, StreamEvent, Timeouts, PHASE_TOTAL,
 };
 use crate::tokens::{count_prompt_tokens, Tokenizer};
 
 /// What [`RouteError::Unavailable`] suggests waiting when the only provider not cooling is
 /// being probed by another request.
 pub const PROBE_RETRY_HINT: Duration = Duration::from_secs(1);
+
+/// Which provider, if any, holds a request that [`ProviderRouter::open_until`] is still
+/// opening: set when an attempt is sent upstream, cleared when that attempt fails before its
+/// first token (a retry or fallback then starts afresh).
+#[derive(Debug, Default)]
+pub struct InFlight(Mutex<Option<String>>);
+
+impl InFlight {
+    /// The provider the request was sent to and that has not failed it: its prompt is owed.
+    pub fn sent_to(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn set(&self, provider: Option<&str>) {
+        *self.lock() = provider.map(str::to_owned);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<String>> {
+        // A plain value, valid whatever panicked while holding the lock.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// Routes requests to the providers of every configured model. Share it (`Arc`) between
 /// tasks: provider health is shared by every request of the process.
@@ -51,6 +87,8 @@ pub struct ProviderRouter {
     policy: Policy,
     /// `max_tokens` of a request that names none.
     default_max_output_tokens: u32,
+    /// What [`ProviderRouter::open`] gives a request with no deadline of its own.
+    total_timeout: Duration,
 }
 
 /// One configured model.
@@ -60,6 +98,8 @@ struct Model {
     max_output_tokens: Option<u32>,
     context_tokens: Option<u32>,
     tokenizer: Tokenizer,
+    /// The largest prompt margin among its providers' kinds, in percent.
+    prompt_margin_percent: u32,
     /// In fallback order.
     providers: Vec<Arc<Slot>>,
 }
@@ -219,6 +259,9 @@ pub struct ModelInfo {
     pub context_tokens: Option<u32>,
     /// `o200k` or `cl100k`.
     pub tokenizer: &'static str,
+    /// How much more than the hub's count its providers may count a prompt, in percent:
+    /// the prompt is reserved with this margin (`models.prompt_margin_percent`).
+    pub prompt_margin_percent: u32,
     /// Provider names in fallback order.
     pub providers: Vec<String>,
 }
@@ -299,12 +342,19 @@ impl ProviderRouter {
                     })
                 })
                 .collect();
+            let prompt_margin_percent = model
+                .providers
+                .iter()
+                .map(|p| settings.prompt_margin_percent.percent(p.kind))
+                .max()
+                .unwrap_or(0);
             models.push(Model {
                 name: model.name.clone(),
                 price: model.price.price(),
                 max_output_tokens: model.max_output_tokens,
                 context_tokens: model.context_tokens,
                 tokenizer,
+                prompt_margin_percent,
                 providers,
             });
             index.insert(model.name.clone(), position);
@@ -314,6 +364,7 @@ impl ProviderRouter {
             index,
             policy,
             default_max_output_tokens: settings.default_max_output_tokens,
+            total_timeout: timeouts.total,
         })
     }
 
@@ -326,8 +377,23 @@ impl ProviderRouter {
     /// returns once the first token has arrived.
     ///
     /// `request.max_tokens` is capped at the model's `max_output_tokens`. Dropping the future
-    /// cancels the attempt in flight.
-    pub async fn open(&self, mut request: ChatRequest) -> Result<Opened, RouteError> {
+    /// cancels the attempt in flight. The request's deadline is the total timeout from now
+    /// (see [`ProviderRouter::open_until`]).
+    pub async fn open(&self, request: ChatRequest) -> Result<Opened, RouteError> {
+        let deadline = Instant::now() + self.total_timeout;
+        self.open_until(request, deadline, &InFlight::default())
+            .await
+    }
+
+    /// As [`ProviderRouter::open`], every attempt, pause and the opened stream bounded by
+    /// `deadline`; `in_flight` names the provider holding the request while it is opened.
+    /// Past the deadline, the answer is a `total` timeout.
+    pub async fn open_until(
+        &self,
+        mut request: ChatRequest,
+        deadline: Instant,
+        in_flight: &InFlight,
+    ) -> Result<Opened, RouteError> {
         let Some(entry) = self.model(&request.model) else {
             return Err(RouteError::UnknownModel(request.model));
         };
@@ -337,7 +403,15 @@ impl ProviderRouter {
         let mut attempts = 0u32;
         let mut last: Option<(String, ProviderError)> = None;
         let mut soonest: Option<Instant> = None;
+        let past_deadline = |attempts| RouteError::Provider {
+            provider: String::new(),
+            attempts,
+            error: ProviderError::Timeout { phase: PHASE_TOTAL },
+        };
         for slot in &entry.providers {
+            if Instant::now() >= deadline {
+                break;
+            }
             let (tries, mut probe) = match slot.lock().admit(Instant::now()) {
                 Admission::Skip { until } => {
                     soonest = Some(soonest.map_or(until, |s| s.min(until)));
@@ -349,7 +423,18 @@ impl ProviderRouter {
             for try_index in 0..tries {
                 attempts += 1;
                 let upstream = request.for_upstream(&slot.upstream_model);
-                match until_first_token(slot.provider.stream(upstream)).await {
+                let opening = until_first_token(slot.provider.stream(upstream), in_flight, slot);
+                let Ok(opened) = tokio::time::timeout_at(deadline, opening).await else {
+                    // The request's time is up: not the provider's failure, and nothing
+                    // left to retry or fall back with.
+                    in_flight.set(None);
+                    return Err(RouteError::Provider {
+                        provider: slot.name.clone(),
+                        attempts,
+                        error: ProviderError::Timeout { phase: PHASE_TOTAL },
+                    });
+                };
+                match opened {
                     Ok(stream) => {
                         slot.succeeded();
                         if let Some(guard) = probe.take() {
@@ -358,7 +443,7 @@ impl ProviderRouter {
                         return Ok(Opened {
                             provider: slot.name.clone(),
                             kind: slot.kind,
-                            stream: watched(Arc::clone(slot), stream),
+                            stream: bounded(watched(Arc::clone(slot), stream), deadline),
                             attempts,
                         });
                     }
@@ -372,6 +457,7 @@ impl ProviderRouter {
                         });
                     }
                     Err(error) => {
+                        in_flight.set(None);
                         tracing::warn!(
                             model = entry.name,
                             provider = slot.name,
@@ -389,13 +475,18 @@ impl ProviderRouter {
                             self.backoff(try_index, &error)
                         };
                         last = Some((slot.name.clone(), error));
-                        let Some(pause) = pause else { break };
+                        // A pause that would end past the deadline leaves no time for the
+                        // retry: the next provider, if any, is tried at once instead.
+                        let Some(pause) = pause.filter(|p| Instant::now() + *p < deadline) else {
+                            break;
+                        };
                         tokio::time::sleep(pause).await;
                     }
                 }
             }
         }
         match last {
+            None if Instant::now() >= deadline => Err(past_deadline(attempts)),
             Some((provider, error)) => Err(RouteError::Provider {
                 provider,
                 attempts,
@@ -484,6 +575,7 @@ impl ProviderRouter {
             default_max_tokens: self.default_max_tokens(model),
             context_tokens: model.context_tokens,
             tokenizer: model.tokenizer.as_str(),
+            prompt_margin_percent: model.prompt_margin_percent,
             providers: model.providers.iter().map(|s| s.name.clone()).collect(),
         }
     }
@@ -625,11 +717,16 @@ impl Drop for ProbeGuard<'_> {
     }
 }
 
-/// Awaits the upstream's acceptance, then its events up to the first delta (or the finish of
-/// an empty answer); returns a stream that replays them, then continues.
+/// Sends the request (naming `slot` in `in_flight`), awaits the upstream's acceptance, then
+/// its events up to the first delta (or the finish of an empty answer); returns a stream
+/// that replays them, then continues.
 async fn until_first_token(
     opening: futures::future::BoxFuture<'_, Result<EventStream, ProviderError>>,
+    in_flight: &InFlight,
+    slot: &Slot,
 ) -> Result<EventStream, ProviderError> {
+    // A provider's call is a lazy future: it is sent when first awaited, here.
+    in_flight.set(Some(&slot.name));
     let mut stream = opening.await?;
     let mut received = Vec::new();
     while let Some(item) = stream.next().await {
@@ -644,6 +741,30 @@ async fn until_first_token(
         }
     }
     Ok(Box::pin(futures::stream::iter(received).chain(stream)))
+}
+
+/// `stream`, ended by a `total` timeout at `deadline` (the request's, not the provider's
+/// failure: it is not recorded against the provider).
+fn bounded(stream: EventStream, deadline: Instant) -> EventStream {
+    let expiry = Box::pin(tokio::time::sleep_until(deadline));
+    Box::pin(futures::stream::unfold(
+        Some((stream, expiry)),
+        |state| async move {
+            let (mut stream, mut expiry) = state?;
+            tokio::select! {
+                biased;
+                item = stream.next() => {
+                    let item = item?;
+                    // An error is always the last item.
+                    let rest = item.is_ok().then_some((stream, expiry));
+                    Some((item, rest))
+                }
+                () = &mut expiry => {
+                    Some((Err(ProviderError::Timeout { phase: PHASE_TOTAL }), None))
+                }
+            }
+        },
+    ))
 }
 
 /// `stream`, recording a failure of `slot` if it breaks after the first token.

@@ -120,6 +120,49 @@ pub fn count_prompt_tokens(tokenizer: &str, messages: &[ChatMessage]) -> u64 {
         + REPLY_PRIMING_TOKENS
 }
 
+/// Longest text (in bytes, over all messages) counted on the async runtime's own thread.
+/// Encoding runs at a few MB/s, so this takes well under a millisecond; anything longer is
+/// counted on tokio's blocking pool, where it cannot stall the other tasks of its thread
+/// (and, on a runtime with one thread, every other request).
+pub const INLINE_COUNT_BYTES_MAX: usize = 16 * 1024;
+
+/// [`count_text_tokens`], on the blocking pool when `text` is longer than
+/// [`INLINE_COUNT_BYTES_MAX`].
+pub async fn count_text_tokens_off_runtime(tokenizer: &'static str, text: &str) -> u64 {
+    if text.len() <= INLINE_COUNT_BYTES_MAX {
+        return count_text_tokens(tokenizer, text);
+    }
+    let owned = text.to_owned();
+    tokio::task::spawn_blocking(move || count_text_tokens(tokenizer, &owned))
+        .await
+        .unwrap_or_else(|_| estimate_without_encoder(text))
+}
+
+/// [`count_prompt_tokens`], on the blocking pool when the messages hold more than
+/// [`INLINE_COUNT_BYTES_MAX`] bytes.
+pub async fn count_prompt_tokens_off_runtime(
+    tokenizer: &'static str,
+    messages: &[ChatMessage],
+) -> u64 {
+    let bytes: usize = messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .sum();
+    if bytes <= INLINE_COUNT_BYTES_MAX {
+        return count_prompt_tokens(tokenizer, messages);
+    }
+    let owned = messages.to_vec();
+    tokio::task::spawn_blocking(move || count_prompt_tokens(tokenizer, &owned))
+        .await
+        .unwrap_or_else(|_| {
+            messages
+                .iter()
+                .map(|m| TOKENS_PER_MESSAGE + estimate_without_encoder(&m.content))
+                .sum::<u64>()
+                + REPLY_PRIMING_TOKENS
+        })
+}
+
 /// About four bytes a token: only used if the embedded tables failed to load.
 fn estimate_without_encoder(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)

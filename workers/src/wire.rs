@@ -40,8 +40,15 @@ pub struct InferenceCommand {
     pub price_version: String,
     pub accepted_at: DateTime<Utc>,
     /// A worker that picks the command up later than this does not start it (its
-    /// reservation is about to expire).
+    /// reservation is about to expire). Read by workers that predate `deadline`.
     pub start_by: DateTime<Utc>,
+    /// The one wall-clock deadline of the request, fixed at acceptance (accepted + the
+    /// total timeout): every upstream attempt, retry and fallback ends by then, and a worker
+    /// that picks the command up later refuses it and releases the reservation, which
+    /// expires a margin after it. Absent in commands from older API processes: then
+    /// `start_by`, which they set to the same instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
     /// The caller wants the whole answer at once: the worker sends one [`WireChunk::Answered`]
     /// instead of `started`, the deltas and `finished`. Absent (false) in older commands.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -53,6 +60,12 @@ pub struct InferenceCommand {
 }
 
 impl InferenceCommand {
+    /// The instant the request must be answered by: `deadline`, or `start_by` in a command
+    /// from an older API process.
+    pub fn deadline(&self) -> DateTime<Utc> {
+        self.deadline.unwrap_or(self.start_by)
+    }
+
     /// The request the router opens: the one conversion from the wire to the providers. No
     /// end-user id goes upstream.
     pub fn chat_request(&self) -> ChatRequest {

@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::providers::{ProviderError, StreamEvent};
-use crate::router::{ProviderRouter, RouteError};
+use crate::router::{InFlight, ProviderRouter, RouteError};
 use crate::settlement::{Settlement, Settlements};
 use crate::tokens;
 use crate::wire::{InferenceCommand, WireChunk, WireUsage};
@@ -194,22 +194,15 @@ impl Worker {
             .reply_subject
             .clone()
             .unwrap_or_else(|| self.topology.inference_reply_subject(&command.request_id));
-        let client = self.js.client();
-        let send = |chunk: WireChunk| {
-            let client = client.clone();
-            let reply = reply.clone();
-            async move {
-                match serde_json::to_vec(&chunk) {
-                    Ok(body) => {
-                        if let Err(err) = client.publish(reply, body.into()).await {
-                            tracing::debug!(error = %err, "could not stream a chunk back");
-                        }
-                    }
-                    Err(err) => tracing::error!(error = %err, "could not encode a chunk"),
-                }
-            }
-        };
-        if self.clock.now() > command.start_by {
+        let send = |chunk: WireChunk| self.send(&reply, chunk);
+        // The request's one deadline, fixed at acceptance, on this process's monotonic clock.
+        let now = self.clock.now();
+        let deadline_at = command.deadline();
+        let Some(left) = (deadline_at - now)
+            .to_std()
+            .ok()
+            .filter(|left| !left.is_zero())
+        else {
             self.release(&command).await;
             send(failed(
                 "expired",
@@ -220,12 +213,22 @@ impl Worker {
             ))
             .await;
             return;
-        }
+        };
+        let deadline = tokio::time::Instant::now() + left;
         let started = Instant::now();
+        let in_flight = InFlight::default();
         let opened = tokio::select! {
-            opened = self.router.open(command.chat_request()) => opened,
+            opened = self.router.open_until(command.chat_request(), deadline, &in_flight) => opened,
             () = cancel.cancelled() => {
-                self.release(&command).await;
+                // Once the request was sent to a provider, its prompt is owed whether or
+                // not a token came back; before that, nothing is.
+                match in_flight.sent_to() {
+                    Some(provider) => {
+                        let run = Run::new(provider, UsageOutcome::Cancelled);
+                        self.conclude(&command, &reply, run, started).await;
+                    }
+                    None => self.release(&command).await,
+                }
                 return;
             }
         };
@@ -237,20 +240,14 @@ impl Worker {
                 return;
             }
         };
-        let whole = command.whole;
-        if !whole {
+        if !command.whole {
             send(WireChunk::Started {
                 provider: opened.provider.clone(),
             })
             .await;
         }
 
-        let mut text = String::new();
-        let mut reported: Option<TokenUsage> = None;
-        let mut finish_reason = "stop".to_string();
-        let mut first_token_ms = None;
-        let mut outcome = UsageOutcome::Completed;
-        let mut broken: Option<ProviderError> = None;
+        let mut run = Run::new(opened.provider.clone(), UsageOutcome::Completed);
         let mut seq = 0u64;
         // An event read while coalescing deltas, handled on the next pass.
         let mut held = None;
@@ -260,7 +257,7 @@ impl Worker {
                 None => tokio::select! {
                     event = opened.stream.next() => event,
                     () = cancel.cancelled() => {
-                        outcome = UsageOutcome::Cancelled;
+                        run.outcome = UsageOutcome::Cancelled;
                         break;
                     }
                 },
@@ -282,34 +279,39 @@ impl Worker {
                     if piece.is_empty() {
                         continue;
                     }
-                    first_token_ms.get_or_insert_with(|| millis(started.elapsed()));
-                    text.push_str(&piece);
-                    if !whole {
+                    run.first_token_ms
+                        .get_or_insert_with(|| millis(started.elapsed()));
+                    run.text.push_str(&piece);
+                    if !command.whole {
                         seq += 1;
                         send(WireChunk::Delta { seq, text: piece }).await;
                     }
                 }
-                Some(Ok(StreamEvent::Usage(usage))) => reported = Some(usage),
-                Some(Ok(StreamEvent::Finish { reason })) => finish_reason = reason,
+                Some(Ok(StreamEvent::Usage(usage))) => run.reported = Some(usage),
+                Some(Ok(StreamEvent::Finish { reason })) => run.finish_reason = reason,
                 Some(Err(err)) => {
-                    outcome = UsageOutcome::Broken;
-                    broken = Some(err);
+                    run.outcome = UsageOutcome::Broken;
+                    run.broken = Some(err);
                     break;
                 }
                 None => break,
             }
         }
         // Dropping the stream aborts the upstream call (a cancelled or broken request).
-        let provider = opened.provider.clone();
         drop(opened);
+        self.conclude(&command, &reply, run, started).await;
+    }
 
+    /// Settles a request a provider accepted, from what it used, then sends its last chunk.
+    async fn conclude(&self, command: &InferenceCommand, reply: &str, run: Run, started: Instant) {
         let tokenizer = self.router.tokenizer(&command.model).unwrap_or("o200k");
-        let (usage, source) = match reported {
-            Some(usage) if outcome == UsageOutcome::Completed => (usage, TokenSource::Provider),
+        let (usage, source) = match run.reported {
+            Some(usage) if run.outcome == UsageOutcome::Completed => (usage, TokenSource::Provider),
             _ => (
                 TokenUsage {
                     input_tokens: command.prompt_tokens,
-                    output_tokens: tokens::count_text_tokens(tokenizer, &text),
+                    output_tokens: tokens::count_text_tokens_off_runtime(tokenizer, &run.text)
+                        .await,
                     cached_input_tokens: 0,
                 },
                 TokenSource::Estimated,
@@ -323,66 +325,77 @@ impl Worker {
                 hub_domain::Credits::from_micros(command.reserved_micros)
             }
         };
-        let record_provider = provider.clone();
         let record = UsageRecord {
             model: command.model.clone(),
-            provider,
+            provider: run.provider.clone(),
             api_key: command.api_key,
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_input_tokens: usage.cached_input_tokens,
             token_source: source,
             latency_ms: millis(started.elapsed()),
-            first_token_ms,
+            first_token_ms: run.first_token_ms,
             cost,
             price_version: command.price_version.clone(),
-            outcome,
+            outcome: run.outcome,
         };
-        let (charged, deferred) = self.settle(&command, record).await;
+        let (charged, deferred) = self.settle(command, record).await;
         let wire_usage = WireUsage {
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
             cached_tokens: usage.cached_input_tokens,
             source,
         };
-        match broken {
-            Some(err) => {
-                send(failed(
-                    "upstream_stream_broken",
-                    &format!("the provider's stream broke: {err}"),
-                    502,
-                    None,
-                    charged,
-                ))
-                .await;
-            }
-            None if whole => {
-                send(WireChunk::Answered {
-                    provider: record_provider,
-                    text,
-                    finish_reason,
-                    usage: wire_usage,
-                    charged_micros: charged,
-                    outcome,
-                })
-                .await;
-            }
-            None => {
-                send(WireChunk::Finished {
-                    finish_reason,
-                    usage: wire_usage,
-                    charged_micros: charged,
-                    outcome,
-                })
-                .await;
-            }
-        }
+        let last = match run.broken {
+            Some(err @ ProviderError::Timeout { .. }) => failed(
+                "upstream_timeout",
+                &format!("the answer did not finish in time: {err}"),
+                504,
+                None,
+                charged,
+            ),
+            Some(err) => failed(
+                "upstream_stream_broken",
+                &format!("the provider's stream broke: {err}"),
+                502,
+                None,
+                charged,
+            ),
+            None if command.whole => WireChunk::Answered {
+                provider: run.provider,
+                text: run.text,
+                finish_reason: run.finish_reason,
+                usage: wire_usage,
+                charged_micros: charged,
+                outcome: run.outcome,
+            },
+            None => WireChunk::Finished {
+                finish_reason: run.finish_reason,
+                usage: wire_usage,
+                charged_micros: charged,
+                outcome: run.outcome,
+            },
+        };
+        self.send(reply, last).await;
         if deferred && crash_requested(CrashPoint::AfterDeferredAnswer) {
             // The answer must have left the process: a crash before it reached the client
             // would test nothing.
-            let _ = client.flush().await;
+            let _ = self.js.client().flush().await;
             tracing::error!("AIHUB_CRASH_AT=after_deferred_answer: stopping dead after an answer");
             std::process::abort();
+        }
+    }
+
+    /// Sends one chunk of an answer to the API process that asked.
+    async fn send(&self, reply: &str, chunk: WireChunk) {
+        match serde_json::to_vec(&chunk) {
+            Ok(body) => {
+                let client = self.js.client();
+                if let Err(err) = client.publish(reply.to_owned(), body.into()).await {
+                    tracing::debug!(error = %err, "could not stream a chunk back");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "could not encode a chunk"),
         }
     }
 
@@ -423,7 +436,7 @@ impl Worker {
             }
         }
         // Retried for as long as the reservation holds, should JetStream refuse it too.
-        let patience = (command.start_by - self.clock.now())
+        let patience = (command.deadline() - self.clock.now())
             .to_std()
             .unwrap_or_default()
             .max(SETTLE_PATIENCE_MIN);
@@ -449,6 +462,35 @@ impl Worker {
             Err(err) => {
                 tracing::warn!(request = %command.request_id, error = %err, "could not release a reservation; it will expire");
             }
+        }
+    }
+}
+
+/// What a request a provider accepted produced, for its settlement and last chunk.
+struct Run {
+    /// The provider that accepted it.
+    provider: String,
+    /// The answer's text as delivered.
+    text: String,
+    /// Usage the provider reported, if it did.
+    reported: Option<TokenUsage>,
+    finish_reason: String,
+    first_token_ms: Option<u64>,
+    outcome: UsageOutcome,
+    /// What ended the stream early, if anything did.
+    broken: Option<ProviderError>,
+}
+
+impl Run {
+    fn new(provider: String, outcome: UsageOutcome) -> Self {
+        Run {
+            provider,
+            text: String::new(),
+            reported: None,
+            finish_reason: "stop".to_string(),
+            first_token_ms: None,
+            outcome,
+            broken: None,
         }
     }
 }

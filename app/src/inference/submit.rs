@@ -1,7 +1,7 @@
 //! The submit pipeline: a chat request accepted, paid for in advance and handed to a worker.
 //!
 //! 1. [`validate`]: messages present with known roles, the model configured;
-//! 2. [`require_verified_email`]: the verified-email policy (people, not API keys);
+//! 2. [`require_verified_email`]: the verified-email policy (people and their API keys alike);
 //! 3. [`estimate`]: the prompt counted, `max_tokens` capped, the most it can cost;
 //! 4. [`reserve`]: that much reserved on the payer's account (402 when it is short, or when
 //!    an API key's charges and holds would pass its spending limit: decided by the account
@@ -27,7 +27,8 @@ use super::{Chat, GatewayError, Payer, Submission, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
 use crate::replies::Registration;
 
-/// Margin between the longest a request may run and its reservation's expiry.
+/// Margin between the request's deadline and its reservation's expiry: time for the worker
+/// to settle or release it.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
 /// Added to the worker's own timeouts before a silent request counts as lost.
@@ -43,7 +44,7 @@ pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submiss
     let model = validate(&hub.router, &chat)?;
     let user = load_payer(hub, payer).await?;
     require_verified_email(hub, user.as_ref())?;
-    let estimate = estimate(&hub.router, &model, &chat)?;
+    let estimate = estimate(&hub.router, &model, &chat).await?;
     let key = key_limit(payer, user.as_ref());
     let reservation = reserve(hub, payer, key, estimate.max_cost).await?;
     publish(hub, payer, chat, estimate, reservation).await
@@ -57,15 +58,9 @@ struct Reservation {
     id: RequestId,
     account: AccountId,
     accepted_at: DateTime<Utc>,
-    /// When the sweeper may release it: the longest run plus [`EXPIRY_MARGIN`].
-    expires_at: DateTime<Utc>,
-}
-
-impl Reservation {
-    /// The latest a worker may start the request: well before the reservation expires.
-    fn start_by(&self) -> DateTime<Utc> {
-        self.expires_at - chrono::Duration::from_std(EXPIRY_MARGIN).unwrap_or_default()
-    }
+    /// The request's one deadline: acceptance plus `models.total_timeout_ms`. Every upstream
+    /// attempt, retry and fallback ends by then.
+    deadline: DateTime<Utc>,
 }
 
 /// Step 4: reserve `max_cost` on the payer's account for a new request, within the API
@@ -79,9 +74,11 @@ async fn reserve(
     let request_id = format!("req_{}", Uuid::new_v4().simple());
     let rid = RequestId::parse(&request_id).map_err(|e| GatewayError::Internal(e.into()))?;
     let now = hub.clock.now();
-    let run_max = Duration::from_millis(hub.settings.models.total_timeout_ms) + EXPIRY_MARGIN;
-    let expires_at =
-        now + chrono::Duration::from_std(run_max).map_err(|e| GatewayError::Internal(e.into()))?;
+    let duration =
+        |d: Duration| chrono::Duration::from_std(d).map_err(|e| GatewayError::Internal(e.into()));
+    let deadline = now + duration(Duration::from_millis(hub.settings.models.total_timeout_ms))?;
+    // The worker settles or releases by the deadline; the margin is its time to do so.
+    let expires_at = deadline + duration(EXPIRY_MARGIN)?;
     let reserve = CreditCommand::ReserveCredits {
         request_id: rid.clone(),
         amount: max_cost,
@@ -104,7 +101,7 @@ async fn reserve(
             id: rid,
             account,
             accepted_at: now,
-            expires_at,
+            deadline,
         }),
         Err(CommandError::Rejected(CreditError::InsufficientCredits { available, .. })) => {
             Err(short(available))
@@ -191,7 +188,8 @@ fn command(
         price: estimate.price.into(),
         price_version: estimate.price_version,
         accepted_at: reservation.accepted_at,
-        start_by: reservation.start_by(),
+        start_by: reservation.deadline,
+        deadline: Some(reservation.deadline),
         reply_subject: Some(registration.subject.clone()),
     }
 }

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent, TokenUsage};
-use crate::tokens::{count_prompt_tokens, Tokenizer};
+use crate::tokens::{count_prompt_tokens_off_runtime, Tokenizer};
 
 /// Words the mock answers with.
 const WORDS: [&str; 48] = [
@@ -150,8 +150,11 @@ impl Provider for MockProvider {
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
         Box::pin(async move {
             let (pieces, reason) = self.answer(&request);
+            // A long prompt is counted on the blocking pool, as the gateway counts it.
+            let input_tokens =
+                count_prompt_tokens_off_runtime(self.tokenizer.as_str(), &request.messages).await;
             let usage = TokenUsage {
-                input_tokens: count_prompt_tokens(self.tokenizer.as_str(), &request.messages),
+                input_tokens,
                 output_tokens: pieces.iter().map(|(_, tokens)| tokens).sum(),
                 cached_input_tokens: 0,
             };
@@ -200,7 +203,7 @@ impl SplitMix64 {
 mod tests {
     use super::*;
     use crate::providers::ChatMessage;
-    use crate::tokens::count_text_tokens;
+    use crate::tokens::{count_prompt_tokens, count_text_tokens};
 
     fn request(prompt: &str, max_tokens: u32) -> ChatRequest {
         ChatRequest {
