@@ -110,6 +110,9 @@ pub struct AuthSettings {
     /// How long a sign-in, registration or reset waits for a turn before the hub answers
     /// 503 `busy` with `Retry-After`, in milliseconds.
     pub password_queue_wait_ms: u64,
+    /// Google sign-ins started and not finished (each a row for ten minutes) that the hub
+    /// keeps at once; beyond it a new start answers 503 `busy`.
+    pub oidc_pending_max: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +170,7 @@ impl Default for Settings {
                 trusted_proxies: 1,
                 password_work_max: 4,
                 password_queue_wait_ms: 2_000,
+                oidc_pending_max: 10_000,
             },
             credits: CreditSettings {
                 snapshot_every: hub_commands::store::SNAPSHOT_EVERY_DEFAULT,
@@ -304,6 +308,7 @@ impl Settings {
                 "auth.password_work_max",
                 u64::try_from(self.auth.password_work_max).unwrap_or(u64::MAX),
             ),
+            ("auth.oidc_pending_max", self.auth.oidc_pending_max),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
@@ -455,6 +460,7 @@ impl std::fmt::Debug for AuthSettings {
             trusted_proxies,
             password_work_max,
             password_queue_wait_ms,
+            oidc_pending_max,
         } = self;
         f.debug_struct("AuthSettings")
             .field("jwt_secret", &"***")
@@ -477,6 +483,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("trusted_proxies", trusted_proxies)
             .field("password_work_max", password_work_max)
             .field("password_queue_wait_ms", password_queue_wait_ms)
+            .field("oidc_pending_max", oidc_pending_max)
             .finish()
     }
 }

@@ -518,3 +518,44 @@ async fn an_expired_reset_link_is_refused_and_the_password_stays() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
+
+/// Issue 14, finding 18: a new code a minute must not buy new guesses for ever. An address
+/// takes a lifetime number of wrong codes; after that no code is sent or checked.
+#[tokio::test]
+async fn resending_codes_does_not_buy_new_guesses_for_ever() {
+    let smtp = SmtpServer::start().await;
+    let app = app_mailing_to(&smtp, |_| {}).await;
+    let email = "guesser@example.com";
+    let (_, token, _, _) = register(&app, email).await;
+    let mut code = verification_code(&smtp, email).await;
+    let mut wrong_guesses = 0;
+    loop {
+        let (status, refused, raw) = verify(&app, Some(&token), &other_code(&code)).await;
+        match error_code(&refused) {
+            "wrong_code" => wrong_guesses += 1,
+            "verification_code_exhausted" => {
+                app.clock.advance(Duration::from_secs(61));
+                let resent = resend(&app, Some(&token)).await;
+                if resent.status() == StatusCode::FORBIDDEN {
+                    let refused: Value = resent.json().await.expect("json");
+                    assert_eq!(error_code(&refused), "verification_locked");
+                    break;
+                }
+                assert!(resent.status().is_success(), "resend: {}", resent.status());
+                code = verification_code(&smtp, email).await;
+            }
+            "verification_locked" => {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{raw}");
+                break;
+            }
+            other => panic!("unexpected answer {status} {other}: {raw}"),
+        }
+        assert!(wrong_guesses <= 100, "guesses never ran out");
+    }
+    assert_eq!(wrong_guesses, hub_domain::user::VERIFICATION_FAILURES_MAX);
+    // The right code of the last live code is not checked any more either.
+    let (status, refused, _) = verify(&app, Some(&token), &code).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&refused), "verification_locked");
+    app.stop().await;
+}

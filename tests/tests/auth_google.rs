@@ -314,3 +314,36 @@ async fn a_google_callback_without_the_browser_cookie_is_refused() {
     assert_eq!(users, 0, "no account was made or signed in");
     app.stop().await;
 }
+
+/// Issue 14, finding 17: anonymous Google starts cannot grow `oidc_logins` without bound;
+/// beyond `auth.oidc_pending_max` sign-ins in flight a start answers 503, and an expired
+/// one makes room again.
+#[tokio::test]
+async fn google_sign_ins_in_flight_are_bounded() {
+    let provider = OidcProvider::start(CLIENT_ID, CLIENT_SECRET).await;
+    let settings = provider.google_settings(REDIRECT);
+    let app = spawn_app_with(hub_server::Roles::ALL, move |s| {
+        s.google = settings;
+        s.auth.oidc_pending_max = 3;
+    })
+    .await;
+    for _ in 0..3 {
+        begin(&app).await;
+    }
+    let refused = no_redirects()
+        .get(app.url("/api/auth/google"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM oidc_logins")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 3);
+    app.clock.advance(std::time::Duration::from_secs(
+        u64::try_from(hub_app::identity::google::LOGIN_TTL_S).expect("positive") + 1,
+    ));
+    begin(&app).await;
+    app.stop().await;
+}

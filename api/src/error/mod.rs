@@ -294,6 +294,9 @@ fn user_rule(rule: UserError) -> ApiError {
         UserError::NoVerificationCode => "no_verification_code",
         UserError::VerificationCodeExpired => "verification_code_expired",
         UserError::VerificationCodeExhausted => "verification_code_exhausted",
+        UserError::VerificationLocked => {
+            return ApiError::new(StatusCode::FORBIDDEN, "verification_locked", message)
+        }
         UserError::NoPasswordResetPending | UserError::ResetTokenMismatch => {
             return ApiError::bad_request(
                 "invalid_reset_token",

@@ -46,11 +46,22 @@ pub async fn begin(hub: &Hub) -> Result<Started, IdentityError> {
     let google = google(hub)?;
     let request = google.begin().await?;
     let now = hub.clock.now();
-    // Old, never-finished sign-ins go as new ones come.
+    // Old, never-finished sign-ins go as new ones come, and no more than
+    // `auth.oidc_pending_max` are kept at once: anonymous starts cannot grow the table.
     sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1")
         .bind(now)
         .execute(&hub.pool)
         .await?;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM oidc_logins")
+        .fetch_one(&hub.pool)
+        .await?;
+    if u64::try_from(pending).unwrap_or(0) >= hub.settings.auth.oidc_pending_max {
+        tracing::warn!(
+            pending,
+            "refused a Google sign-in: too many started and not finished"
+        );
+        return Err(IdentityError::Busy);
+    }
     let browser_nonce = hub_adapters::secrets::opaque_token();
     sqlx::query(
         "INSERT INTO oidc_logins (state, nonce, pkce_verifier, expires_at, browser_hash)

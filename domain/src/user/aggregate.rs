@@ -27,6 +27,11 @@ pub const REVOKED_API_KEYS_KEPT: usize = 100;
 /// one-in-100,000 chance.
 pub const VERIFICATION_ATTEMPTS_MAX: u32 = 10;
 
+/// Most wrong verification codes an address may ever take, over every code issued for it.
+/// A new code every minute must not buy a fresh set of guesses: twenty guesses at six
+/// digits is a one-in-50,000 chance, for the life of the address.
+pub const VERIFICATION_FAILURES_MAX: u32 = 20;
+
 /// Longest life of a verification code.
 pub const VERIFICATION_CODE_TTL_MAX_S: i64 = 24 * 60 * 60;
 
@@ -193,6 +198,10 @@ pub struct User {
     google_subject: Option<GoogleSubject>,
     /// At most one code: a new one replaces the last, verifying clears it.
     verification: Option<PendingCode>,
+    /// Wrong codes submitted for this address, over all its codes (at most
+    /// [`VERIFICATION_FAILURES_MAX`] before no code is issued or checked any more).
+    #[serde(default)]
+    verification_failures: u32,
     /// At most one reset: a new one replaces the last, using it or changing the password
     /// clears it.
     password_reset: Option<PendingReset>,
@@ -370,6 +379,9 @@ impl User {
                 if self.email_verified() {
                     return Err(UserError::EmailAlreadyVerified);
                 }
+                if self.verification_failures >= VERIFICATION_FAILURES_MAX {
+                    return Err(UserError::VerificationLocked);
+                }
                 check_expiry(expires_at, now, VERIFICATION_CODE_TTL_MAX_S)?;
                 if !(1..=VERIFICATION_ATTEMPTS_MAX).contains(&attempts_allowed) {
                     return Err(UserError::AttemptsOutOfRange {
@@ -534,6 +546,9 @@ impl User {
         if self.email_verified() {
             return Err(UserError::EmailAlreadyVerified);
         }
+        if self.verification_failures >= VERIFICATION_FAILURES_MAX {
+            return Err(UserError::VerificationLocked);
+        }
         let (Some(code), Some(email)) = (&self.verification, &self.email) else {
             return Err(UserError::NoVerificationCode);
         };
@@ -627,8 +642,9 @@ fn check_actor(actor: &str) -> Result<(), UserError> {
 impl Decider for User {
     const TYPE: &'static str = "User";
     /// 2: the session version, the suspension and key scopes (a version-1 snapshot would
-    /// start the session version at 0 whatever roles were revoked before it).
-    const STATE_VERSION: i32 = 2;
+    /// start the session version at 0 whatever roles were revoked before it). 3: the wrong
+    /// verification codes counted over an address's life.
+    const STATE_VERSION: i32 = 3;
     type Command = UserCommand;
     type Event = UserEvent;
     type Error = UserError;
@@ -673,6 +689,7 @@ impl Decider for User {
                 });
             }
             UserEvent::EmailVerificationFailed { attempts_left } => {
+                self.verification_failures = self.verification_failures.saturating_add(1);
                 if let Some(code) = &mut self.verification {
                     code.attempts_left = attempts_left;
                 }

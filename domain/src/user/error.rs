@@ -39,6 +39,10 @@ pub enum UserError {
     /// The verification code took its last wrong guess: a new one must be issued.
     #[error("the verification code allows no more attempts")]
     VerificationCodeExhausted,
+    /// The address took [`super::VERIFICATION_FAILURES_MAX`] wrong codes over its life: no
+    /// code is issued or checked for it any more.
+    #[error("too many wrong verification codes for this address; ask the operator to verify it")]
+    VerificationLocked,
     /// No password reset is pending (none was asked for, or its token was used).
     #[error("no password reset is pending")]
     NoPasswordResetPending,

@@ -36,7 +36,7 @@ mod tests;
 pub use aggregate::{
     ApiKey, PendingCode, PendingReset, Suspension, User, API_KEYS_LIVE_MAX,
     PASSWORD_RESET_TTL_MAX_S, REVOKED_API_KEYS_KEPT, VERIFICATION_ATTEMPTS_MAX,
-    VERIFICATION_CODE_TTL_MAX_S,
+    VERIFICATION_CODE_TTL_MAX_S, VERIFICATION_FAILURES_MAX,
 };
 pub use commands::{UserCommand, ACTOR_LEN_MAX};
 pub use error::UserError;

@@ -1288,3 +1288,39 @@ proptest! {
         prop_assert_eq!(snapshot, user);
     }
 }
+
+/// Issue 14, finding 18: new codes do not buy new guesses for ever.
+#[test]
+fn an_address_takes_at_most_the_lifetime_number_of_wrong_codes() {
+    let mut user = user_with(&[registered()]);
+    let mut failures = 0;
+    for n in 0.. {
+        match user.decide(issue(&format!("code-{n}"), 600, 5)) {
+            Ok(decision) => decision.events.into_iter().for_each(|e| user.evolve(e)),
+            Err(err) => {
+                assert_eq!(err, UserError::VerificationLocked);
+                break;
+            }
+        }
+        for _ in 0..5 {
+            match user.decide(verify("wrong", 30)) {
+                Ok(decision) => {
+                    failures += 1;
+                    decision.events.into_iter().for_each(|e| user.evolve(e));
+                }
+                Err(UserError::VerificationCodeExhausted) => break,
+                Err(err) => {
+                    assert_eq!(err, UserError::VerificationLocked);
+                    break;
+                }
+            }
+        }
+        assert!(n < 100, "codes kept coming");
+    }
+    assert_eq!(failures, VERIFICATION_FAILURES_MAX);
+    // Even the right code of a live code is not checked any more.
+    assert_eq!(
+        user.decide(verify("code-3", 30)).map(|d| d.events),
+        Err(UserError::VerificationLocked)
+    );
+}
