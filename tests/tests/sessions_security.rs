@@ -605,12 +605,13 @@ async fn a_key_without_the_read_scope_cannot_read_the_ledger() {
             .status(),
         StatusCode::OK
     );
-    assert_eq!(
-        post(&app, "/v1/chat/completions", Some(&reader), chat_body())
-            .await
-            .status(),
-        StatusCode::FORBIDDEN
-    );
+    // On `/v1` the refusal is in OpenAI's shape and keeps the hub's code, so an SDK user
+    // can tell why.
+    let refused = post(&app, "/v1/chat/completions", Some(&reader), chat_body()).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let refused: Value = refused.json().await.expect("json");
+    assert_eq!(refused["error"]["code"], "insufficient_scope");
+    assert_eq!(refused["error"]["type"], "permission_error");
     let listed: Value = app
         .get("/api/keys", Some(&user.token))
         .await

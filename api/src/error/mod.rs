@@ -163,6 +163,14 @@ impl std::error::Error for ApiError {
     }
 }
 
+impl ApiError {
+    /// The `Retry-After` the response carries, in whole seconds rounded up.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after
+            .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Some(cause) = &self.cause {

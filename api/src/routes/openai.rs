@@ -74,19 +74,13 @@ impl IntoResponse for OpenAiError {
 
 impl From<ApiError> for OpenAiError {
     fn from(err: ApiError) -> Self {
-        let response = err.into_response();
-        let status = response.status().as_u16();
-        // The hub's own errors keep their message; only the shape changes.
-        OpenAiError::new(status, "hub_error", status_text(status))
-    }
-}
-
-fn status_text(status: u16) -> &'static str {
-    match status {
-        401 => "invalid, revoked or expired credentials",
-        403 => "not allowed",
-        503 => "a dependency of the hub is unavailable",
-        _ => "request failed",
+        // The hub's own errors keep their code and message (`session_ended`,
+        // `insufficient_scope`, ...): only the shape changes.
+        let mut error = OpenAiError::new(err.status().as_u16(), err.code(), err.message());
+        error.retry_after_s = err.retry_after_s();
+        // Rendering logs a 500's cause the way every other route does.
+        drop(err.into_response());
+        error
     }
 }
 
