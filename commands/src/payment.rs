@@ -20,7 +20,7 @@
 use cqrs_es::EventStore;
 use hub_domain::{
     AccountId, CreditCommand, CreditError, CreditEvent, Credits, IdempotencyKey, Payment,
-    PaymentCommand, PaymentError, PaymentEvent, StripeId,
+    PaymentCommand, PaymentError, PaymentEvent, StripeId, UserId,
 };
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -173,30 +173,9 @@ impl Payments {
                     credits_to_take_back,
                     ..
                 } => {
-                    // A refund too small to take back one micro-credit moves nothing.
-                    if credits_to_take_back.micros() <= 0 {
-                        continue;
-                    }
-                    let committed = credits
-                        .execute(
-                            AccountId::from(user),
-                            CreditCommand::RevokeCredits {
-                                key: key(&format!("refund:{session}:{refunded_cents_total}"))?,
-                                payment_id: payment_id.clone(),
-                                amount: credits_to_take_back,
-                            },
-                            CREDITS_ACTOR,
-                        )
-                        .await
-                        .map_err(PaymentFlowError::Credits)?;
-                    for event in committed.events {
-                        if let CreditEvent::CreditsRevoked {
-                            requested, taken, ..
-                        } = event
-                        {
-                            settled.revoked.push((requested, taken));
-                        }
-                    }
+                    let key = key(&format!("refund:{session}:{refunded_cents_total}"))?;
+                    let revoked = revoke(credits, user, key, &payment_id, credits_to_take_back);
+                    settled.revoked.extend(revoked.await?);
                 }
                 PaymentEvent::PaymentDisputed {
                     user,
@@ -204,29 +183,9 @@ impl Payments {
                     credits_to_take_back,
                     ..
                 } => {
-                    if credits_to_take_back.micros() <= 0 {
-                        continue;
-                    }
-                    let committed = credits
-                        .execute(
-                            AccountId::from(user),
-                            CreditCommand::RevokeCredits {
-                                key: key(&format!("dispute:{session}:{dispute_id}"))?,
-                                payment_id: payment_id.clone(),
-                                amount: credits_to_take_back,
-                            },
-                            CREDITS_ACTOR,
-                        )
-                        .await
-                        .map_err(PaymentFlowError::Credits)?;
-                    for event in committed.events {
-                        if let CreditEvent::CreditsRevoked {
-                            requested, taken, ..
-                        } = event
-                        {
-                            settled.revoked.push((requested, taken));
-                        }
-                    }
+                    let key = key(&format!("dispute:{session}:{dispute_id}"))?;
+                    let revoked = revoke(credits, user, key, &payment_id, credits_to_take_back);
+                    settled.revoked.extend(revoked.await?);
                 }
                 PaymentEvent::DisputeClosed {
                     user,
@@ -297,6 +256,43 @@ impl Payments {
             .map(|s| StripeId::parse(s).map_err(|e| StoreError::Internal(Box::new(e))))
             .transpose()
     }
+}
+
+/// Take `amount` back from `user` for a refund or dispute of `payment_id` under `key`;
+/// answers each revocation written now as `(requested, taken)`. An amount too small to take
+/// back one micro-credit moves nothing.
+async fn revoke(
+    credits: &CreditAccounts,
+    user: UserId,
+    key: IdempotencyKey,
+    payment_id: &IdempotencyKey,
+    amount: Credits,
+) -> Result<Vec<(Credits, Credits)>, PaymentFlowError> {
+    if amount.micros() <= 0 {
+        return Ok(Vec::new());
+    }
+    let committed = credits
+        .execute(
+            AccountId::from(user),
+            CreditCommand::RevokeCredits {
+                key,
+                payment_id: payment_id.clone(),
+                amount,
+            },
+            CREDITS_ACTOR,
+        )
+        .await
+        .map_err(PaymentFlowError::Credits)?;
+    Ok(committed
+        .events
+        .into_iter()
+        .filter_map(|event| match event {
+            CreditEvent::CreditsRevoked {
+                requested, taken, ..
+            } => Some((requested, taken)),
+            _ => None,
+        })
+        .collect())
 }
 
 fn key(s: &str) -> Result<IdempotencyKey, PaymentFlowError> {
