@@ -7,7 +7,9 @@
 //! `input_tokens`, the rest in `cache_read_input_tokens` and `cache_creation_input_tokens`),
 //! `content_block_start`, `ping`, one `content_block_delta` (`text_delta`) per chunk,
 //! `content_block_stop`, `message_delta` (stop reason, output tokens) and `message_stop`; a
-//! non-streamed one is a single `message`.
+//! non-streamed one is a single `message`. A reply with reasoning ([`Reply::reasoning`])
+//! opens with a `thinking` block: one `thinking_delta` per reasoning chunk, then a
+//! `signature_delta`; its text block comes second.
 //!
 //! [`FakeAnthropic::count_input_with`] makes it report the input tokens of each request as a
 //! function of the request counts them (a stand-in for Anthropic's own tokenizer), instead
@@ -177,7 +179,7 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
             message,
             headers,
         } => return anthropic_error(status, error_kind(status), &message, &headers),
-        Behavior::Reply(reply) => reply,
+        Behavior::Reply(reply) => *reply,
     };
     let counted = *shared
         .count_input
@@ -202,6 +204,12 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
             "stop_reason": stop,
             "stop_sequence": null,
         });
+        if !reply.reasoning.is_empty() {
+            message["content"] = json!([
+                {"type": "thinking", "thinking": reply.full_reasoning(), "signature": "fake-signature"},
+                {"type": "text", "text": reply.full_text()},
+            ]);
+        }
         if let Some(usage) = &reply.usage {
             message["usage"] = json!({
                 "input_tokens": uncached(usage),
@@ -230,9 +238,35 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
         });
     }
     steps.event(Some("message_start"), &start.to_string());
+    let mut text_index = 0;
+    if !reply.reasoning.is_empty() {
+        steps.event(
+            Some("content_block_start"),
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})
+                .to_string(),
+        );
+        for thought in &reply.reasoning {
+            steps.pause(reply.reasoning_delay);
+            let delta = json!({
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": thought},
+            });
+            steps.event(Some("content_block_delta"), &delta.to_string());
+        }
+        let signature = json!({
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "signature_delta", "signature": "fake-signature"},
+        });
+        steps.event(Some("content_block_delta"), &signature.to_string());
+        steps.event(
+            Some("content_block_stop"),
+            &json!({"type": "content_block_stop", "index": 0}).to_string(),
+        );
+        text_index = 1;
+    }
     steps.event(
         Some("content_block_start"),
-        &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        &json!({"type": "content_block_start", "index": text_index, "content_block": {"type": "text", "text": ""}})
             .to_string(),
     );
     if reply.comments {
@@ -255,7 +289,7 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
             reply.chunk_delay
         });
         let delta = json!({
-            "type": "content_block_delta", "index": 0,
+            "type": "content_block_delta", "index": text_index,
             "delta": {"type": "text_delta", "text": text},
         });
         steps.event(Some("content_block_delta"), &delta.to_string());
@@ -266,7 +300,7 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
     }
     steps.event(
         Some("content_block_stop"),
-        &json!({"type": "content_block_stop", "index": 0}).to_string(),
+        &json!({"type": "content_block_stop", "index": text_index}).to_string(),
     );
     let mut delta = json!({
         "type": "message_delta",

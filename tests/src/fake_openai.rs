@@ -7,7 +7,9 @@
 //! ([`Script::set_default`]). A [`Reply`] streams `chat.completion.chunk` events ending with
 //! `data: [DONE]` when the request asked to stream (with a usage chunk only when the request
 //! set `stream_options.include_usage` and the reply has usage), or one `chat.completion`
-//! otherwise. It can wait before its head or its first token, pace its chunks, cut the
+//! otherwise. A reply with reasoning ([`Reply::reasoning`]) streams it first, as
+//! `delta.reasoning_content` chunks (DeepSeek's and vLLM's shape; `message.reasoning_content`
+//! in one `chat.completion`). It can wait before its head or its first token, pace its chunks, cut the
 //! connection after N chunks, send an error event, ignore `stream: true`, use CRLF, add
 //! comments, and fragment events across writes.
 //!
@@ -44,6 +46,10 @@ pub struct FakeUsage {
 pub struct Reply {
     /// The content, chunk by chunk.
     pub chunks: Vec<String>,
+    /// The reasoning streamed before the content, chunk by chunk (none by default).
+    pub reasoning: Vec<String>,
+    /// Before each reasoning chunk.
+    pub reasoning_delay: Duration,
     /// Reported usage; `None` reports none.
     pub usage: Option<FakeUsage>,
     /// In OpenAI's vocabulary (`stop`, `length`); the Anthropic fake translates.
@@ -86,6 +92,8 @@ impl Reply {
     pub fn chunks(chunks: &[&str]) -> Self {
         Reply {
             chunks: chunks.iter().map(|c| (*c).to_owned()).collect(),
+            reasoning: Vec::new(),
+            reasoning_delay: Duration::ZERO,
             usage: None,
             finish_reason: "stop".into(),
             header_delay: Duration::ZERO,
@@ -103,6 +111,23 @@ impl Reply {
     /// The whole content.
     pub fn full_text(&self) -> String {
         self.chunks.concat()
+    }
+
+    /// The whole reasoning.
+    pub fn full_reasoning(&self) -> String {
+        self.reasoning.concat()
+    }
+
+    /// Streams these reasoning chunks before the content (and puts them in a whole answer).
+    pub fn reasoning(mut self, chunks: &[&str]) -> Self {
+        self.reasoning = chunks.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+
+    /// Waits this long before each reasoning chunk.
+    pub fn reasoning_delay(mut self, delay: Duration) -> Self {
+        self.reasoning_delay = delay;
+        self
     }
 
     pub fn usage(mut self, input: u64, output: u64) -> Self {
@@ -178,8 +203,8 @@ impl Reply {
 /// What the server does with one request.
 #[derive(Clone, Debug)]
 pub enum Behavior {
-    /// Answer.
-    Reply(Reply),
+    /// Answer (boxed: a reply is much larger than a failure).
+    Reply(Box<Reply>),
     /// Fail with this status, error message and extra headers.
     Fail {
         status: u16,
@@ -190,7 +215,7 @@ pub enum Behavior {
 
 impl Behavior {
     pub fn reply(reply: Reply) -> Self {
-        Behavior::Reply(reply)
+        Behavior::Reply(Box::new(reply))
     }
 
     pub fn status(status: u16) -> Self {
@@ -583,7 +608,7 @@ async fn chat_completions(
             message,
             headers,
         } => return openai_error(status, &message, &headers),
-        Behavior::Reply(reply) => reply,
+        Behavior::Reply(reply) => *reply,
     };
     tokio::time::sleep(reply.header_delay).await;
     let model = request["model"].as_str().unwrap_or("unknown").to_owned();
@@ -601,6 +626,9 @@ async fn chat_completions(
                 "finish_reason": reply.finish_reason,
             }],
         });
+        if !reply.reasoning.is_empty() {
+            answer["choices"][0]["message"]["reasoning_content"] = json!(reply.full_reasoning());
+        }
         if let Some(usage) = reply.usage {
             answer["usage"] = openai_usage(usage);
         }
@@ -627,6 +655,16 @@ async fn chat_completions(
         None,
         &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
     );
+    for thought in &reply.reasoning {
+        steps.pause(reply.reasoning_delay);
+        steps.event(
+            None,
+            &chunk(
+                json!({"content": null, "reasoning_content": thought}),
+                Value::Null,
+            ),
+        );
+    }
     for (index, text) in reply.chunks.iter().enumerate() {
         if reply.cut_after == Some(index) {
             steps.cut();

@@ -1,6 +1,7 @@
 //! What a request owes at its edges (issue 14, findings 8, 9 and 11): one deadline for every
-//! attempt, a prompt owed once it reached a provider, and a prompt margin for providers that
-//! count more tokens than the hub's tokenizer.
+//! attempt, a prompt owed once it reached a provider, a reasoning model's thinking owed like
+//! its answer, and a prompt margin for providers that count more tokens than the hub's
+//! tokenizer.
 
 use futures::SinkExt;
 use hub_domain::Role;
@@ -9,7 +10,7 @@ use hub_tests::fake_anthropic::FakeAnthropic;
 use hub_tests::fake_openai::{Behavior, FakeOpenAi, Reply};
 use hub_tests::{eventually, spawn_app_with, TestApp};
 use hub_workers::config::{ModelSettings, PriceSettings};
-use hub_workers::tokens::count_prompt_tokens;
+use hub_workers::tokens::{count_prompt_tokens, count_text_tokens};
 use hub_workers::{ChatMessage, ModelsSettings, ProviderKind, ProviderSettings};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -347,5 +348,191 @@ async fn an_anthropic_prompt_that_counts_more_than_estimated_is_still_fully_char
     })
     .await;
     assert_eq!(charged, full);
+    app.stop().await;
+}
+
+/// One settled request's usage record.
+#[derive(Debug, sqlx::FromRow)]
+struct Usage {
+    charged_micros: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    token_source: String,
+    outcome: String,
+    first_token_ms: Option<i64>,
+}
+
+/// Waits for the account's one usage record.
+async fn usage_record(app: &TestApp) -> Usage {
+    eventually(Duration::from_secs(10), "the usage record", || async {
+        sqlx::query_as::<_, Usage>(
+            "SELECT charged_micros, input_tokens, output_tokens, token_source, outcome,
+                    first_token_ms
+               FROM usage_records",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .expect("usage")
+    })
+    .await
+}
+
+/// `count` reasoning chunks of a few tokens each, as a thinking model streams them.
+fn thoughts(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| format!(" Step {i}: weigh the premise against the evidence."))
+        .collect()
+}
+
+fn compatible(fake: &FakeOpenAi, name: &str) -> ProviderSettings {
+    provider(
+        ProviderKind::Compatible,
+        name,
+        fake.base_url(),
+        fake.api_key(),
+    )
+}
+
+/// Asks `prompt` with `max_tokens` 256 as a stream, expects it to break after the upstream
+/// thought (in `reasoning`) and said nothing, and checks that the thinking was charged.
+async fn assert_broken_thinking_is_charged(app: &TestApp, prompt: &str, reasoning: &str) {
+    let (user, token) = funded_user(app, 10_000_000).await;
+    let response = chat(
+        app,
+        &token,
+        json!({"model": MODEL, "messages": [{"role": "user", "content": prompt}],
+               "max_tokens": 256, "stream": true}),
+    )
+    .await;
+    // The upstream generated (it thought): the request was accepted, and breaks in the
+    // stream, not before it.
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("the stream");
+    assert!(text.contains("upstream_stream_broken"), "{text}");
+    assert!(
+        !text.contains("Step 0"),
+        "reasoning is not forwarded: {text}"
+    );
+    assert_eq!(reservation_end(app, user).await, "ReservationSettled");
+    let usage = usage_record(app).await;
+    let reasoning_tokens = count_text_tokens("o200k", reasoning);
+    assert!(
+        reasoning_tokens > 100,
+        "a long thinking phase: {reasoning_tokens} tokens"
+    );
+    assert_eq!(
+        (usage.outcome.as_str(), usage.token_source.as_str()),
+        ("broken", "estimated")
+    );
+    assert_eq!(
+        usage.output_tokens,
+        i64::try_from(reasoning_tokens).expect("small")
+    );
+    assert_eq!(usage.first_token_ms, None, "no visible token came");
+    let prompt_tokens = u64::try_from(usage.input_tokens).expect("positive");
+    assert!(
+        usage.charged_micros >= cost(prompt_tokens, reasoning_tokens),
+        "charged {}, the thinking alone costs {}",
+        usage.charged_micros,
+        cost(0, reasoning_tokens)
+    );
+}
+
+/// Issue 14, finding 9: an OpenAI-compatible reasoning model (DeepSeek, vLLM) streams its
+/// thinking as `reasoning_content`. A stream that broke before the answer's first word used
+/// to be a failure before the first token: released, the thinking free (and the request
+/// sent again, where there was another provider).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_broken_after_long_reasoning_still_charges_the_reasoning() {
+    let fake = FakeOpenAi::start().await;
+    let chunks = thoughts(16);
+    let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let reply = Reply::text("Never seen.").reasoning(&chunks).cut_after(0);
+    let reasoning = reply.full_reasoning();
+    fake.set_default(Behavior::reply(reply));
+    let app = app_with(vec![compatible(&fake, "thinker")], |_| {}).await;
+    assert_broken_thinking_is_charged(&app, "Is the premise sound?", &reasoning).await;
+    assert_eq!(fake.requests(), 1, "never sent twice");
+    app.stop().await;
+}
+
+/// Issue 14, finding 9: Anthropic's extended thinking streams as a `thinking` block; a
+/// stream cut inside it reports no usage, and the thinking used to be free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_thinking_phase_is_charged_when_the_stream_breaks() {
+    let fake = FakeAnthropic::start().await;
+    let chunks = thoughts(16);
+    let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let reply = Reply::text("Never seen.")
+        .reasoning(&chunks)
+        .usage(12, 400)
+        .cut_after(0);
+    let reasoning = reply.full_reasoning();
+    fake.set_default(Behavior::reply(reply));
+    let anthropic = provider(
+        ProviderKind::Anthropic,
+        "claude",
+        fake.base_url(),
+        fake.api_key(),
+    );
+    let app = app_with(vec![anthropic], |_| {}).await;
+    assert_broken_thinking_is_charged(&app, "Is the premise sound?", &reasoning).await;
+    assert_eq!(fake.requests(), 1, "never sent twice");
+    app.stop().await;
+}
+
+/// Issue 14, finding 9: a reasoning model thinks before its first visible word, for longer
+/// than the first-token timeout. Thinking is generating: it used to be timed out (and
+/// retried, paying for the thinking twice) as an upstream that never answered. The provider's
+/// reported output already counts the thinking, and nothing is added to it;
+/// `first_token_ms` stays the first token the client sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reasoning_phase_longer_than_the_first_token_timeout_is_not_timed_out() {
+    let first_token_timeout = Duration::from_millis(1_000);
+    let fake = FakeOpenAi::start().await;
+    let chunks = thoughts(12);
+    let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    // 12 × 150 ms of thinking: 1.8 s before the first word.
+    fake.set_default(Behavior::reply(
+        Reply::text("The answer is 42.")
+            .reasoning(&chunks)
+            .reasoning_delay(Duration::from_millis(150))
+            .usage(10, 120),
+    ));
+    let app = app_with(vec![compatible(&fake, "thinker")], move |m| {
+        m.first_token_timeout_ms = u64::try_from(first_token_timeout.as_millis()).expect("ms");
+    })
+    .await;
+    let (user, token) = funded_user(&app, 10_000_000).await;
+    let response = chat(
+        &app,
+        &token,
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "Six times seven?"}],
+               "max_tokens": 256}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "The answer is 42."
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 120);
+    assert_eq!(body["x_aihub"]["charged_micros"], cost(10, 120));
+    assert_eq!(fake.requests(), 1, "not timed out and retried");
+    assert_eq!(reservation_end(&app, user).await, "ReservationSettled");
+    let usage = usage_record(&app).await;
+    assert_eq!(
+        (usage.outcome.as_str(), usage.token_source.as_str()),
+        ("completed", "provider")
+    );
+    assert_eq!((usage.input_tokens, usage.output_tokens), (10, 120));
+    assert_eq!(usage.charged_micros, cost(10, 120));
+    let first_token_ms = usage.first_token_ms.expect("a visible token came");
+    assert!(
+        u128::from(u64::try_from(first_token_ms).expect("positive"))
+            >= first_token_timeout.as_millis(),
+        "the first visible token came after the thinking: {first_token_ms} ms"
+    );
     app.stop().await;
 }

@@ -116,6 +116,8 @@ async fn open_err(router: &ProviderRouter, params: ChatRequest) -> RouteError {
 #[derive(Debug, Default)]
 struct Collected {
     text: String,
+    /// Reasoning text, apart from the answer.
+    reasoning: String,
     deltas: usize,
     usage: Option<TokenUsage>,
     finish: Option<String>,
@@ -135,6 +137,7 @@ async fn collect(mut stream: EventStream) -> Collected {
                 collected.deltas += 1;
                 collected.text.push_str(&text);
             }
+            Ok(StreamEvent::Reasoning { text }) => collected.reasoning.push_str(&text),
             Ok(StreamEvent::Usage(usage)) => {
                 assert!(collected.usage.is_none(), "usage comes at most once");
                 collected.usage = Some(usage);

@@ -1,8 +1,10 @@
 //! Routes a request for a model to its providers: retries, fallback and cooldown.
 //!
 //! [`ProviderRouter::open`] tries the model's providers in their configured order. On each it
-//! waits for the **first token** (the first delta, or the end of an empty answer), so that
-//! everything that can fail before the client has seen anything is retried or falls back:
+//! waits for the **first token** (the first delta or reasoning, or the end of an empty
+//! answer), so that everything that can fail before the upstream generated anything is
+//! retried or falls back. Reasoning counts: it is output the upstream bills, so a stream that
+//! breaks while the model thinks is charged, never sent again at the hub's expense:
 //!
 //! - a retryable error ([`ProviderError::retryable`]: 429, 5xx, connect error, connect or
 //!   first-token timeout) is retried on the same provider up to `retries_max` times, after an
@@ -718,8 +720,8 @@ impl Drop for ProbeGuard<'_> {
 }
 
 /// Sends the request (naming `slot` in `in_flight`), awaits the upstream's acceptance, then
-/// its events up to the first delta (or the finish of an empty answer); returns a stream
-/// that replays them, then continues.
+/// its events up to the first delta or reasoning (or the finish of an empty answer); returns
+/// a stream that replays them, then continues.
 async fn until_first_token(
     opening: futures::future::BoxFuture<'_, Result<EventStream, ProviderError>>,
     in_flight: &InFlight,
@@ -733,7 +735,7 @@ async fn until_first_token(
         let event = item?;
         let first_token = matches!(
             event,
-            StreamEvent::Delta { .. } | StreamEvent::Finish { .. }
+            StreamEvent::Delta { .. } | StreamEvent::Reasoning { .. } | StreamEvent::Finish { .. }
         );
         received.push(Ok(event));
         if first_token {

@@ -10,7 +10,9 @@
 //! **Billing.** When a provider accepted the request, the user pays for the prompt and for
 //! the tokens produced (all of them when the answer completed; those delivered when the
 //! client went away or the stream broke), at the model's price as accepted, capped at the
-//! reservation. When no provider accepted it, the reservation is released.
+//! reservation. Tokens produced include a reasoning model's thinking: reported usage counts
+//! it already, and an estimate counts its text as output, though it is not forwarded. When
+//! no provider accepted it, the reservation is released.
 //!
 //! **No answer unpaid.** The settlement is durable before the answer's last chunk is sent:
 //! written to the account, or, when Postgres does not take it, to JetStream
@@ -287,6 +289,12 @@ impl Worker {
                         send(WireChunk::Delta { seq, text: piece }).await;
                     }
                 }
+                Some(Ok(StreamEvent::Reasoning { text })) => {
+                    // Not forwarded (the answer stays as it was), and not the first token of
+                    // `first_token_ms`, which measures what the client sees; kept to be
+                    // counted should the provider report no usage.
+                    run.reasoning.push_str(&text);
+                }
                 Some(Ok(StreamEvent::Usage(usage))) => run.reported = Some(usage),
                 Some(Ok(StreamEvent::Finish { reason })) => run.finish_reason = reason,
                 Some(Err(err)) => {
@@ -305,17 +313,27 @@ impl Worker {
     /// Settles a request a provider accepted, from what it used, then sends its last chunk.
     async fn conclude(&self, command: &InferenceCommand, reply: &str, run: Run, started: Instant) {
         let tokenizer = self.router.tokenizer(&command.model).unwrap_or("o200k");
+        // A reported output count includes the reasoning tokens (OpenAI's
+        // `completion_tokens`, Anthropic's `output_tokens`): nothing is added to it. Without
+        // one, the reasoning seen is output too, or a long hidden thinking phase cut short
+        // would be free.
         let (usage, source) = match run.reported {
             Some(usage) if run.outcome == UsageOutcome::Completed => (usage, TokenSource::Provider),
-            _ => (
-                TokenUsage {
+            _ => {
+                let answer = tokens::count_text_tokens_off_runtime(tokenizer, &run.text).await;
+                let reasoning =
+                    tokens::count_text_tokens_off_runtime(tokenizer, &run.reasoning).await;
+                if reasoning > 0 {
+                    tracing::debug!(request = %command.request_id, answer, reasoning,
+                        "output estimated, reasoning included");
+                }
+                let usage = TokenUsage {
                     input_tokens: command.prompt_tokens,
-                    output_tokens: tokens::count_text_tokens_off_runtime(tokenizer, &run.text)
-                        .await,
+                    output_tokens: answer.saturating_add(reasoning),
                     cached_input_tokens: 0,
-                },
-                TokenSource::Estimated,
-            ),
+                };
+                (usage, TokenSource::Estimated)
+            }
         };
         let price: Price = command.price.into();
         let cost = match price.cost(&usage) {
@@ -472,6 +490,8 @@ struct Run {
     provider: String,
     /// The answer's text as delivered.
     text: String,
+    /// The model's reasoning as received (not delivered), for an estimate of the output.
+    reasoning: String,
     /// Usage the provider reported, if it did.
     reported: Option<TokenUsage>,
     finish_reason: String,
@@ -486,6 +506,7 @@ impl Run {
         Run {
             provider,
             text: String::new(),
+            reasoning: String::new(),
             reported: None,
             finish_reason: "stop".to_string(),
             first_token_ms: None,

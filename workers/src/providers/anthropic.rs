@@ -7,12 +7,15 @@
 //! `temperature` is clamped to Anthropic's range, 0 to 1.
 //!
 //! In: the streamed events `message_start` (input tokens), `content_block_delta` with a
-//! `text_delta` (a delta), `message_delta` (stop reason and output tokens), `message_stop` (the
+//! `text_delta` (a delta) or a `thinking_delta` (extended thinking: reasoning; its
+//! `signature_delta` is not text and is ignored), `message_delta` (stop reason and output tokens), `message_stop` (the
 //! end) and `error`. Anthropic's `input_tokens` excludes cached tokens, so the reported input is
 //! `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`, of which
 //! `cache_read_input_tokens` are cached. Stop reasons become OpenAI's: `end_turn` and
 //! `stop_sequence` → `stop`, `max_tokens` → `length`, `tool_use` → `tool_calls`, `refusal` →
-//! `content_filter`.
+//! `content_filter`. The reported `output_tokens` include the thinking tokens. A
+//! `redacted_thinking` block carries no readable text: it is billed when usage is reported,
+//! and not estimated when it is not.
 
 use futures::future::BoxFuture;
 use reqwest::header::HeaderValue;
@@ -195,17 +198,35 @@ impl Decoder for EventDecoder {
                     self.usage = Some(merge_usage(TokenUsage::default(), usage));
                 }
             }
+            "content_block_start" => {
+                // A thinking block starts empty; should it ever start with text, that is
+                // reasoning too.
+                if let Some(event) = data.get("content_block").and_then(thinking_of) {
+                    out.push_back(Ok(event));
+                }
+            }
             "content_block_delta" => {
                 let delta = data.get("delta");
-                let is_text = delta
-                    .and_then(|d| d.get("type"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| t == "text_delta");
-                let text = delta.and_then(|d| d.get("text")).and_then(Value::as_str);
-                if let Some(text) = text.filter(|t| is_text && !t.is_empty()) {
-                    out.push_back(Ok(StreamEvent::Delta {
-                        text: text.to_owned(),
-                    }));
+                let kind = delta.and_then(|d| d.get("type")).and_then(Value::as_str);
+                let field = |name| delta.and_then(|d| d.get(name)).and_then(Value::as_str);
+                match kind {
+                    Some("text_delta") => {
+                        if let Some(text) = field("text").filter(|t| !t.is_empty()) {
+                            out.push_back(Ok(StreamEvent::Delta {
+                                text: text.to_owned(),
+                            }));
+                        }
+                    }
+                    Some("thinking_delta") => {
+                        if let Some(text) = field("thinking").filter(|t| !t.is_empty()) {
+                            out.push_back(Ok(StreamEvent::Reasoning {
+                                text: text.to_owned(),
+                            }));
+                        }
+                    }
+                    // signature_delta, input_json_delta (tool use), citations, and delta
+                    // types added later.
+                    _ => {}
                 }
             }
             "message_delta" => {
@@ -228,7 +249,7 @@ impl Decoder for EventDecoder {
                 out.push_back(Err(error_event(&data, self.secret.as_deref())));
                 return true;
             }
-            // ping, content_block_start, content_block_stop, and event types added later.
+            // ping, content_block_stop, and event types added later.
             _ => {}
         }
         false
@@ -296,18 +317,30 @@ fn finish_reason(reason: &str) -> String {
     .to_owned()
 }
 
+/// A `thinking` content block's text, as reasoning; `None` for any other block or an empty
+/// one.
+fn thinking_of(block: &Value) -> Option<StreamEvent> {
+    if block.get("type").and_then(Value::as_str) != Some("thinking") {
+        return None;
+    }
+    let text = block.get("thinking").and_then(Value::as_str)?;
+    (!text.is_empty()).then(|| StreamEvent::Reasoning {
+        text: text.to_owned(),
+    })
+}
+
 /// A non-streamed `message`.
 fn whole_message(message: &Value) -> Result<Vec<StreamEvent>, ProviderError> {
     let blocks = message
         .get("content")
         .and_then(Value::as_array)
         .ok_or_else(|| ProviderError::Protocol("the message has no content".into()))?;
+    let mut events: Vec<StreamEvent> = blocks.iter().filter_map(thinking_of).collect();
     let text: String = blocks
         .iter()
         .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
         .filter_map(|b| b.get("text").and_then(Value::as_str))
         .collect();
-    let mut events = Vec::new();
     if !text.is_empty() {
         events.push(StreamEvent::Delta { text });
     }
@@ -388,6 +421,114 @@ mod tests {
                     reason: "length".into()
                 }),
             ]
+        );
+    }
+
+    fn thinking_then_text() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"usage": {"input_tokens": 7, "output_tokens": 1}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me see."}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": " Yes."}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "42"}}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn thinking_deltas_become_reasoning_and_reported_output_already_counts_them() {
+        let mut events = thinking_then_text();
+        events.push((
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 90}}),
+        ));
+        events.push(("message_stop", json!({"type": "message_stop"})));
+        assert_eq!(
+            decode(&events),
+            vec![
+                Ok(StreamEvent::Reasoning {
+                    text: "Let me see.".into()
+                }),
+                Ok(StreamEvent::Reasoning {
+                    text: " Yes.".into()
+                }),
+                Ok(StreamEvent::Delta { text: "42".into() }),
+                Ok(StreamEvent::Usage(TokenUsage {
+                    input_tokens: 7,
+                    output_tokens: 90,
+                    cached_input_tokens: 0
+                })),
+                Ok(StreamEvent::Finish {
+                    reason: "stop".into()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stream_cut_while_thinking_yields_the_thinking_then_breaks() {
+        let mut events = thinking_then_text();
+        events.truncate(4);
+        let decoded = decode(&events);
+        assert_eq!(decoded.len(), 3, "{decoded:?}");
+        assert_eq!(
+            decoded[0],
+            Ok(StreamEvent::Reasoning {
+                text: "Let me see.".into()
+            })
+        );
+        assert!(matches!(decoded[2], Err(ProviderError::StreamBroken(_))));
+    }
+
+    #[test]
+    fn a_whole_message_yields_its_thinking_then_its_text() {
+        let message = json!({"type": "message", "stop_reason": "end_turn", "content": [
+            {"type": "thinking", "thinking": "Six times seven.", "signature": "Eq"},
+            {"type": "redacted_thinking", "data": "EmwKAhgB"},
+            {"type": "text", "text": "42"},
+        ], "usage": {"input_tokens": 3, "output_tokens": 40}});
+        assert_eq!(
+            whole_message(&message),
+            Ok(vec![
+                StreamEvent::Reasoning {
+                    text: "Six times seven.".into()
+                },
+                StreamEvent::Delta { text: "42".into() },
+                StreamEvent::Usage(TokenUsage {
+                    input_tokens: 3,
+                    output_tokens: 40,
+                    cached_input_tokens: 0
+                }),
+                StreamEvent::Finish {
+                    reason: "stop".into()
+                },
+            ])
         );
     }
 

@@ -7,12 +7,15 @@
 //! request (its HTTP status is known), to an [`EventStream`] of
 //!
 //! ```text
-//! Delta* Usage? Finish
+//! (Delta | Reasoning)* Usage? Finish
 //! ```
 //!
-//! — text deltas, at most one provider-reported [`StreamEvent::Usage`] (absent when the upstream
-//! reported none: the caller then estimates with [`crate::tokens`]), and one
-//! [`StreamEvent::Finish`]. Any error ends the stream: an `Err` item is always the last one. A
+//! — text deltas and reasoning deltas (a reasoning model's thinking: OpenAI-compatible
+//! `reasoning_content`, Anthropic `thinking` blocks), at most one provider-reported
+//! [`StreamEvent::Usage`] (absent when the upstream reported none: the caller then estimates
+//! with [`crate::tokens`], counting reasoning as output), and one [`StreamEvent::Finish`].
+//! Reasoning is generated output: it is the upstream's first token as much as text is, and
+//! a reported usage's output count already includes it. Any error ends the stream: an `Err` item is always the last one. A
 //! stream that ends without `Finish` does not happen: a body cut short is
 //! [`ProviderError::StreamBroken`].
 //!
@@ -74,6 +77,9 @@ pub use crate::chat::{ChatMessage, ChatRequest};
 pub enum StreamEvent {
     /// More generated text.
     Delta { text: String },
+    /// More of the model's reasoning, generated before (or between) the answer's text. Not
+    /// part of the answer; billed as output tokens.
+    Reasoning { text: String },
     /// The token counts the provider reported (at most once, before `Finish`).
     Usage(TokenUsage),
     /// The answer is complete: `stop`, `length`, `content_filter`, `tool_calls`, ... (OpenAI's
@@ -177,7 +183,7 @@ pub trait Provider: Send + Sync {
 pub struct Timeouts {
     /// TCP and TLS connection (set on the HTTP client).
     pub connect: Duration,
-    /// From sending the request to the first generated token.
+    /// From sending the request to the first generated token (answer or reasoning).
     pub first_token: Duration,
     /// The whole call.
     pub total: Duration,
@@ -454,7 +460,8 @@ struct SseDriver<D> {
     /// Events decoded and not yet yielded.
     pending: Pending,
     deadlines: Deadlines,
-    /// A delta was yielded: from now on only the total deadline applies.
+    /// A delta or reasoning was yielded: from now on only the total deadline applies (a
+    /// model that thinks for long is generating, not stalled).
     first_token_seen: bool,
     /// The upstream said the answer is complete, or the body ended.
     complete: bool,
@@ -465,7 +472,9 @@ impl<D: Decoder> SseDriver<D> {
         loop {
             if let Some(item) = self.pending.pop_front() {
                 match &item {
-                    Ok(StreamEvent::Delta { .. }) => self.first_token_seen = true,
+                    Ok(StreamEvent::Delta { .. } | StreamEvent::Reasoning { .. }) => {
+                        self.first_token_seen = true
+                    }
                     Ok(_) => {}
                     Err(_) => {
                         // An error is always the last item.

@@ -6,6 +6,14 @@
 //! chunk and the usage, when the server reports it, in a chunk with no choices after it. Both
 //! are held back and yielded at `[DONE]` as `Usage` then `Finish`. A server that does not
 //! report usage yields no `Usage`.
+//!
+//! Reasoning models' thinking comes as `delta.reasoning_content` (DeepSeek, vLLM, SGLang) or
+//! `delta.reasoning` (OpenRouter, Ollama, newer vLLM), and `message.reasoning_content` /
+//! `message.reasoning` in a whole answer: each becomes [`StreamEvent::Reasoning`]. A server
+//! sending both fields in one delta sends the same text twice, so only the first is taken.
+//! OpenAI's own reasoning models send no reasoning text; their `completion_tokens` already
+//! count the reasoning tokens (`completion_tokens_details.reasoning_tokens` is a part of it,
+//! never added to it).
 
 use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
@@ -185,6 +193,13 @@ impl Decoder for ChunkDecoder {
             .into_iter()
             .flatten()
         {
+            if let Some(delta) = choice.get("delta") {
+                if let Some(text) = reasoning_of(delta) {
+                    out.push_back(Ok(StreamEvent::Reasoning {
+                        text: text.to_owned(),
+                    }));
+                }
+            }
             let text = choice.pointer("/delta/content").and_then(Value::as_str);
             if let Some(text) = text.filter(|t| !t.is_empty()) {
                 out.push_back(Ok(StreamEvent::Delta {
@@ -214,8 +229,17 @@ impl Decoder for ChunkDecoder {
     }
 }
 
-/// OpenAI's `usage`: `prompt_tokens` (cached included), `completion_tokens`,
-/// `prompt_tokens_details.cached_tokens`.
+/// The reasoning text of a `delta` or `message`: `reasoning_content`, else `reasoning`;
+/// `None` when empty or absent (`null`, or an object some servers put there).
+fn reasoning_of(part: &Value) -> Option<&str> {
+    ["reasoning_content", "reasoning"]
+        .into_iter()
+        .find_map(|field| part.get(field).and_then(Value::as_str))
+        .filter(|text| !text.is_empty())
+}
+
+/// OpenAI's `usage`: `prompt_tokens` (cached included), `completion_tokens` (reasoning
+/// included), `prompt_tokens_details.cached_tokens`.
 fn usage_of(usage: &Value) -> TokenUsage {
     TokenUsage {
         input_tokens: count(usage.get("prompt_tokens")),
@@ -231,6 +255,11 @@ fn whole_answer(answer: &Value) -> Result<Vec<StreamEvent>, ProviderError> {
         .and_then(|c| c.get(0))
         .ok_or_else(|| ProviderError::Protocol("the answer has no choices".into()))?;
     let mut events = Vec::new();
+    if let Some(text) = choice.get("message").and_then(reasoning_of) {
+        events.push(StreamEvent::Reasoning {
+            text: text.to_owned(),
+        });
+    }
     if let Some(text) = choice
         .pointer("/message/content")
         .and_then(Value::as_str)
@@ -307,6 +336,90 @@ mod tests {
                     reason: "length".into()
                 }),
             ]
+        );
+    }
+
+    fn reasoning(text: &str) -> Result<StreamEvent, ProviderError> {
+        Ok(StreamEvent::Reasoning { text: text.into() })
+    }
+
+    #[test]
+    fn reasoning_content_deltas_become_reasoning_before_the_answer() {
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"reasoning_content":""}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":null,"reasoning_content":"Let me"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning":" think."}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":" Twice.","reasoning":" Twice."}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning":{"effort":"high"},"content":"42"},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            events,
+            vec![
+                reasoning("Let me"),
+                reasoning(" think."),
+                reasoning(" Twice."),
+                delta("42"),
+                Ok(StreamEvent::Finish {
+                    reason: "stop".into()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn reported_completion_tokens_already_count_the_reasoning_tokens() {
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"Hmm."}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"Yes"},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":300,"completion_tokens_details":{"reasoning_tokens":280}}}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            events.get(2),
+            Some(&Ok(StreamEvent::Usage(TokenUsage {
+                input_tokens: 9,
+                output_tokens: 300,
+                cached_input_tokens: 0
+            })))
+        );
+    }
+
+    #[test]
+    fn a_stream_cut_during_reasoning_yields_the_reasoning_then_breaks() {
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"Step one"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":", step two"}}]}"#,
+        ]);
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            events[..2],
+            [reasoning("Step one"), reasoning(", step two")]
+        );
+        assert!(matches!(events[2], Err(ProviderError::StreamBroken(_))));
+    }
+
+    #[test]
+    fn a_whole_answer_yields_its_reasoning_then_its_text() {
+        let answer = json!({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "42", "reasoning_content": "Six times seven."}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 20}});
+        assert_eq!(
+            whole_answer(&answer),
+            Ok(vec![
+                StreamEvent::Reasoning {
+                    text: "Six times seven.".into()
+                },
+                StreamEvent::Delta { text: "42".into() },
+                StreamEvent::Usage(TokenUsage {
+                    input_tokens: 5,
+                    output_tokens: 20,
+                    cached_input_tokens: 0
+                }),
+                StreamEvent::Finish {
+                    reason: "stop".into()
+                },
+            ])
         );
     }
 
