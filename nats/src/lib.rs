@@ -6,11 +6,14 @@
 //! - [`topology`]: stream and subject names (with per-test prefixes) and their idempotent
 //!   creation at start-up.
 //! - [`envelope`]: the JSON an event travels in, and its `Nats-Msg-Id`.
+//! - [`history`]: the stored events of a time range, in stream order (raw history for
+//!   analysts).
 //! - [`relay`]: the outbox relay; exactly once in the stream, in order per aggregate.
 //! - [`leader`]: Postgres advisory locks as leader election for single-writer roles.
 //! - [`wake`]: writers wake the relay after a commit, over core NATS.
 
 pub mod envelope;
+pub mod history;
 pub mod leader;
 pub mod relay;
 pub mod topology;

@@ -135,6 +135,19 @@ impl Topology {
         format!("{}.cancel.*", self.subject_prefix)
     }
 
+    /// Every event of the aggregates with one id, whatever their type
+    /// (`hub.events.*.<aggregate_id>`).
+    pub fn events_of_aggregate_id(&self, aggregate_id: &str) -> Result<String, TopologyError> {
+        // The same token rules as a subject the relay publishes on.
+        self.event_subject("any", aggregate_id)?;
+        Ok(format!("{}.events.*.{aggregate_id}", self.subject_prefix))
+    }
+
+    /// Every event in `HUB_EVENTS`.
+    pub fn all_events(&self) -> String {
+        format!("{}.events.>", self.subject_prefix)
+    }
+
     /// Every event of one aggregate type.
     pub fn events_of_type(&self, aggregate_type: &str) -> String {
         format!("{}.events.{aggregate_type}.>", self.subject_prefix)

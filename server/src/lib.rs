@@ -7,10 +7,13 @@
 //!
 //! # Layout
 //!
+//! - [`analytics`]: the analysts' commands (`aihub events`, `aihub usage export`), writing
+//!   what their HTTP routes answer.
 //! - [`application`]: [`Application`], which builds every role from settings and runs them
 //!   until shutdown; tests bind it to port 0.
 //! - [`telemetry`]: the log subscriber (stderr, filtered by `RUST_LOG`), set up once per process.
 
+pub mod analytics;
 pub mod application;
 pub mod telemetry;
 

@@ -3,6 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hub_adapters::jwt::Jwt;
+use hub_app::analytics::events::RawEventsFilter;
+use hub_app::queries::usage::RawFilter;
 use hub_domain::Role;
 use hub_projections::ProjectionKind;
 use hub_server::{connect, telemetry, Application, Roles, Settings};
@@ -57,10 +59,58 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Write the events HUB_EVENTS stored in a time range, one JSON object per line
+    /// (stream order; ends at --to or at the stream's last event when the command began).
+    Events {
+        /// RFC 3339 time or date (UTC midnight), inclusive: the JetStream timestamp.
+        #[arg(long)]
+        from: String,
+        /// RFC 3339 time or date, exclusive.
+        #[arg(long)]
+        to: String,
+        /// Only this event type (`CreditsGranted`, `ReservationSettled`, ...).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only the events of the aggregates with this id (a user's account and profile).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: EventsFormat,
+    },
+    /// Usage analytics.
+    Usage {
+        #[command(subcommand)]
+        which: UsageCommand,
+    },
     /// Operator tasks.
     Admin {
         #[command(subcommand)]
         which: AdminCommand,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EventsFormat {
+    Ndjson,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// Write the usage records of a range to stdout, as `GET /api/usage/export` answers
+    /// (a progress bar on stderr when it is a terminal).
+    Export {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
     },
 }
 
@@ -163,6 +213,45 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let done =
                 hub_app::bootstrap::create_user(&app.state(), &email, &role, password).await?;
             println!("{}", serde_json::to_string_pretty(&done)?);
+            return Ok(());
+        }
+        Command::Events {
+            from,
+            to,
+            event_type,
+            account,
+            format: EventsFormat::Ndjson,
+        } => {
+            let range = hub_server::analytics::events_range(RawEventsFilter {
+                from: Some(from),
+                to: Some(to),
+                event_type,
+                account,
+            })?;
+            let (_pool, _nats, js) = connect(&settings).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let n = hub_server::analytics::write_events(&js, &settings.topology(), range, &mut out)
+                .await?;
+            tracing::info!(events = n, "events written");
+            return Ok(());
+        }
+        Command::Usage {
+            which: UsageCommand::Export { from, to, format },
+        } => {
+            let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;
+            let format = match format {
+                ExportFormat::Csv => hub_app::analytics::export::Format::Csv,
+                ExportFormat::Ndjson => hub_app::analytics::export::Format::Ndjson,
+            };
+            let raw = RawFilter {
+                from: Some(from),
+                to: Some(to),
+                ..Default::default()
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let n = hub_server::analytics::write_usage_export(&pool, raw, format, &mut out, true)
+                .await?;
+            tracing::info!(rows = n, "usage records written");
             return Ok(());
         }
         Command::Token { .. } => return Ok(()),

@@ -32,3 +32,25 @@ impl From<SummaryError> for ApiError {
         }
     }
 }
+
+impl From<hub_app::analytics::events::EventsFilterError> for ApiError {
+    fn from(err: hub_app::analytics::events::EventsFilterError) -> Self {
+        ApiError::bad_request("invalid_filter", err.to_string())
+    }
+}
+
+impl From<hub_app::analytics::events::HistoryError> for ApiError {
+    fn from(err: hub_app::analytics::events::HistoryError) -> Self {
+        use hub_app::analytics::events::HistoryError;
+        match err {
+            HistoryError::BadAggregateId(_) | HistoryError::BadTime(_) => {
+                ApiError::bad_request("invalid_filter", err.to_string())
+            }
+            HistoryError::Stream(_) => {
+                tracing::warn!(error = %format!("{:#}", anyhow::Error::from(err)), "event history unavailable");
+                ApiError::unavailable("the event stream is unavailable")
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_users;
+pub mod analytics;
 pub mod auth;
 pub mod credits;
 pub mod google;
@@ -55,6 +56,7 @@ use crate::state::AppState;
 /// | `POST /api/promos/redeem` | any signed-in caller (own account) |
 /// | `POST /api/admin/promos`, `GET /api/admin/promos`, `POST /api/admin/promos/{code}/disable`, `POST /api/admin/promos/{code}/enable` | admin |
 /// | `GET /api/usage`, `/api/usage/summary`, `/api/usage/export`, `/api/usage/requests/{id}` | any signed-in caller (own usage; an API key its owner's); admin, analyst, auditor: everyone's |
+/// | `GET /api/analytics/events` | admin, analyst, auditor |
 ///
 /// Every route but inference answers within `server.request_timeout_ms` (503 after it).
 /// Inference (`/v1/chat/completions`, `/api/ws`) runs under its own deadline
@@ -123,8 +125,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/usage/summary", get(usage::summary))
         .route("/api/usage/requests/{request_id}", get(usage::request))
         .layer(timeout)
-        // The export streams for as long as the range takes: no request timeout.
+        // The exports stream for as long as the range takes: no request timeout.
         .route("/api/usage/export", get(usage::export))
+        .route("/api/analytics/events", get(analytics::events))
         .merge(inference)
         .fallback(not_found)
         .with_state(state)

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use chrono::SecondsFormat;
 use futures::{Stream, StreamExt};
 use sqlx::{PgPool, QueryBuilder};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::queries::usage::{FilterError, UsageFilter, UsageRecord, RECORD_COLUMNS};
 
@@ -84,9 +86,19 @@ pub fn export(
     filter: UsageFilter,
     format: Format,
 ) -> impl Stream<Item = Result<Bytes, ExportError>> + Send + 'static {
+    export_counted(pool, filter, format, Arc::default())
+}
+
+/// [`export`], adding one to `rows` for each record encoded (for a progress bar).
+pub fn export_counted(
+    pool: PgPool,
+    filter: UsageFilter,
+    format: Format,
+    rows: Arc<AtomicU64>,
+) -> impl Stream<Item = Result<Bytes, ExportError>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
     tokio::spawn(async move {
-        if let Err(err) = produce(&pool, &filter, format, &tx).await {
+        if let Err(err) = produce(&pool, &filter, format, &tx, &rows).await {
             tracing::warn!(error = %err, "a usage export stopped");
             let _ = tx.send(Err(err)).await;
         }
@@ -103,6 +115,7 @@ async fn produce(
     filter: &UsageFilter,
     format: Format,
     tx: &Sender,
+    rows_encoded: &AtomicU64,
 ) -> Result<(), ExportError> {
     let mut sql = QueryBuilder::new(format!(
         "SELECT {RECORD_COLUMNS} FROM usage_records WHERE true"
@@ -123,6 +136,7 @@ async fn produce(
                 chunk.push(b'\n');
             }
         }
+        rows_encoded.fetch_add(1, Ordering::Relaxed);
         if chunk.len() >= CHUNK_BYTES {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
             if tx.send(Ok(Bytes::from(full))).await.is_err() {
@@ -134,6 +148,14 @@ async fn produce(
         let _ = tx.send(Ok(Bytes::from(chunk))).await;
     }
     Ok(())
+}
+
+/// How many records `filter` selects (the length of an export's progress bar).
+pub async fn count(pool: &PgPool, filter: &UsageFilter) -> Result<u64, sqlx::Error> {
+    let mut sql = QueryBuilder::new("SELECT count(*) FROM usage_records WHERE true");
+    filter.push_where(&mut sql, "recorded_at");
+    let n: i64 = sql.build_query_scalar().fetch_one(pool).await?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 fn csv_fields(r: &UsageRecord) -> impl Iterator<Item = String> {

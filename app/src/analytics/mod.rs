@@ -8,8 +8,11 @@
 //!   `usage_records`.
 //! - [`export`]: usage records of a range as CSV (RFC 4180) or NDJSON, encoded as they are
 //!   read, in chunks of bounded size.
+//! - [`events`]: the raw history of a time range (the events `HUB_EVENTS` stored), as
+//!   NDJSON, read with an ordered consumer.
 //!
 //! The filters and who reads whose usage are [`crate::queries::usage`]'s.
 
+pub mod events;
 pub mod export;
 pub mod summary;
