@@ -43,6 +43,17 @@ enum Command {
     Replay {
         /// `balances`, `ledger`, `users`, `usage`, `payments` or `promos`.
         projection: ProjectionKind,
+        /// Build the tables as they stood at this time (RFC 3339 or a date) into `--into`
+        /// instead: messages JetStream stored after it are left out.
+        #[arg(long, requires = "into")]
+        until: Option<String>,
+        /// A schema of its own for the tables (created; never `public`). The live tables,
+        /// checkpoint and projector are not touched.
+        #[arg(long)]
+        into: Option<String>,
+        /// Rebuild the projection's tables in an `--into` schema that already holds relations.
+        #[arg(long, requires = "into")]
+        replace: bool,
     },
     /// Every role in one process (migrations included): the laptop default.
     All,
@@ -133,7 +144,28 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
-        Command::Replay { projection } => {
+        Command::Replay {
+            projection,
+            until,
+            into: Some(into),
+            replace,
+        } => {
+            let (pool, _nats, js) = connect(&settings).await?;
+            let request = hub_projections::PointInTime {
+                kind: projection,
+                until: until
+                    .map(|t| hub_app::queries::usage::parse_time("--until", &t))
+                    .transpose()?,
+                into: hub_projections::SchemaName::parse(&into)?,
+                replace,
+            };
+            let stats =
+                hub_projections::replay_until(&pool, &js, &settings.topology(), &request, true)
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            return Ok(());
+        }
+        Command::Replay { projection, .. } => {
             let (pool, _nats, js) = connect(&settings).await?;
             let stats = hub_projections::replay(
                 &pool,
