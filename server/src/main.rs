@@ -68,10 +68,34 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Usage analytics.
+    Usage {
+        #[command(subcommand)]
+        which: UsageCommand,
+    },
     /// Operator tasks.
     Admin {
         #[command(subcommand)]
         which: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// What the usage of a range would have cost under another price table, per model and
+    /// per user (JSON on stdout). Nothing is written.
+    Reprice {
+        /// The price table: model name → price per million tokens, as in the models'
+        /// settings (`input_per_million_micros`, `output_per_million_micros`,
+        /// `cached_input_per_million_micros`); JSON if the name ends in `.json`, else TOML.
+        #[arg(long)]
+        prices: PathBuf,
+        /// Start of the range, inclusive (RFC 3339 or a date).
+        #[arg(long)]
+        from: String,
+        /// End of the range, exclusive (RFC 3339 or a date).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -177,6 +201,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
+            return Ok(());
+        }
+        Command::Usage {
+            which: UsageCommand::Reprice { prices, from, to },
+        } => {
+            use hub_app::analytics::reprice;
+            use hub_app::queries::usage::parse_time;
+            let prices = reprice::price_table(&reprice::load_price_table(&prices)?)?;
+            let (from, to) = (parse_time("--from", &from)?, parse_time("--to", &to)?);
+            let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;
+            let report = reprice::reprice(&pool, from, to, &prices).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(());
         }
         Command::Admin {

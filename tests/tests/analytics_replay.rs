@@ -10,6 +10,7 @@ use hub_domain::{AccountId, CreditCommand, Credits, RequestId, TokenSource, Toke
 use hub_projections::{PointInTime, PointInTimeError, ProjectionKind, SchemaName};
 use hub_tests::{eventually, spawn_app, TestApp};
 use reqwest::StatusCode;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -223,6 +224,7 @@ async fn a_read_model_replayed_until_a_time_equals_the_live_one_as_it_was_then()
         .await
         .expect("the usage replay");
     assert_eq!(usage.into.as_deref(), Some("asof_t"));
+    example("replay_until.json", &usage);
     // A second projection into the same, now non-empty, schema needs --replace.
     let refused = replay_until(&app, ProjectionKind::Balances, t, "asof_t", false).await;
     assert!(
@@ -299,5 +301,176 @@ async fn a_replay_into_the_live_schema_or_a_bad_name_is_refused() {
         matches!(refused, Err(PointInTimeError::NotEmpty { ref relations, .. }) if relations == "notes"),
         "{refused:?}"
     );
+    app.stop().await;
+}
+
+/// With `AIHUB_USAGE_EXAMPLES=<folder>`, write `value` there as `name` (docs/analytics.md).
+fn example(name: &str, value: &impl serde::Serialize) {
+    if let Ok(folder) = std::env::var("AIHUB_USAGE_EXAMPLES") {
+        let folder = std::path::PathBuf::from(folder);
+        std::fs::create_dir_all(&folder).expect("a folder");
+        let text = serde_json::to_string_pretty(value).expect("json");
+        std::fs::write(folder.join(name), text).expect("written");
+    }
+}
+
+/// `POST /api/usage/reprice` over everything so far, as `token`.
+async fn reprice(app: &TestApp, token: &str, prices: Value) -> reqwest::Response {
+    let to = (Utc::now() + Span::hours(1)).to_rfc3339();
+    app.client
+        .post(app.url("/api/usage/reprice"))
+        .bearer_auth(token)
+        .json(&json!({ "from": "2000-01-01", "to": to, "prices": prices }))
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// The live price table of `mock-1` with its output price multiplied by `factor`.
+fn mock_prices(app: &TestApp, factor: i64) -> Value {
+    let mut price = app.settings.models.models[0].price;
+    price.output_per_million_micros *= factor;
+    json!({ "mock-1": price })
+}
+
+async fn settled_workload(app: &TestApp) -> [Uuid; 2] {
+    let users = [Uuid::new_v4(), Uuid::new_v4()];
+    for (i, user) in users.iter().enumerate() {
+        fund(app, *user, &format!("grant-{i}")).await;
+        let count = 3 + i as u64;
+        settle_requests(app, *user, &format!("u{i}"), count).await;
+        wait_projected(app, *user, 1 + count as i64, count as i64).await;
+    }
+    users
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repricing_with_the_live_table_differs_by_nothing_and_a_doubled_output_price_doubles_the_output_share(
+) {
+    let app = spawn_app().await;
+    let users = settled_workload(&app).await;
+    let analyst = app.token(Uuid::new_v4(), hub_domain::Role::Analyst);
+    let tables_before = live_tables(&app).await;
+
+    let same = reprice(&app, &analyst, mock_prices(&app, 1)).await;
+    assert_eq!(same.status(), StatusCode::OK);
+    let same: hub_app::analytics::reprice::Repricing = same.json().await.expect("json");
+    assert_eq!(same.totals.requests, 3 + 4);
+    assert_eq!(same.by_model.len(), 1);
+    assert_eq!(same.by_user.len(), 2);
+    assert!(same.by_user.iter().all(|u| users.contains(&u.user_id)));
+    for amounts in same
+        .by_model
+        .iter()
+        .map(|m| &m.amounts)
+        .chain(same.by_user.iter().map(|u| &u.amounts))
+        .chain([&same.totals])
+    {
+        assert_eq!(amounts.difference_micros, 0, "{amounts:?}");
+        assert_eq!(amounts.repriced_micros, amounts.charged_micros);
+        assert_eq!(amounts.repriced_micros, amounts.cost_micros);
+    }
+
+    // mock-1's output costs 2 micro-credits a token: doubling it adds exactly that again.
+    let per_output_token = app.settings.models.models[0]
+        .price
+        .output_per_million_micros
+        / 1_000_000;
+    let doubled = reprice(&app, &analyst, mock_prices(&app, 2)).await;
+    assert_eq!(doubled.status(), StatusCode::OK);
+    let doubled: hub_app::analytics::reprice::Repricing = doubled.json().await.expect("json");
+    for line in &same.by_user {
+        let before = &line.amounts;
+        let after = &doubled
+            .by_user
+            .iter()
+            .find(|d| d.user_id == line.user_id)
+            .expect("the same users")
+            .amounts;
+        let output_share = before.output_tokens * per_output_token;
+        assert!(output_share > 0);
+        assert_eq!(after.difference_micros, output_share, "{after:?}");
+        assert_eq!(after.repriced_micros, before.repriced_micros + output_share);
+        assert_eq!(after.charged_micros, before.charged_micros);
+    }
+    assert_eq!(
+        doubled.totals.difference_micros,
+        same.totals.output_tokens * per_output_token
+    );
+    assert_eq!(doubled.by_model[0].amounts, doubled.totals);
+    example("reprice.json", &doubled);
+    assert!(doubled.by_model[0].priced);
+
+    // A model the table does not name keeps its charge.
+    let unnamed = reprice(
+        &app,
+        &analyst,
+        json!({ "other-model": { "input_per_million_micros": 9, "output_per_million_micros": 9 } }),
+    )
+    .await;
+    assert_eq!(unnamed.status(), StatusCode::OK);
+    let unnamed: hub_app::analytics::reprice::Repricing = unnamed.json().await.expect("json");
+    assert!(!unnamed.by_model[0].priced);
+    assert_eq!(unnamed.totals.difference_micros, 0);
+
+    assert_eq!(live_tables(&app).await, tables_before, "nothing is written");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_analysts_and_admins_may_reprice_and_bad_tables_are_refused() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    fund(&app, user, "grant").await;
+    let prices = mock_prices(&app, 1);
+    for (role, status) in [
+        (hub_domain::Role::User, StatusCode::FORBIDDEN),
+        (hub_domain::Role::Auditor, StatusCode::FORBIDDEN),
+        (hub_domain::Role::Analyst, StatusCode::OK),
+        (hub_domain::Role::Admin, StatusCode::OK),
+    ] {
+        let response = reprice(&app, &app.token(user, role), prices.clone()).await;
+        assert_eq!(response.status(), status, "{role:?}");
+        if status == StatusCode::FORBIDDEN {
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "forbidden");
+        }
+    }
+    let anonymous = app
+        .client
+        .post(app.url("/api/usage/reprice"))
+        .json(&json!({ "from": "2026-01-01", "to": "2026-02-01", "prices": prices }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    let analyst = app.token(user, hub_domain::Role::Analyst);
+    let negative =
+        json!({ "mock-1": { "input_per_million_micros": -1, "output_per_million_micros": 1 } });
+    let unknown_field = json!({ "mock-1": { "input_per_million_micros": 1, "output_per_million_micros": 1, "per_request": 5 } });
+    for (body, code) in [
+        (negative, Some("invalid_prices")),
+        (json!({}), Some("invalid_prices")),
+        (unknown_field, None),
+    ] {
+        let response = reprice(&app, &analyst, body.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let error: Value = response.json().await.expect("json");
+        if let Some(code) = code {
+            assert_eq!(error["error"]["code"], code, "{error}");
+        }
+    }
+    let backwards = app
+        .client
+        .post(app.url("/api/usage/reprice"))
+        .bearer_auth(&analyst)
+        .json(&json!({ "from": "2026-02-01", "to": "2026-01-01", "prices": prices }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(backwards.status(), StatusCode::BAD_REQUEST);
+    let error: Value = backwards.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "invalid_filter");
     app.stop().await;
 }

@@ -8,8 +8,11 @@
 //!   `usage_records`.
 //! - [`export`]: usage records of a range as CSV (RFC 4180) or NDJSON, encoded as they are
 //!   read, in chunks of bounded size.
+//! - [`reprice`]: what the usage records of a range would have cost under another price
+//!   table, per model and per user, streamed over the records; nothing is written.
 //!
 //! The filters and who reads whose usage are [`crate::queries::usage`]'s.
 
 pub mod export;
+pub mod reprice;
 pub mod summary;
