@@ -12,7 +12,8 @@
 //!   `promos` in their own modules).
 //! - [`runner`]: the live projector: one leader per projection, batches, checkpoints; the
 //!   projections that read one aggregate type may share a consumer and a transaction.
-//! - [`replay`]: rebuild from the start of the stream with progress.
+//! - [`replay`]: rebuild from the start of the stream with progress, in place, or as the
+//!   tables stood at a time into a schema of their own (`aihub replay usage --until --into`).
 //! - [`rollups`]: the hourly usage sums kept beside `usage_records`, and their latency
 //!   histogram buckets.
 
@@ -25,5 +26,5 @@ pub mod runner;
 mod users;
 
 pub use model::ProjectionKind;
-pub use replay::{replay, ReplayStats};
+pub use replay::{replay, replay_until, PointInTime, PointInTimeError, ReplayStats, SchemaName};
 pub use runner::{checkpoint, Projector, ProjectorConfig};

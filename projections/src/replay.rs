@@ -1,6 +1,9 @@
-//! Rebuild a projection from the start of the stream.
+//! Rebuild a projection from the start of the stream: the live tables in place
+//! ([`replay`]), or the tables as they stood at a time, into a schema of their own
+//! ([`replay_until`]), through the same projection code either way.
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
+use chrono::{DateTime, Utc};
 use hub_nats::leader::Leadership;
 use hub_nats::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -8,7 +11,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::time::{Duration, Instant};
 
 use crate::model::ProjectionKind;
-use crate::runner::{apply_batch, consumer_name, ensure_checkpoint_row, next_batch, role};
+use crate::runner::{
+    apply_batch, consumer_name, ensure_checkpoint_row, envelopes, next_batch, role,
+};
 
 /// Messages applied per transaction during a replay.
 const REPLAY_BATCH_MAX: usize = 5_000;
@@ -24,6 +29,15 @@ pub struct ReplayStats {
     pub messages: u64,
     pub elapsed_ms: u128,
     pub messages_per_second: f64,
+    /// The schema a point-in-time replay wrote into (absent: the live tables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub into: Option<String>,
+    /// The time a point-in-time replay stopped at: messages stored in JetStream after it
+    /// were left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// The stream sequence of the last message applied (0: none).
+    pub through_sequence: u64,
 }
 
 /// Empty the projection's tables and rebuild them from the first message of the stream.
@@ -90,8 +104,7 @@ async fn rebuild(
     show_progress: bool,
 ) -> anyhow::Result<ReplayStats> {
     let started = Instant::now();
-    let mut stream = js.get_stream(topology.events_stream()).await?;
-    let last = stream.info().await?.state.last_sequence;
+    let stream = js.get_stream(topology.events_stream()).await?;
 
     let mut tx = pool.begin().await?;
     for table in kind.tables() {
@@ -108,59 +121,9 @@ async fn rebuild(
     // The live consumer's position no longer matches; the projector recreates it.
     let _ = stream.delete_consumer(&consumer_name(kind)).await;
 
-    let progress = if show_progress {
-        let bar = ProgressBar::new(last);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
-            )?
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(kind.name());
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-
-    let mut messages_read = 0u64;
-    if last > 0 {
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: topology.events_of_type(kind.aggregate_type()),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = consumer.messages().await?;
-        loop {
-            let batch = next_batch(
-                &mut messages,
-                REPLAY_BATCH_MAX,
-                Duration::from_secs(5),
-                Duration::ZERO,
-                tokio::time::Instant::now(),
-            )
-            .await?;
-            if batch.is_empty() {
-                // Nothing more arrives: every matching message up to `last` was read.
-                break;
-            }
-            let tail = batch
-                .last()
-                .and_then(|m| m.info().ok().map(|i| (i.stream_sequence, i.pending)));
-            apply_batch(pool, &[kind], &batch, false).await?;
-            messages_read += batch.len() as u64;
-            match tail {
-                Some((seq, pending)) => {
-                    progress.set_position(seq.min(last));
-                    if pending == 0 || seq >= last {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-    }
+    let progress = progress_bar(kind, show_progress)?;
+    let (messages_read, through) =
+        read_stream(js, topology, kind, None, &progress, &mut Sink::Live(pool)).await?;
     progress.finish_and_clear();
     let elapsed = started.elapsed();
     Ok(ReplayStats {
@@ -168,5 +131,393 @@ async fn rebuild(
         messages: messages_read,
         elapsed_ms: elapsed.as_millis(),
         messages_per_second: messages_read as f64 / elapsed.as_secs_f64().max(1e-9),
+        into: None,
+        until: None,
+        through_sequence: through,
     })
+}
+
+fn progress_bar(kind: ProjectionKind, show: bool) -> anyhow::Result<ProgressBar> {
+    if !show {
+        return Ok(ProgressBar::hidden());
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(kind.name());
+    Ok(bar)
+}
+
+/// Where the messages a replay reads are applied.
+enum Sink<'a> {
+    /// The live tables, with the projection's checkpoint (a rebuild in place).
+    Live(&'a PgPool),
+    /// The tables of another schema, in the caller's transaction, whose `search_path`
+    /// names that schema first; no checkpoint is written.
+    Schema(&'a mut PgConnection),
+}
+
+impl Sink<'_> {
+    async fn apply(
+        &mut self,
+        kind: ProjectionKind,
+        batch: &[jetstream::Message],
+    ) -> anyhow::Result<()> {
+        match self {
+            Sink::Live(pool) => apply_batch(pool, &[kind], batch, false)
+                .await
+                .map_err(anyhow::Error::from),
+            Sink::Schema(conn) => kind.apply(conn, envelopes(batch)?).await,
+        }
+    }
+}
+
+/// Read `kind`'s messages from the first of the stream to the last stored when the read
+/// began, or, with `until`, to the last stored (JetStream's time) at or before `until`, and
+/// apply them in batches. Returns the messages applied and the last one's stream sequence.
+async fn read_stream(
+    js: &jetstream::Context,
+    topology: &Topology,
+    kind: ProjectionKind,
+    until: Option<DateTime<Utc>>,
+    progress: &ProgressBar,
+    sink: &mut Sink<'_>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut stream = js.get_stream(topology.events_stream()).await?;
+    let last = stream.info().await?.state.last_sequence;
+    progress.set_length(last);
+    let until_nanos = until
+        .map(|t| {
+            t.timestamp_nanos_opt()
+                .ok_or_else(|| anyhow::anyhow!("until is out of range: {t}"))
+        })
+        .transpose()?
+        .map(i128::from);
+    let (mut applied, mut through) = (0u64, 0u64);
+    if last == 0 {
+        return Ok((applied, through));
+    }
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: topology.events_of_type(kind.aggregate_type()),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    loop {
+        let mut batch = next_batch(
+            &mut messages,
+            REPLAY_BATCH_MAX,
+            Duration::from_secs(5),
+            Duration::ZERO,
+            tokio::time::Instant::now(),
+        )
+        .await?;
+        if batch.is_empty() {
+            // Nothing more arrives: every matching message up to `last` was read.
+            break;
+        }
+        // JetStream stores messages in time order: the first one after `until` ends the read.
+        let mut past_until = false;
+        if let Some(until) = until_nanos {
+            let mut cut = None;
+            for (i, m) in batch.iter().enumerate() {
+                let info = m
+                    .info()
+                    .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?;
+                if info.published.unix_timestamp_nanos() > until {
+                    cut = Some(i);
+                    break;
+                }
+            }
+            if let Some(cut) = cut {
+                batch.truncate(cut);
+                past_until = true;
+            }
+        }
+        let tail = batch
+            .last()
+            .and_then(|m| m.info().ok().map(|i| (i.stream_sequence, i.pending)));
+        if !batch.is_empty() {
+            sink.apply(kind, &batch).await?;
+            applied += batch.len() as u64;
+        }
+        match tail {
+            Some((seq, pending)) => {
+                through = seq;
+                progress.set_position(seq.min(last));
+                if past_until || pending == 0 || seq >= last {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    Ok((applied, through))
+}
+
+/// The largest schema name Postgres keeps whole (NAMEDATALEN − 1).
+const SCHEMA_NAME_MAX: usize = 63;
+
+/// A schema a point-in-time replay writes into: `^[a-z_][a-z0-9_]{0,62}$`, and neither
+/// `public`, `information_schema` nor a `pg_` schema. Being checked, it is safe to quote
+/// into SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaName(String);
+
+impl SchemaName {
+    pub fn parse(raw: &str) -> Result<Self, PointInTimeError> {
+        let mut chars = raw.chars();
+        let well_formed = raw.len() <= SCHEMA_NAME_MAX
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !well_formed {
+            return Err(PointInTimeError::InvalidSchema(raw.to_string()));
+        }
+        if raw == "public" || raw == "information_schema" || raw.starts_with("pg_") {
+            return Err(PointInTimeError::ReservedSchema(raw.to_string()));
+        }
+        Ok(SchemaName(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An identifier in double quotes, its own quotes doubled.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Why a point-in-time replay was refused or failed. Nothing is left behind either way:
+/// the target schema is built in one transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum PointInTimeError {
+    #[error("schema name {0:?}: must match ^[a-z_][a-z0-9_]{{0,62}}$")]
+    InvalidSchema(String),
+    #[error(
+        "schema {0:?} is reserved: the live read models or the system's (pick a name of your own)"
+    )]
+    ReservedSchema(String),
+    #[error("schema {schema:?} is not empty ({relations}); pass --replace to rebuild the {projection} tables in it")]
+    NotEmpty {
+        schema: String,
+        relations: String,
+        projection: &'static str,
+    },
+    #[error("the live {0} table was not found (are the migrations applied?)")]
+    NoLiveTable(&'static str),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// What a point-in-time replay builds.
+#[derive(Debug, Clone)]
+pub struct PointInTime {
+    pub kind: ProjectionKind,
+    /// Apply the messages JetStream stored at or before this time (all of them: `None`).
+    pub until: Option<DateTime<Utc>>,
+    pub into: SchemaName,
+    /// Whether a schema that already holds relations may be written to: the projection's
+    /// own tables in it are dropped and rebuilt; other relations are left alone.
+    pub replace: bool,
+}
+
+/// Build `kind`'s tables as they stood at `until` into `into`: the schema is created, each
+/// table copied from the live one's definition (`LIKE … INCLUDING ALL`, constraints renamed
+/// to the live names the projection's SQL uses), then the stream is replayed from its first
+/// message through the live projection code with `search_path` naming the schema first.
+///
+/// The live tables, their checkpoint and the live projector are not touched: no pause, no
+/// lock beyond the `ACCESS SHARE` that copying a table's definition takes (held until the
+/// replay commits, so DDL on the live tables, a `TRUNCATE` by [`replay`] included, waits
+/// for it). Everything is one transaction: a replay that fails leaves nothing.
+pub async fn replay_until(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    topology: &Topology,
+    request: &PointInTime,
+    show_progress: bool,
+) -> Result<ReplayStats, PointInTimeError> {
+    let started = Instant::now();
+    let kind = request.kind;
+    let target = request.into.as_str();
+    let mut tx = pool.begin().await?;
+    let live = live_schema(&mut tx, kind).await?;
+    if live == target {
+        return Err(PointInTimeError::ReservedSchema(target.to_string()));
+    }
+    let relations: Option<String> = sqlx::query_scalar(
+        "SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')",
+    )
+    .bind(target)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(relations) = relations.filter(|_| !request.replace) {
+        return Err(PointInTimeError::NotEmpty {
+            schema: target.to_string(),
+            relations,
+            projection: kind.name(),
+        });
+    }
+    let (schema, live_q) = (quote_ident(target), quote_ident(&live));
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut *tx)
+        .await?;
+    for table in kind.tables() {
+        copy_table(&mut tx, &schema, &live_q, table).await?;
+    }
+    // The live schema stays on the path, after the target, for the functions the
+    // projection calls (`usage_hist_add`); every table it writes is in the target.
+    sqlx::query(&format!("SET LOCAL search_path TO {schema}, {live_q}"))
+        .execute(&mut *tx)
+        .await?;
+    let progress = progress_bar(kind, show_progress)?;
+    let (applied, through) = read_stream(
+        js,
+        topology,
+        kind,
+        request.until,
+        &progress,
+        &mut Sink::Schema(&mut tx),
+    )
+    .await?;
+    tx.commit().await?;
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+    Ok(ReplayStats {
+        projection: kind.name(),
+        messages: applied,
+        elapsed_ms: elapsed.as_millis(),
+        messages_per_second: applied as f64 / elapsed.as_secs_f64().max(1e-9),
+        into: Some(target.to_string()),
+        until: request.until,
+        through_sequence: through,
+    })
+}
+
+/// The schema the live tables of `kind` are in (the one the pool's `search_path` finds).
+async fn live_schema(
+    conn: &mut PgConnection,
+    kind: ProjectionKind,
+) -> Result<String, PointInTimeError> {
+    let mut found: Option<String> = None;
+    for table in kind.tables() {
+        let schema: Option<String> = sqlx::query_scalar(
+            "SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = to_regclass($1)",
+        )
+        .bind(table)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let schema = schema.ok_or(PointInTimeError::NoLiveTable(table))?;
+        if found.as_ref().is_some_and(|f| *f != schema) {
+            return Err(
+                anyhow::anyhow!("the {} tables are in several schemas", kind.name()).into(),
+            );
+        }
+        found = Some(schema);
+    }
+    found.ok_or_else(|| anyhow::anyhow!("{} has no tables", kind.name()).into())
+}
+
+/// `schema.table` as a copy of `live.table`'s definition (columns, defaults, generated
+/// columns, checks, indexes), with its constraints under the live names: `LIKE` names the
+/// copied unique and primary keys afresh, and the projection's SQL names one
+/// (`ON CONFLICT ON CONSTRAINT usage_rollups_key`). Both names are quoted identifiers.
+async fn copy_table(
+    conn: &mut PgConnection,
+    schema: &str,
+    live: &str,
+    table: &str,
+) -> Result<(), sqlx::Error> {
+    // `table` comes from a fixed list in code, never from input.
+    let (copy, original) = (format!("{schema}.{table}"), format!("{live}.{table}"));
+    sqlx::query(&format!("DROP TABLE IF EXISTS {copy}"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {copy} (LIKE {original} INCLUDING ALL)"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    let renames: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.conname::text, l.conname::text
+           FROM pg_constraint c
+           JOIN pg_constraint l
+             ON l.contype = c.contype
+            AND pg_get_constraintdef(l.oid) = pg_get_constraintdef(c.oid)
+          WHERE c.conrelid = to_regclass($1) AND l.conrelid = to_regclass($2)
+            AND c.conname <> l.conname",
+    )
+    .bind(&copy)
+    .bind(&original)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (from, to) in renames {
+        sqlx::query(&format!(
+            "ALTER TABLE {copy} RENAME CONSTRAINT {} TO {}",
+            quote_ident(&from),
+            quote_ident(&to)
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_name_is_lowercase_letters_digits_and_underscores() {
+        for good in ["asof_2026_12_01", "_scratch", "a", &"a".repeat(63)] {
+            assert!(SchemaName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Asof",
+            "a-b",
+            "a b",
+            "a\"b",
+            "a;drop",
+            &"a".repeat(64),
+            "é",
+        ] {
+            assert!(
+                matches!(
+                    SchemaName::parse(bad),
+                    Err(PointInTimeError::InvalidSchema(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_live_and_system_schemas_are_refused() {
+        for reserved in ["public", "information_schema", "pg_catalog", "pg_temp"] {
+            assert!(
+                matches!(
+                    SchemaName::parse(reserved),
+                    Err(PointInTimeError::ReservedSchema(_))
+                ),
+                "{reserved}"
+            );
+        }
+    }
 }

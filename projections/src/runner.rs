@@ -117,6 +117,20 @@ pub(crate) enum BatchError {
     Other(#[from] anyhow::Error),
 }
 
+/// Decode messages into envelopes with their stream sequences.
+pub(crate) fn envelopes(batch: &[jetstream::Message]) -> anyhow::Result<Vec<(EventEnvelope, u64)>> {
+    let mut envelopes = Vec::with_capacity(batch.len());
+    for message in batch {
+        let seq = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?
+            .stream_sequence;
+        let envelope: EventEnvelope = serde_json::from_slice(&message.payload)?;
+        envelopes.push((envelope, seq));
+    }
+    Ok(envelopes)
+}
+
 /// Apply messages to each of `kinds` and move their checkpoints, in one transaction. A
 /// kind skips the messages at or below its own checkpoint (applied before). With
 /// `respect_pause`, a kind that a replay holds stops the batch ([`BatchError::Paused`]).
@@ -126,16 +140,7 @@ pub(crate) async fn apply_batch(
     batch: &[jetstream::Message],
     respect_pause: bool,
 ) -> Result<(), BatchError> {
-    let mut envelopes = Vec::with_capacity(batch.len());
-    for message in batch {
-        let seq = message
-            .info()
-            .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?
-            .stream_sequence;
-        let envelope: EventEnvelope =
-            serde_json::from_slice(&message.payload).map_err(anyhow::Error::from)?;
-        envelopes.push((envelope, seq));
-    }
+    let mut envelopes = envelopes(batch)?;
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
     let rows = sqlx::query(&format!(

@@ -45,6 +45,17 @@ enum Command {
     Replay {
         /// `balances`, `ledger`, `users`, `usage`, `payments` or `promos`.
         projection: ProjectionKind,
+        /// Build the tables as they stood at this time (RFC 3339 or a date) into `--into`
+        /// instead: messages JetStream stored after it are left out.
+        #[arg(long, requires = "into")]
+        until: Option<String>,
+        /// A schema of its own for the tables (created; never `public`). The live tables,
+        /// checkpoint and projector are not touched.
+        #[arg(long)]
+        into: Option<String>,
+        /// Rebuild the projection's tables in an `--into` schema that already holds relations.
+        #[arg(long, requires = "into")]
+        replace: bool,
     },
     /// Every role in one process (migrations included): the laptop default.
     All,
@@ -111,6 +122,21 @@ enum UsageCommand {
         to: String,
         #[arg(long, value_enum)]
         format: ExportFormat,
+    },
+    /// What the usage of a range would have cost under another price table, per model and
+    /// per user (JSON on stdout). Nothing is written.
+    Reprice {
+        /// The price table: model name → price per million tokens, as in the models'
+        /// settings (`input_per_million_micros`, `output_per_million_micros`,
+        /// `cached_input_per_million_micros`); JSON if the name ends in `.json`, else TOML.
+        #[arg(long)]
+        prices: PathBuf,
+        /// Start of the range, inclusive (RFC 3339 or a date).
+        #[arg(long)]
+        from: String,
+        /// End of the range, exclusive (RFC 3339 or a date).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -183,7 +209,28 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
-        Command::Replay { projection } => {
+        Command::Replay {
+            projection,
+            until,
+            into: Some(into),
+            replace,
+        } => {
+            let (pool, _nats, js) = connect(&settings).await?;
+            let request = hub_projections::PointInTime {
+                kind: projection,
+                until: until
+                    .map(|t| hub_app::queries::usage::parse_time("--until", &t))
+                    .transpose()?,
+                into: hub_projections::SchemaName::parse(&into)?,
+                replace,
+            };
+            let stats =
+                hub_projections::replay_until(&pool, &js, &settings.topology(), &request, true)
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            return Ok(());
+        }
+        Command::Replay { projection, .. } => {
             let (pool, _nats, js) = connect(&settings).await?;
             let stats = hub_projections::replay(
                 &pool,
@@ -195,6 +242,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
+            return Ok(());
+        }
+        Command::Usage {
+            which: UsageCommand::Reprice { prices, from, to },
+        } => {
+            use hub_app::analytics::reprice;
+            use hub_app::queries::usage::parse_time;
+            let prices = reprice::price_table(&reprice::load_price_table(&prices)?)?;
+            let (from, to) = (parse_time("--from", &from)?, parse_time("--to", &to)?);
+            let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;
+            let report = reprice::reprice(&pool, from, to, &prices).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(());
         }
         Command::Admin {

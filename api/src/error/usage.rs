@@ -1,5 +1,6 @@
 //! The usage routes' failures as HTTP.
 
+use hub_app::analytics::reprice::RepriceError;
 use hub_app::analytics::summary::SummaryError;
 use hub_app::queries::usage::FilterError;
 
@@ -52,5 +53,17 @@ impl From<hub_app::analytics::events::HistoryError> for ApiError {
             }
             other => ApiError::internal(other),
         }
+    }
+}
+
+impl From<RepriceError> for ApiError {
+    fn from(err: RepriceError) -> Self {
+        let code = match err {
+            RepriceError::Database(db) => return db.into(),
+            RepriceError::Prices(_) | RepriceError::Money(_) => "invalid_prices",
+            RepriceError::Range => "invalid_filter",
+            RepriceError::TooManyGroups => "too_many_groups",
+        };
+        ApiError::bad_request(code, err.to_string())
     }
 }

@@ -57,6 +57,7 @@ use crate::state::AppState;
 /// | `POST /api/admin/promos`, `GET /api/admin/promos`, `POST /api/admin/promos/{code}/disable`, `POST /api/admin/promos/{code}/enable` | admin |
 /// | `GET /api/usage`, `/api/usage/summary`, `/api/usage/export`, `/api/usage/requests/{id}` | any signed-in caller (own usage; an API key its owner's); admin, analyst, auditor: everyone's |
 /// | `GET /api/analytics/events` | admin, analyst, auditor |
+/// | `POST /api/usage/reprice` | analyst, admin (a read: nothing is written) |
 ///
 /// Every route but inference answers within `server.request_timeout_ms` (503 after it).
 /// Inference (`/v1/chat/completions`, `/api/ws`) runs under its own deadline
@@ -124,6 +125,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/usage", get(usage::list))
         .route("/api/usage/summary", get(usage::summary))
         .route("/api/usage/requests/{request_id}", get(usage::request))
+        .route("/api/usage/reprice", post(usage::reprice))
         .layer(timeout)
         // The exports stream for as long as the range takes: no request timeout.
         .route("/api/usage/export", get(usage::export))

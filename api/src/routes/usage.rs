@@ -1,6 +1,7 @@
 //! `/api/usage`: settled requests, summaries from the hourly rollups, the streamed export
 //! and one request's story. A user reads their own usage (an API key its owner's); admins,
-//! analysts and auditors read everyone's (`user_id=` narrows).
+//! analysts and auditors read everyone's (`user_id=` narrows). Re-pricing is for analysts
+//! and admins.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -10,12 +11,14 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use hub_app::analytics::{export, summary};
-use hub_app::queries::usage::{self, RawFilter, RequestStory, UsageFilter, UsageRecord};
+use hub_app::analytics::{export, reprice as repricing, summary};
+use hub_app::queries::usage::{
+    self, parse_time, RawFilter, RequestStory, UsageFilter, UsageRecord,
+};
 
 /// The filters every usage route takes, as text (read by [`RawFilter::parse`]).
 macro_rules! usage_query {
@@ -111,4 +114,30 @@ pub async fn request(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found_code("request_not_found", "no such request"))
+}
+
+/// `POST /api/usage/reprice`'s body: a range and a price table in the shape of the
+/// configured models' prices (model name → `price`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepriceBody {
+    pub from: String,
+    pub to: String,
+    pub prices: repricing::PriceTable,
+}
+
+/// `POST /api/usage/reprice`: what the usage of a range would have cost under `prices`, per
+/// model and per user. Nothing is written.
+pub async fn reprice(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RepriceBody>,
+) -> Result<Json<repricing::Repricing>, ApiError> {
+    caller.require(&[Role::Analyst, Role::Admin])?;
+    let from = parse_time("from", &body.from)?;
+    let to = parse_time("to", &body.to)?;
+    let prices = repricing::price_table(&body.prices)?;
+    Ok(Json(
+        repricing::reprice(&state.pool, from, to, &prices).await?,
+    ))
 }

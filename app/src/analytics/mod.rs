@@ -10,9 +10,12 @@
 //!   read, in chunks of bounded size.
 //! - [`events`]: the raw history of a time range (the events `HUB_EVENTS` stored), as
 //!   NDJSON, read with an ordered consumer.
+//! - [`reprice`]: what the usage records of a range would have cost under another price
+//!   table, per model and per user, streamed over the records; nothing is written.
 //!
 //! The filters and who reads whose usage are [`crate::queries::usage`]'s.
 
 pub mod events;
 pub mod export;
+pub mod reprice;
 pub mod summary;
