@@ -12,7 +12,7 @@ use futures::Stream;
 pub use hub_nats::history::{History, HistoryError, HistoryRange, StoredEvent};
 use hub_nats::Topology;
 
-use super::export::{CHUNKS_IN_FLIGHT, CHUNK_BYTES};
+use super::export::{Chunks, CHUNKS_IN_FLIGHT};
 use crate::queries::usage::{parse_time, FilterError};
 
 /// The longest range the HTTP route reads in one request (the command line has no cap).
@@ -100,7 +100,7 @@ pub enum EventsError {
 }
 
 /// The events of an opened read, one JSON object per line, in chunks of about
-/// [`CHUNK_BYTES`], at most [`CHUNKS_IN_FLIGHT`] ahead of the reader; a reader that goes
+/// [`super::export::CHUNK_BYTES`], at most [`CHUNKS_IN_FLIGHT`] ahead of the reader; a reader that goes
 /// away stops the read.
 pub fn ndjson(history: History) -> impl Stream<Item = Result<Bytes, EventsError>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
@@ -119,20 +119,15 @@ async fn produce(
     mut history: History,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, EventsError>>,
 ) -> Result<(), EventsError> {
-    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
+    let mut chunks = Chunks::new(tx.clone());
     while let Some(event) = history.next().await? {
-        serde_json::to_writer(&mut chunk, &event)?;
-        chunk.push(b'\n');
-        if chunk.len() >= CHUNK_BYTES {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
-            if tx.send(Ok(Bytes::from(full))).await.is_err() {
-                return Ok(()); // The reader went away.
-            }
+        serde_json::to_writer(chunks.buf(), &event)?;
+        chunks.buf().push(b'\n');
+        if !chunks.flush_if_full().await {
+            return Ok(()); // The reader went away.
         }
     }
-    if !chunk.is_empty() {
-        let _ = tx.send(Ok(Bytes::from(chunk))).await;
-    }
+    chunks.finish().await;
     Ok(())
 }
 

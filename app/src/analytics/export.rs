@@ -123,31 +123,63 @@ async fn produce(
     filter.push_where(&mut sql, "recorded_at");
     sql.push(" ORDER BY recorded_at, stream_sequence");
     let mut rows = sql.build().fetch(pool);
-    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
+    let mut chunks = Chunks::new(tx.clone());
     if format == Format::Csv {
-        csv_line(&mut chunk, CSV_HEADER.iter().map(|h| (*h).to_string()));
+        csv_line(chunks.buf(), CSV_HEADER.iter().map(|h| (*h).to_string()));
     }
     while let Some(row) = rows.next().await {
         let record = UsageRecord::from_row(&row?)?;
         match format {
-            Format::Csv => csv_line(&mut chunk, csv_fields(&record)),
+            Format::Csv => csv_line(chunks.buf(), csv_fields(&record)),
             Format::Ndjson => {
-                serde_json::to_writer(&mut chunk, &record)?;
-                chunk.push(b'\n');
+                serde_json::to_writer(chunks.buf(), &record)?;
+                chunks.buf().push(b'\n');
             }
         }
         rows_encoded.fetch_add(1, Ordering::Relaxed);
-        if chunk.len() >= CHUNK_BYTES {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
-            if tx.send(Ok(Bytes::from(full))).await.is_err() {
-                return Ok(()); // The reader went away.
-            }
+        if !chunks.flush_if_full().await {
+            return Ok(()); // The reader went away.
         }
     }
-    if !chunk.is_empty() {
-        let _ = tx.send(Ok(Bytes::from(chunk))).await;
-    }
+    chunks.finish().await;
     Ok(())
+}
+
+/// Lines gathered into chunks of about [`CHUNK_BYTES`] and handed to a channel's reader:
+/// the one encoder loop of every streamed export.
+pub(crate) struct Chunks<E> {
+    chunk: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, E>>,
+}
+
+impl<E> Chunks<E> {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<Result<Bytes, E>>) -> Self {
+        Chunks {
+            chunk: Vec::with_capacity(CHUNK_BYTES + 1024),
+            tx,
+        }
+    }
+
+    /// Where the next line is written.
+    pub(crate) fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.chunk
+    }
+
+    /// Send the chunk once it is full; `false` when the reader went away.
+    pub(crate) async fn flush_if_full(&mut self) -> bool {
+        if self.chunk.len() < CHUNK_BYTES {
+            return true;
+        }
+        let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
+        self.tx.send(Ok(Bytes::from(full))).await.is_ok()
+    }
+
+    /// Send what is left.
+    pub(crate) async fn finish(self) {
+        if !self.chunk.is_empty() {
+            let _ = self.tx.send(Ok(Bytes::from(self.chunk))).await;
+        }
+    }
 }
 
 /// How many records `filter` selects (the length of an export's progress bar).
