@@ -31,7 +31,21 @@ fn nats_url() -> String {
 }
 
 /// Poll `probe` until it gives a value, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match within(limit, probe).await {
+        Some(value) => value,
+        None => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Poll `probe` until it gives a value; `None` once `limit` has passed without one. The one
+/// polling loop of these tests: a process or a server is asked again, never waited for
+/// blindly.
+async fn within<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -39,9 +53,11 @@ where
     let start = Instant::now();
     loop {
         if let Some(value) = probe().await {
-            return value;
+            return Some(value);
         }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() >= limit {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -157,33 +173,43 @@ impl OwnPostgres {
     /// after a kill may find the old one's shared memory still attached by a dying backend
     /// and exit; it is started again until it stays up.
     async fn start(&mut self) {
-        let start = Instant::now();
-        loop {
-            let mut server = self.spawn();
-            let url = self.url("postgres");
-            loop {
-                if let Ok(conn) = PgConnection::connect(&url).await {
-                    let _ = conn.close().await;
-                    self.server = Some(server);
-                    return;
-                }
-                if let Ok(Some(_)) = server.try_wait() {
-                    break;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "Postgres did not start; its log ends with:\n{}",
-                    self.log_tail()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "Postgres kept exiting; its log ends with:\n{}",
+        let url = self.url("postgres");
+        let started = within(Duration::from_secs(60), || {
+            let url = url.clone();
+            let server = self.spawn();
+            async move { Self::await_connections(server, &url).await }
+        })
+        .await;
+        match started {
+            Some(server) => self.server = Some(server),
+            None => panic!(
+                "Postgres did not start or kept exiting; its log ends with:\n{}",
                 self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            ),
         }
+    }
+
+    /// The server once it takes connections; `None` if it exits first (or does not answer
+    /// within 30 s), for [`Self::start`] to start it again.
+    async fn await_connections(mut server: Child, url: &str) -> Option<Child> {
+        let up = within(Duration::from_secs(30), || {
+            let exited = matches!(server.try_wait(), Ok(Some(_)));
+            async move {
+                if exited {
+                    return Some(false);
+                }
+                let conn = PgConnection::connect(url).await.ok()?;
+                let _ = conn.close().await;
+                Some(true)
+            }
+        })
+        .await;
+        if up == Some(true) {
+            return Some(server);
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        None
     }
 
     fn spawn(&self) -> Child {
@@ -448,38 +474,39 @@ impl Scene {
     /// projection at the end of the stream.
     async fn quiesce(&self) {
         let ready = self.hub.url("/ready");
-        let start = Instant::now();
-        let mut last = Value::Null;
-        loop {
-            if let Ok(response) = self
+        let last = std::sync::Mutex::new(Value::Null);
+        let quiet = within(Duration::from_secs(90), || async {
+            let response = self
                 .client
                 .get(&ready)
                 .bearer_auth(&self.admin)
                 .send()
                 .await
-            {
-                last = response.json().await.unwrap_or(Value::Null);
-                // The credit projections read every event; the others only their own
-                // types, so their checkpoints stay behind the stream's end.
-                let behind = ["balances", "ledger", "usage"]
-                    .iter()
-                    .map(|p| last["projections"][p]["stream_messages_behind"].as_u64())
-                    .max()
-                    .flatten();
-                if last["status"] == "ready"
-                    && last["settlements_waiting"].as_u64() == Some(0)
-                    && last["relay"]["pending_events"].as_u64() == Some(0)
-                    && behind == Some(0)
-                {
-                    return;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "the hub did not settle everything; /ready says {last}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+                .ok()?;
+            let now: Value = response.json().await.unwrap_or(Value::Null);
+            // The credit projections read every event; the others only their own types, so
+            // their checkpoints stay behind the stream's end.
+            let behind = ["balances", "ledger", "usage"]
+                .iter()
+                .map(|p| now["projections"][p]["stream_messages_behind"].as_u64())
+                .max()
+                .flatten();
+            let done = now["status"] == "ready"
+                && now["settlements_waiting"].as_u64() == Some(0)
+                && now["relay"]["pending_events"].as_u64() == Some(0)
+                && behind == Some(0);
+            *last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+            done.then_some(())
+        })
+        .await;
+        assert!(
+            quiet.is_some(),
+            "the hub did not settle everything; /ready says {}",
+            last.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        );
     }
 }
 
