@@ -157,13 +157,23 @@ pub struct KeyOwner {
 /// store, never from a cache.
 pub async fn authenticate(hub: &Hub, key: &str) -> Result<KeyOwner, KeyError> {
     let prefix = secrets::api_key_prefix(key).ok_or(KeyError::Refused)?;
-    let owner: Option<Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM api_key_index WHERE prefix = $1")
-            .bind(prefix)
-            .fetch_optional(&hub.pool)
-            .await?;
-    let owner = UserId(owner.ok_or(KeyError::Refused)?);
-    let user = hub.users.load(owner).await?;
+    // The owner and the sequence of their last event in one round trip; the owner is
+    // folded again only if that moved since this process last read them.
+    let found: Option<(Uuid, Option<i64>)> = sqlx::query_as(
+        "SELECT i.user_id,
+                (SELECT max(e.sequence) FROM events e
+                  WHERE e.aggregate_type = $2 AND e.aggregate_id = i.user_id::text)
+           FROM api_key_index i
+          WHERE i.prefix = $1",
+    )
+    .bind(prefix)
+    .bind(<hub_domain::User as hub_domain::Decider>::TYPE)
+    .fetch_optional(&hub.pool)
+    .await?;
+    let (owner, head) = found.ok_or(KeyError::Refused)?;
+    let owner = UserId(owner);
+    let head = head.and_then(|head| usize::try_from(head).ok()).unwrap_or(0);
+    let user = hub.users.current_at(owner, head).await?;
     let hash = secrets::sha256_hash(key);
     let api_key = user.api_key_by_hash(&hash).ok_or(KeyError::Refused)?;
     if !api_key.is_usable_at(hub.clock.now()) {

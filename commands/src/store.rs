@@ -200,6 +200,20 @@ impl<A: HubAggregate> HubEventStore<A> {
         Ok(loaded)
     }
 
+    /// The sequence of the aggregate's last event (0: none yet): one lookup in the primary
+    /// key's index, without reading any payload.
+    pub async fn head(&self, aggregate_id: &str) -> Result<usize, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        to_usize(Ok(head.unwrap_or(0)))
+    }
+
     /// Fold every event from the first, ignoring snapshots: the reference a snapshot must
     /// equal.
     pub async fn load_without_snapshot(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {

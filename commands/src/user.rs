@@ -7,6 +7,7 @@ use hub_domain::{
 };
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use crate::bus::{CommandBus, Committed};
@@ -45,13 +46,20 @@ pub struct Registration {
 pub struct Users {
     bus: CommandBus<User>,
     pool: PgPool,
+    /// Users as this process last read them, with the sequence of their last event: see
+    /// [`Users::current`].
+    read: Mutex<HashMap<UserId, (usize, Arc<User>)>>,
 }
+
+/// How many users [`Users::current`] keeps; past it, one is forgotten for each one read.
+const CURRENT_USERS_KEPT: usize = 100_000;
 
 impl Users {
     pub fn new(bus: CommandBus<User>) -> Self {
         Users {
             pool: bus.store().pool().clone(),
             bus,
+            read: Mutex::new(HashMap::new()),
         }
     }
 
@@ -67,6 +75,52 @@ impl Users {
     /// for API keys, where a revocation elsewhere must count at once).
     pub async fn load(&self, user: UserId) -> Result<User, StoreError> {
         Ok(self.bus.store().load(&user.to_string()).await?.aggregate)
+    }
+
+    /// The user as the event store has it now, exactly as [`Users::load`] would return it,
+    /// without reading or folding an event when nothing happened to them since this process
+    /// last read them: the sequence of their last event is looked up (one probe of the
+    /// primary key's index, no payload) and the copy read at that sequence is reused. Events
+    /// are immutable and numbered per user, so an equal sequence is an equal state. For the
+    /// checks made on every request.
+    pub async fn current(&self, user: UserId) -> Result<Arc<User>, StoreError> {
+        let head = self.bus.store().head(&user.to_string()).await?;
+        self.current_at(user, head).await
+    }
+
+    /// [`Users::current`] when the caller already read the user's head sequence (in the
+    /// same query as something else).
+    pub async fn current_at(&self, user: UserId, head: usize) -> Result<Arc<User>, StoreError> {
+        if let Some(kept) = self.kept(user, head) {
+            return Ok(kept);
+        }
+        let loaded = self.bus.store().load(&user.to_string()).await?;
+        let read = Arc::new(loaded.aggregate);
+        self.keep(user, loaded.sequence, Arc::clone(&read));
+        Ok(read)
+    }
+
+    fn kept(&self, user: UserId, head: usize) -> Option<Arc<User>> {
+        let read = self.read.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        read.get(&user)
+            .filter(|(sequence, _)| *sequence == head)
+            .map(|(_, kept)| Arc::clone(kept))
+    }
+
+    fn keep(&self, user: UserId, sequence: usize, state: Arc<User>) {
+        let mut read = self.read.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if read.len() >= CURRENT_USERS_KEPT && !read.contains_key(&user) {
+            if let Some(&forget) = read.keys().next() {
+                read.remove(&forget);
+            }
+        }
+        match read.get(&user) {
+            // A concurrent reader kept a later state: keep that one.
+            Some((kept, _)) if *kept > sequence => {}
+            _ => {
+                read.insert(user, (sequence, state));
+            }
+        }
     }
 
     /// The user holding `email`, if it is registered.

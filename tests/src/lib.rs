@@ -137,6 +137,28 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A second hub process on this app's database and streams (its own pool, caches and
+    /// port), running `roles`: what a deployment with several API replicas has.
+    pub async fn peer(&self, roles: Roles) -> Peer {
+        let app = Application::build_with_clock(self.settings.clone(), roles, self.clock.clone())
+            .await
+            .expect("a second process builds");
+        let port = app.port().unwrap_or(0);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = app
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Peer {
+            address: format!("http://127.0.0.1:{port}"),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// Stop every role, then drop the database and the streams.
     pub async fn stop(mut self) {
         self.shutdown().await;
@@ -165,6 +187,30 @@ impl Drop for TestApp {
         // Blocking: Drop may run inside a runtime, and the test binary may exit right after.
         if let Err(err) = self.sandbox.destroy_blocking() {
             eprintln!("could not clean up after the test: {err}");
+        }
+    }
+}
+
+/// Another hub process beside a [`TestApp`] ([`TestApp::peer`]), stopped when dropped.
+pub struct Peer {
+    pub address: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Peer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
     }
 }

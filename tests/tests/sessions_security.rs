@@ -6,6 +6,7 @@
 
 use futures::{SinkExt, StreamExt};
 use hub_domain::Role;
+use hub_server::Roles;
 use hub_tests::{eventually, spawn_app, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -639,5 +640,91 @@ async fn a_key_without_the_read_scope_cannot_read_the_ledger() {
         (status, code.as_str()),
         (StatusCode::BAD_REQUEST, "invalid_scope")
     );
+    app.stop().await;
+}
+
+/// Several API processes each keep the users they read (the per-request check reads only
+/// the sequence of the user's last event): a change made through one process must still
+/// count at the very next request in another that served the same credentials a moment
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_through_one_api_process_counts_at_once_in_another() {
+    let app = spawn_app().await;
+    let other = app
+        .peer(Roles {
+            http: true,
+            ..Roles::NONE
+        })
+        .await;
+    let admin = bootstrap_admin(&app);
+    let user = register(&app, "eve@example.com").await;
+    let (key, created) = create_key(
+        &app,
+        &user.token,
+        json!({"name": "ci", "scopes": ["inference", "read"]}),
+    )
+    .await;
+    let (spare, _) = create_key(
+        &app,
+        &user.token,
+        json!({"name": "spare", "scopes": ["read"]}),
+    )
+    .await;
+    let on_other = |credential: &str| {
+        app.client
+            .get(other.url("/api/credits/balance"))
+            .bearer_auth(credential)
+            .send()
+    };
+    for credential in [&user.token, &key, &spare] {
+        let response = on_other(credential).await.expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    // A key revoked through the first process: the second refuses it at once.
+    let key_id = created["id"].as_str().expect("a key id");
+    let revoked = app
+        .client
+        .delete(app.url(&format!("/api/keys/{key_id}")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .expect("request sent");
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(
+        on_other(&key).await.expect("request sent").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        on_other(&user.token).await.expect("request sent").status(),
+        StatusCode::OK
+    );
+
+    // "Log out everywhere" through the first process ends the token in the second.
+    let ended = post(&app, "/api/auth/logout-all", Some(&user.token), json!({})).await;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        error_code(on_other(&user.token).await.expect("request sent")).await,
+        (StatusCode::UNAUTHORIZED, "session_ended".to_string())
+    );
+
+    // A suspension through the first process stops the remaining key in the second.
+    assert_eq!(
+        on_other(&spare).await.expect("request sent").status(),
+        StatusCode::OK
+    );
+    let suspended = post(
+        &app,
+        &format!("/api/admin/users/{}/suspend", user.id),
+        Some(&admin),
+        json!({"reason": "chargebacks"}),
+    )
+    .await;
+    assert_eq!(suspended.status(), StatusCode::OK);
+    assert_eq!(
+        error_code(on_other(&spare).await.expect("request sent")).await,
+        (StatusCode::FORBIDDEN, "account_suspended".to_string())
+    );
+    drop(other);
     app.stop().await;
 }

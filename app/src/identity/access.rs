@@ -8,9 +8,10 @@
 //! password reset or "log out everywhere" since it was minted); a key once it is revoked or
 //! expired.
 //!
-//! The user is read from the event store on every check, never from a cache: a change made
-//! by any process counts at the next request (one indexed read of the user's snapshot and
-//! tail, what an API key has always cost).
+//! The user is as the event store has it at every check, never a cached guess: a change
+//! made by any process counts at the next request. The check looks up the sequence of the
+//! user's last event (one index probe) and folds the user again only when it moved
+//! ([`hub_commands::Users::current`]).
 
 use chrono::{DateTime, Utc};
 use hub_adapters::jwt::{Claims, EXP_LEEWAY_S};
@@ -80,15 +81,16 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
-/// Whether `credential` of `user` lets them in now. Reads the user from the event store.
+/// Whether `credential` of `user` lets them in now, against the user as the event store has
+/// them now.
 pub async fn check(hub: &Hub, user: UserId, credential: &Credential) -> Result<(), AccessError> {
     let now = hub.clock.now();
     // An expired token is refused without a read.
     if credential.ends_at().is_some_and(|end| end < now) {
         return Err(AccessRefused::Expired.into());
     }
-    let loaded = hub.users.load(user).await?;
-    judge(&loaded, credential, now)?;
+    let current = hub.users.current(user).await?;
+    judge(&current, credential, now)?;
     Ok(())
 }
 

@@ -2,18 +2,19 @@
 //! whose spending limit the reservation (step 4) is checked against.
 
 use hub_domain::{KeyLimit, User, UserId};
+use std::sync::Arc;
 
 use super::{GatewayError, Payer, EVENT_STORE_UNAVAILABLE};
 use crate::hub::Hub;
 
 /// The paying user, loaded once when a check below needs them: with
 /// `auth.require_verified_email`, or for an API key (its spending limit).
-pub async fn load_payer(hub: &Hub, payer: &Payer) -> Result<Option<User>, GatewayError> {
+pub async fn load_payer(hub: &Hub, payer: &Payer) -> Result<Option<Arc<User>>, GatewayError> {
     if !hub.settings.auth.require_verified_email && payer.api_key.is_none() {
         return Ok(None);
     }
     hub.users
-        .load(UserId(payer.user))
+        .current(UserId(payer.user))
         .await
         .map(Some)
         .map_err(|_| EVENT_STORE_UNAVAILABLE)
@@ -26,7 +27,7 @@ pub fn require_verified_email(hub: &Hub, user: Option<&User>) -> Result<(), Gate
     if !hub.settings.auth.require_verified_email {
         return Ok(());
     }
-    if !user.is_some_and(User::email_verified) {
+    if !user.is_some_and(|user| user.email_verified()) {
         return Err(GatewayError::EmailNotVerified);
     }
     Ok(())

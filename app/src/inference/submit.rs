@@ -43,9 +43,9 @@ pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submiss
         .map_err(|_| GatewayError::Overloaded)?;
     let model = validate(&hub.router, &chat)?;
     let user = load_payer(hub, payer).await?;
-    require_verified_email(hub, user.as_ref())?;
+    require_verified_email(hub, user.as_deref())?;
     let estimate = estimate(&hub.router, &model, &chat).await?;
-    let key = key_limit(payer, user.as_ref());
+    let key = key_limit(payer, user.as_deref());
     let reservation = reserve(hub, payer, key, estimate.max_cost).await?;
     publish(hub, payer, chat, estimate, reservation).await
 }
