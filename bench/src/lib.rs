@@ -39,6 +39,7 @@ use uuid::Uuid;
 use hub_sandbox::{Prefixes, Sandbox};
 use hub_server::{Application, Roles, Settings};
 
+mod analytics;
 mod gateway;
 mod snapshot;
 
@@ -51,6 +52,9 @@ pub enum Which {
     /// The hub's added latency over a local upstream, its sustained rate with billing on, and
     /// its memory with many open streams; LiteLLM's proxy side by side.
     Gateway(gateway::GatewayArgs),
+    /// The analysts' read side over a month of synthetic usage: the usage projection's
+    /// rebuild, summaries, exports and the raw events stream.
+    Analytics(analytics::AnalyticsArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -99,6 +103,7 @@ pub async fn run(which: Which, settings: Settings) -> anyhow::Result<()> {
         Which::Ledger(args) => ledger(args, settings).await,
         Which::Snapshot(args) => snapshot::run(args, settings).await,
         Which::Gateway(args) => gateway::run(args, settings).await,
+        Which::Analytics(args) => analytics::run(args, settings).await,
     }
 }
 
