@@ -115,7 +115,10 @@ pub fn posting(event: &CreditEvent) -> Option<Posting<'_>> {
             "grant",
             "grant",
             key.as_str(),
-            vec![Leg::debit(GRANTS, *amount), Leg::credit(USER_AVAILABLE, *amount)],
+            vec![
+                Leg::debit(GRANTS, *amount),
+                Leg::credit(USER_AVAILABLE, *amount),
+            ],
         ),
         CreditEvent::CreditsPurchased {
             payment_id, amount, ..
@@ -123,13 +126,19 @@ pub fn posting(event: &CreditEvent) -> Option<Posting<'_>> {
             "purchase",
             "payment",
             payment_id.as_str(),
-            vec![Leg::debit(STRIPE, *amount), Leg::credit(USER_AVAILABLE, *amount)],
+            vec![
+                Leg::debit(STRIPE, *amount),
+                Leg::credit(USER_AVAILABLE, *amount),
+            ],
         ),
         CreditEvent::PromoCreditsApplied { code, amount, .. } => (
             "promo",
             "promo",
             code.as_str(),
-            vec![Leg::debit(PROMOS, *amount), Leg::credit(USER_AVAILABLE, *amount)],
+            vec![
+                Leg::debit(PROMOS, *amount),
+                Leg::credit(USER_AVAILABLE, *amount),
+            ],
         ),
         CreditEvent::CreditsRevoked {
             payment_id,
@@ -162,7 +171,10 @@ pub fn posting(event: &CreditEvent) -> Option<Posting<'_>> {
             "reserve",
             "request",
             request_id.as_str(),
-            vec![Leg::debit(USER_AVAILABLE, *amount), Leg::credit(USER_HELD, *amount)],
+            vec![
+                Leg::debit(USER_AVAILABLE, *amount),
+                Leg::credit(USER_HELD, *amount),
+            ],
         ),
         CreditEvent::ReservationSettled {
             request_id,
@@ -206,7 +218,10 @@ pub fn posting(event: &CreditEvent) -> Option<Posting<'_>> {
             "release",
             "request",
             request_id.as_str(),
-            vec![Leg::debit(USER_HELD, *amount), Leg::credit(USER_AVAILABLE, *amount)],
+            vec![
+                Leg::debit(USER_HELD, *amount),
+                Leg::credit(USER_AVAILABLE, *amount),
+            ],
         ),
         CreditEvent::ReservationExpired {
             request_id, amount, ..
@@ -214,7 +229,10 @@ pub fn posting(event: &CreditEvent) -> Option<Posting<'_>> {
             "expiry",
             "request",
             request_id.as_str(),
-            vec![Leg::debit(USER_HELD, *amount), Leg::credit(USER_AVAILABLE, *amount)],
+            vec![
+                Leg::debit(USER_HELD, *amount),
+                Leg::credit(USER_AVAILABLE, *amount),
+            ],
         ),
         CreditEvent::DebtRepaid {
             payment_id, amount, ..
@@ -222,7 +240,10 @@ pub fn posting(event: &CreditEvent) -> Option<Posting<'_>> {
             "debt_repayment",
             "payment",
             payment_id.as_str(),
-            vec![Leg::debit(USER_AVAILABLE, *amount), Leg::credit(DEBT, *amount)],
+            vec![
+                Leg::debit(USER_AVAILABLE, *amount),
+                Leg::credit(DEBT, *amount),
+            ],
         ),
     };
     Some(Posting {
@@ -305,8 +326,7 @@ pub(crate) async fn apply(conn: &mut PgConnection, events: &[Projected]) -> anyh
 mod tests {
     use super::*;
     use hub_domain::{
-        CreditAccount, CreditCommand, Decider, IdempotencyKey, LateSettlement,
-        RequestId,
+        CreditAccount, CreditCommand, Decider, IdempotencyKey, LateSettlement, RequestId,
     };
     use std::collections::BTreeMap;
 
@@ -340,9 +360,18 @@ mod tests {
                 }
                 account.evolve(event);
             }
-            assert_eq!(net.get(USER_AVAILABLE).copied().unwrap_or(0), account.available().micros());
-            assert_eq!(net.get(USER_HELD).copied().unwrap_or(0), account.reserved().micros());
-            assert_eq!(-net.get(DEBT).copied().unwrap_or(0), account.debt().micros());
+            assert_eq!(
+                net.get(USER_AVAILABLE).copied().unwrap_or(0),
+                account.available().micros()
+            );
+            assert_eq!(
+                net.get(USER_HELD).copied().unwrap_or(0),
+                account.reserved().micros()
+            );
+            assert_eq!(
+                -net.get(DEBT).copied().unwrap_or(0),
+                account.debt().micros()
+            );
         }
         net
     }

@@ -38,7 +38,9 @@ pub enum ProjectionKind {
 
 /// Unknown projection name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown projection {0:?} (known: balances, ledger, users, usage, payments, promos, journal)")]
+#[error(
+    "unknown projection {0:?} (known: balances, ledger, users, usage, payments, promos, journal)"
+)]
 pub struct UnknownProjection(pub String);
 
 impl std::str::FromStr for ProjectionKind {

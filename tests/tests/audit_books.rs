@@ -141,9 +141,8 @@ async fn settled_head(app: &TestApp, auditor: &str, user: Uuid, balance: i64) ->
             return None;
         }
         let tb = get_json(app, "/api/audit/trial-balance", auditor).await;
-        (tb["read_model"]["agrees"] == json!(true)
-            && tb["users_balance_micros"] == json!(balance))
-        .then_some(tb)
+        (tb["read_model"]["agrees"] == json!(true) && tb["users_balance_micros"] == json!(balance))
+            .then_some(tb)
     })
     .await
 }
@@ -168,16 +167,15 @@ fn lines(tb: &Value) -> BTreeMap<String, (i64, i64)> {
 
 fn assert_balanced(tb: &Value) {
     assert_eq!(tb["balanced"], json!(true), "{tb}");
-    assert_eq!(tb["total_debits_micros"], tb["total_credits_micros"], "{tb}");
+    assert_eq!(
+        tb["total_debits_micros"], tb["total_credits_micros"],
+        "{tb}"
+    );
     let (debits, credits) = lines(tb)
         .values()
         .fold((0, 0), |(d, c), (ld, lc)| (d + ld, c + lc));
     assert_eq!(debits, credits, "the balances' columns foot: {tb}");
-    assert_eq!(
-        tb["total_debit_balances_micros"],
-        json!(debits),
-        "{tb}"
-    );
+    assert_eq!(tb["total_debit_balances_micros"], json!(debits), "{tb}");
 }
 
 /// What the scenario leaves behind.
@@ -204,7 +202,10 @@ async fn scenario() -> Books {
     // 100 granted.
     let granted = app.grant(&admin, user, 100 * CREDIT, "books-grant").await;
     assert_eq!(granted.status(), StatusCode::CREATED);
-    captured.push((Utc::now(), settled_head(&app, &auditor, user, 100 * CREDIT).await));
+    captured.push((
+        Utc::now(),
+        settled_head(&app, &auditor, user, 100 * CREDIT).await,
+    ));
 
     // 100 bought (the starter package, 10.00 USD); another checkout never paid.
     let paid_session = checkout(&app, &token, "starter").await;
@@ -230,9 +231,18 @@ async fn scenario() -> Books {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = post_json(&app, "/api/promos/redeem", &token, json!({"code": "BOOKS10"})).await;
+    let (status, body) = post_json(
+        &app,
+        "/api/promos/redeem",
+        &token,
+        json!({"code": "BOOKS10"}),
+    )
+    .await;
     assert!(status.is_success(), "{body}");
-    captured.push((Utc::now(), settled_head(&app, &auditor, user, 210 * CREDIT).await));
+    captured.push((
+        Utc::now(),
+        settled_head(&app, &auditor, user, 210 * CREDIT).await,
+    ));
 
     // A request charged 20 of its 50; another released; one that will expire; one held.
     let later = Utc::now() + Span::hours(1);
@@ -304,7 +314,10 @@ async fn scenario() -> Books {
         },
     )
     .await;
-    captured.push((Utc::now(), settled_head(&app, &auditor, user, 150 * CREDIT).await));
+    captured.push((
+        Utc::now(),
+        settled_head(&app, &auditor, user, 150 * CREDIT).await,
+    ));
 
     Books {
         app,
@@ -347,7 +360,12 @@ async fn the_trial_balance_balances_after_every_kind_of_movement_now_and_as_of_p
     // As of each captured moment, the same lines the head showed then.
     for (at, then) in &books.captured {
         let when = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let past = get_json(app, &format!("/api/audit/trial-balance?as_of={when}"), auditor).await;
+        let past = get_json(
+            app,
+            &format!("/api/audit/trial-balance?as_of={when}"),
+            auditor,
+        )
+        .await;
         assert_balanced(&past);
         assert_eq!(lines(&past), lines(then), "as of {when}: {past}");
         assert_eq!(past["read_model"], Value::Null);
@@ -450,7 +468,10 @@ async fn the_reconciliation_sets_each_stripe_session_beside_the_credits_it_moved
 
     // Paged one session at a time, oldest first, with the totals of the whole range.
     let first = get_json(app, "/api/audit/payments/reconciliation?limit=1", auditor).await;
-    assert_eq!(first["sessions"][0]["session_id"], json!(books.paid_session));
+    assert_eq!(
+        first["sessions"][0]["session_id"],
+        json!(books.paid_session)
+    );
     assert_eq!(first["totals"], all["totals"]);
     let cursor = first["next_cursor"].as_str().expect("a second page");
     let second = get_json(
@@ -459,7 +480,10 @@ async fn the_reconciliation_sets_each_stripe_session_beside_the_credits_it_moved
         auditor,
     )
     .await;
-    assert_eq!(second["sessions"][0]["session_id"], json!(books.unpaid_session));
+    assert_eq!(
+        second["sessions"][0]["session_id"],
+        json!(books.unpaid_session)
+    );
     assert_eq!(second["next_cursor"], Value::Null);
 
     // A range before any session: nothing, and totals of nothing.

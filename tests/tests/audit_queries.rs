@@ -93,19 +93,27 @@ async fn settle(app: &TestApp, user: Uuid, request: &str, credits: i64) {
         .expect("settle");
 }
 
+/// A captured moment: when, `(balance, reserved, available)` as the API showed it, and how
+/// many ledger entries the account had.
+type Moment = (DateTime<Utc>, (i64, i64, i64), usize);
+
 /// The balance the API shows the user once it has applied the account's `version`-th
 /// event: `(balance, reserved, available)`.
 async fn shown_balance(app: &TestApp, token: &str, version: i64) -> (i64, i64, i64) {
-    eventually(WAIT, &format!("the balance at version {version}"), || async {
-        let (_, b) = json_of(app.get("/api/credits/balance", Some(token)).await).await;
-        (b["version"].as_i64() == Some(version)).then(|| {
-            (
-                b["balance_micros"].as_i64().unwrap_or(-1),
-                b["reserved_micros"].as_i64().unwrap_or(-1),
-                b["available_micros"].as_i64().unwrap_or(-1),
-            )
-        })
-    })
+    eventually(
+        WAIT,
+        &format!("the balance at version {version}"),
+        || async {
+            let (_, b) = json_of(app.get("/api/credits/balance", Some(token)).await).await;
+            (b["version"].as_i64() == Some(version)).then(|| {
+                (
+                    b["balance_micros"].as_i64().unwrap_or(-1),
+                    b["reserved_micros"].as_i64().unwrap_or(-1),
+                    b["available_micros"].as_i64().unwrap_or(-1),
+                )
+            })
+        },
+    )
     .await
 }
 
@@ -118,8 +126,9 @@ async fn an_account_as_of_each_captured_moment_equals_what_the_api_showed_then()
     let token = app.token(user, Role::User);
     let before_anything = Utc::now();
 
-    // Each step, then the balance the API shows once it has applied it, then the moment.
-    let mut moments: Vec<(DateTime<Utc>, (i64, i64, i64), usize)> = Vec::new();
+    // After each step: the moment, the balance the API showed once it had applied it, and
+    // the ledger entries by then.
+    let mut moments: Vec<Moment> = Vec::new();
     let granted = app.grant(&admin, user, 100 * CREDIT, "asof-1").await;
     assert_eq!(granted.status(), StatusCode::CREATED);
     // Opening (1) and grant (2).
@@ -153,14 +162,25 @@ async fn an_account_as_of_each_captured_moment_equals_what_the_api_showed_then()
         assert_eq!(asof["available_micros"], json!(available), "{asof}");
         assert_eq!(asof["debt_micros"], json!(0));
         // The ledger up to then, and only up to then, sums to the folded balance.
-        assert_eq!(asof["ledger"].as_array().map(Vec::len), Some(*entries), "{asof}");
+        assert_eq!(
+            asof["ledger"].as_array().map(Vec::len),
+            Some(*entries),
+            "{asof}"
+        );
         assert_eq!(asof["ledger_sum_micros"], json!(balance));
         assert_eq!(asof["ledger_agrees"], json!(true), "{asof}");
-        assert_eq!(asof["read_model"], Value::Null, "a past time is not compared");
+        assert_eq!(
+            asof["read_model"],
+            Value::Null,
+            "a past time is not compared"
+        );
     }
 
     // Before the account existed, it held nothing.
-    let path = format!("/api/audit/accounts/{user}?as_of={}", param(before_anything));
+    let path = format!(
+        "/api/audit/accounts/{user}?as_of={}",
+        param(before_anything)
+    );
     let empty = get_json(&app, &path, &auditor).await;
     assert_eq!(empty["events_folded"], json!(0));
     assert_eq!(empty["balance_micros"], json!(0));
@@ -277,11 +297,26 @@ async fn the_ledger_across_accounts_is_filtered_and_paged_newest_first() {
     };
     assert_eq!(count(format!("/api/audit/ledger?account={alice}")).await, 2);
     assert_eq!(count("/api/audit/ledger?kind=charge".into()).await, 1);
-    assert_eq!(count("/api/audit/ledger?cause_type=request&cause_id=l-req".into()).await, 1);
-    assert_eq!(count("/api/audit/ledger?cause_type=grant&cause_id=l-b1".into()).await, 1);
-    assert_eq!(count(format!("/api/audit/ledger?actor={admin_id}")).await, 3);
-    assert_eq!(count(format!("/api/audit/ledger?from={}", param(middle))).await, 1);
-    assert_eq!(count(format!("/api/audit/ledger?to={}", param(middle))).await, 3);
+    assert_eq!(
+        count("/api/audit/ledger?cause_type=request&cause_id=l-req".into()).await,
+        1
+    );
+    assert_eq!(
+        count("/api/audit/ledger?cause_type=grant&cause_id=l-b1".into()).await,
+        1
+    );
+    assert_eq!(
+        count(format!("/api/audit/ledger?actor={admin_id}")).await,
+        3
+    );
+    assert_eq!(
+        count(format!("/api/audit/ledger?from={}", param(middle))).await,
+        1
+    );
+    assert_eq!(
+        count(format!("/api/audit/ledger?to={}", param(middle))).await,
+        3
+    );
 
     // Paging one at a time walks the same entries, each once.
     let mut walked = Vec::new();
@@ -356,7 +391,6 @@ async fn admin_actions_say_who_did_what_when_and_why() {
         .expect("sent");
     assert!(gone.status().is_success());
 
-
     let started = Utc::now();
     let granted = app
         .client
@@ -380,7 +414,8 @@ async fn admin_actions_say_who_did_what_when_and_why() {
         .expect("sent");
     assert!(revoked.status().is_success());
     let path = format!("/api/admin/users/{user}/suspend");
-    let (status, body) = post_json(&app, &path, &admin, json!({"reason": "chargeback fraud"})).await;
+    let (status, body) =
+        post_json(&app, &path, &admin, json!({"reason": "chargeback fraud"})).await;
     assert!(status.is_success(), "{body}");
     let path = format!("/api/admin/users/{user}/unsuspend");
     let (status, body) = post_json(&app, &path, &admin, json!({"reason": "cleared"})).await;
@@ -400,7 +435,10 @@ async fn admin_actions_say_who_did_what_when_and_why() {
     }
     let page = get_json(&app, "/api/audit/admin-actions", &auditor).await;
     let actions = page["data"].as_array().cloned().unwrap_or_default();
-    let names: Vec<&str> = actions.iter().filter_map(|a| a["action"].as_str()).collect();
+    let names: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
     assert_eq!(
         names,
         [
@@ -464,7 +502,12 @@ async fn only_auditors_and_admins_read_any_audit_route() {
     let app = spawn_app().await;
     let account = Uuid::new_v4();
     let granted = app
-        .grant(&app.token(Uuid::new_v4(), Role::Admin), account, CREDIT, "roles-1")
+        .grant(
+            &app.token(Uuid::new_v4(), Role::Admin),
+            account,
+            CREDIT,
+            "roles-1",
+        )
         .await;
     assert_eq!(granted.status(), StatusCode::CREATED);
 

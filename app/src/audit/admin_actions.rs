@@ -61,7 +61,10 @@ pub struct EventKey {
 
 impl CursorKey for EventKey {
     fn encode_key(&self) -> String {
-        format!("{}/{}/{}", self.aggregate_type, self.sequence, self.aggregate_id)
+        format!(
+            "{}/{}/{}",
+            self.aggregate_type, self.sequence, self.aggregate_id
+        )
     }
     fn decode_key(raw: &str) -> Option<Self> {
         let mut parts = raw.splitn(3, '/');
@@ -169,7 +172,12 @@ fn decode<E: DeserializeOwned>(
 }
 
 /// What, why and by whom, from one event.
-type Described = (&'static str, Option<String>, serde_json::Value, Option<String>);
+type Described = (
+    &'static str,
+    Option<String>,
+    serde_json::Value,
+    Option<String>,
+);
 
 fn action(row: &sqlx::postgres::PgRow) -> Result<AdminAction, AuditError> {
     let event = EventRef {
@@ -274,12 +282,9 @@ fn user(event: UserEvent) -> Described {
             json!({}),
             Some(reason.to_string()),
         ),
-        UserEvent::ApiKeyRevoked { key_id, .. } => (
-            "api_key_revoked",
-            None,
-            json!({ "key_id": key_id.0 }),
-            None,
-        ),
+        UserEvent::ApiKeyRevoked { key_id, .. } => {
+            ("api_key_revoked", None, json!({ "key_id": key_id.0 }), None)
+        }
         _ => ("unknown", None, serde_json::Value::Null, None),
     }
 }

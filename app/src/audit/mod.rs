@@ -86,11 +86,11 @@ pub(crate) fn parse_uuid(field: &'static str, raw: &str) -> Result<Uuid, AuditEr
     })
 }
 
+/// A time range: `from` inclusive, `to` exclusive; either may be open.
+pub(crate) type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// `from` inclusive, `to` exclusive, `from` before `to`.
-pub(crate) fn parse_range(
-    from: Option<&str>,
-    to: Option<&str>,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), AuditError> {
+pub(crate) fn parse_range(from: Option<&str>, to: Option<&str>) -> Result<Range, AuditError> {
     let from = parse_optional_time("from", from)?;
     let to = parse_optional_time("to", to)?;
     if let (Some(f), Some(t)) = (from, to) {

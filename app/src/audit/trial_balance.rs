@@ -121,7 +121,11 @@ pub async fn trial_balance(
     for (name, (d, c)) in sums {
         accounts.push(Line::new(&name, d, c));
     }
-    accounts.push(Line::new(USERS_AVAILABLE, users_available.0, users_available.1));
+    accounts.push(Line::new(
+        USERS_AVAILABLE,
+        users_available.0,
+        users_available.1,
+    ));
     accounts.push(Line::new(USERS_HELD, users_held.0, users_held.1));
 
     let total = |f: fn(&Line) -> i64| -> Result<i64, AuditError> {
@@ -176,8 +180,7 @@ pub async fn trial_balance(
 
     Ok(TrialBalance {
         as_of,
-        balanced: total_debits == total_credits
-            && total_debit_balances == total_credit_balances,
+        balanced: total_debits == total_credits && total_debit_balances == total_credit_balances,
         accounts,
         total_debits_micros: total_debits,
         total_credits_micros: total_credits,
@@ -197,8 +200,14 @@ mod tests {
     #[test]
     fn a_line_shows_its_balance_on_one_side() {
         let grants = Line::new("system:grants", 100, 0);
-        assert_eq!((grants.debit_balance_micros, grants.credit_balance_micros), (100, 0));
+        assert_eq!(
+            (grants.debit_balance_micros, grants.credit_balance_micros),
+            (100, 0)
+        );
         let users = Line::new(USERS_AVAILABLE, 30, 100);
-        assert_eq!((users.debit_balance_micros, users.credit_balance_micros), (0, 70));
+        assert_eq!(
+            (users.debit_balance_micros, users.credit_balance_micros),
+            (0, 70)
+        );
     }
 }
