@@ -22,6 +22,8 @@
 //! - [`users`]: granting and revoking roles.
 //! - [`readiness`]: whether the hub's dependencies answer, and how far behind it is.
 //! - [`queries`]: the read models (balances, ledger, payments, promo codes, users, usage).
+//! - [`audit`]: what auditors read: the ledger across accounts, an account as of a time
+//!   (folded from the event store), the trial balance, payment reconciliation, admin actions.
 //! - [`analytics`]: usage summaries from the hourly rollups, and the streamed usage export.
 //! - [`page`]: the one page-and-cursor shape every listing uses.
 
@@ -37,6 +39,7 @@ pub mod sessions;
 
 // Money and the read side.
 pub mod analytics;
+pub mod audit;
 pub mod credits;
 pub mod page;
 pub mod payments;

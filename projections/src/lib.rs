@@ -8,15 +8,18 @@
 //! # Layout
 //!
 //! - [`model`]: the projections (`balances`, `ledger`, `users`, `usage`, `payments`,
-//!   `promos`): which events they read and the rows they write (`users`, `payments` and
+//!   `promos`, `journal`): which events they read and the rows they write (`users`, `payments` and
 //!   `promos` in their own modules).
 //! - [`runner`]: the live projector: one leader per projection, batches, checkpoints; the
 //!   projections that read one aggregate type may share a consumer and a transaction.
 //! - [`replay`]: rebuild from the start of the stream with progress, in place, or as the
 //!   tables stood at a time into a schema of their own (`aihub replay usage --until --into`).
+//! - [`journal`]: the double-entry view: every credit event posted as balanced legs
+//!   between the user's accounts (available, held) and the hub's system accounts.
 //! - [`rollups`]: the hourly usage sums kept beside `usage_records`, and their latency
 //!   histogram buckets.
 
+pub mod journal;
 pub mod model;
 mod payments;
 mod promos;

@@ -31,11 +31,16 @@ pub enum ProjectionKind {
     Payments,
     /// `promo_codes`: one row per promo code with its redemption count (for admins).
     Promos,
+    /// `journal`: every movement of credit as balanced double-entry legs between the
+    /// user's accounts and the hub's system accounts (for auditors' trial balance).
+    Journal,
 }
 
 /// Unknown projection name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown projection {0:?} (known: balances, ledger, users, usage, payments, promos)")]
+#[error(
+    "unknown projection {0:?} (known: balances, ledger, users, usage, payments, promos, journal)"
+)]
 pub struct UnknownProjection(pub String);
 
 impl std::str::FromStr for ProjectionKind {
@@ -48,19 +53,21 @@ impl std::str::FromStr for ProjectionKind {
             "usage" => Ok(ProjectionKind::Usage),
             "payments" => Ok(ProjectionKind::Payments),
             "promos" => Ok(ProjectionKind::Promos),
+            "journal" => Ok(ProjectionKind::Journal),
             other => Err(UnknownProjection(other.to_string())),
         }
     }
 }
 
 impl ProjectionKind {
-    pub const ALL: [ProjectionKind; 6] = [
+    pub const ALL: [ProjectionKind; 7] = [
         ProjectionKind::Balances,
         ProjectionKind::Ledger,
         ProjectionKind::Users,
         ProjectionKind::Usage,
         ProjectionKind::Payments,
         ProjectionKind::Promos,
+        ProjectionKind::Journal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,15 +78,17 @@ impl ProjectionKind {
             ProjectionKind::Usage => "usage",
             ProjectionKind::Payments => "payments",
             ProjectionKind::Promos => "promos",
+            ProjectionKind::Journal => "journal",
         }
     }
 
     /// The aggregate type whose events it reads.
     pub fn aggregate_type(self) -> &'static str {
         match self {
-            ProjectionKind::Balances | ProjectionKind::Ledger | ProjectionKind::Usage => {
-                CREDIT_ACCOUNT
-            }
+            ProjectionKind::Balances
+            | ProjectionKind::Ledger
+            | ProjectionKind::Usage
+            | ProjectionKind::Journal => CREDIT_ACCOUNT,
             ProjectionKind::Users => USER,
             ProjectionKind::Payments => PAYMENT,
             ProjectionKind::Promos => PROMO_CODE,
@@ -95,6 +104,7 @@ impl ProjectionKind {
             ProjectionKind::Usage => &["usage_records", "usage_rollups"],
             ProjectionKind::Payments => &["payments"],
             ProjectionKind::Promos => &["promo_codes"],
+            ProjectionKind::Journal => &["journal"],
         }
     }
 
@@ -112,7 +122,10 @@ impl ProjectionKind {
             ProjectionKind::Users => return crate::users::apply(conn, messages).await,
             ProjectionKind::Payments => return crate::payments::apply(conn, messages).await,
             ProjectionKind::Promos => return crate::promos::apply(conn, messages).await,
-            ProjectionKind::Balances | ProjectionKind::Ledger | ProjectionKind::Usage => {}
+            ProjectionKind::Balances
+            | ProjectionKind::Ledger
+            | ProjectionKind::Usage
+            | ProjectionKind::Journal => {}
         }
         let mut events = Vec::with_capacity(messages.len());
         for (envelope, seq) in messages {
@@ -125,6 +138,7 @@ impl ProjectionKind {
             ProjectionKind::Balances => apply_balances(conn, &events).await,
             ProjectionKind::Ledger => apply_ledger(conn, &events).await,
             ProjectionKind::Usage => apply_usage(conn, &events).await,
+            ProjectionKind::Journal => crate::journal::apply(conn, &events).await,
             ProjectionKind::Users | ProjectionKind::Payments | ProjectionKind::Promos => Ok(()),
         }
     }

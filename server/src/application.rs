@@ -156,11 +156,12 @@ impl Application {
         }
         if self.roles.projections {
             // The credit projections read the same events: one consumer and one
-            // transaction per batch serve all three.
+            // transaction per batch serve all four.
             let credit = [
                 ProjectionKind::Balances,
                 ProjectionKind::Ledger,
                 ProjectionKind::Usage,
+                ProjectionKind::Journal,
             ];
             let groups = ProjectionKind::ALL
                 .into_iter()

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admin_users;
 pub mod analytics;
+pub mod audit;
 pub mod auth;
 pub mod credits;
 pub mod google;
@@ -58,6 +59,14 @@ use crate::state::AppState;
 /// | `GET /api/usage`, `/api/usage/summary`, `/api/usage/export`, `/api/usage/requests/{id}` | any signed-in caller (own usage; an API key its owner's); admin, analyst, auditor: everyone's |
 /// | `GET /api/analytics/events` | admin, analyst, auditor |
 /// | `POST /api/usage/reprice` | analyst, admin (a read: nothing is written) |
+/// | `GET /api/audit/ledger` (every account's entries; `from`, `to`, `account`, `kind`, `cause_type`, `cause_id`, `actor`) | auditor, admin |
+/// | `GET /api/audit/accounts/{id}?as_of=` (the account folded from the event store up to a time, with its ledger) | auditor, admin |
+/// | `GET /api/audit/trial-balance?as_of=` (the double-entry journal summed per account) | auditor, admin |
+/// | `GET /api/audit/payments/reconciliation?from&to` (each Stripe session beside the credits it moved) | auditor, admin |
+/// | `GET /api/audit/admin-actions` (grants, role changes, suspensions, promo codes, keys revoked by an admin) | auditor, admin |
+///
+/// The audit routes only read; an API key, which acts with its owner's `user` role only,
+/// gets 403 on every one of them.
 ///
 /// Every route but inference answers within `server.request_timeout_ms` (503 after it).
 /// Inference (`/v1/chat/completions`, `/api/ws`) runs under its own deadline
@@ -126,6 +135,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/usage/summary", get(usage::summary))
         .route("/api/usage/requests/{request_id}", get(usage::request))
         .route("/api/usage/reprice", post(usage::reprice))
+        .route("/api/audit/ledger", get(audit::ledger))
+        .route("/api/audit/accounts/{id}", get(audit::account))
+        .route("/api/audit/trial-balance", get(audit::trial_balance))
+        .route(
+            "/api/audit/payments/reconciliation",
+            get(audit::reconciliation),
+        )
+        .route("/api/audit/admin-actions", get(audit::admin_actions))
         .layer(timeout)
         // The exports stream for as long as the range takes: no request timeout.
         .route("/api/usage/export", get(usage::export))

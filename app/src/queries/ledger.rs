@@ -88,7 +88,7 @@ pub async fn for_request(
     rows.iter().map(entry).collect()
 }
 
-fn entry(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
+pub(crate) fn entry(row: &sqlx::postgres::PgRow) -> Result<LedgerEntry, sqlx::Error> {
     Ok(LedgerEntry {
         sequence: row.try_get("sequence")?,
         kind: row.try_get("kind")?,
