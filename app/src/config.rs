@@ -28,6 +28,55 @@ pub struct Settings {
     pub payments: hub_adapters::stripe::PaymentSettings,
     /// Models, their prices and providers, timeouts and retries (the inference gateway).
     pub models: hub_workers::ModelsSettings,
+    /// Signed ledger checkpoints (docs/audit.md).
+    pub audit: AuditSettings,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// The Ed25519 key checkpoints are signed with: its 32-byte seed as 64 hex digits.
+    /// Empty: derived from `auth.jwt_secret` (stable while that secret is; set a key of its
+    /// own to rotate the two apart).
+    pub signing_key: String,
+    /// How often the checkpointer signs the heads of every aggregate that moved, in
+    /// milliseconds.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl std::fmt::Debug for AuditSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSettings")
+            .field(
+                "signing_key",
+                &if self.signing_key.is_empty() {
+                    ""
+                } else {
+                    "***"
+                },
+            )
+            .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// The key checkpoints are signed with.
+    pub fn checkpoint_key(&self) -> Result<crate::evidence::CheckpointKey, ConfigError> {
+        if self.audit.signing_key.is_empty() {
+            return Ok(crate::evidence::CheckpointKey::derived_from(
+                &self.auth.jwt_secret,
+            ));
+        }
+        crate::evidence::chain::hash_from_hex(&self.audit.signing_key)
+            .map(|seed| crate::evidence::CheckpointKey::from_seed(&seed))
+            .ok_or_else(|| {
+                invalid(
+                    "audit.signing_key",
+                    "must be 64 hex digits (an Ed25519 seed)",
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +231,10 @@ impl Default for Settings {
             google: hub_adapters::oidc::GoogleSettings::default(),
             payments: hub_adapters::stripe::PaymentSettings::default(),
             models: hub_workers::ModelsSettings::default(),
+            audit: AuditSettings {
+                signing_key: String::new(),
+                checkpoint_interval_ms: 60_000,
+            },
         }
     }
 }
@@ -200,13 +253,15 @@ macro_rules! default_sections {
     (@pick $s:ident, NatsSettings) => { $s.nats };
     (@pick $s:ident, AuthSettings) => { $s.auth };
     (@pick $s:ident, CreditSettings) => { $s.credits };
+    (@pick $s:ident, AuditSettings) => { $s.audit };
 }
 default_sections!(
     ServerSettings,
     DatabaseSettings,
     NatsSettings,
     AuthSettings,
-    CreditSettings
+    CreditSettings,
+    AuditSettings
 );
 
 /// Settings that cannot be used, naming the field.
@@ -266,6 +321,13 @@ impl Settings {
                 "may only hold letters, digits, _ and -",
             ));
         }
+        if self.audit.checkpoint_interval_ms == 0 {
+            return Err(invalid(
+                "audit.checkpoint_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        self.checkpoint_key()?;
         if self.nats.duplicate_window_s == 0 {
             return Err(invalid("nats.duplicate_window_s", "must be at least 1"));
         }

@@ -42,6 +42,10 @@ pub struct Hub {
     pub stripe: Option<hub_adapters::stripe::StripeCheckout>,
     /// Answered requests' settlements, durable in JetStream until applied.
     pub settlements: Arc<hub_workers::settlement::Settlements>,
+    /// The key ledger checkpoints are signed with (`audit.signing_key`).
+    pub checkpoint_key: crate::evidence::CheckpointKey,
+    /// Recent checkpoints' trees, for proofs.
+    pub checkpoint_trees: crate::evidence::checkpoints::Trees,
 }
 
 impl Hub {
@@ -98,6 +102,8 @@ impl Hub {
             credits.clone(),
         ));
         Ok(Hub {
+            checkpoint_key: settings.checkpoint_key()?,
+            checkpoint_trees: crate::evidence::checkpoints::Trees::default(),
             clock,
             admission,
             replies,

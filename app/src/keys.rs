@@ -172,7 +172,9 @@ pub async fn authenticate(hub: &Hub, key: &str) -> Result<KeyOwner, KeyError> {
     .await?;
     let (owner, head) = found.ok_or(KeyError::Refused)?;
     let owner = UserId(owner);
-    let head = head.and_then(|head| usize::try_from(head).ok()).unwrap_or(0);
+    let head = head
+        .and_then(|head| usize::try_from(head).ok())
+        .unwrap_or(0);
     let user = hub.users.current_at(owner, head).await?;
     let hash = secrets::sha256_hash(key);
     let api_key = user.api_key_by_hash(&hash).ok_or(KeyError::Refused)?;

@@ -25,6 +25,7 @@
 //! - [`audit`]: what auditors read: the ledger across accounts, an account as of a time
 //!   (folded from the event store), the trial balance, payment reconciliation, admin actions.
 //! - [`analytics`]: usage summaries from the hourly rollups, and the streamed usage export.
+//! - [`evidence`]: tamper evidence — the events' hash chain, signed checkpoints, proofs.
 //! - [`page`]: the one page-and-cursor shape every listing uses.
 
 pub mod bootstrap;
@@ -41,6 +42,7 @@ pub mod sessions;
 pub mod analytics;
 pub mod audit;
 pub mod credits;
+pub mod evidence;
 pub mod page;
 pub mod payments;
 pub mod promos;

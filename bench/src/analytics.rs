@@ -281,7 +281,8 @@ impl History {
         let offset = i128::from(span_ms) * i128::from(i) / i128::from(total.max(1));
         let at = self.from + TimeDelta::milliseconds(i64::try_from(offset).unwrap_or(0));
         let account = rng.random_range(0..self.accounts.len());
-        let (model, provider, input_price, output_price) = MODELS[rng.random_range(0..MODELS.len())];
+        let (model, provider, input_price, output_price) =
+            MODELS[rng.random_range(0..MODELS.len())];
         let keys = &self.keys[account];
         // A fifth of the requests come from the dashboard (no key).
         let api_key = if keys.is_empty() || rng.random_ratio(1, 5) {
@@ -435,7 +436,10 @@ fn shapes(history: &History, rng: &mut StdRng) -> Vec<(&'static str, Vec<(&'stat
         ),
         (
             "api_key × model, one user",
-            whole(vec![("group_by", "api_key,model".into()), ("user_id", user)]),
+            whole(vec![
+                ("group_by", "api_key,model".into()),
+                ("user_id", user),
+            ]),
         ),
         (
             "day, one model",
@@ -444,7 +448,10 @@ fn shapes(history: &History, rng: &mut StdRng) -> Vec<(&'static str, Vec<(&'stat
                 ("model", "claude-sonnet".into()),
             ]),
         ),
-        ("user (every account)", whole(vec![("group_by", "user".into())])),
+        (
+            "user (every account)",
+            whole(vec![("group_by", "user".into())]),
+        ),
     ]
 }
 
@@ -799,7 +806,9 @@ impl Report {
             TARGET_EVENTS_PER_S,
             verdict(v.events_per_s >= TARGET_EVENTS_PER_S)
         ));
-        out.push_str("\n| summary shape | series | p50 ms | p95 ms | max ms |\n|---|---:|---:|---:|---:|\n");
+        out.push_str(
+            "\n| summary shape | series | p50 ms | p95 ms | max ms |\n|---|---:|---:|---:|---:|\n",
+        );
         for shape in &s.shapes {
             out.push_str(&format!(
                 "| {} | {} | {:.1} | {:.1} | {:.1} |\n",

@@ -40,6 +40,7 @@ use hub_sandbox::{Prefixes, Sandbox};
 use hub_server::{Application, Roles, Settings};
 
 mod analytics;
+mod audit;
 mod gateway;
 mod snapshot;
 
@@ -55,6 +56,8 @@ pub enum Which {
     /// The analysts' read side over a month of synthetic usage: the usage projection's
     /// rebuild, summaries, exports and the raw events stream.
     Analytics(analytics::AnalyticsArgs),
+    /// The auditors' checks over a large history: a checkpoint, `audit verify`, proofs.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -84,6 +87,10 @@ pub struct LedgerArgs {
     /// Skip the replay measurement.
     #[arg(long)]
     pub no_replay: bool,
+    /// Write events without their hash chain (the `events_chain` trigger off in the run's
+    /// own database): the baseline the chain's cost is measured against.
+    #[arg(long)]
+    pub without_hash_chain: bool,
     /// Override database.max_connections (the hub's pool) for this run.
     #[arg(long)]
     pub max_connections: Option<u32>,
@@ -104,6 +111,7 @@ pub async fn run(which: Which, settings: Settings) -> anyhow::Result<()> {
         Which::Snapshot(args) => snapshot::run(args, settings).await,
         Which::Gateway(args) => gateway::run(args, settings).await,
         Which::Analytics(args) => analytics::run(args, settings).await,
+        Which::Audit(args) => audit::run(args, settings).await,
     }
 }
 
@@ -181,6 +189,16 @@ fn progress(message: &str) {
 async fn measure(args: &LedgerArgs, env: &Sandbox) -> anyhow::Result<Report> {
     let settings = env.settings.clone();
     let machine = Machine::read(&settings).await;
+    if args.without_hash_chain {
+        let mut conn = PgConnection::connect(&settings.database.url).await?;
+        sqlx::query("ALTER TABLE events DISABLE TRIGGER events_chain")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("ALTER TABLE events ALTER COLUMN hash DROP NOT NULL")
+            .execute(&mut conn)
+            .await?;
+        progress("hash chain off (events_chain trigger disabled in this run's database)");
+    }
 
     let roles = Roles {
         http: false,
@@ -1133,6 +1151,8 @@ struct Config {
     pool_max_connections: u32,
     database: String,
     stream_prefix: String,
+    /// Whether events were written with their hash chain.
+    hash_chain: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1268,6 +1288,7 @@ impl Report {
                 warmup_s: args.warmup_s,
                 credits_per_account: args.credits,
                 lag_every: args.lag_every,
+                hash_chain: !args.without_hash_chain,
                 pool_max_connections: settings.database.max_connections,
                 database: settings
                     .database
@@ -1318,13 +1339,14 @@ impl Report {
         line(
             &mut out,
             format!(
-                "accounts {}  concurrency {}  duration {} s (+{} s warm-up)  pool {}  cores {}",
+                "accounts {}  concurrency {}  duration {} s (+{} s warm-up)  pool {}  cores {}  hash chain {}",
                 c.accounts,
                 c.concurrency,
                 c.duration_s,
                 c.warmup_s,
                 c.pool_max_connections,
-                self.machine.cores
+                self.machine.cores,
+                if c.hash_chain { "on" } else { "off" }
             ),
         );
         if let Some([a, b, l]) = self.machine.load_before {

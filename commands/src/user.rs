@@ -101,14 +101,20 @@ impl Users {
     }
 
     fn kept(&self, user: UserId, head: usize) -> Option<Arc<User>> {
-        let read = self.read.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let read = self
+            .read
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         read.get(&user)
             .filter(|(sequence, _)| *sequence == head)
             .map(|(_, kept)| Arc::clone(kept))
     }
 
     fn keep(&self, user: UserId, sequence: usize, state: Arc<User>) {
-        let mut read = self.read.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut read = self
+            .read
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if read.len() >= CURRENT_USERS_KEPT && !read.contains_key(&user) {
             if let Some(&forget) = read.keys().next() {
                 read.remove(&forget);

@@ -45,6 +45,16 @@ impl Topology {
         format!("{}HUB_EVENTS", self.stream_prefix)
     }
 
+    /// The signed ledger checkpoints (docs/audit.md), published for anyone to keep.
+    pub fn checkpoints_stream(&self) -> String {
+        format!("{}HUB_CHECKPOINTS", self.stream_prefix)
+    }
+
+    /// The subject checkpoints are published on.
+    pub fn checkpoint_subject(&self) -> String {
+        format!("{}.checkpoints", self.subject_prefix)
+    }
+
     /// The work queue of commands for workers.
     pub fn commands_stream(&self) -> String {
         format!("{}HUB_COMMANDS", self.stream_prefix)
@@ -153,7 +163,7 @@ impl Topology {
         format!("{}.events.{aggregate_type}.>", self.subject_prefix)
     }
 
-    /// Create both streams if missing. Idempotent; an existing stream is left as it is.
+    /// Create the streams if missing. Idempotent; an existing stream is left as it is.
     pub async fn ensure_streams(&self, js: &jetstream::Context) -> Result<(), TopologyError> {
         let events = stream::Config {
             name: self.events_stream(),
@@ -181,7 +191,23 @@ impl Topology {
             description: Some("Smart AI Hub commands (work queue)".to_string()),
             ..Default::default()
         };
-        for config in [events, commands] {
+        let checkpoints = stream::Config {
+            name: self.checkpoints_stream(),
+            subjects: vec![self.checkpoint_subject()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            // Kept forever, like the events they sign.
+            max_age: Duration::ZERO,
+            max_messages: -1,
+            max_bytes: -1,
+            deny_delete: true,
+            deny_purge: true,
+            duplicate_window: self.duplicate_window,
+            num_replicas: self.replicas,
+            description: Some("Smart AI Hub signed ledger checkpoints".to_string()),
+            ..Default::default()
+        };
+        for config in [events, commands, checkpoints] {
             let name = config.name.clone();
             js.get_or_create_stream(config)
                 .await

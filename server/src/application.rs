@@ -153,6 +153,17 @@ impl Application {
                 RelayConfig::default(),
             );
             tasks.spawn(relay.run(stopped()));
+            // Like the relay, one leader at a time: signed ledger checkpoints.
+            let checkpointer = hub_app::evidence::checkpoints::Checkpointer {
+                pool: state.pool.clone(),
+                database_url: state.settings.database.url.clone(),
+                js: state.js.clone(),
+                topology: state.topology.clone(),
+                key: state.checkpoint_key.clone(),
+                interval: Duration::from_millis(state.settings.audit.checkpoint_interval_ms),
+                clock: state.clock.clone(),
+            };
+            tasks.spawn(checkpointer.run(stopped()));
         }
         if self.roles.projections {
             // The credit projections read the same events: one consumer and one

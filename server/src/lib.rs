@@ -9,12 +9,14 @@
 //!
 //! - [`analytics`]: the analysts' commands (`aihub events`, `aihub usage export`), writing
 //!   what their HTTP routes answer.
+//! - [`audit`]: the auditors' commands (`aihub audit verify`, `checkpoint`, `verify-proof`).
 //! - [`application`]: [`Application`], which builds every role from settings and runs them
 //!   until shutdown; tests bind it to port 0.
 //! - [`telemetry`]: the log subscriber (stderr, filtered by `RUST_LOG`), set up once per process.
 
 pub mod analytics;
 pub mod application;
+pub mod audit;
 pub mod telemetry;
 
 pub use application::{connect, Application, Roles};

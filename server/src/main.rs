@@ -93,6 +93,11 @@ enum Command {
         #[command(subcommand)]
         which: UsageCommand,
     },
+    /// Auditors' checks (docs/audit.md).
+    Audit {
+        #[command(subcommand)]
+        which: AuditCommand,
+    },
     /// Operator tasks.
     Admin {
         #[command(subcommand)]
@@ -141,6 +146,30 @@ enum UsageCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the books from the event store outward (accounts, stream, charges, payments,
+    /// trial balance, hash chain and checkpoints); list every discrepancy and exit with 1
+    /// if there is any. The report is kept for `GET /api/audit/verify`.
+    Verify {
+        /// Hold the events against this stream instead of HUB_EVENTS (a copy or mirror).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a checkpoint of every aggregate's head now, if any moved since the last one.
+    Checkpoint,
+    /// Check a proof (from GET /api/audit/events/{id}/{sequence}/proof) offline: no
+    /// database, no network, only the file and the public key (hex or base64).
+    VerifyProof {
+        file: PathBuf,
+        #[arg(long)]
+        public_key: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AdminCommand {
     /// Create a user with roles (the first admin), or give an existing user those roles.
     CreateUser {
@@ -157,6 +186,22 @@ enum AdminCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Audit {
+        which: AuditCommand::VerifyProof { file, public_key },
+    } = &cli.command
+    {
+        // Offline: no settings, no database, no network.
+        match hub_server::audit::verify_proof_file(file, public_key) {
+            Ok(line) => {
+                println!("{line}");
+                return Ok(());
+            }
+            Err(err) => {
+                eprintln!("NOT verified: {err:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     if let Command::Token { user, role, ttl } = cli.command {
         let user = user.unwrap_or_else(Uuid::new_v4);
@@ -313,7 +358,38 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(rows = n, "usage records written");
             return Ok(());
         }
-        Command::Token { .. } => return Ok(()),
+        Command::Audit {
+            which: AuditCommand::Verify { stream, json },
+        } => {
+            let report = hub_server::audit::run_verify(&settings, stream).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", hub_server::audit::render(&report));
+            }
+            if !report.passed {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Command::Audit {
+            which: AuditCommand::Checkpoint,
+        } => {
+            let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;
+            let (_, _nats, js) = connect(&settings).await?;
+            let key = settings.checkpoint_key()?;
+            let made =
+                hub_app::evidence::checkpoints::checkpoint_once(&pool, &key, chrono::Utc::now())
+                    .await?;
+            hub_app::evidence::checkpoints::publish_pending(&pool, &js, &settings.topology())
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&made)?);
+            return Ok(());
+        }
+        Command::Audit {
+            which: AuditCommand::VerifyProof { .. },
+        }
+        | Command::Token { .. } => return Ok(()),
     };
     if roles.http || roles.projections {
         let pool = hub_commands::db::connect_lazy(&settings.pool_settings())?;

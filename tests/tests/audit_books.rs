@@ -308,7 +308,9 @@ async fn scenario() -> Books {
                 latency_ms: 100,
                 first_token_ms: Some(10),
                 cost: Credits::from_micros(25 * CREDIT),
-                price_version: "test".into(),
+                // Input free, output at 1.25 M credits per million tokens: 20 tokens
+                // cost 25 credits, as `aihub audit verify` recomputes.
+                price_version: "0/1250000000000/0".into(),
                 outcome: UsageOutcome::Completed,
             }),
         },
@@ -396,6 +398,28 @@ async fn the_trial_balance_balances_after_every_kind_of_movement_now_and_as_of_p
     let replayed = get_json(app, "/api/audit/trial-balance", auditor).await;
     assert_eq!(lines(&replayed), expected, "{replayed}");
     assert_eq!(replayed["legs"], head["legs"]);
+
+    // `aihub audit verify` finds nothing wrong with any of these movements: folds,
+    // read models, stream, charges, the paid session credited once, the trial balance.
+    let report = eventually(Duration::from_secs(20), "the books to verify", || async {
+        let options = hub_app::audit::verify::Options {
+            stream: None,
+            public_key: app.state.checkpoint_key.public_key(),
+            now: Utc::now(),
+        };
+        let report = hub_app::audit::verify::verify(
+            &app.pool,
+            &app.state.js,
+            &app.state.topology,
+            &options,
+            &|_| {},
+        )
+        .await
+        .expect("verify runs");
+        (report.passed && report.read_model_behind == 0).then_some(report)
+    })
+    .await;
+    assert!(report.payments >= 1, "{report:?}");
 
     // A leg that goes missing unbalances the books, and the trial balance says so.
     sqlx::query(

@@ -1,6 +1,7 @@
 //! The one mapping from failures to HTTP: a status and `{"error":{"code","message"}}`.
 
 mod audit;
+mod evidence;
 mod identity;
 
 use axum::http::StatusCode;

@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod credits;
+pub mod evidence;
 pub mod google;
 pub mod health;
 pub mod keys;
@@ -64,6 +65,7 @@ use crate::state::AppState;
 /// | `GET /api/audit/trial-balance?as_of=` (the double-entry journal summed per account) | auditor, admin |
 /// | `GET /api/audit/payments/reconciliation?from&to` (each Stripe session beside the credits it moved) | auditor, admin |
 /// | `GET /api/audit/admin-actions` (grants, role changes, suspensions, promo codes, keys revoked by an admin) | auditor, admin |
+/// | `GET /api/audit/checkpoints`, `/api/audit/public-key`, `/api/audit/events/{aggregate_id}/{sequence}/proof` (tamper evidence: signed checkpoints and inclusion proofs), `/api/audit/verify` (the last `aihub audit verify`) | auditor, admin |
 ///
 /// The audit routes only read; an API key, which acts with its owner's `user` role only,
 /// gets 403 on every one of them.
@@ -143,6 +145,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(audit::reconciliation),
         )
         .route("/api/audit/admin-actions", get(audit::admin_actions))
+        .route("/api/audit/checkpoints", get(evidence::checkpoints))
+        .route("/api/audit/public-key", get(evidence::public_key))
+        .route("/api/audit/verify", get(evidence::last_verification))
+        .route(
+            "/api/audit/events/{aggregate_id}/{sequence}/proof",
+            get(evidence::proof),
+        )
         .layer(timeout)
         // The exports stream for as long as the range takes: no request timeout.
         .route("/api/usage/export", get(usage::export))

@@ -12,6 +12,7 @@
 //!   its ledger up to then, compared with the read models.
 //! - [`trial_balance`]: the `journal` read model summed per account as of a time.
 //! - [`reconciliation`]: each Stripe Checkout Session beside the credits it moved.
+//! - [`verify`]: `aihub audit verify`, every check from the event store outward.
 //! - [`admin_actions`]: admins' grants, role changes, suspensions, promo codes and key
 //!   revocations, from the event store.
 
@@ -20,6 +21,7 @@ pub mod admin_actions;
 pub mod ledger;
 pub mod reconciliation;
 pub mod trial_balance;
+pub mod verify;
 
 use chrono::{DateTime, Utc};
 use hub_domain::Role;
