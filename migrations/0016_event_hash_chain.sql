@@ -11,9 +11,10 @@
 -- 8-byte big-endian signed integer). Chaining the digest rather than the bytes keeps a
 -- proof short: later events of the aggregate enter it as 32-byte digests.
 --
--- The hash is computed here, by the database, as the row is inserted, so no writer can
--- leave it out and every writer computes it the same way; `aihub audit verify` recomputes
--- every one in Rust from the stored fields.
+-- The writer computes the hash as it appends (hub_commands::chain, with the time it
+-- stores), so the commit path pays a SHA-256 in Rust and no extra lookup;
+-- `aihub audit verify` recomputes every one from the stored fields. The SQL function below
+-- computes the same digest, for the events stored before this migration.
 
 CREATE FUNCTION event_digest(aggregate_type text, aggregate_id text, event_type text,
                              event_version text, payload json, metadata json,
@@ -33,35 +34,6 @@ SELECT sha256(
 $$;
 
 ALTER TABLE events ADD COLUMN hash bytea;
-
-CREATE FUNCTION events_chain() RETURNS trigger
-    LANGUAGE plpgsql AS
-$$
-DECLARE
-    previous bytea;
-BEGIN
-    IF NEW.sequence <= 1 THEN
-        previous := decode(repeat('00', 32), 'hex');
-    ELSE
-        -- Earlier rows of the same statement are visible here (a BEFORE ROW trigger sees
-        -- the rows its statement already inserted), so a command's events chain in order.
-        SELECT hash INTO previous
-          FROM events
-         WHERE aggregate_type = NEW.aggregate_type
-           AND aggregate_id = NEW.aggregate_id
-           AND sequence = NEW.sequence - 1;
-        IF previous IS NULL THEN
-            RAISE EXCEPTION 'event % of %/% follows no hashed event',
-                NEW.sequence, NEW.aggregate_type, NEW.aggregate_id;
-        END IF;
-    END IF;
-    NEW.hash := sha256(previous || event_digest(NEW.aggregate_type, NEW.aggregate_id,
-                                                NEW.event_type, NEW.event_version,
-                                                NEW.payload, NEW.metadata, NEW.sequence,
-                                                NEW.recorded_at));
-    RETURN NEW;
-END
-$$;
 
 -- Events written before this migration: chained in aggregate order (the immutability
 -- trigger stands aside for this one statement's transaction).
@@ -95,11 +67,10 @@ END
 $$;
 ALTER TABLE events ENABLE TRIGGER events_no_update_or_delete;
 
-ALTER TABLE events ALTER COLUMN hash SET NOT NULL;
-
-CREATE TRIGGER events_chain
-    BEFORE INSERT ON events
-    FOR EACH ROW EXECUTE FUNCTION events_chain();
+-- Every event from now on is hashed by the writer (hub_commands::chain) as it is
+-- appended; an event without a hash is refused.
+ALTER TABLE events ALTER COLUMN hash SET NOT NULL,
+    ADD CONSTRAINT events_hash_is_sha256 CHECK (octet_length(hash) = 32);
 
 -- Signed checkpoints: a Merkle tree (RFC 9162's hashing) over every aggregate's head as of
 -- one snapshot of the database, its root signed with the operator's Ed25519 key.

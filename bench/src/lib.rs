@@ -87,10 +87,6 @@ pub struct LedgerArgs {
     /// Skip the replay measurement.
     #[arg(long)]
     pub no_replay: bool,
-    /// Write events without their hash chain (the `events_chain` trigger off in the run's
-    /// own database): the baseline the chain's cost is measured against.
-    #[arg(long)]
-    pub without_hash_chain: bool,
     /// Override database.max_connections (the hub's pool) for this run.
     #[arg(long)]
     pub max_connections: Option<u32>,
@@ -189,16 +185,6 @@ fn progress(message: &str) {
 async fn measure(args: &LedgerArgs, env: &Sandbox) -> anyhow::Result<Report> {
     let settings = env.settings.clone();
     let machine = Machine::read(&settings).await;
-    if args.without_hash_chain {
-        let mut conn = PgConnection::connect(&settings.database.url).await?;
-        sqlx::query("ALTER TABLE events DISABLE TRIGGER events_chain")
-            .execute(&mut conn)
-            .await?;
-        sqlx::query("ALTER TABLE events ALTER COLUMN hash DROP NOT NULL")
-            .execute(&mut conn)
-            .await?;
-        progress("hash chain off (events_chain trigger disabled in this run's database)");
-    }
 
     let roles = Roles {
         http: false,
@@ -1151,8 +1137,6 @@ struct Config {
     pool_max_connections: u32,
     database: String,
     stream_prefix: String,
-    /// Whether events were written with their hash chain.
-    hash_chain: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1288,7 +1272,6 @@ impl Report {
                 warmup_s: args.warmup_s,
                 credits_per_account: args.credits,
                 lag_every: args.lag_every,
-                hash_chain: !args.without_hash_chain,
                 pool_max_connections: settings.database.max_connections,
                 database: settings
                     .database
@@ -1339,14 +1322,13 @@ impl Report {
         line(
             &mut out,
             format!(
-                "accounts {}  concurrency {}  duration {} s (+{} s warm-up)  pool {}  cores {}  hash chain {}",
+                "accounts {}  concurrency {}  duration {} s (+{} s warm-up)  pool {}  cores {}",
                 c.accounts,
                 c.concurrency,
                 c.duration_s,
                 c.warmup_s,
                 c.pool_max_connections,
-                self.machine.cores,
-                if c.hash_chain { "on" } else { "off" }
+                self.machine.cores
             ),
         );
         if let Some([a, b, l]) = self.machine.load_before {

@@ -41,14 +41,19 @@ pub(crate) struct EventRow {
     pub payload: String,
     /// JSON text.
     pub metadata: String,
+    /// When it was written (microsecond precision, as Postgres keeps it).
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    /// Its chain hash ([`crate::chain`]).
+    pub hash: crate::chain::Hash,
 }
 
 const INSERT_SQL: &str = "
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload, metadata)
-SELECT t, i, s, et, ev, p::json, m::json
+                    payload, metadata, recorded_at, hash)
+SELECT t, i, s, et, ev, p::json, m::json, ra, h
   FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-              $7::text[]) WITH ORDINALITY AS r(t, i, s, et, ev, p, m, n)
+              $7::text[], $8::timestamptz[], $9::bytea[])
+       WITH ORDINALITY AS r(t, i, s, et, ev, p, m, ra, h, n)
  ORDER BY n";
 
 /// One command's events and where its outcome goes.
@@ -275,6 +280,9 @@ async fn insert<'a>(
 ) -> Result<(), sqlx::Error> {
     let column = |f: fn(&'a EventRow) -> &'a str| rows.clone().map(f).collect::<Vec<&str>>();
     let sequences: Vec<i64> = rows.clone().map(|r| r.sequence).collect();
+    let recorded_at: Vec<chrono::DateTime<chrono::Utc>> =
+        rows.clone().map(|r| r.recorded_at).collect();
+    let hashes: Vec<&[u8]> = rows.clone().map(|r| r.hash.as_slice()).collect();
     sqlx::query(INSERT_SQL)
         .bind(column(|r| &r.aggregate_type))
         .bind(column(|r| &r.aggregate_id))
@@ -283,6 +291,8 @@ async fn insert<'a>(
         .bind(column(|r| &r.event_version))
         .bind(column(|r| &r.payload))
         .bind(column(|r| &r.metadata))
+        .bind(recorded_at)
+        .bind(hashes)
         .execute(conn)
         .await?;
     Ok(())

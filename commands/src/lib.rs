@@ -18,6 +18,8 @@
 //!   in its metadata, where a unique index holds it.
 //! - [`append`]: how events are written: one statement per command, and the commands that
 //!   arrive together share one statement (group commit).
+//! - [`chain`]: the hash each event carries, chained to the one before it in its aggregate
+//!   (tamper evidence, docs/audit.md).
 //! - [`bus`]: [`CommandBus`], which runs a command against one aggregate: in-process
 //!   serialization per aggregate, bounded retries with jitter on version conflicts (the
 //!   framework never retries), and the first outcome of a repeated key; and [`Buses`], the
@@ -36,6 +38,7 @@
 
 pub mod append;
 pub mod bus;
+pub mod chain;
 pub mod clock;
 pub mod credit;
 pub mod db;

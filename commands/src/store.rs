@@ -15,6 +15,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::append::{EventRow, GroupCommit};
+use crate::chain::{link, StoredEvent, GENESIS};
 use crate::error::StoreError;
 
 /// What the store and the bus need from an aggregate: cqrs-es's `Aggregate` and the
@@ -88,6 +89,9 @@ pub struct Loaded<A> {
     pub sequence: usize,
     /// Sequence the snapshot it started from was taken at (0: none).
     pub snapshot_sequence: usize,
+    /// The chain hash of event `sequence` ([`crate::chain::GENESIS`] before the first): the
+    /// next event's hash follows from it.
+    pub head_hash: crate::chain::Hash,
 }
 
 impl<A: Aggregate> AggregateContext<A> for Loaded<A> {
@@ -120,9 +124,13 @@ WITH snap AS (
      WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3
 )
 SELECT * FROM (
-    SELECT last_sequence AS sequence, payload, true AS is_snapshot FROM snap
+    SELECT last_sequence AS sequence, payload, true AS is_snapshot,
+           (SELECT hash FROM events e
+             WHERE e.aggregate_type = $1 AND e.aggregate_id = $2
+               AND e.sequence = snap.last_sequence) AS hash
+      FROM snap
     UNION ALL
-    SELECT sequence, payload, false AS is_snapshot
+    SELECT sequence, payload, false AS is_snapshot, hash
       FROM events
      WHERE aggregate_type = $1 AND aggregate_id = $2
        AND sequence > COALESCE((SELECT last_sequence FROM snap), 0)
@@ -181,10 +189,13 @@ impl<A: HubAggregate> HubEventStore<A> {
             aggregate: A::default(),
             sequence: 0,
             snapshot_sequence: 0,
+            head_hash: GENESIS,
         };
         for row in rows {
             let sequence = to_usize(row.try_get::<i64, _>("sequence"))?;
             let payload: Value = row.try_get("payload").map_err(StoreError::from_sqlx)?;
+            let hash: Option<Vec<u8>> = row.try_get("hash").map_err(StoreError::from_sqlx)?;
+            loaded.head_hash = stored_hash(hash)?;
             if row
                 .try_get::<bool, _>("is_snapshot")
                 .map_err(StoreError::from_sqlx)?
@@ -227,12 +238,24 @@ impl<A: HubAggregate> HubEventStore<A> {
             aggregate: A::default(),
             sequence: 0,
             snapshot_sequence: 0,
+            head_hash: GENESIS,
         };
         for event in events {
             let payload: A::Event = serde_json::from_value(event.payload).map_err(internal)?;
             loaded.aggregate.apply(payload);
             loaded.sequence = event.sequence;
         }
+        let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT hash FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(i64::try_from(loaded.sequence).map_err(internal)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        loaded.head_hash = stored_hash(hash)?;
         Ok(loaded)
     }
 
@@ -276,13 +299,18 @@ impl<A: HubAggregate> HubEventStore<A> {
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
         let mut rows = Vec::with_capacity(events.len());
         let mut envelopes = Vec::with_capacity(events.len());
+        // Postgres keeps microseconds: the hash covers the time as it will be stored.
+        let now = chrono::Utc::now();
+        let recorded_at =
+            chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+        let mut previous = loaded.head_hash;
         for (i, event) in events.into_iter().enumerate() {
             let sequence = loaded.sequence + i + 1;
             let mut event_metadata = metadata.clone();
             if let Some(key) = A::event_key(&event) {
                 event_metadata.insert("idempotency_key".to_string(), key);
             }
-            rows.push(EventRow {
+            let stored = StoredEvent {
                 aggregate_type: A::TYPE.to_string(),
                 aggregate_id: loaded.aggregate_id.clone(),
                 sequence: i64::try_from(sequence).map_err(internal)?,
@@ -290,6 +318,20 @@ impl<A: HubAggregate> HubEventStore<A> {
                 event_version: event.event_version(),
                 payload: serde_json::to_string(&event).map_err(internal)?,
                 metadata: serde_json::to_string(&event_metadata).map_err(internal)?,
+                recorded_at_micros: recorded_at.timestamp_micros(),
+            };
+            let hash = link(&previous, &stored.digest());
+            previous = hash;
+            rows.push(EventRow {
+                aggregate_type: stored.aggregate_type,
+                aggregate_id: stored.aggregate_id,
+                sequence: stored.sequence,
+                event_type: stored.event_type,
+                event_version: stored.event_version,
+                payload: stored.payload,
+                metadata: stored.metadata,
+                recorded_at,
+                hash,
             });
             envelopes.push(EventEnvelope {
                 aggregate_id: loaded.aggregate_id.clone(),
@@ -308,6 +350,7 @@ impl<A: HubAggregate> HubEventStore<A> {
 
         let last = loaded.sequence + envelopes.len();
         loaded.sequence = last;
+        loaded.head_hash = previous;
         if last - loaded.snapshot_sequence >= self.snapshot_interval(&loaded.aggregate_id) {
             // A snapshot is derived data: it is saved in the background, off the command's
             // path (an account's state with its recent outcomes is tens of kilobytes of
@@ -359,6 +402,16 @@ async fn save_snapshot<A: HubAggregate>(
         .await
         .map_err(StoreError::from_sqlx)?;
     Ok(())
+}
+
+/// A stored chain hash: none before the first event; 32 bytes otherwise.
+fn stored_hash(hash: Option<Vec<u8>>) -> Result<crate::chain::Hash, StoreError> {
+    match hash {
+        None => Ok(GENESIS),
+        Some(bytes) => bytes
+            .try_into()
+            .map_err(|_| StoreError::Internal("a stored event hash is not 32 bytes".into())),
+    }
 }
 
 fn to_usize(value: Result<i64, sqlx::Error>) -> Result<usize, StoreError> {

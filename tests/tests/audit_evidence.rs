@@ -137,6 +137,24 @@ async fn every_event_is_chained_and_a_clean_history_verifies() {
             .expect("counted");
     assert_eq!(hashes, distinct);
     assert_eq!(hashes, i64::try_from(report.events).expect("fits"));
+    // The migration's SQL digest (which chained the events stored before it) is the
+    // writer's, for every event written here.
+    let differing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+            SELECT e.hash, sha256(coalesce(p.hash, decode(repeat('00', 32), 'hex'))
+                                  || event_digest(e.aggregate_type, e.aggregate_id,
+                                                  e.event_type, e.event_version, e.payload,
+                                                  e.metadata, e.sequence, e.recorded_at)) AS sql
+              FROM events e
+              LEFT JOIN events p ON p.aggregate_type = e.aggregate_type
+                                AND p.aggregate_id = e.aggregate_id
+                                AND p.sequence = e.sequence - 1) x
+          WHERE x.hash <> x.sql",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("compared");
+    assert_eq!(differing, 0);
 
     // Kept for auditors: GET /api/audit/verify shows the last run.
     verify::record(&app.pool, &report).await.expect("kept");
@@ -318,8 +336,7 @@ async fn a_charge_above_its_price_is_found() {
     let people = history(&app).await;
     verified(&app).await;
     let account = people[0].0.to_string();
-    // A settlement written straight into the store (the trigger chains it like any other)
-    // whose recorded cost is ten times what its tokens cost at its price version.
+    // A settlement written straight into the store, correctly chained, whose recorded cost is ten times what its tokens cost at its price version.
     let (sequence, payload): (i64, String) = sqlx::query_as(
         "SELECT sequence, payload::text FROM events
           WHERE aggregate_type = 'CreditAccount' AND aggregate_id = $1
@@ -345,10 +362,17 @@ async fn a_charge_above_its_price_is_found() {
     .fetch_one(&app.pool)
     .await
     .expect("the head");
+    // Hashed the way the migration hashed the events stored before it (SQL's digest), so
+    // the chain holds: only the charge check can tell.
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata)
-         VALUES ('CreditAccount', $1, $2, 'ReservationSettled', '1', $3::json, '{}')",
+                             payload, metadata, recorded_at, hash)
+         SELECT 'CreditAccount', $1, $2, 'ReservationSettled', '1', $3::json, '{}'::json, n.t,
+                sha256(p.hash || event_digest('CreditAccount', $1, 'ReservationSettled', '1',
+                                              $3::json, '{}'::json, $2, n.t))
+           FROM events p, (SELECT date_trunc('milliseconds', clock_timestamp()) AS t) n
+          WHERE p.aggregate_type = 'CreditAccount' AND p.aggregate_id = $1
+            AND p.sequence = $2 - 1",
     )
     .bind(&account)
     .bind(head + 1)

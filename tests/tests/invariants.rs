@@ -603,6 +603,7 @@ async fn a_command_that_loses_a_race_fails_alone_in_a_group_commit() {
                     aggregate: CreditAccount::default(),
                     sequence: 0,
                     snapshot_sequence: 0,
+                    head_hash: hub_commands::chain::GENESIS,
                 };
                 let metadata = HashMap::from([("writer".to_string(), writer.clone())]);
                 let result = store.append(events, &mut loaded, &metadata).await;

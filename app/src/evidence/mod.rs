@@ -2,13 +2,13 @@
 //! signed checkpoints over every aggregate's head, proofs that one event is in a signed
 //! checkpoint, and checking a proof offline.
 //!
-//! - [`chain`]: an event's canonical bytes, digest and chain hash (the database computes
-//!   them as it inserts; this recomputes them).
+//! - [`chain`]: an event's canonical bytes, digest and chain hash (the event store's, from
+//!   `hub_commands`: computed as events are appended, recomputed here).
 //! - [`merkle`]: RFC 9162 trees and inclusion proofs.
 //! - [`proof`]: checkpoint statements and signatures, proofs, and their offline check.
 //! - [`checkpoints`]: the checkpointer (one leader) and reading checkpoints and proofs.
 
-pub mod chain;
+pub use hub_commands::chain;
 pub mod checkpoints;
 pub mod merkle;
 pub mod proof;

@@ -1,5 +1,6 @@
-//! The hash chain every event carries (migration 0020 computes it as the row is inserted;
-//! this is the same computation, made again by whoever checks).
+//! The hash chain every event carries: computed here as each event is appended
+//! ([`crate::store::HubEventStore::append`]), and again by whoever checks
+//! (`aihub audit verify`, a proof's verifier).
 //!
 //! ```text
 //! digest(e) = SHA-256(canonical bytes of e)
