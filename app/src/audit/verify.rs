@@ -197,6 +197,13 @@ pub async fn verify(
 ) -> Result<Report, VerifyError> {
     let started_at = options.now;
     let clock = Instant::now();
+    // The stream is read on a task of its own while the event store is: the two passes
+    // share nothing until they are compared.
+    let stream_name = options
+        .stream
+        .clone()
+        .unwrap_or_else(|| topology.events_stream());
+    let stream_read = tokio::spawn(read_stream(js.clone(), stream_name.clone()));
     let mut findings = Findings::new();
     let mut tx = super::snapshot(pool).await?;
 
@@ -432,15 +439,51 @@ pub async fn verify(
     // 6. Checkpoints.
     let checkpoints = verify_checkpoints(&mut tx, &options.public_key, &mut findings).await?;
 
-    // 2. The stream.
+    // 2. The stream (read meanwhile).
     let pending = pending_publication(&mut tx).await?;
     tx.commit().await?;
-    let stream_name = options
-        .stream
-        .clone()
-        .unwrap_or_else(|| topology.events_stream());
-    let stream_messages =
-        check_stream(js, &stream_name, &store, &pending, &mut findings, progress).await?;
+    progress(Progress {
+        stage: "stream",
+        done: 0,
+        total: 0,
+    });
+    let read = stream_read
+        .await
+        .map_err(|e| VerifyError::Stream(format!("the stream reader failed: {e}")))??;
+    let mut later = Vec::new();
+    let stream_messages = check_stream(
+        read,
+        &stream_name,
+        &store,
+        &pending,
+        &mut findings,
+        &mut later,
+    );
+    // A message whose event the snapshot lacks is a discrepancy only if the event store
+    // still lacks it (it was not written after the snapshot was taken).
+    if !later.is_empty() {
+        let exists: Vec<bool> = sqlx::query_scalar(
+            "SELECT e.sequence IS NOT NULL
+               FROM UNNEST($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS m(t, i, s, n)
+               LEFT JOIN events e
+                 ON e.aggregate_type = m.t AND e.aggregate_id = m.i AND e.sequence = m.s
+              ORDER BY m.n",
+        )
+        .bind(later.iter().map(|l| l.0 .0.as_str()).collect::<Vec<_>>())
+        .bind(later.iter().map(|l| l.0 .1.as_str()).collect::<Vec<_>>())
+        .bind(later.iter().map(|l| l.1).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+        for (((key, event, sequence), exists), _) in later.iter().zip(exists).zip(0..) {
+            if !exists {
+                findings.add(
+                    "stream",
+                    event_name(&key.0, &key.1, *event),
+                    format!("is in {stream_name} (message {sequence}) but not in the event store"),
+                );
+            }
+        }
+    }
     let pending_publication = pending
         .values()
         .map(|(from, to)| u64::try_from(to - from + 1).unwrap_or(0))
@@ -722,96 +765,113 @@ async fn pending_publication(
         .collect())
 }
 
+/// One message of the stream, as much as the comparison needs.
+struct StreamMessage {
+    stream_sequence: u64,
+    key: (String, String),
+    event: i64,
+    fingerprint: u64,
+}
+
+/// The stream, read whole (a task of its own, beside the pass over the event store).
+struct StreamRead {
+    messages: Vec<StreamMessage>,
+    /// Stream sequences of messages that are not event envelopes.
+    malformed: Vec<u64>,
+}
+
+/// Read every message of stream `name` as it was when the read began.
+async fn read_stream(js: jetstream::Context, name: String) -> Result<StreamRead, VerifyError> {
+    let stream_error = |e: &dyn std::fmt::Display| VerifyError::Stream(format!("{name}: {e}"));
+    let mut stream = js.get_stream(&name).await.map_err(|e| stream_error(&e))?;
+    let info = stream.info().await.map_err(|e| stream_error(&e))?;
+    let (last, count) = (info.state.last_sequence, info.state.messages);
+    let mut read = StreamRead {
+        messages: Vec::with_capacity(usize::try_from(count).unwrap_or(0)),
+        malformed: Vec::new(),
+    };
+    if count == 0 {
+        return Ok(read);
+    }
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| stream_error(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| stream_error(&e))?;
+    let mut n = 0u64;
+    while n < count {
+        let message = match tokio::time::timeout(STALL, messages.next()).await {
+            Err(_) => return Err(stream_error(&"no message for 10 s while more were due")),
+            Ok(None) => break,
+            Ok(Some(message)) => message.map_err(|e| stream_error(&e))?,
+        };
+        let info = message.info().map_err(|e| stream_error(&e))?;
+        let sequence = info.stream_sequence;
+        n += 1;
+        match serde_json::from_slice::<hub_nats::EventEnvelope>(&message.payload) {
+            Ok(envelope) => read.messages.push(StreamMessage {
+                stream_sequence: sequence,
+                event: i64::try_from(envelope.sequence).unwrap_or(i64::MAX),
+                fingerprint: fingerprint(&envelope.payload),
+                key: (envelope.aggregate_type, envelope.aggregate_id),
+            }),
+            Err(_) => read.malformed.push(sequence),
+        }
+        if sequence >= last {
+            break;
+        }
+    }
+    Ok(read)
+}
+
 /// 2. Every message of the stream against the store.
-async fn check_stream(
-    js: &jetstream::Context,
+fn check_stream(
+    read: StreamRead,
     name: &str,
     store: &HashMap<(String, String), StoreAggregate>,
     pending: &HashMap<(String, String), (i64, i64)>,
     findings: &mut Findings,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<u64, VerifyError> {
-    let stream_error = |e: &dyn std::fmt::Display| VerifyError::Stream(format!("{name}: {e}"));
-    let mut stream = js.get_stream(name).await.map_err(|e| stream_error(&e))?;
-    let info = stream.info().await.map_err(|e| stream_error(&e))?;
-    let (last, count) = (info.state.last_sequence, info.state.messages);
+    later: &mut Vec<((String, String), i64, u64)>,
+) -> u64 {
+    let total = (read.messages.len() + read.malformed.len()) as u64;
+    for sequence in read.malformed {
+        findings.add(
+            "stream",
+            format!("{name} message {sequence}"),
+            "is not an event envelope",
+        );
+    }
     // Which sequences of each aggregate the stream holds, in stream order.
     let mut seen: HashMap<(String, String), Vec<i64>> = HashMap::new();
-    let mut read = 0u64;
-    if count > 0 {
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
+    for message in read.messages {
+        let subject = event_name(&message.key.0, &message.key.1, message.event);
+        let sequence = message.stream_sequence;
+        match store
+            .get(&message.key)
+            .and_then(|a| {
+                usize::try_from(message.event - 1)
+                    .ok()
+                    .and_then(|i| a.fingerprints.get(i))
             })
-            .await
-            .map_err(|e| stream_error(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| stream_error(&e))?;
-        while read < count {
-            let message = match tokio::time::timeout(STALL, messages.next()).await {
-                Err(_) => return Err(stream_error(&"no message for 10 s while more were due")),
-                Ok(None) => break,
-                Ok(Some(message)) => message.map_err(|e| stream_error(&e))?,
-            };
-            let info = message.info().map_err(|e| stream_error(&e))?;
-            let sequence = info.stream_sequence;
-            read += 1;
-            let envelope: hub_nats::EventEnvelope = match serde_json::from_slice(&message.payload) {
-                Ok(envelope) => envelope,
-                Err(_) => {
-                    findings.add(
-                        "stream",
-                        format!("{name} message {sequence}"),
-                        "is not an event envelope",
-                    );
-                    continue;
-                }
-            };
-            let event = i64::try_from(envelope.sequence).unwrap_or(i64::MAX);
-            let subject = event_name(&envelope.aggregate_type, &envelope.aggregate_id, event);
-            let key = (envelope.aggregate_type, envelope.aggregate_id);
-            match store
-                .get(&key)
-                .and_then(|a| {
-                    usize::try_from(event - 1)
-                        .ok()
-                        .and_then(|i| a.fingerprints.get(i))
-                })
-                .copied()
-                .flatten()
-            {
-                None => findings.add(
-                    "stream",
-                    &subject,
-                    format!("is in {name} (message {sequence}) but not in the event store"),
+            .copied()
+            .flatten()
+        {
+            // Not in the snapshot: maybe written since (checked by the caller).
+            None => later.push((message.key.clone(), message.event, sequence)),
+            Some(f) if f != message.fingerprint => findings.add(
+                "stream",
+                &subject,
+                format!(
+                    "its payload in {name} (message {sequence}) differs from the event store's"
                 ),
-                Some(f) if f != fingerprint(&envelope.payload) => findings.add(
-                    "stream",
-                    &subject,
-                    format!(
-                        "its payload in {name} (message {sequence}) differs from the event store's"
-                    ),
-                ),
-                Some(_) => {}
-            }
-            seen.entry(key).or_default().push(event);
-            if read.is_multiple_of(10_000) {
-                progress(Progress {
-                    stage: "stream",
-                    done: read,
-                    total: count,
-                });
-            }
-            if sequence >= last {
-                break;
-            }
+            ),
+            Some(_) => {}
         }
+        seen.entry(message.key).or_default().push(message.event);
     }
-    progress(Progress {
-        stage: "stream",
-        done: read,
-        total: count,
-    });
     for (key, aggregate) in store {
         let stored = i64::try_from(aggregate.fingerprints.len()).unwrap_or(i64::MAX);
         // What the relay has not published yet is not expected in the stream.
@@ -845,7 +905,7 @@ async fn check_stream(
             report_missing(aggregate, key, missing, name, findings);
         }
     }
-    Ok(read)
+    total
 }
 
 /// An event the stream lacks, unless the store lacks it too (a gap the chain reports).
