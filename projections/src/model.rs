@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// The aggregate type the credit projections read (`CreditAccount`'s cqrs-es type name).
-const CREDIT_ACCOUNT: &str = "CreditAccount";
+pub(crate) const CREDIT_ACCOUNT: &str = "CreditAccount";
 /// The aggregate type the users projection reads.
 const USER: &str = "User";
 /// The aggregate type the payments projection reads.
@@ -101,7 +101,7 @@ impl ProjectionKind {
             ProjectionKind::Balances => &["balances", "active_reservations"],
             ProjectionKind::Ledger => &["ledger"],
             ProjectionKind::Users => &["users"],
-            ProjectionKind::Usage => &["usage_records", "usage_rollups"],
+            ProjectionKind::Usage => &["usage_records", "usage_rollups", "usage_rollups_global"],
             ProjectionKind::Payments => &["payments"],
             ProjectionKind::Promos => &["promo_codes"],
             ProjectionKind::Journal => &["journal"],

@@ -1,4 +1,7 @@
-//! `usage_rollups`: the hourly sums analysts' summaries read, kept beside `usage_records`.
+//! `usage_rollups`: the hourly sums analysts' summaries read, kept beside `usage_records`;
+//! and `usage_rollups_global`, the same sums without the account and the key, which the
+//! summaries that name neither read (a month of it is thousands of rows, whatever the
+//! number of accounts).
 //!
 //! A settlement adds to its rollup row only when its `usage_records` row is new (the insert
 //! answers which rows it wrote), in the same transaction, so a redelivered or replayed
@@ -77,13 +80,11 @@ struct Sums {
     ttft: [i64; BUCKETS],
 }
 
-/// Add new records to their hours' rollups (one statement, rows in key order).
-pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> anyhow::Result<()> {
-    let mut sums: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
-    for r in records {
-        let hour = r.recorded_at.duration_trunc(TimeDelta::hours(1))?;
-        let key = (hour, r.account, r.api_key, r.model, r.provider, r.outcome);
-        let s = sums.entry(key).or_insert_with(|| Sums {
+type GlobalKey<'a> = (DateTime<Utc>, &'a str, &'a str, &'static str);
+
+impl Sums {
+    fn zero() -> Sums {
+        Sums {
             requests: 0,
             input: 0,
             output: 0,
@@ -92,7 +93,102 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
             charged: 0,
             latency: [0; BUCKETS],
             ttft: [0; BUCKETS],
-        });
+        }
+    }
+
+    fn add(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.input += other.input;
+        self.output += other.output;
+        self.cached += other.cached;
+        self.cost += other.cost;
+        self.charged += other.charged;
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            *a += b;
+        }
+        for (a, b) in self.ttft.iter_mut().zip(&other.ttft) {
+            *a += b;
+        }
+    }
+}
+
+/// Add the same sums, without account and key, to `usage_rollups_global` (rows in key
+/// order, so two writers never deadlock).
+async fn add_global(
+    conn: &mut PgConnection,
+    sums: BTreeMap<GlobalKey<'_>, Sums>,
+) -> anyhow::Result<()> {
+    let n = sums.len();
+    let mut hours = Vec::with_capacity(n);
+    let mut models = Vec::with_capacity(n);
+    let mut providers = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut columns: [Vec<i64>; 6] = Default::default();
+    let mut latency = Vec::with_capacity(n * BUCKETS);
+    let mut ttft = Vec::with_capacity(n * BUCKETS);
+    for ((hour, model, provider, outcome), s) in sums {
+        hours.push(hour);
+        models.push(model);
+        providers.push(provider);
+        outcomes.push(outcome);
+        for (column, value) in columns
+            .iter_mut()
+            .zip([s.requests, s.input, s.output, s.cached, s.cost, s.charged])
+        {
+            column.push(value);
+        }
+        latency.extend_from_slice(&s.latency);
+        ttft.extend_from_slice(&s.ttft);
+    }
+    let [requests, input, output, cached, cost, charged] = columns;
+    sqlx::query(
+        "INSERT INTO usage_rollups_global AS r (hour, model, provider, outcome, requests,
+                                                input_tokens, output_tokens,
+                                                cached_input_tokens, cost_micros,
+                                                charged_micros, latency_hist, ttft_hist)
+         SELECT u.hour, u.model, u.provider, u.outcome,
+                u.requests, u.input, u.output, u.cached, u.cost, u.charged,
+                ($11::int8[])[(u.i - 1) * $13 + 1 : u.i * $13],
+                ($12::int8[])[(u.i - 1) * $13 + 1 : u.i * $13]
+           FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                       $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
+                WITH ORDINALITY AS u(hour, model, provider, outcome,
+                                     requests, input, output, cached, cost, charged, i)
+         ON CONFLICT (hour, model, provider, outcome) DO UPDATE
+            SET requests = r.requests + excluded.requests,
+                input_tokens = r.input_tokens + excluded.input_tokens,
+                output_tokens = r.output_tokens + excluded.output_tokens,
+                cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,
+                cost_micros = r.cost_micros + excluded.cost_micros,
+                charged_micros = r.charged_micros + excluded.charged_micros,
+                latency_hist = usage_hist_add(r.latency_hist, excluded.latency_hist),
+                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)",
+    )
+    .bind(&hours)
+    .bind(&models)
+    .bind(&providers)
+    .bind(&outcomes)
+    .bind(&requests)
+    .bind(&input)
+    .bind(&output)
+    .bind(&cached)
+    .bind(&cost)
+    .bind(&charged)
+    .bind(&latency)
+    .bind(&ttft)
+    .bind(i32::try_from(BUCKETS)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Add new records to their hours' rollups (one statement, rows in key order).
+pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> anyhow::Result<()> {
+    let mut sums: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
+    for r in records {
+        let hour = r.recorded_at.duration_trunc(TimeDelta::hours(1))?;
+        let key = (hour, r.account, r.api_key, r.model, r.provider, r.outcome);
+        let s = sums.entry(key).or_insert_with(Sums::zero);
         s.requests += 1;
         s.input += r.input;
         s.output += r.output;
@@ -107,6 +203,14 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
     if sums.is_empty() {
         return Ok(());
     }
+    let mut global: BTreeMap<GlobalKey<'_>, Sums> = BTreeMap::new();
+    for ((hour, _, _, model, provider, outcome), s) in &sums {
+        global
+            .entry((*hour, *model, *provider, *outcome))
+            .or_insert_with(Sums::zero)
+            .add(s);
+    }
+    add_global(conn, global).await?;
     let n = sums.len();
     let (mut hours, mut accounts, mut keys, mut models, mut providers, mut outcomes) = (
         Vec::with_capacity(n),

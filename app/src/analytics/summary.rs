@@ -1,6 +1,8 @@
 //! `usage_rollups` summed by an optional time grain and any of user, API key, model and
 //! provider: totals and series of requests, tokens, cost, charge, error rate, and latency
-//! and time-to-first-token percentiles read from the rollups' histograms.
+//! and time-to-first-token percentiles read from the rollups' histograms. A summary that
+//! names no user and no key (as a filter or a dimension) reads `usage_rollups_global`, the
+//! same sums without account and key; the rows read are added up here.
 //!
 //! Rollups are hourly, so a summary covers whole hours: `from` is rounded down and `to` up
 //! to the hour (UTC), and the summary says which range it covered. A percentile is the
@@ -8,9 +10,11 @@
 //! exact value is below it and at or above the bucket's lower bound.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use futures::TryStreamExt;
 use hub_projections::rollups::{bucket_range, BUCKETS};
 use serde::Serialize;
 use sqlx::{PgPool, QueryBuilder, Row};
+use std::collections::hash_map::{Entry, HashMap};
 use uuid::Uuid;
 
 use crate::queries::usage::{FilterError, UsageFilter};
@@ -129,7 +133,7 @@ pub struct Metrics {
 }
 
 /// The key of one group: only the parts grouped by are present.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct GroupKey {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period: Option<DateTime<Utc>>,
@@ -242,6 +246,17 @@ async fn read_groups(
     group: &GroupBy,
 ) -> Result<Vec<Sums>, SummaryError> {
     let has = |d: Dimension| group.dimensions.contains(&d);
+    // A summary that names no account and no key reads the sums kept without them: a month
+    // of those is thousands of rows whatever the number of accounts.
+    let global = !has(Dimension::User)
+        && !has(Dimension::ApiKey)
+        && filter.account.is_none()
+        && filter.api_key.is_none();
+    let table = if global {
+        "usage_rollups_global"
+    } else {
+        "usage_rollups"
+    };
     // Only fixed text goes into the statement; values are bound.
     let period = match group.grain {
         None => "NULL::timestamptz",
@@ -251,31 +266,25 @@ async fn read_groups(
         Some(Grain::Month) => "date_trunc('month', hour, 'UTC')",
     };
     let pick = |d, column: &'static str, null: &'static str| if has(d) { column } else { null };
+    // The rows are added up here, histograms included: Postgres has no element-wise sum of
+    // arrays as fast as a loop over them.
     let mut sql = QueryBuilder::new(format!(
         "SELECT {period} AS period, {} AS user_id, {} AS api_key_id, {} AS model,
-                {} AS provider,
-                sum(requests)::int8 AS requests, sum(input_tokens)::int8 AS input,
-                sum(output_tokens)::int8 AS output, sum(cached_input_tokens)::int8 AS cached,
-                sum(cost_micros)::int8 AS cost, sum(charged_micros)::int8 AS charged,
-                coalesce(sum(requests) FILTER (WHERE outcome = 'broken'), 0)::int8 AS errors,
-                usage_hist_sum(latency_hist) AS latency, usage_hist_sum(ttft_hist) AS ttft
-           FROM usage_rollups WHERE true",
+                {} AS provider, requests, input_tokens, output_tokens, cached_input_tokens,
+                cost_micros, charged_micros, outcome = 'broken' AS broken, latency_hist,
+                ttft_hist
+           FROM {table} WHERE true",
         pick(Dimension::User, "account_id", "NULL::uuid"),
         pick(Dimension::ApiKey, "api_key_id", "NULL::uuid"),
         pick(Dimension::Model, "model", "NULL::text"),
         pick(Dimension::Provider, "provider", "NULL::text"),
     ));
     filter.push_where(&mut sql, "hour");
-    sql.push(" GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 LIMIT ")
-        .push_bind(i64::try_from(GROUPS_MAX + 1).unwrap_or(i64::MAX));
-    let rows = sql.build().fetch_all(pool).await?;
-    if rows.len() > GROUPS_MAX {
-        return Err(SummaryError::TooManyGroups);
-    }
-    let mut groups = Vec::with_capacity(rows.len());
-    for row in &rows {
-        groups.push(Sums {
-            key: GroupKey {
+    let mut groups: HashMap<GroupKey, Sums> = HashMap::new();
+    {
+        let mut rows = sql.build().fetch(pool);
+        while let Some(row) = rows.try_next().await? {
+            let key = GroupKey {
                 period: row.try_get("period")?,
                 user_id: row.try_get("user_id")?,
                 api_key_id: has(Dimension::ApiKey)
@@ -283,22 +292,72 @@ async fn read_groups(
                     .transpose()?,
                 model: row.try_get("model")?,
                 provider: row.try_get("provider")?,
-            },
-            requests: row.try_get("requests")?,
-            input: row.try_get("input")?,
-            output: row.try_get("output")?,
-            cached: row.try_get("cached")?,
-            cost: row.try_get("cost")?,
-            charged: row.try_get("charged")?,
-            errors: row.try_get("errors")?,
-            latency: row.try_get("latency")?,
-            ttft: row.try_get("ttft")?,
-        });
+            };
+            if !groups.contains_key(&key) && groups.len() == GROUPS_MAX {
+                return Err(SummaryError::TooManyGroups);
+            }
+            let requests: i64 = row.try_get("requests")?;
+            let latency: Vec<i64> = row.try_get("latency_hist")?;
+            let ttft: Vec<i64> = row.try_get("ttft_hist")?;
+            let sums = Sums {
+                key: key.clone(),
+                requests,
+                input: row.try_get("input_tokens")?,
+                output: row.try_get("output_tokens")?,
+                cached: row.try_get("cached_input_tokens")?,
+                cost: row.try_get("cost_micros")?,
+                charged: row.try_get("charged_micros")?,
+                errors: if row.try_get::<bool, _>("broken")? {
+                    requests
+                } else {
+                    0
+                },
+                latency,
+                ttft,
+            };
+            match groups.entry(key) {
+                Entry::Occupied(mut at) => at.get_mut().add(&sums),
+                Entry::Vacant(at) => {
+                    at.insert(sums);
+                }
+            }
+        }
     }
+    let mut groups: Vec<Sums> = groups.into_values().collect();
+    // As `ORDER BY` would: each part ascending, nothing (no key) after everything.
+    groups.sort_by(|a, b| a.key.order(&b.key));
     Ok(groups)
 }
 
+/// `a` before `b` as SQL orders them ascending: `None` last.
+fn nulls_last<T: Ord>(a: &Option<T>, b: &Option<T>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+    }
+}
+
 impl GroupKey {
+    fn order(&self, other: &GroupKey) -> std::cmp::Ordering {
+        nulls_last(&self.period, &other.period)
+            .then_with(|| nulls_last(&self.user_id, &other.user_id))
+            .then_with(|| {
+                nulls_last(
+                    &self
+                        .api_key_id
+                        .map(|k| k.map_or((true, Uuid::nil()), |k| (false, k))),
+                    &other
+                        .api_key_id
+                        .map(|k| k.map_or((true, Uuid::nil()), |k| (false, k))),
+                )
+            })
+            .then_with(|| nulls_last(&self.model, &other.model))
+            .then_with(|| nulls_last(&self.provider, &other.provider))
+    }
+
     fn none() -> Self {
         GroupKey {
             period: None,
