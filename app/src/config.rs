@@ -90,6 +90,9 @@ pub struct ServerSettings {
     /// Whole-request timeout of every route but inference (which runs under
     /// `models.total_timeout_ms`), in milliseconds.
     pub request_timeout_ms: u64,
+    /// The web app's built files (`web/dist`, relative to the working directory), served
+    /// at `/`; nothing is served there when the folder is missing.
+    pub web_dir: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -185,6 +188,7 @@ impl Default for Settings {
                 port: 8080,
                 body_limit_bytes: 1 << 20,
                 request_timeout_ms: 30_000,
+                web_dir: "web/dist".into(),
             },
             database: DatabaseSettings {
                 url: "postgres://postgres@127.0.0.1:5432/aihub".into(),

@@ -55,6 +55,12 @@ impl Topology {
         format!("{}.checkpoints", self.subject_prefix)
     }
 
+    /// Core NATS subject on which the balances projection announces an account's new
+    /// balance after each batch it commits (`<prefix>.balances.<account_id>`).
+    pub fn balance_subject(&self, account_id: &str) -> String {
+        format!("{}.balances.{account_id}", self.subject_prefix)
+    }
+
     /// The work queue of commands for workers.
     pub fn commands_stream(&self) -> String {
         format!("{}HUB_COMMANDS", self.stream_prefix)

@@ -268,6 +268,9 @@ pub struct Projector {
     config: ProjectorConfig,
 }
 
+/// An account, its balance, reserved, debt and version, as `balances` has them.
+type BalanceRow = (uuid::Uuid, i64, i64, i64, i64);
+
 /// How often a leading group checks, even under load, whether a projection it left out
 /// (held by a replay) may rejoin.
 const REJOIN_CHECK: Duration = Duration::from_secs(1);
@@ -436,6 +439,9 @@ impl Projector {
                 }
                 Err(BatchError::Other(err)) => return Err(err),
             }
+            if active.contains(&ProjectionKind::Balances) {
+                self.announce_balances(&batch).await;
+            }
             // AckPolicy::All: acknowledging the last acknowledges the batch.
             if let Some(last) = batch.last() {
                 last.ack()
@@ -444,6 +450,56 @@ impl Projector {
             }
         }
         // `held` and `group_lock` drop here: their connections close, the locks go.
+    }
+
+    /// Tell whoever listens (a signed-in browser's WebSocket) the new balance of every
+    /// account the committed batch moved: core NATS `<prefix>.balances.<account>`, the
+    /// `balances` row as JSON. Best effort: a lost announcement costs a dashboard one
+    /// refresh, never a credit.
+    async fn announce_balances(&self, batch: &[jetstream::Message]) {
+        let accounts: std::collections::BTreeSet<uuid::Uuid> = batch
+            .iter()
+            .filter_map(|m| {
+                let mut tokens = m.subject.as_str().rsplit('.');
+                let id = tokens.next()?;
+                (tokens.next()? == crate::model::CREDIT_ACCOUNT)
+                    .then(|| id.parse().ok())
+                    .flatten()
+            })
+            .collect();
+        if accounts.is_empty() {
+            return;
+        }
+        let accounts: Vec<uuid::Uuid> = accounts.into_iter().collect();
+        let rows: Result<Vec<BalanceRow>, _> = sqlx::query_as(
+            "SELECT account_id, balance_micros, reserved_micros, debt_micros, version
+               FROM balances WHERE account_id = ANY($1)",
+        )
+        .bind(&accounts)
+        .fetch_all(&self.pool)
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::debug!(error = %err, "could not read balances to announce");
+                return;
+            }
+        };
+        let client = self.js.client();
+        for (account, balance, reserved, debt, version) in rows {
+            let body = serde_json::json!({
+                "account_id": account,
+                "balance_micros": balance,
+                "reserved_micros": reserved,
+                "available_micros": balance - reserved,
+                "debt_micros": debt,
+                "version": version,
+            });
+            let subject = self.topology.balance_subject(&account.to_string());
+            if let Err(err) = client.publish(subject, body.to_string().into()).await {
+                tracing::debug!(error = %err, "could not announce a balance");
+            }
+        }
     }
 
     /// The durable consumer, positioned right after `checkpoint`. The checkpoint in Postgres

@@ -15,13 +15,13 @@ pub mod payments;
 pub mod promos;
 pub mod usage;
 pub mod verification;
+pub mod web;
 pub mod ws;
 
 use axum::routing::{delete, get, post};
 use axum::Router;
 use std::sync::Arc;
 
-use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Every route, and the roles it allows:
@@ -66,6 +66,7 @@ use crate::state::AppState;
 /// | `GET /api/audit/payments/reconciliation?from&to` (each Stripe session beside the credits it moved) | auditor, admin |
 /// | `GET /api/audit/admin-actions` (grants, role changes, suspensions, promo codes, keys revoked by an admin) | auditor, admin |
 /// | `GET /api/audit/checkpoints`, `/api/audit/public-key`, `/api/audit/events/{aggregate_id}/{sequence}/proof` (tamper evidence: signed checkpoints and inclusion proofs), `/api/audit/verify` (the last `aihub audit verify`) | auditor, admin |
+/// | `GET /` and any other path outside the API | anyone: the web app from `server.web_dir` (`index.html` for the app's own routes; hashed assets cached a year) |
 ///
 /// The audit routes only read; an API key, which acts with its owner's `user` role only,
 /// gets 403 on every one of them.
@@ -157,10 +158,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/usage/export", get(usage::export))
         .route("/api/analytics/events", get(analytics::events))
         .merge(inference)
-        .fallback(not_found)
+        .fallback(web::serve)
         .with_state(state)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
 }

@@ -28,6 +28,7 @@
 //! | `{"type":"chat.error","id","code","message","status"}` | the chat failed (codes as the HTTP API's) |
 //! | `{"type":"error","code","message"}` | a message the hub could not use |
 //! | `{"type":"heartbeat"}` | every `HEARTBEAT`, so idle proxies keep the connection |
+//! | `{"type":"balance.updated","account_id","balance_micros","reserved_micros","available_micros","debt_micros","version"}` | the account's balance, as the `balances` read model has it after each change (whoever caused it) |
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query, State};
@@ -255,6 +256,13 @@ async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
     let writer = tokio::spawn(write(sink, outbox));
     let welcome = json!({"type": "welcome", "user_id": caller.user});
     let _ = out.send(Outgoing::Json(welcome)).await;
+    // The account's balance, pushed as the projection moves it (a charge made elsewhere,
+    // by an API key in another program, shows at once).
+    let balances = tokio::spawn(announce_balances(
+        state.clone(),
+        caller.user.to_string(),
+        out.clone(),
+    ));
     let mut chats = ChatSession::new(state.clone(), caller.payer(), out.clone());
     let ended = loop {
         // The credential's own end (an access token's expiry), on the hub's clock: measured
@@ -306,9 +314,34 @@ async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
         let _ = out.send(Outgoing::ended(refused)).await;
     }
     // The client left or was closed: dropping the session stops every chat still running.
+    balances.abort();
     drop(chats);
     drop(out);
     let _ = writer.await;
+}
+
+/// Forward the balances projection's announcements for `account` as `balance.updated`
+/// until the socket ends (the task is aborted then).
+async fn announce_balances(state: Arc<AppState>, account: String, out: mpsc::Sender<Outgoing>) {
+    let subject = state.topology.balance_subject(&account);
+    let mut updates = match state.nats.subscribe(subject).await {
+        Ok(updates) => updates,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not follow a balance for a socket");
+            return;
+        }
+    };
+    while let Some(update) = updates.next().await {
+        let Ok(mut body) = serde_json::from_slice::<Value>(&update.payload) else {
+            continue;
+        };
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("type".into(), json!("balance.updated"));
+        }
+        if out.send(Outgoing::Json(body)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Does what a client message asks; the direct reply, if any.
