@@ -27,3 +27,29 @@ SELECT hour, model, provider, outcome, sum(requests), sum(input_tokens), sum(out
        usage_hist_sum(latency_hist), usage_hist_sum(ttft_hist)
   FROM usage_rollups
  GROUP BY hour, model, provider, outcome;
+
+-- The same sums by day (UTC): a summary by day, week or month over a month reads a row per
+-- day × model × provider × outcome, and hours only at the range's ragged ends.
+CREATE TABLE usage_rollups_global_daily
+(
+    day                 timestamptz NOT NULL,
+    model               text        NOT NULL,
+    provider            text        NOT NULL,
+    outcome             text        NOT NULL CHECK (outcome IN ('completed', 'cancelled', 'broken')),
+    requests            bigint      NOT NULL CHECK (requests > 0),
+    input_tokens        bigint      NOT NULL,
+    output_tokens       bigint      NOT NULL,
+    cached_input_tokens bigint      NOT NULL,
+    cost_micros         bigint      NOT NULL,
+    charged_micros      bigint      NOT NULL,
+    latency_hist        bigint[]    NOT NULL CHECK (cardinality(latency_hist) = 39),
+    ttft_hist           bigint[]    NOT NULL CHECK (cardinality(ttft_hist) = 39),
+    PRIMARY KEY (day, model, provider, outcome)
+);
+
+INSERT INTO usage_rollups_global_daily
+SELECT date_trunc('day', hour, 'UTC'), model, provider, outcome, sum(requests),
+       sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(cost_micros),
+       sum(charged_micros), usage_hist_sum(latency_hist), usage_hist_sum(ttft_hist)
+  FROM usage_rollups_global
+ GROUP BY 1, model, provider, outcome;

@@ -101,7 +101,12 @@ impl ProjectionKind {
             ProjectionKind::Balances => &["balances", "active_reservations"],
             ProjectionKind::Ledger => &["ledger"],
             ProjectionKind::Users => &["users"],
-            ProjectionKind::Usage => &["usage_records", "usage_rollups", "usage_rollups_global"],
+            ProjectionKind::Usage => &[
+                "usage_records",
+                "usage_rollups",
+                "usage_rollups_global",
+                "usage_rollups_global_daily",
+            ],
             ProjectionKind::Payments => &["payments"],
             ProjectionKind::Promos => &["promo_codes"],
             ProjectionKind::Journal => &["journal"],

@@ -112,10 +112,13 @@ impl Sums {
     }
 }
 
-/// Add the same sums, without account and key, to `usage_rollups_global` (rows in key
-/// order, so two writers never deadlock).
+/// Add the same sums, without account and key, to `usage_rollups_global` (by hour) or
+/// `usage_rollups_global_daily` (by day), rows in key order so two writers never deadlock.
+/// `table` and `time` are fixed names from this module, never input.
 async fn add_global(
     conn: &mut PgConnection,
+    table: &'static str,
+    time: &'static str,
     sums: BTreeMap<GlobalKey<'_>, Sums>,
 ) -> anyhow::Result<()> {
     let n = sums.len();
@@ -141,11 +144,10 @@ async fn add_global(
         ttft.extend_from_slice(&s.ttft);
     }
     let [requests, input, output, cached, cost, charged] = columns;
-    sqlx::query(
-        "INSERT INTO usage_rollups_global AS r (hour, model, provider, outcome, requests,
-                                                input_tokens, output_tokens,
-                                                cached_input_tokens, cost_micros,
-                                                charged_micros, latency_hist, ttft_hist)
+    sqlx::query(&format!(
+        "INSERT INTO {table} AS r ({time}, model, provider, outcome, requests,
+                                   input_tokens, output_tokens, cached_input_tokens,
+                                   cost_micros, charged_micros, latency_hist, ttft_hist)
          SELECT u.hour, u.model, u.provider, u.outcome,
                 u.requests, u.input, u.output, u.cached, u.cost, u.charged,
                 ($11::int8[])[(u.i - 1) * $13 + 1 : u.i * $13],
@@ -154,7 +156,7 @@ async fn add_global(
                        $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
                 WITH ORDINALITY AS u(hour, model, provider, outcome,
                                      requests, input, output, cached, cost, charged, i)
-         ON CONFLICT (hour, model, provider, outcome) DO UPDATE
+         ON CONFLICT ({time}, model, provider, outcome) DO UPDATE
             SET requests = r.requests + excluded.requests,
                 input_tokens = r.input_tokens + excluded.input_tokens,
                 output_tokens = r.output_tokens + excluded.output_tokens,
@@ -162,8 +164,8 @@ async fn add_global(
                 cost_micros = r.cost_micros + excluded.cost_micros,
                 charged_micros = r.charged_micros + excluded.charged_micros,
                 latency_hist = usage_hist_add(r.latency_hist, excluded.latency_hist),
-                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)",
-    )
+                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)"
+    ))
     .bind(&hours)
     .bind(&models)
     .bind(&providers)
@@ -210,7 +212,16 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
             .or_insert_with(Sums::zero)
             .add(s);
     }
-    add_global(conn, global).await?;
+    let mut daily: BTreeMap<GlobalKey<'_>, Sums> = BTreeMap::new();
+    for ((hour, model, provider, outcome), s) in &global {
+        let day = hour.duration_trunc(TimeDelta::days(1))?;
+        daily
+            .entry((day, *model, *provider, *outcome))
+            .or_insert_with(Sums::zero)
+            .add(s);
+    }
+    add_global(conn, "usage_rollups_global", "hour", global).await?;
+    add_global(conn, "usage_rollups_global_daily", "day", daily).await?;
     let n = sums.len();
     let (mut hours, mut accounts, mut keys, mut models, mut providers, mut outcomes) = (
         Vec::with_capacity(n),

@@ -235,6 +235,9 @@ struct Case {
     model: Option<&'static str>,
     user: Option<Uuid>,
     outcome: Option<&'static str>,
+    /// A range from this long ago, off any hour or day boundary, to an hour from now: every
+    /// record is inside it, read partly from daily and partly from hourly rollups.
+    ragged_range: Option<chrono::TimeDelta>,
 }
 
 impl Case {
@@ -248,6 +251,14 @@ impl Case {
         }
         if let Some(o) = self.outcome {
             q.push(("outcome", o.to_string()));
+        }
+        if let Some(ago) = self.ragged_range {
+            let now = chrono::Utc::now();
+            let at = |t: chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            q.push(("from", at(now - ago - chrono::TimeDelta::minutes(17))));
+            q.push(("to", at(now + chrono::TimeDelta::hours(1))));
         }
         q
     }
@@ -345,6 +356,10 @@ async fn summary_totals_and_series_equal_the_usage_records_for_every_grouping_an
         Case {
             user: Some(users[1]),
             outcome: Some("completed"),
+            ..Case::default()
+        },
+        Case {
+            ragged_range: Some(chrono::TimeDelta::days(3)),
             ..Case::default()
         },
     ];

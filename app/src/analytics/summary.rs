@@ -2,7 +2,9 @@
 //! provider: totals and series of requests, tokens, cost, charge, error rate, and latency
 //! and time-to-first-token percentiles read from the rollups' histograms. A summary that
 //! names no user and no key (as a filter or a dimension) reads `usage_rollups_global`, the
-//! same sums without account and key; the rows read are added up here.
+//! same sums without account and key, and, by day, week or month,
+//! `usage_rollups_global_daily` for the whole days of its range; the rows read are added
+//! up here.
 //!
 //! Rollups are hourly, so a summary covers whole hours: `from` is rounded down and `to` up
 //! to the hour (UTC), and the summary says which range it covered. A percentile is the
@@ -252,11 +254,9 @@ async fn read_groups(
         && !has(Dimension::ApiKey)
         && filter.account.is_none()
         && filter.api_key.is_none();
-    let table = if global {
-        "usage_rollups_global"
-    } else {
-        "usage_rollups"
-    };
+    // By day, week or month, whole days come from the daily sums and only the range's
+    // ragged ends from the hourly ones.
+    let daily = global && group.grain != Some(Grain::Hour);
     // Only fixed text goes into the statement; values are bound.
     let period = match group.grain {
         None => "NULL::timestamptz",
@@ -273,12 +273,51 @@ async fn read_groups(
                 {} AS provider, requests, input_tokens, output_tokens, cached_input_tokens,
                 cost_micros, charged_micros, outcome = 'broken' AS broken, latency_hist,
                 ttft_hist
-           FROM {table} WHERE true",
+           FROM ",
         pick(Dimension::User, "account_id", "NULL::uuid"),
         pick(Dimension::ApiKey, "api_key_id", "NULL::uuid"),
         pick(Dimension::Model, "model", "NULL::text"),
         pick(Dimension::Provider, "provider", "NULL::text"),
     ));
+    if daily {
+        const COLUMNS: &str = "model, provider, outcome, requests, input_tokens, output_tokens,
+                               cached_input_tokens, cost_micros, charged_micros, latency_hist,
+                               ttft_hist";
+        let day = TimeDelta::days(1);
+        let first_whole_day = match filter.from {
+            Some(from) => {
+                let down = from.duration_trunc(day)?;
+                if down < from {
+                    down + day
+                } else {
+                    down
+                }
+            }
+            None => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let end_of_whole_days = match filter.to {
+            Some(to) => to.duration_trunc(day)?,
+            None => DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(365 * 8_000),
+        };
+        sql.push(format_args!(
+            "(SELECT hour, {COLUMNS} FROM usage_rollups_global WHERE hour < "
+        ))
+        .push_bind(first_whole_day)
+        .push(" OR hour >= ")
+        .push_bind(end_of_whole_days)
+        .push(format_args!(
+            " UNION ALL SELECT day AS hour, {COLUMNS} FROM usage_rollups_global_daily
+               WHERE day >= "
+        ))
+        .push_bind(first_whole_day)
+        .push(" AND day < ")
+        .push_bind(end_of_whole_days)
+        .push(") r WHERE true");
+    } else if global {
+        sql.push("usage_rollups_global WHERE true");
+    } else {
+        sql.push("usage_rollups WHERE true");
+    }
     filter.push_where(&mut sql, "hour");
     let mut groups: HashMap<GroupKey, Sums> = HashMap::new();
     {
