@@ -2,11 +2,11 @@
 
 export const MICROS = 1_000_000;
 
-export function credits(micros: number, digits?: number): string {
+/** Credits with every significant micro-credit: a request of a few tokens costs a few
+ *  millionths, and a balance that drops by them must show it. */
+export function credits(micros: number, digits = 6): string {
   const value = micros / MICROS;
-  const abs = Math.abs(value);
-  const d = digits ?? (abs === 0 ? 2 : abs < 0.01 ? 6 : abs < 1 ? 4 : 2);
-  return value.toLocaleString('en-US', { minimumFractionDigits: Math.min(d, 2), maximumFractionDigits: d });
+  return value.toLocaleString('en-US', { minimumFractionDigits: Math.min(2, digits), maximumFractionDigits: digits });
 }
 
 export function toMicros(creditsText: string): number | null {

@@ -160,7 +160,7 @@ function Users() {
         ) : list.data.users.length === 0 ? (
           <Empty title="No users match" />
         ) : (
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0} role="region" aria-label="Users table">
             <table className="table">
               <thead>
                 <tr>
@@ -276,7 +276,7 @@ function Promos() {
         ) : list.data.promos.length === 0 ? (
           <Empty title="No promo codes yet" />
         ) : (
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0} role="region" aria-label="Promo codes table">
             <table className="table">
               <thead>
                 <tr>

@@ -64,7 +64,7 @@ function Ledger() {
       ) : list.data.data.length === 0 ? (
         <Empty title="No entries match" />
       ) : (
-        <div className="table-wrap">
+        <div className="table-wrap" tabIndex={0} role="region" aria-label="Ledger table">
           <table className="table">
             <thead>
               <tr>
@@ -196,7 +196,7 @@ function Trial() {
             {tb.data.balanced ? <Badge kind="good">Balanced</Badge> : <Badge kind="bad">Not balanced</Badge>} · {tb.data.legs} legs · users hold{' '}
             {credits(tb.data.users_balance_micros)} credits
           </p>
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0} role="region" aria-label="Trial balance table">
             <table className="table">
               <thead>
                 <tr>

@@ -148,7 +148,7 @@ function History() {
       ) : list.data.data.length === 0 ? (
         <Empty title="No payments yet">Packages you buy show here with their status.</Empty>
       ) : (
-        <div className="table-wrap">
+        <div className="table-wrap" tabIndex={0} role="region" aria-label="Payments table">
           <table className="table">
             <thead>
               <tr>

@@ -221,7 +221,7 @@ function Activity({ tick }: { tick: number }) {
           {q || model || outcome ? 'Change the filters or the search.' : 'Requests you make with your account or API keys show here.'}
         </Empty>
       ) : (
-        <div className="table-wrap">
+        <div className="table-wrap" tabIndex={0} role="region" aria-label="Activity table">
           <table className="table" data-testid="activity">
             <thead>
               <tr>

@@ -174,7 +174,7 @@ export default function Keys() {
           ) : keys.length === 0 ? (
             <Empty title="No keys yet">Create one to call the API from your programs.</Empty>
           ) : (
-            <div className="table-wrap">
+            <div className="table-wrap" tabIndex={0} role="region" aria-label="Keys table">
               <table className="table" data-testid="keys">
                 <thead>
                   <tr>

@@ -20,7 +20,7 @@ function change(now: number, before: number): string {
 
 function GroupTable({ rows, keyName, label }: { rows: UsageGroup[]; keyName: 'model' | 'provider'; label: string }) {
   return (
-    <div className="table-wrap">
+    <div className="table-wrap" tabIndex={0} role="region" aria-label={`${label} table`}>
       <table className="table">
         <thead>
           <tr>

@@ -63,7 +63,7 @@ export function BarChart({
   const inner = height - pad.top - pad.bottom;
   const step = bars.length ? (width - pad.left - pad.right) / bars.length : 0;
   const barW = Math.max(step * 0.7, 1);
-  const labelEvery = Math.ceil(bars.length / 10);
+  const labelEvery = Math.ceil(bars.length / 8);
   return (
     <figure className="chart">
       <svg viewBox={`0 0 ${width} ${height}`} role="img" aria-label={`${title}: highest ${format(max)}`}>

@@ -77,7 +77,8 @@ export function Layout({ children }: { children: ReactNode }) {
           <span className="top-balance" data-testid="top-balance" title="Available credits">
             <span className={`dot dot-${liveStatus}`} aria-hidden="true" />
             <span className="sr-only">{liveStatus === 'open' ? 'Live. ' : 'Not live. '}</span>
-            {balance ? `${credits(balance.available_micros)} credits` : '—'}
+            {balance ? credits(balance.available_micros) : '—'}
+            <span className="unit"> credits</span>
           </span>
           <ThemeToggle />
           <div className="menu">
