@@ -489,6 +489,13 @@ async function screenshotsAndAxe(browser, { email, password, themes = ['light', 
           await p.getByRole('heading', { level: 1, name: heading }).waitFor();
           // Let the page's own data arrive (no spinner left), so the picture is the page.
           await eventually(`${name} to load`, async () => (await p.locator('.state-loading').count()) === 0 || name === 'payment-return', 10_000);
+          if (name === 'playground') {
+            // A conversation on the screen: one streamed answer with its cost.
+            await eventually('the socket', async () => (await p.getByText('connecting…').count()) === 0);
+            await p.getByLabel('Message', { exact: true }).fill('What can this hub do?');
+            await p.getByRole('button', { name: 'Send' }).click();
+            await p.getByTestId('turn-charged').first().waitFor();
+          }
           if (save) await shoot(p, name, deviceName, theme);
           await axe(p, `${name} ${theme} ${deviceName}`);
           scanned++;
