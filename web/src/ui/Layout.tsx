@@ -51,6 +51,22 @@ export function Layout({ children }: { children: ReactNode }) {
     return () => document.removeEventListener('keydown', onKey);
   }, [open]);
 
+  // The account menu closes on Escape, on a click elsewhere and when focus leaves it.
+  const menuRef = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    if (!menu) return;
+    const away = (e: Event) => {
+      if (menuRef.current && !menuRef.current.contains(e.target as Node)) setMenu(false);
+    };
+    document.addEventListener('pointerdown', away);
+    document.addEventListener('focusin', away);
+    return () => {
+      document.removeEventListener('pointerdown', away);
+      document.removeEventListener('focusin', away);
+    };
+  }, [menu]);
+  useEffect(() => setMenu(false), [location]);
+
   const items = NAV.filter((n) => allowed(n.roles, roles));
   return (
     <div className={`shell${open ? ' drawer-open' : ''}`}>
@@ -81,7 +97,7 @@ export function Layout({ children }: { children: ReactNode }) {
             <span className="unit"> credits</span>
           </span>
           <ThemeToggle />
-          <div className="menu">
+          <div className="menu" ref={menuRef}>
             <button className="icon-btn account-btn" aria-haspopup="true" aria-expanded={menu} onClick={() => setMenu((m) => !m)}>
               <span className="avatar" aria-hidden="true">
                 {(user?.display_name ?? user?.email ?? '?').slice(0, 1).toUpperCase()}
@@ -120,7 +136,7 @@ export function Layout({ children }: { children: ReactNode }) {
       </nav>
       {open && <div className="scrim" aria-hidden="true" onClick={() => setOpen(false)} />}
       <main id="main" tabIndex={-1}>
-        {user && !user.email_verified && (
+        {user && !user.email_verified && location !== '/verify-email' && (
           <Alert kind="warning">
             Your email address is not verified yet. <Link href="/verify-email">Enter the six-digit code</Link> we sent you.
           </Alert>
