@@ -338,6 +338,32 @@ async function main() {
       assert(after === navigations, 'the page reloaded');
     });
 
+    await step('usage: charts by day, model and provider, and a CSV export of the range', async () => {
+      await page.getByRole('link', { name: 'Usage' }).first().click();
+      await page.getByRole('heading', { name: 'Cost per model' }).waitFor();
+      await page.getByRole('region', { name: 'Model table' }).getByText('mock-1').waitFor();
+      const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export CSV' }).click()]);
+      const csv = await readFile(await download.path(), 'utf8');
+      const lines = csv.trim().split(/\r?\n/);
+      assert(lines[0].startsWith('request_id,user_id,api_key_id,model'), `CSV header: ${lines[0]}`);
+      assert(lines.length >= 3, `CSV has ${lines.length - 1} rows, expected the two chats`);
+    });
+
+    await step('keyboard only: skip link, the drawer-free sidebar, forms submit with Enter', async () => {
+      await page.goto('/');
+      await page.getByTestId('balance-available').waitFor();
+      await page.keyboard.press('Tab');
+      assert((await page.evaluate(() => document.activeElement?.textContent)) === 'Skip to content', 'the skip link is not first');
+      await page.keyboard.press('Enter');
+      assert((await page.evaluate(() => document.activeElement?.id)) === 'main', 'the skip link does not reach the content');
+      await page.goto('/billing');
+      await page.getByLabel('Promo code', { exact: true }).focus();
+      await page.keyboard.type('NOPE-NOPE');
+      provoke('/api/promos/redeem', 404);
+      await page.keyboard.press('Enter');
+      await page.getByText('There is no promo code with this name').waitFor();
+    });
+
     await step('the dashboard is interactive within 1 s (Largest Contentful Paint)', async () => {
       const lcp = await measureLcp(context);
       metrics.dashboard_lcp_ms = Math.round(lcp);
