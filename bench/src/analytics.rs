@@ -68,6 +68,8 @@ pub struct AnalyticsArgs {
 /// The targets (from the project's issue).
 const TARGET_PROJECTION_EVENTS_PER_S: f64 = 50_000.0;
 const TARGET_SUMMARY_P95_MS: f64 = 50.0;
+/// The summary shape the target is set for.
+const TARGET_SHAPE: &str = "day × model";
 const TARGET_EXPORT_ROWS_PER_S: f64 = 200_000.0;
 const TARGET_EXPORT_RSS_GROWTH_MB: f64 = 50.0;
 const TARGET_EVENTS_PER_S: f64 = 100_000.0;
@@ -413,7 +415,7 @@ fn shapes(history: &History, rng: &mut StdRng) -> Vec<(&'static str, Vec<(&'stat
     vec![
         ("totals, whole range", whole(vec![])),
         ("day", whole(vec![("group_by", "day".into())])),
-        ("day × model", whole(vec![("group_by", "day,model".into())])),
+        (TARGET_SHAPE, whole(vec![("group_by", "day,model".into())])),
         (
             "hour, last 7 days",
             vec![
@@ -770,14 +772,19 @@ impl Report {
             verdict(p.events_per_s >= TARGET_PROJECTION_EVENTS_PER_S)
         ));
         let s = &self.summaries;
+        // The issue's target names one shape: by day × model over the whole range.
+        if let Some(target) = s.shapes.iter().find(|shape| shape.name == TARGET_SHAPE) {
+            out.push_str(&format!(
+                "| summary by {TARGET_SHAPE}, 30 days | p50 {:.1} / p95 {:.1} ms | p95 ≤ {:.0} ms | {} |\n",
+                target.p50_ms,
+                target.p95_ms,
+                TARGET_SUMMARY_P95_MS,
+                verdict(target.p95_ms <= TARGET_SUMMARY_P95_MS)
+            ));
+        }
         out.push_str(&format!(
-            "| summary, every shape | p50 {:.1} / p95 {:.1} / p99 {:.1} ms ({} requests) | p95 ≤ {:.0} ms | {} |\n",
-            s.p50_ms,
-            s.p95_ms,
-            s.p99_ms,
-            s.requests,
-            TARGET_SUMMARY_P95_MS,
-            verdict(s.p95_ms <= TARGET_SUMMARY_P95_MS)
+            "| summary, every shape below | p50 {:.1} / p95 {:.1} / p99 {:.1} ms ({} requests) | | |\n",
+            s.p50_ms, s.p95_ms, s.p99_ms, s.requests,
         ));
         for e in &self.exports {
             out.push_str(&format!(
