@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks formatting and lints, then runs the workspace tests against local PostgreSQL and
-# NATS (started on demand by services.sh). Extra arguments go to `cargo test`.
+# NATS (started on demand by services.sh), then the web app's tests (unit and browser).
+# Extra arguments go to `cargo test`.
 #
 # The build cache lives outside the clone (CARGO_TARGET_DIR, by default
 # ~/.cache/aihub/target) so that a fresh clone on a machine that built before reuses it;
@@ -21,4 +22,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Exports AIHUB_TEST_DATABASE_URL / AIHUB_TEST_NATS_URL read by the tests.
 . "$ROOT/scripts/services.sh"
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+
+# The web app: npm ci, build, unit tests (Vitest), and the browser tests against a real hub
+# in Debian's Chromium (installed when missing). Screenshots go to a folder of the run's
+# own; `web/scripts/e2e.sh` alone refreshes docs/ui/.
+E2E_OUT="$(mktemp -d /tmp/aihub-e2e-out.XXXXXX)"
+export E2E_OUT
+"$ROOT/web/scripts/test.sh"
+rm -rf "$E2E_OUT"

@@ -347,3 +347,98 @@ async fn google_sign_ins_in_flight_are_bounded() {
     begin(&app).await;
     app.stop().await;
 }
+
+/// The web app: a browser that follows Google's redirect itself is sent back to the app
+/// with the refresh cookie (the app opens the session from it), and a failure goes back
+/// to the sign-in page naming its code; `GET /api/auth/options` says whether to offer the
+/// button at all.
+#[tokio::test]
+async fn a_browser_following_googles_redirect_lands_in_the_app_signed_in() {
+    let provider = OidcProvider::start(CLIENT_ID, CLIENT_SECRET).await;
+    let app = app_with_google(&provider).await;
+    let options: Value = app
+        .get("/api/auth/options", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(options["google"], true);
+
+    let params = begin(&app).await;
+    let code = provider.issue_code(
+        IdTokenClaims::new("g-web", &params["nonce"]),
+        &params["code_challenge"],
+        REDIRECT,
+    );
+    let navigate = |state: &str, cookie: &str| {
+        no_redirects()
+            .get(app.url("/api/auth/google/callback"))
+            .query(&[("code", code.as_str()), ("state", state)])
+            .header("sec-fetch-mode", "navigate")
+            .header("accept", "text/html")
+            .header("cookie", cookie)
+    };
+    let response = navigate(&params["state"], &params["cookie"])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(
+        response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("/")
+    );
+    let refresh = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("aihub_refresh="))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
+        .expect("the refresh cookie");
+    // The app's first call: a refresh with that cookie opens the session.
+    let refreshed = app
+        .client
+        .post(app.url("/api/auth/refresh"))
+        .header("cookie", &refresh)
+        .header("origin", app.address.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let body: Value = refreshed.json().await.expect("json");
+    assert_eq!(body["user"]["email"], "g-web@example.com");
+
+    // The same callback again (the state is spent): back to the sign-in page, no cookie.
+    let again = navigate(&params["state"], &params["cookie"])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status(), StatusCode::FOUND);
+    let location = again
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(location.starts_with("/signin?error="), "{location}");
+    assert!(again
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .all(|c| !c.starts_with("aihub_refresh=")));
+    app.stop().await;
+
+    let plain = spawn_app().await;
+    let options: Value = plain
+        .get("/api/auth/options", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(options["google"], false);
+    plain.stop().await;
+}

@@ -143,7 +143,7 @@ fn is_browser(headers: &HeaderMap) -> bool {
     headers.contains_key(ORIGIN)
 }
 
-fn refresh_cookie(state: &AppState, token: &str, max_age_s: u64) -> Option<HeaderValue> {
+pub(crate) fn refresh_cookie(state: &AppState, token: &str, max_age_s: u64) -> Option<HeaderValue> {
     let secure = if state.settings.auth.cookie_secure {
         "; Secure"
     } else {
@@ -379,4 +379,21 @@ pub async fn logout_all(
     let user = UserId(caller.user);
     sign_in::log_out_everywhere(&state, user, &caller.user.to_string()).await?;
     Ok(clearing_cookie(&state, StatusCode::NO_CONTENT))
+}
+
+/// What the sign-in page may offer.
+#[derive(Debug, Serialize)]
+pub struct AuthOptions {
+    /// Google sign-in is configured (`google.enabled`).
+    pub google: bool,
+    /// An unverified email address cannot spend credits (`auth.require_verified_email`).
+    pub require_verified_email: bool,
+}
+
+/// `GET /api/auth/options`: what the sign-in and registration pages may offer.
+pub async fn options(State(state): State<Arc<AppState>>) -> Json<AuthOptions> {
+    Json(AuthOptions {
+        google: state.google.is_some(),
+        require_verified_email: state.settings.auth.require_verified_email,
+    })
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::routes::auth::{cookie_value, signed_in};
+use crate::routes::auth::{cookie_value, refresh_cookie, signed_in};
 use crate::state::AppState;
 
 /// The cookie that binds a Google sign-in to the browser that started it.
@@ -42,6 +42,18 @@ pub async fn start(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
     response.headers_mut().insert(LOCATION, location);
     response.headers_mut().append(SET_COOKIE, cookie);
     Ok(response)
+}
+
+/// Whether the request is a browser's top-level navigation (it followed Google's
+/// redirect), not a program calling the API.
+fn is_navigation(headers: &HeaderMap) -> bool {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    header("sec-fetch-mode") == "navigate" || header("accept").contains("text/html")
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +89,36 @@ pub async fn callback(
 ) -> Result<Response, ApiError> {
     let browser_nonce = cookie_value(&headers, OIDC_COOKIE);
     let clear = oidc_cookie(&state, "", 0)?;
-    let mut response = match google::finish(&state, query.answer(), browser_nonce).await {
+    let finished = google::finish(&state, query.answer(), browser_nonce).await;
+    if is_navigation(&headers) {
+        // The browser itself followed Google's redirect: it gets the refresh cookie and
+        // goes back to the app, which opens the session from that cookie.
+        let (location, cookie) = match finished {
+            Ok(done) => (
+                "/".to_string(),
+                refresh_cookie(
+                    &state,
+                    &done.session.refresh_token,
+                    state.settings.auth.refresh_token_ttl_s,
+                ),
+            ),
+            Err(err) => (
+                format!("/signin?error={}", ApiError::from(err).code()),
+                None,
+            ),
+        };
+        let mut response = StatusCode::FOUND.into_response();
+        response.headers_mut().insert(
+            LOCATION,
+            HeaderValue::from_str(&location).map_err(ApiError::internal)?,
+        );
+        if let Some(cookie) = cookie {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
+        response.headers_mut().append(SET_COOKIE, clear);
+        return Ok(response);
+    }
+    let mut response = match finished {
         Ok(done) => {
             let status = if done.registered {
                 StatusCode::CREATED

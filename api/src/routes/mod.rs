@@ -38,6 +38,7 @@ use crate::state::AppState;
 /// | `POST /api/auth/forgot-password`, `POST /api/auth/reset-password` | anyone (reset: holding a link) |
 /// | `GET /api/auth/google`, `GET /api/auth/google/callback` | anyone (503 unless `google.enabled`) |
 /// | `GET /api/auth/me` | any signed-in caller (own profile) |
+/// | `GET /api/auth/options` | anyone: `{google, require_verified_email}`, what the sign-in page may offer |
 /// | `POST /v1/chat/completions`, `GET /v1/models`, `GET /api/ws` | any signed-in caller (JWT, WebSocket ticket or API key with the `inference` scope; charged to the caller) |
 /// | `POST /api/ws/ticket` | a signed-in user, not an API key |
 /// | `GET /api/providers/status` | any signed-in caller |
@@ -89,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/auth/register", post(auth::register))
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/me", get(auth::me))
+        .route("/api/auth/options", get(auth::options))
         .route("/api/auth/refresh", post(auth::refresh))
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/logout-all", post(auth::logout_all))
