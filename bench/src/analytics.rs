@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::{clean_up, isolate, progress, AbortOnDrop};
+use crate::{isolate, progress, AbortOnDrop};
 use hub_sandbox::Sandbox;
 use hub_server::{Application, Roles, Settings};
 
@@ -90,26 +90,14 @@ pub async fn run(args: AnalyticsArgs, base: Settings) -> anyhow::Result<()> {
         env.database(),
         env.settings.nats.stream_prefix
     ));
-    let outcome = tokio::select! {
-        outcome = measure(&args, &env) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    if args.keep {
-        progress(&format!(
-            "kept database {} and stream {} (--keep)",
-            env.database(),
-            env.settings.topology().events_stream()
-        ));
-    } else if let Err(err) = clean_up(&env, true).await {
-        progress(&format!("cleanup failed: {err:#}"));
-    }
-    let report = outcome?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(())
+    crate::conclude(
+        &env,
+        args.keep,
+        args.json,
+        measure(&args, &env),
+        Report::render,
+    )
+    .await
 }
 
 async fn measure(args: &AnalyticsArgs, env: &Sandbox) -> anyhow::Result<Report> {

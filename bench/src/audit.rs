@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::{clean_up, isolate, progress, AbortOnDrop};
+use crate::{isolate, progress, AbortOnDrop};
 use hub_sandbox::Sandbox;
 use hub_server::{Application, Roles, Settings};
 
@@ -68,22 +68,14 @@ pub async fn run(args: AuditArgs, base: Settings) -> anyhow::Result<()> {
         env.database(),
         env.settings.nats.stream_prefix
     ));
-    let outcome = tokio::select! {
-        outcome = measure(&args, &env) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    if args.keep {
-        progress(&format!("kept database {} (--keep)", env.database()));
-    } else if let Err(err) = clean_up(&env, true).await {
-        progress(&format!("cleanup failed: {err:#}"));
-    }
-    let report = outcome?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(())
+    crate::conclude(
+        &env,
+        args.keep,
+        args.json,
+        measure(&args, &env),
+        Report::render,
+    )
+    .await
 }
 
 async fn measure(args: &AuditArgs, env: &Sandbox) -> anyhow::Result<Report> {

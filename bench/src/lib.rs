@@ -143,25 +143,37 @@ async fn ledger(args: LedgerArgs, base: Settings) -> anyhow::Result<()> {
         env.settings.nats.stream_prefix,
         env.settings.nats.subject_prefix
     ));
+    let outcome = measure(&args, &env);
+    conclude(&env, args.keep, args.json, outcome, Report::render).await
+}
+
+/// The end every harness shares: run `measure` (stopped by Ctrl-C), keep the run's
+/// database and streams with `keep` or drop them, then print the report (JSON with `json`).
+async fn conclude<R: Serialize>(
+    env: &Sandbox,
+    keep: bool,
+    json: bool,
+    measure: impl std::future::Future<Output = anyhow::Result<R>>,
+    render: fn(&R) -> String,
+) -> anyhow::Result<()> {
     let outcome = tokio::select! {
-        outcome = measure(&args, &env) => outcome,
+        outcome = measure => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    if args.keep {
+    if keep {
         progress(&format!(
-            "kept database {} and streams {} / {} (--keep)",
+            "kept database {} and streams {}* (--keep)",
             env.database(),
-            env.settings.topology().events_stream(),
-            env.settings.topology().commands_stream()
+            env.settings.nats.stream_prefix
         ));
-    } else if let Err(err) = clean_up(&env, true).await {
+    } else if let Err(err) = clean_up(env, true).await {
         progress(&format!("cleanup failed: {err:#}"));
     }
     let report = outcome?;
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.render());
+        print!("{}", render(&report));
     }
     Ok(())
 }

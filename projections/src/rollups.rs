@@ -156,15 +156,7 @@ async fn add_global(
                        $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
                 WITH ORDINALITY AS u(hour, model, provider, outcome,
                                      requests, input, output, cached, cost, charged, i)
-         ON CONFLICT ({time}, model, provider, outcome) DO UPDATE
-            SET requests = r.requests + excluded.requests,
-                input_tokens = r.input_tokens + excluded.input_tokens,
-                output_tokens = r.output_tokens + excluded.output_tokens,
-                cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,
-                cost_micros = r.cost_micros + excluded.cost_micros,
-                charged_micros = r.charged_micros + excluded.charged_micros,
-                latency_hist = usage_hist_add(r.latency_hist, excluded.latency_hist),
-                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)"
+         ON CONFLICT ({time}, model, provider, outcome) DO UPDATE {ADD_TO_EXISTING}"
     ))
     .bind(&hours)
     .bind(&models)
@@ -183,6 +175,18 @@ async fn add_global(
     .await?;
     Ok(())
 }
+
+/// What a rollup row already there becomes when more is added to it (`r` the row,
+/// `excluded` what is added).
+const ADD_TO_EXISTING: &str = "
+            SET requests = r.requests + excluded.requests,
+                input_tokens = r.input_tokens + excluded.input_tokens,
+                output_tokens = r.output_tokens + excluded.output_tokens,
+                cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,
+                cost_micros = r.cost_micros + excluded.cost_micros,
+                charged_micros = r.charged_micros + excluded.charged_micros,
+                latency_hist = usage_hist_add(r.latency_hist, excluded.latency_hist),
+                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)";
 
 /// Add new records to their hours' rollups (one statement, rows in key order).
 pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> anyhow::Result<()> {
@@ -258,7 +262,7 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
         latency.extend_from_slice(&s.latency);
         ttft.extend_from_slice(&s.ttft);
     }
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO usage_rollups AS r (hour, account_id, api_key_id, model, provider, outcome,
                                          requests, input_tokens, output_tokens,
                                          cached_input_tokens, cost_micros, charged_micros,
@@ -272,16 +276,8 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
                        $11::int8[], $12::int8[])
                 WITH ORDINALITY AS u(hour, account_id, api_key_id, model, provider, outcome,
                                      requests, input, output, cached, cost, charged, i)
-         ON CONFLICT ON CONSTRAINT usage_rollups_key DO UPDATE
-            SET requests = r.requests + excluded.requests,
-                input_tokens = r.input_tokens + excluded.input_tokens,
-                output_tokens = r.output_tokens + excluded.output_tokens,
-                cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,
-                cost_micros = r.cost_micros + excluded.cost_micros,
-                charged_micros = r.charged_micros + excluded.charged_micros,
-                latency_hist = usage_hist_add(r.latency_hist, excluded.latency_hist),
-                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)",
-    )
+         ON CONFLICT ON CONSTRAINT usage_rollups_key DO UPDATE {ADD_TO_EXISTING}"
+    ))
     .bind(&hours)
     .bind(&accounts)
     .bind(&keys)
