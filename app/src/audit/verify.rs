@@ -30,9 +30,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::evidence::chain::{link, to_hex, Hash, StoredEvent, GENESIS};
-use crate::evidence::merkle::{head_leaf, Tree};
-use crate::evidence::proof::{verify_checkpoint, SignedCheckpoint};
+use crate::evidence::chain::{link, Hash, GENESIS};
+use crate::evidence::checkpoints::{
+    checkpoint_of, stored_of, tree_of, EvidenceError, STORED_COLUMNS,
+};
+use crate::evidence::proof::verify_checkpoint;
 
 /// Discrepancies listed in a report at most (all are counted).
 pub const LISTED_MAX: usize = 1_000;
@@ -124,6 +126,8 @@ pub enum VerifyError {
     Stream(String),
     #[error(transparent)]
     Audit(#[from] super::AuditError),
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
 }
 
 struct Findings {
@@ -221,30 +225,17 @@ pub async fn verify(
     let mut behind = 0u64;
     let mut events = 0u64;
     {
-        let mut rows = sqlx::query(
-            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload::text AS payload, metadata::text AS metadata, recorded_at, hash
-               FROM events
-              ORDER BY aggregate_type, aggregate_id, sequence",
-        )
-        .fetch(&mut *tx);
+        let statement = format!(
+            "SELECT {STORED_COLUMNS}, hash FROM events
+              ORDER BY aggregate_type, aggregate_id, sequence"
+        );
+        let mut rows = sqlx::query(&statement).fetch(&mut *tx);
         let mut current: Option<(String, String)> = None;
         let mut previous: Hash = GENESIS;
         let mut expected = 1i64;
         let mut folding: Option<Folding> = None;
         while let Some(row) = rows.try_next().await? {
-            let stored = StoredEvent {
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                event_type: row.try_get("event_type")?,
-                event_version: row.try_get("event_version")?,
-                payload: row.try_get("payload")?,
-                metadata: row.try_get("metadata")?,
-                recorded_at_micros: row
-                    .try_get::<DateTime<Utc>, _>("recorded_at")?
-                    .timestamp_micros(),
-            };
+            let stored = stored_of(&row)?;
             let hash: Vec<u8> = row.try_get("hash")?;
             let name = event_name(
                 &stored.aggregate_type,
@@ -479,7 +470,7 @@ pub async fn verify(
         .bind(later.iter().map(|l| l.1).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
-        for (((key, event, sequence), exists), _) in later.iter().zip(exists).zip(0..) {
+        for ((key, event, sequence), exists) in later.iter().zip(exists) {
             if !exists {
                 findings.add(
                     "stream",
@@ -980,20 +971,9 @@ async fn verify_checkpoints(
             );
             next_head = heads_rows.try_next().await?;
         }
-        let created_at: DateTime<Utc> = row.try_get("created_at")?;
-        let tree_size: i64 = row.try_get("tree_size")?;
         let root: Vec<u8> = row.try_get("root")?;
         let previous: Vec<u8> = row.try_get("previous")?;
-        let checkpoint = SignedCheckpoint {
-            id,
-            created_at,
-            created_at_micros: created_at.timestamp_micros(),
-            tree_size: u64::try_from(tree_size).unwrap_or(u64::MAX),
-            root: to_hex(&root),
-            previous: to_hex(&previous),
-            key_id: row.try_get("key_id")?,
-            signature: to_hex(&row.try_get::<Vec<u8>, _>("signature")?),
-        };
+        let checkpoint = checkpoint_of(row)?;
         if let Err(err) = verify_checkpoint(&checkpoint, public) {
             findings.add("hash_chain", &subject, err.to_string());
         }
@@ -1004,12 +984,7 @@ async fn verify_checkpoints(
                 "does not name the previous checkpoint's root",
             );
         }
-        let tree = Tree::new(
-            heads
-                .iter()
-                .map(|((t, i), (sequence, hash))| head_leaf(t, i, *sequence, hash))
-                .collect(),
-        );
+        let tree = tree_of(&heads);
         if tree.root().as_slice() != root || tree.size() != checkpoint.tree_size {
             findings.add(
                 "hash_chain",

@@ -96,7 +96,7 @@ async fn heads_at(
 }
 
 /// The tree over `heads` (a `BTreeMap` iterates in byte order of type, then id).
-fn tree_of(heads: &BTreeMap<HeadKey, (i64, Hash)>) -> Tree {
+pub(crate) fn tree_of(heads: &BTreeMap<HeadKey, (i64, Hash)>) -> Tree {
     Tree::new(
         heads
             .iter()
@@ -244,7 +244,9 @@ pub async fn checkpoint_once(
 const CHECKPOINT_COLUMNS: &str =
     "id, created_at, tree_size, root, previous, signature, key_id, published";
 
-fn checkpoint_of(row: &sqlx::postgres::PgRow) -> Result<SignedCheckpoint, EvidenceError> {
+pub(crate) fn checkpoint_of(
+    row: &sqlx::postgres::PgRow,
+) -> Result<SignedCheckpoint, EvidenceError> {
     let created_at: DateTime<Utc> = row.try_get("created_at")?;
     let tree_size: i64 = row.try_get("tree_size")?;
     Ok(SignedCheckpoint {
@@ -355,6 +357,25 @@ impl Trees {
     }
 }
 
+/// Columns [`stored_of`] reads.
+pub(crate) const STORED_COLUMNS: &str = "aggregate_type, aggregate_id, sequence, event_type,
+    event_version, payload::text AS payload, metadata::text AS metadata, recorded_at";
+
+/// An event row (selected with [`STORED_COLUMNS`]) as the chain covers it.
+pub(crate) fn stored_of(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
+    Ok(StoredEvent {
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at_micros: recorded_at.timestamp_micros(),
+    })
+}
+
 /// The event as stored, by its key.
 pub async fn stored_event(
     conn: &mut sqlx::PgConnection,
@@ -362,12 +383,10 @@ pub async fn stored_event(
     aggregate_id: &str,
     sequence: i64,
 ) -> Result<Option<(StoredEvent, Hash)>, EvidenceError> {
-    let row = sqlx::query(
-        "SELECT event_type, event_version, payload::text AS payload,
-                metadata::text AS metadata, recorded_at, hash
-           FROM events
-          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {STORED_COLUMNS}, hash FROM events
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
+    ))
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(sequence)
@@ -376,18 +395,8 @@ pub async fn stored_event(
     let Some(row) = row else {
         return Ok(None);
     };
-    let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
     Ok(Some((
-        StoredEvent {
-            aggregate_type: aggregate_type.to_string(),
-            aggregate_id: aggregate_id.to_string(),
-            sequence,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            payload: row.try_get("payload")?,
-            metadata: row.try_get("metadata")?,
-            recorded_at_micros: recorded_at.timestamp_micros(),
-        },
+        stored_of(&row)?,
         hash_of(row.try_get("hash")?, "an event hash")?,
     )))
 }
@@ -449,13 +458,11 @@ pub async fn proof(
         Some(bytes) => hash_of(bytes, "an event hash")?,
         None => GENESIS,
     };
-    let later = sqlx::query(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload::text AS payload, metadata::text AS metadata, recorded_at
-           FROM events
+    let later = sqlx::query(&format!(
+        "SELECT {STORED_COLUMNS} FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence <= $4
-          ORDER BY sequence",
-    )
+          ORDER BY sequence"
+    ))
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(sequence)
@@ -463,21 +470,11 @@ pub async fn proof(
     .fetch_all(&mut *conn)
     .await
     .map_err(EvidenceError::from)?;
-    let mut later_digests = Vec::with_capacity(later.len());
-    for row in later {
-        let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(EvidenceError::from)?;
-        let stored = StoredEvent {
-            aggregate_type: row.try_get("aggregate_type").map_err(EvidenceError::from)?,
-            aggregate_id: row.try_get("aggregate_id").map_err(EvidenceError::from)?,
-            sequence: row.try_get("sequence").map_err(EvidenceError::from)?,
-            event_type: row.try_get("event_type").map_err(EvidenceError::from)?,
-            event_version: row.try_get("event_version").map_err(EvidenceError::from)?,
-            payload: row.try_get("payload").map_err(EvidenceError::from)?,
-            metadata: row.try_get("metadata").map_err(EvidenceError::from)?,
-            recorded_at_micros: recorded_at.timestamp_micros(),
-        };
-        later_digests.push(to_hex(&stored.digest()));
-    }
+    let later_digests = later
+        .iter()
+        .map(|row| Ok(to_hex(&stored_of(row)?.digest())))
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(EvidenceError::from)?;
     Ok(Proof {
         format: PROOF_FORMAT.into(),
         event,
