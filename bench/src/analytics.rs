@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use hub_domain::{
     ApiKeyId, CreditEvent, Credits, RequestId, Role, TokenSource, UsageOutcome, UsageRecord,
 };
-use hub_nats::envelope::EventEnvelope;
+use hub_nats::envelope::{EventEnvelope, RawJson};
 use hub_projections::ProjectionKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -344,8 +344,9 @@ async fn publish(
             sequence: sequences[account],
             event_type: "ReservationSettled".into(),
             event_version: "1".into(),
-            payload: serde_json::to_value(&event)?,
-            metadata: serde_json::json!({"actor": "bench"}),
+            // As the relay publishes: the text the event store holds.
+            payload: RawJson::from_text(serde_json::to_string(&event)?)?,
+            metadata: RawJson::from_text(r#"{"actor":"bench"}"#.to_owned())?,
             recorded_at: at,
         };
         let subject = topology.event_subject("CreditAccount", &aggregate_id)?;

@@ -41,22 +41,33 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// SHA-256 of the event's canonical bytes.
     pub fn digest(&self) -> Hash {
-        let mut hasher = Sha256::new();
-        for field in [
-            &self.aggregate_type,
-            &self.aggregate_id,
-            &self.event_type,
-            &self.event_version,
-            &self.payload,
-            &self.metadata,
-        ] {
-            hasher.update((field.len() as u64).to_be_bytes());
-            hasher.update(field.as_bytes());
-        }
-        hasher.update(self.sequence.to_be_bytes());
-        hasher.update(self.recorded_at_micros.to_be_bytes());
-        hasher.finalize().into()
+        digest(
+            [
+                &self.aggregate_type,
+                &self.aggregate_id,
+                &self.event_type,
+                &self.event_version,
+                &self.payload,
+                &self.metadata,
+            ],
+            self.sequence,
+            self.recorded_at_micros,
+        )
     }
+}
+
+/// SHA-256 of an event's canonical bytes, from its fields held anywhere (a store row, a
+/// stream message): `texts` are `aggregate_type`, `aggregate_id`, `event_type`,
+/// `event_version`, `payload` and `metadata`, in that order.
+pub fn digest(texts: [&str; 6], sequence: i64, recorded_at_micros: i64) -> Hash {
+    let mut hasher = Sha256::new();
+    for field in texts {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hasher.update(sequence.to_be_bytes());
+    hasher.update(recorded_at_micros.to_be_bytes());
+    hasher.finalize().into()
 }
 
 /// The hash of an event whose digest is `digest`, after an event hashed `previous`.

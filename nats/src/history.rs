@@ -13,10 +13,9 @@ use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::Deliv
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use serde_json::Value;
 use std::time::Duration;
 
-use crate::{EventEnvelope, Topology};
+use crate::{EventEnvelope, RawJson, Topology};
 
 /// How long a read waits for the next message it knows is there before it gives up.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,8 +47,9 @@ pub struct StoredEvent {
     pub event_version: String,
     /// When the event store wrote it (before the relay published it).
     pub recorded_at: DateTime<Utc>,
-    pub payload: Value,
-    pub metadata: Value,
+    /// The event's JSON, as the event store holds it.
+    pub payload: RawJson,
+    pub metadata: RawJson,
 }
 
 /// Why a read of the history failed.

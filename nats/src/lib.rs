@@ -19,7 +19,7 @@ pub mod relay;
 pub mod topology;
 pub mod wake;
 
-pub use envelope::EventEnvelope;
+pub use envelope::{EventEnvelope, RawJson};
 pub use relay::{Relay, RelayConfig, RelayLag};
 pub use topology::Topology;
 pub use wake::CommitSignal;

@@ -21,13 +21,12 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
-use serde_json::Value;
 use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
 use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
-use crate::envelope::{sequence_of_message_id, EventEnvelope};
+use crate::envelope::{sequence_of_message_id, EventEnvelope, RawJson};
 use crate::leader::Leadership;
 use crate::topology::Topology;
 
@@ -165,7 +164,8 @@ impl Relay {
     pub async fn relay_batch(&self, reconcile: &mut bool) -> anyhow::Result<usize> {
         let rows = sqlx::query(
             "SELECT id, aggregate_type, aggregate_id, sequence,
-                    event_type, event_version, payload, metadata, recorded_at
+                    event_type, event_version, payload::text AS payload,
+                    metadata::text AS metadata, recorded_at
                FROM event_outbox
               ORDER BY id
               LIMIT $1",
@@ -187,8 +187,10 @@ impl Relay {
                 sequence: u64::try_from(row.try_get::<i64, _>("sequence")?)?,
                 event_type: row.try_get("event_type")?,
                 event_version: row.try_get("event_version")?,
-                payload: row.try_get::<Value, _>("payload")?,
-                metadata: row.try_get::<Value, _>("metadata")?,
+                // The text as stored (`json` keeps it verbatim): the message then carries
+                // exactly what the event's chain digest covers.
+                payload: RawJson::from_text(row.try_get("payload")?)?,
+                metadata: RawJson::from_text(row.try_get("metadata")?)?,
                 recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
             };
             let slot = depth

@@ -123,19 +123,56 @@ impl ProjectionKind {
         conn: &mut PgConnection,
         messages: Vec<(EventEnvelope, u64)>,
     ) -> anyhow::Result<()> {
+        let decoded = self.decode(messages)?;
+        self.apply_decoded(conn, decoded).await
+    }
+
+    /// Decode a batch for this projection: the CPU half of [`ProjectionKind::apply`], which
+    /// a replay does for the next batch while the database writes the current one.
+    pub fn decode(self, messages: Vec<(EventEnvelope, u64)>) -> anyhow::Result<Decoded> {
         match self {
-            ProjectionKind::Users => return crate::users::apply(conn, messages).await,
-            ProjectionKind::Payments => return crate::payments::apply(conn, messages).await,
-            ProjectionKind::Promos => return crate::promos::apply(conn, messages).await,
+            ProjectionKind::Users | ProjectionKind::Payments | ProjectionKind::Promos => {
+                Ok(Decoded::Envelopes(messages))
+            }
             ProjectionKind::Balances
             | ProjectionKind::Ledger
             | ProjectionKind::Usage
-            | ProjectionKind::Journal => {}
+            | ProjectionKind::Journal => {
+                let mut events = Vec::with_capacity(messages.len());
+                for (envelope, seq) in messages {
+                    events.extend(Projected::decode(envelope, seq)?);
+                }
+                Ok(Decoded::Credit(events))
+            }
         }
-        let mut events = Vec::with_capacity(messages.len());
-        for (envelope, seq) in messages {
-            events.extend(Projected::decode(envelope, seq)?);
-        }
+    }
+
+    /// Apply a batch [`ProjectionKind::decode`] made for this projection, inside the caller's
+    /// transaction.
+    pub async fn apply_decoded(
+        self,
+        conn: &mut PgConnection,
+        batch: Decoded,
+    ) -> anyhow::Result<()> {
+        let events = match (self, batch) {
+            (ProjectionKind::Users, Decoded::Envelopes(messages)) => {
+                return crate::users::apply(conn, messages).await
+            }
+            (ProjectionKind::Payments, Decoded::Envelopes(messages)) => {
+                return crate::payments::apply(conn, messages).await
+            }
+            (ProjectionKind::Promos, Decoded::Envelopes(messages)) => {
+                return crate::promos::apply(conn, messages).await
+            }
+            (_, Decoded::Envelopes(messages)) => {
+                let mut events = Vec::with_capacity(messages.len());
+                for (envelope, seq) in messages {
+                    events.extend(Projected::decode(envelope, seq)?);
+                }
+                events
+            }
+            (_, Decoded::Credit(events)) => events,
+        };
         if events.is_empty() {
             return Ok(());
         }
@@ -144,7 +181,34 @@ impl ProjectionKind {
             ProjectionKind::Ledger => apply_ledger(conn, &events).await,
             ProjectionKind::Usage => apply_usage(conn, &events).await,
             ProjectionKind::Journal => crate::journal::apply(conn, &events).await,
-            ProjectionKind::Users | ProjectionKind::Payments | ProjectionKind::Promos => Ok(()),
+            ProjectionKind::Users | ProjectionKind::Payments | ProjectionKind::Promos => {
+                anyhow::bail!("credit events handed to the {} projection", self.name())
+            }
+        }
+    }
+}
+
+/// A batch decoded for one projection ([`ProjectionKind::decode`]).
+pub enum Decoded {
+    /// Envelopes, for the projections that decode their own aggregate's events.
+    Envelopes(Vec<(EventEnvelope, u64)>),
+    /// Credit account events (those of other aggregates left out).
+    Credit(Vec<Projected>),
+}
+
+impl Decoded {
+    /// Keep only the events after stream sequence `at` (those at or below it were applied).
+    pub fn after(self, at: u64) -> Decoded {
+        match self {
+            Decoded::Envelopes(messages) => {
+                Decoded::Envelopes(messages.into_iter().filter(|(_, s)| *s > at).collect())
+            }
+            Decoded::Credit(events) => Decoded::Credit(
+                events
+                    .into_iter()
+                    .filter(|e| u64::try_from(e.stream_sequence).is_ok_and(|s| s > at))
+                    .collect(),
+            ),
         }
     }
 }
@@ -171,7 +235,7 @@ impl Projected {
             sequence: i64::try_from(envelope.sequence)?,
             stream_sequence: i64::try_from(stream_sequence)?,
             recorded_at: envelope.recorded_at,
-            event: serde_json::from_value(envelope.payload)?,
+            event: envelope.payload.decode()?,
         }))
     }
 }

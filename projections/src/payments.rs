@@ -59,7 +59,7 @@ pub(crate) async fn apply(
         let session = envelope.aggregate_id.as_str();
         let version = i64::try_from(envelope.sequence)?;
         let recorded_at = envelope.recorded_at;
-        let event: PaymentEvent = serde_json::from_value(envelope.payload)?;
+        let event: PaymentEvent = envelope.payload.decode()?;
         let checkout = match &event {
             PaymentEvent::CheckoutStarted {
                 checkout,

@@ -20,7 +20,7 @@ pub(crate) async fn apply(
         let code = envelope.aggregate_id.as_str();
         let version = i64::try_from(envelope.sequence)?;
         let at = envelope.recorded_at;
-        let event: PromoEvent = serde_json::from_value(envelope.payload)?;
+        let event: PromoEvent = envelope.payload.decode()?;
         match &event {
             PromoEvent::PromoCodeCreated {
                 credits,

@@ -24,7 +24,7 @@ pub(crate) async fn apply(
         let user: Uuid = envelope.aggregate_id.parse()?;
         let version = i64::try_from(envelope.sequence)?;
         let at = envelope.recorded_at;
-        let event: UserEvent = serde_json::from_value(envelope.payload)?;
+        let event: UserEvent = envelope.payload.decode()?;
         if let UserEvent::UserRegistered {
             email,
             password_hash,

@@ -202,7 +202,14 @@ async fn a_range_returns_exactly_the_events_stored_in_it_in_stream_order() {
             one.aggregate_type, one.aggregate_id
         )
     );
-    assert!(one.payload.get(&one.event_type).is_some(), "{one:?}");
+    assert!(
+        one.payload
+            .to_value()
+            .expect("json")
+            .get(&one.event_type)
+            .is_some(),
+        "{one:?}"
+    );
     app.stop().await;
 }
 

@@ -267,11 +267,13 @@ async fn an_edited_balances_row_is_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_missing_from_a_copy_of_the_stream_is_found() {
+async fn a_message_missing_from_or_edited_in_a_copy_of_the_stream_is_found() {
     let app = spawn_app().await;
     let people = history(&app).await;
     verified(&app).await;
-    // The copy: every message of HUB_EVENTS but one, under subjects of its own.
+    // The copy: every message of HUB_EVENTS but one, under subjects of its own; one other
+    // with its payload's value changed, and one with the same JSON laid out differently (as
+    // a message published before payloads travelled verbatim has it).
     let topology = &app.state.topology;
     let copy = format!("{}COPY", topology.stream_prefix);
     let copy_subject = format!("{}_copy", topology.subject_prefix);
@@ -294,26 +296,64 @@ async fn a_message_missing_from_a_copy_of_the_stream_is_found() {
         .expect("a consumer");
     let mut messages = consumer.messages().await.expect("messages");
     let account = people[0].0.to_string();
-    let mut left_out = None;
+    let other = people[1].0.to_string();
+    let (mut left_out, mut edited, mut laid_out) = (None, None, None);
     for _ in 0..count {
         let message = messages.next().await.expect("a message").expect("read");
-        let envelope: hub_nats::EventEnvelope =
+        let mut envelope: hub_nats::EventEnvelope =
             serde_json::from_slice(&message.payload).expect("an envelope");
-        if left_out.is_none()
-            && envelope.aggregate_type == "CreditAccount"
-            && envelope.aggregate_id == account
-            && envelope.sequence == 2
-        {
-            left_out = Some(format!("CreditAccount/{account}/2"));
-            continue;
+        let name = format!(
+            "{}/{}/{}",
+            envelope.aggregate_type, envelope.aggregate_id, envelope.sequence
+        );
+        // The relay publishes the stored JSON text byte for byte.
+        let stored: String = sqlx::query_scalar(
+            "SELECT payload::text FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(&envelope.aggregate_type)
+        .bind(&envelope.aggregate_id)
+        .bind(i64::try_from(envelope.sequence).expect("a sequence"))
+        .fetch_one(&app.pool)
+        .await
+        .expect("the stored event");
+        assert_eq!(envelope.payload.text(), stored, "{name}");
+        let mut body = message.payload.to_vec();
+        if envelope.aggregate_type == "CreditAccount" && envelope.aggregate_id == account {
+            match envelope.sequence {
+                2 => {
+                    left_out = Some(name);
+                    continue;
+                }
+                3 => {
+                    let value = envelope.payload.to_value().expect("json");
+                    let pretty = serde_json::to_string_pretty(&value).expect("json");
+                    envelope.payload = hub_nats::RawJson::from_text(pretty).expect("json");
+                    body = serde_json::to_vec(&envelope).expect("an envelope");
+                    laid_out = Some(name.clone());
+                }
+                _ => {}
+            }
         }
-        js.publish(format!("{copy_subject}.m"), message.payload.clone())
+        if envelope.aggregate_type == "CreditAccount"
+            && envelope.aggregate_id == other
+            && envelope.payload.text().contains("5000000")
+            && edited.is_none()
+        {
+            let changed = envelope.payload.text().replace("5000000", "5000001");
+            envelope.payload = hub_nats::RawJson::from_text(changed).expect("json");
+            body = serde_json::to_vec(&envelope).expect("an envelope");
+            edited = Some(name);
+        }
+        js.publish(format!("{copy_subject}.m"), body.into())
             .await
             .expect("published")
             .await
             .expect("acked");
     }
     let left_out = left_out.expect("the account's second event was in the stream");
+    let edited = edited.expect("the other account's grant was in the stream");
+    let laid_out = laid_out.expect("the account's third event was in the stream");
 
     // The stream itself verifies; the copy does not, and names the missing event.
     assert!(run_verify(&app, None).await.passed);
@@ -326,7 +366,15 @@ async fn a_message_missing_from_a_copy_of_the_stream_is_found() {
             .any(|d| d.subject == left_out && d.detail.contains("missing")),
         "{stream:?}"
     );
-    assert_eq!(stream.len(), 1, "{stream:?}");
+    assert!(
+        stream
+            .iter()
+            .any(|d| d.subject == edited && d.detail.contains("payload")),
+        "{stream:?}"
+    );
+    // The same JSON in another layout is the same event.
+    assert!(!stream.iter().any(|d| d.subject == laid_out), "{stream:?}");
+    assert_eq!(stream.len(), 2, "{stream:?}");
     app.stop().await;
 }
 

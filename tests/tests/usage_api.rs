@@ -450,8 +450,8 @@ async fn a_redelivered_or_replayed_settlement_is_counted_once_in_the_rollups() {
                 sequence: u64::try_from(r.get::<i64, _>("sequence")).expect("positive"),
                 event_type: r.get("event_type"),
                 event_version: r.get("event_version"),
-                payload: r.get("payload"),
-                metadata: r.get("metadata"),
+                payload: hub_nats::RawJson::from_value(&r.get("payload")),
+                metadata: hub_nats::RawJson::from_value(&r.get("metadata")),
                 recorded_at: r.get("recorded_at"),
             };
             (envelope, 1_000_000 + i as u64)

@@ -24,15 +24,14 @@ use ed25519_dalek::VerifyingKey;
 use futures::{StreamExt, TryStreamExt};
 use hub_domain::{CreditAccount, CreditEvent, Decider, PaymentEvent, Price, TokenUsage};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::evidence::chain::{link, Hash, GENESIS};
+use crate::evidence::chain::{self, link, Hash, GENESIS};
 use crate::evidence::checkpoints::{
-    checkpoint_of, stored_of, tree_of, EvidenceError, STORED_COLUMNS,
+    self, checkpoint_of, stored_of, tree_of, EvidenceError, STORED_COLUMNS,
 };
 use crate::evidence::proof::verify_checkpoint;
 
@@ -155,11 +154,9 @@ impl Findings {
     }
 }
 
-/// First eight bytes of SHA-256 of a payload's canonical JSON (keys sorted, no spaces):
-/// equal for the store's text and the stream's copy of the same event.
-fn fingerprint(value: &serde_json::Value) -> u64 {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let digest = Sha256::digest(bytes);
+/// The first eight bytes of an event's chain digest: equal for the store's row and a
+/// stream message that carries the same event byte for byte.
+fn fingerprint(digest: &Hash) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
@@ -169,7 +166,7 @@ fn event_name(aggregate_type: &str, aggregate_id: &str, sequence: i64) -> String
     format!("{aggregate_type}/{aggregate_id}/{sequence}")
 }
 
-/// An aggregate as the store has it: payload fingerprints by sequence (index 0 is
+/// An aggregate as the store has it: event fingerprints by sequence (index 0 is
 /// sequence 1; `None`: no such event in the store, a gap).
 struct StoreAggregate {
     fingerprints: Vec<Option<u64>>,
@@ -231,6 +228,8 @@ pub async fn verify(
         );
         let mut rows = sqlx::query(&statement).fetch(&mut *tx);
         let mut current: Option<(String, String)> = None;
+        // The fingerprints of the aggregate being read, moved into `store` when it ends.
+        let mut prints: Vec<Option<u64>> = Vec::new();
         let mut previous: Hash = GENESIS;
         let mut expected = 1i64;
         let mut folding: Option<Folding> = None;
@@ -242,13 +241,23 @@ pub async fn verify(
                 &stored.aggregate_id,
                 stored.sequence,
             );
-            let key = (stored.aggregate_type.clone(), stored.aggregate_id.clone());
-            if current.as_ref() != Some(&key) {
+            let same = current
+                .as_ref()
+                .is_some_and(|(t, i)| *t == stored.aggregate_type && *i == stored.aggregate_id);
+            if !same {
                 if let Some(done) = folding.take() {
                     accounts += 1;
                     behind += u64::from(close_account(done, &models, &mut findings));
                 }
-                current = Some(key.clone());
+                if let Some(key) = current.take() {
+                    store.insert(
+                        key,
+                        StoreAggregate {
+                            fingerprints: std::mem::take(&mut prints),
+                        },
+                    );
+                }
+                current = Some((stored.aggregate_type.clone(), stored.aggregate_id.clone()));
                 previous = GENESIS;
                 expected = 1;
                 if stored.aggregate_type == super::CREDIT_ACCOUNT {
@@ -281,7 +290,8 @@ pub async fn verify(
                     ),
                 );
             }
-            let recomputed = link(&previous, &stored.digest());
+            let digest = stored.digest();
+            let recomputed = link(&previous, &digest);
             if hash.as_slice() != recomputed {
                 findings.add(
                     "hash_chain",
@@ -292,28 +302,18 @@ pub async fn verify(
             previous = hash.as_slice().try_into().unwrap_or(recomputed);
             expected = stored.sequence + 1;
 
-            let payload: serde_json::Value = match serde_json::from_str(&stored.payload) {
-                Ok(value) => value,
-                Err(_) => {
-                    findings.add("accounts", &name, "its payload is not JSON");
-                    serde_json::Value::Null
-                }
-            };
-            let slot = store.entry(key).or_insert_with(|| StoreAggregate {
-                fingerprints: Vec::new(),
-            });
             let index = usize::try_from(stored.sequence - 1).unwrap_or(usize::MAX);
             if index != usize::MAX {
-                if slot.fingerprints.len() <= index {
-                    slot.fingerprints.resize(index + 1, None);
+                if prints.len() <= index {
+                    prints.resize(index + 1, None);
                 }
-                slot.fingerprints[index] = Some(fingerprint(&payload));
+                prints[index] = Some(fingerprint(&digest));
             }
 
             match stored.aggregate_type.as_str() {
                 super::CREDIT_ACCOUNT => {
                     if let Some(f) = folding.as_mut() {
-                        match CreditEvent::deserialize(&payload) {
+                        match serde_json::from_str::<CreditEvent>(&stored.payload) {
                             Ok(event) => {
                                 check_charge(&event, &name, &mut findings);
                                 if let CreditEvent::CreditsPurchased {
@@ -342,7 +342,7 @@ pub async fn verify(
                 }
                 "Payment" => {
                     if let Ok(PaymentEvent::PaymentCompleted { checkout, .. }) =
-                        PaymentEvent::deserialize(&payload)
+                        serde_json::from_str::<PaymentEvent>(&stored.payload)
                     {
                         if paid
                             .insert(
@@ -378,6 +378,14 @@ pub async fn verify(
         if let Some(done) = folding.take() {
             accounts += 1;
             behind += u64::from(close_account(done, &models, &mut findings));
+        }
+        if let Some(key) = current.take() {
+            store.insert(
+                key,
+                StoreAggregate {
+                    fingerprints: prints,
+                },
+            );
         }
     }
     progress(Progress {
@@ -446,7 +454,7 @@ pub async fn verify(
     let read = stream_read
         .await
         .map_err(|e| VerifyError::Stream(format!("the stream reader failed: {e}")))??;
-    let mut later = Vec::new();
+    let (mut later, mut unlike) = (Vec::new(), Vec::new());
     let stream_messages = check_stream(
         read,
         &stream_name,
@@ -454,7 +462,9 @@ pub async fn verify(
         &pending,
         &mut findings,
         &mut later,
+        &mut unlike,
     );
+    compare_unlike(pool, js, &stream_name, &unlike, &mut findings).await?;
     // A message whose event the snapshot lacks is a discrepancy only if the event store
     // still lacks it (it was not written after the snapshot was taken).
     if !later.is_empty() {
@@ -811,12 +821,27 @@ async fn read_stream(js: jetstream::Context, name: String) -> Result<StreamRead,
             tokio::task::yield_now().await;
         }
         match serde_json::from_slice::<hub_nats::EventEnvelope>(&message.payload) {
-            Ok(envelope) => read.messages.push(StreamMessage {
-                stream_sequence: sequence,
-                event: i64::try_from(envelope.sequence).unwrap_or(i64::MAX),
-                fingerprint: fingerprint(&envelope.payload),
-                key: (envelope.aggregate_type, envelope.aggregate_id),
-            }),
+            Ok(envelope) => {
+                let event = i64::try_from(envelope.sequence).unwrap_or(i64::MAX);
+                let digest = chain::digest(
+                    [
+                        &envelope.aggregate_type,
+                        &envelope.aggregate_id,
+                        &envelope.event_type,
+                        &envelope.event_version,
+                        envelope.payload.text(),
+                        envelope.metadata.text(),
+                    ],
+                    event,
+                    envelope.recorded_at.timestamp_micros(),
+                );
+                read.messages.push(StreamMessage {
+                    stream_sequence: sequence,
+                    event,
+                    fingerprint: fingerprint(&digest),
+                    key: (envelope.aggregate_type, envelope.aggregate_id),
+                });
+            }
             Err(_) => read.malformed.push(sequence),
         }
         if sequence >= last {
@@ -834,6 +859,7 @@ fn check_stream(
     pending: &HashMap<(String, String), (i64, i64)>,
     findings: &mut Findings,
     later: &mut Vec<((String, String), i64, u64)>,
+    unlike: &mut Vec<((String, String), i64, u64)>,
 ) -> u64 {
     let total = (read.messages.len() + read.malformed.len()) as u64;
     for sequence in read.malformed {
@@ -846,7 +872,6 @@ fn check_stream(
     // Which sequences of each aggregate the stream holds, in stream order.
     let mut seen: HashMap<(String, String), Vec<i64>> = HashMap::new();
     for message in read.messages {
-        let subject = event_name(&message.key.0, &message.key.1, message.event);
         let sequence = message.stream_sequence;
         match store
             .get(&message.key)
@@ -860,13 +885,11 @@ fn check_stream(
         {
             // Not in the snapshot: maybe written since (checked by the caller).
             None => later.push((message.key.clone(), message.event, sequence)),
-            Some(f) if f != message.fingerprint => findings.add(
-                "stream",
-                &subject,
-                format!(
-                    "its payload in {name} (message {sequence}) differs from the event store's"
-                ),
-            ),
+            // Not byte for byte the stored event: compared again field by field (a message
+            // published before payloads travelled verbatim holds its JSON keys reordered).
+            Some(f) if f != message.fingerprint => {
+                unlike.push((message.key.clone(), message.event, sequence));
+            }
             Some(_) => {}
         }
         seen.entry(message.key).or_default().push(message.event);
@@ -905,6 +928,79 @@ fn check_stream(
         }
     }
     total
+}
+
+/// Compare, field by field, the messages whose bytes are not the stored event's: a
+/// difference in what they say is a discrepancy; keys in another order are not.
+async fn compare_unlike(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    name: &str,
+    unlike: &[((String, String), i64, u64)],
+    findings: &mut Findings,
+) -> Result<(), VerifyError> {
+    if unlike.is_empty() {
+        return Ok(());
+    }
+    let stream_error = |e: &dyn std::fmt::Display| VerifyError::Stream(format!("{name}: {e}"));
+    let stream = js.get_stream(name).await.map_err(|e| stream_error(&e))?;
+    let mut conn = pool.acquire().await?;
+    for ((aggregate_type, aggregate_id), event, sequence) in unlike {
+        let (event, sequence) = (*event, *sequence);
+        let subject = event_name(aggregate_type, aggregate_id, event);
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| stream_error(&e))?;
+        let Ok(envelope) = serde_json::from_slice::<hub_nats::EventEnvelope>(&message.payload)
+        else {
+            findings.add(
+                "stream",
+                format!("{name} message {sequence}"),
+                "is not an event envelope",
+            );
+            continue;
+        };
+        let Some((stored, _)) =
+            checkpoints::stored_event(&mut conn, aggregate_type, aggregate_id, event).await?
+        else {
+            continue;
+        };
+        let same_json = |text: &str, raw: &hub_nats::RawJson| match (
+            serde_json::from_str::<serde_json::Value>(text),
+            raw.to_value(),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        let mut differing = Vec::new();
+        if !same_json(&stored.payload, &envelope.payload) {
+            differing.push("payload");
+        }
+        if !same_json(&stored.metadata, &envelope.metadata) {
+            differing.push("metadata");
+        }
+        if stored.event_type != envelope.event_type {
+            differing.push("event type");
+        }
+        if stored.event_version != envelope.event_version {
+            differing.push("event version");
+        }
+        if stored.recorded_at_micros != envelope.recorded_at.timestamp_micros() {
+            differing.push("time");
+        }
+        if !differing.is_empty() {
+            findings.add(
+                "stream",
+                &subject,
+                format!(
+                    "its {} in {name} (message {sequence}) differs from the event store's",
+                    differing.join(", ")
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// An event the stream lacks, unless the store lacks it too (a gap the chain reports).
