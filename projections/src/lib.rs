@@ -19,6 +19,7 @@
 //! - [`rollups`]: the hourly usage sums kept beside `usage_records`, and their latency
 //!   histogram buckets.
 
+mod indexes;
 pub mod journal;
 pub mod model;
 mod payments;

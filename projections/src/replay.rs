@@ -10,13 +10,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::time::{Duration, Instant};
 
-use crate::model::ProjectionKind;
+use crate::model::{Decoded, ProjectionKind};
 use crate::runner::{
-    apply_batch, consumer_name, ensure_checkpoint_row, envelopes, next_batch, role,
+    apply_decoded_batch, consumer_name, ensure_checkpoint_row, envelopes, next_batch, role,
 };
 
 /// Messages applied per transaction during a replay.
 const REPLAY_BATCH_MAX: usize = 5_000;
+
+/// Decoded batches a replay holds ready while the database writes one.
+const REPLAY_BATCHES_AHEAD: usize = 2;
 
 /// How long to wait for the live projector to stand aside.
 const PAUSE_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -106,6 +109,8 @@ async fn rebuild(
     let started = Instant::now();
     let stream = js.get_stream(topology.events_stream()).await?;
 
+    // Indexes a rebuild that died on the way set aside.
+    crate::indexes::restore(pool, kind).await?;
     let mut tx = pool.begin().await?;
     for table in kind.tables() {
         // Table names come from a fixed list in code, never from input.
@@ -113,6 +118,7 @@ async fn rebuild(
             .execute(&mut *tx)
             .await?;
     }
+    crate::indexes::set_aside(&mut tx, kind).await?;
     sqlx::query("UPDATE projection_checkpoints SET stream_sequence = 0 WHERE projection = $1")
         .bind(kind.name())
         .execute(&mut *tx)
@@ -124,6 +130,7 @@ async fn rebuild(
     let progress = progress_bar(kind, show_progress)?;
     let (messages_read, through) =
         read_stream(js, topology, kind, None, &progress, &mut Sink::Live(pool)).await?;
+    crate::indexes::restore(pool, kind).await?;
     progress.finish_and_clear();
     let elapsed = started.elapsed();
     Ok(ReplayStats {
@@ -162,18 +169,21 @@ enum Sink<'a> {
 }
 
 impl Sink<'_> {
-    async fn apply(
-        &mut self,
-        kind: ProjectionKind,
-        batch: &[jetstream::Message],
-    ) -> anyhow::Result<()> {
+    async fn apply(&mut self, kind: ProjectionKind, chunk: Chunk) -> anyhow::Result<()> {
         match self {
-            Sink::Live(pool) => apply_batch(pool, &[kind], batch, false)
-                .await
-                .map_err(anyhow::Error::from),
-            Sink::Schema(conn) => kind.apply(conn, envelopes(batch)?).await,
+            Sink::Live(pool) => apply_decoded_batch(pool, kind, chunk.decoded, chunk.last).await,
+            Sink::Schema(conn) => kind.apply_decoded(conn, chunk.decoded).await,
         }
     }
+}
+
+/// A batch read and decoded, ready to apply.
+struct Chunk {
+    decoded: Decoded,
+    /// Messages in it (of every aggregate type).
+    messages: u64,
+    /// The stream sequence of its last message.
+    last: u64,
 }
 
 /// Read `kind`'s messages from the first of the stream to the last stored when the read
@@ -208,7 +218,40 @@ async fn read_stream(
             ..Default::default()
         })
         .await?;
-    let mut messages = consumer.messages().await?;
+    let messages = consumer.messages().await?;
+    // Reading and decoding run on a task of their own, a few batches ahead of the writes:
+    // the projector's CPU and the database's then work at the same time.
+    let (ready, mut chunks) = tokio::sync::mpsc::channel(REPLAY_BATCHES_AHEAD);
+    let reader = tokio::spawn(read_chunks(messages, kind, until_nanos, last, ready));
+    while let Some(chunk) = chunks.recv().await {
+        let (count, seq) = (chunk.messages, chunk.last);
+        if count > 0 {
+            sink.apply(kind, chunk).await?;
+            applied += count;
+        }
+        through = seq;
+        progress.set_position(seq.min(last));
+    }
+    reader
+        .await
+        .map_err(|e| anyhow::anyhow!("the replay's reader failed: {e}"))??;
+    Ok((applied, through))
+}
+
+/// Read and decode `kind`'s messages in batches until the last one stored when the read
+/// began (or, with `until_nanos`, the last stored at or before it), handing each batch to
+/// `ready`. Stops early, without error, if the receiver is gone.
+async fn read_chunks<S, E>(
+    mut messages: S,
+    kind: ProjectionKind,
+    until_nanos: Option<i128>,
+    last: u64,
+    ready: tokio::sync::mpsc::Sender<Chunk>,
+) -> anyhow::Result<()>
+where
+    S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
     loop {
         let mut batch = next_batch(
             &mut messages,
@@ -220,7 +263,7 @@ async fn read_stream(
         .await?;
         if batch.is_empty() {
             // Nothing more arrives: every matching message up to `last` was read.
-            break;
+            return Ok(());
         }
         // JetStream stores messages in time order: the first one after `until` ends the read.
         let mut past_until = false;
@@ -240,25 +283,22 @@ async fn read_stream(
                 past_until = true;
             }
         }
-        let tail = batch
+        let Some((seq, pending)) = batch
             .last()
-            .and_then(|m| m.info().ok().map(|i| (i.stream_sequence, i.pending)));
-        if !batch.is_empty() {
-            sink.apply(kind, &batch).await?;
-            applied += batch.len() as u64;
-        }
-        match tail {
-            Some((seq, pending)) => {
-                through = seq;
-                progress.set_position(seq.min(last));
-                if past_until || pending == 0 || seq >= last {
-                    break;
-                }
-            }
-            None => break,
+            .and_then(|m| m.info().ok().map(|i| (i.stream_sequence, i.pending)))
+        else {
+            return Ok(());
+        };
+        let end = past_until || pending == 0 || seq >= last;
+        let chunk = Chunk {
+            messages: batch.len() as u64,
+            decoded: kind.decode(envelopes(&batch)?)?,
+            last: seq,
+        };
+        if ready.send(chunk).await.is_err() || end {
+            return Ok(());
         }
     }
-    Ok((applied, through))
 }
 
 /// The largest schema name Postgres keeps whole (NAMEDATALEN − 1).
@@ -384,6 +424,9 @@ pub async fn replay_until(
     sqlx::query(&format!("SET LOCAL search_path TO {schema}, {live_q}"))
         .execute(&mut *tx)
         .await?;
+    // Loaded without their secondary indexes, built once at the end.
+    let indexes = crate::indexes::secondary(&mut tx, kind.tables()).await?;
+    crate::indexes::drop_all(&mut tx, &indexes).await?;
     let progress = progress_bar(kind, show_progress)?;
     let (applied, through) = read_stream(
         js,
@@ -394,6 +437,7 @@ pub async fn replay_until(
         &mut Sink::Schema(&mut tx),
     )
     .await?;
+    crate::indexes::create_all(&mut tx, &indexes).await?;
     tx.commit().await?;
     progress.finish_and_clear();
     let elapsed = started.elapsed();

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::model::ProjectionKind;
+use crate::model::{Decoded, ProjectionKind};
 
 /// Tuning, passed explicitly.
 #[derive(Debug, Clone)]
@@ -212,6 +212,41 @@ pub(crate) async fn apply_batch(
     Ok(())
 }
 
+/// Apply one projection's decoded batch, whose last message has stream sequence `last`, and
+/// move its checkpoint there, in one transaction (events at or below the checkpoint are
+/// skipped: applied before).
+pub(crate) async fn apply_decoded_batch(
+    pool: &PgPool,
+    kind: ProjectionKind,
+    batch: Decoded,
+    last: u64,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let at: i64 = sqlx::query_scalar(
+        "SELECT stream_sequence FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    )
+    .bind(kind.name())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("no checkpoint row for {}", kind.name()))?;
+    let at = u64::try_from(at)?;
+    if last <= at {
+        return Ok(());
+    }
+    kind.apply_decoded(&mut tx, batch.after(at)).await?;
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET stream_sequence = $2, updated_at = clock_timestamp()
+          WHERE projection = $1",
+    )
+    .bind(kind.name())
+    .bind(i64::try_from(last)?)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Take up to `max` messages: wait up to `idle` for the first (an empty batch if none
 /// came), then whatever comes within `linger` of it or before `not_before`, whichever is
 /// later. Only waits for a message are ever cut short, and `next()` on a stream gives up
@@ -378,6 +413,17 @@ impl Projector {
             return Ok(()); // Replays or another projector hold them; try again later.
         }
         let active: Vec<ProjectionKind> = held.iter().map(|(k, _)| *k).collect();
+        for kind in &active {
+            // Indexes a rebuild set aside and did not live to build again.
+            let built = crate::indexes::restore(&self.pool, *kind).await?;
+            if built > 0 {
+                tracing::warn!(
+                    projection = kind.name(),
+                    built,
+                    "rebuilt indexes a replay left out"
+                );
+            }
+        }
         let mut at = u64::MAX;
         for kind in &active {
             at = at.min(checkpoint(&self.pool, *kind).await?);

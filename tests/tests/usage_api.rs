@@ -473,6 +473,40 @@ async fn a_redelivered_or_replayed_settlement_is_counted_once_in_the_rollups() {
     .await;
     assert_eq!(again, before, "a redelivered settlement adds nothing");
 
+    // A rebuild loads the tables without their secondary indexes and builds them again at
+    // the end. One that died on the way left an index dropped and written down: the next
+    // rebuild builds it.
+    let indexes = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT indexdef FROM pg_indexes
+              WHERE schemaname = 'public'
+                AND tablename IN ('usage_records', 'usage_rollups',
+                                  'usage_rollups_global', 'usage_rollups_global_daily')
+              ORDER BY indexdef",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("indexes")
+    };
+    let live_indexes = indexes(app.pool.clone()).await;
+    let by_key = live_indexes
+        .iter()
+        .find(|d| d.contains("usage_records_by_api_key"))
+        .expect("the index by API key")
+        .clone();
+    sqlx::query(
+        "INSERT INTO projection_index_stash (projection, index_name, definition)
+         VALUES ('usage', 'public.usage_records_by_api_key', $1)",
+    )
+    .bind(&by_key)
+    .execute(&app.pool)
+    .await
+    .expect("stashed");
+    sqlx::query("DROP INDEX usage_records_by_api_key")
+        .execute(&app.pool)
+        .await
+        .expect("dropped");
+
     let stats = hub_projections::replay(
         &app.pool,
         &app.settings.database.url,
@@ -492,6 +526,16 @@ async fn a_redelivered_or_replayed_settlement_is_counted_once_in_the_rollups() {
     )
     .await;
     assert_eq!(replayed, before, "a replay rebuilds the same rollups");
+    assert_eq!(
+        indexes(app.pool.clone()).await,
+        live_indexes,
+        "every index is there again after the rebuild"
+    );
+    let stashed: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_index_stash")
+        .fetch_one(&app.pool)
+        .await
+        .expect("stash");
+    assert_eq!(stashed, 0, "nothing is left set aside");
 }
 
 /// Parse RFC 4180 CSV: quoted fields may hold commas, doubled quotes and line breaks.
