@@ -84,12 +84,6 @@ impl PartialEq for RawJson {
     }
 }
 
-impl From<&Value> for RawJson {
-    fn from(value: &Value) -> Self {
-        RawJson::from_value(value)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

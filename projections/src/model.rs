@@ -137,13 +137,7 @@ impl ProjectionKind {
             ProjectionKind::Balances
             | ProjectionKind::Ledger
             | ProjectionKind::Usage
-            | ProjectionKind::Journal => {
-                let mut events = Vec::with_capacity(messages.len());
-                for (envelope, seq) in messages {
-                    events.extend(Projected::decode(envelope, seq)?);
-                }
-                Ok(Decoded::Credit(events))
-            }
+            | ProjectionKind::Journal => Ok(Decoded::Credit(Projected::decode_all(messages)?)),
         }
     }
 
@@ -164,13 +158,7 @@ impl ProjectionKind {
             (ProjectionKind::Promos, Decoded::Envelopes(messages)) => {
                 return crate::promos::apply(conn, messages).await
             }
-            (_, Decoded::Envelopes(messages)) => {
-                let mut events = Vec::with_capacity(messages.len());
-                for (envelope, seq) in messages {
-                    events.extend(Projected::decode(envelope, seq)?);
-                }
-                events
-            }
+            (_, Decoded::Envelopes(messages)) => Projected::decode_all(messages)?,
             (_, Decoded::Credit(events)) => events,
         };
         if events.is_empty() {
@@ -225,6 +213,15 @@ pub struct Projected {
 }
 
 impl Projected {
+    /// Decode a batch of envelopes, leaving out the events of other aggregate types.
+    pub fn decode_all(messages: Vec<(EventEnvelope, u64)>) -> anyhow::Result<Vec<Self>> {
+        let mut events = Vec::with_capacity(messages.len());
+        for (envelope, seq) in messages {
+            events.extend(Projected::decode(envelope, seq)?);
+        }
+        Ok(events)
+    }
+
     /// Decode an envelope; `None` for an event of another aggregate type.
     pub fn decode(envelope: EventEnvelope, stream_sequence: u64) -> anyhow::Result<Option<Self>> {
         if envelope.aggregate_type != CREDIT_ACCOUNT {
