@@ -24,6 +24,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 . "$ROOT/scripts/services.sh"
 cargo test --workspace --locked "$@"
 
+# The official OpenAI and Anthropic SDKs (PyPI, in a virtualenv) against a real hub.
+"$ROOT/tests/sdk/run.sh"
+
 # The web app: npm ci, build, unit tests (Vitest), and the browser tests against a real hub
 # in Debian's Chromium (installed when missing). Screenshots go to a folder of the run's
 # own; `web/scripts/e2e.sh` alone refreshes docs/ui/.

@@ -190,9 +190,16 @@ impl Caller {
 
 /// The token of `Authorization: Bearer <token>`.
 fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or(ApiError::unauthorized("missing bearer token"))?;
+    let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
+        // Anthropic's SDKs send their key in `x-api-key`.
+        return match headers.get("x-api-key") {
+            Some(key) => key
+                .to_str()
+                .map(str::trim)
+                .map_err(|_| ApiError::unauthorized("the x-api-key header is not a valid key")),
+            None => Err(ApiError::unauthorized("missing bearer token")),
+        };
+    };
     Ok(header
         .to_str()
         .ok()

@@ -33,6 +33,10 @@ pub struct TokenUsage {
     pub output_tokens: u64,
     /// The part of `input_tokens` billed at the cached price.
     pub cached_input_tokens: u64,
+    /// The part of `output_tokens` a reasoning model spent thinking: reported to the client,
+    /// billed as the output it is part of (never added to it).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 impl TokenUsage {
@@ -127,6 +131,7 @@ impl Price {
             input_tokens: prompt_tokens,
             output_tokens: max_output_tokens,
             cached_input_tokens: 0,
+            reasoning_tokens: 0,
         })
     }
 }
@@ -141,6 +146,7 @@ mod tests {
             input_tokens: input,
             output_tokens: output,
             cached_input_tokens: cached,
+            reasoning_tokens: 0,
         }
     }
 

@@ -132,6 +132,7 @@ fn cost(price: &Price, input: u64, output: u64) -> i64 {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: 0,
+        reasoning_tokens: 0,
     };
     price.cost(&usage).expect("small").micros()
 }
@@ -156,6 +157,11 @@ async fn main() {
                 name: None,
                 mock_tokens_per_second: None,
             }],
+            vision: false,
+            image_tokens_max: 1_600,
+            tools: true,
+            reasoning: false,
+            embedding_dimensions: None,
         }],
         ..ModelsSettings::default()
     };

@@ -210,6 +210,15 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
                 {"type": "text", "text": reply.full_text()},
             ]);
         }
+        for call in &reply.tool_calls {
+            let input: serde_json::Value =
+                serde_json::from_str(&call.arguments.concat()).unwrap_or_else(|_| json!({}));
+            if let Some(content) = message["content"].as_array_mut() {
+                content.push(
+                    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}),
+                );
+            }
+        }
         if let Some(usage) = &reply.usage {
             message["usage"] = json!({
                 "input_tokens": uncached(usage),
@@ -302,6 +311,21 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
         Some("content_block_stop"),
         &json!({"type": "content_block_stop", "index": text_index}).to_string(),
     );
+    for (n, call) in reply.tool_calls.iter().enumerate() {
+        let index = text_index + 1 + n;
+        let start = json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}});
+        steps.event(Some("content_block_start"), &start.to_string());
+        for piece in &call.arguments {
+            let delta = json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": piece}});
+            steps.event(Some("content_block_delta"), &delta.to_string());
+        }
+        steps.event(
+            Some("content_block_stop"),
+            &json!({"type": "content_block_stop", "index": index}).to_string(),
+        );
+    }
     let mut delta = json!({
         "type": "message_delta",
         "delta": {"stop_reason": stop, "stop_sequence": null},

@@ -39,6 +39,17 @@ pub struct FakeUsage {
     pub cached: u64,
     /// Prompt tokens written to the cache (part of `input`; Anthropic reports them apart).
     pub cache_creation: u64,
+    /// Output tokens spent reasoning (part of `output`; OpenAI reports them apart).
+    pub reasoning: u64,
+}
+
+/// A tool call a reply makes, after its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments' JSON text, in the pieces it is streamed in.
+    pub arguments: Vec<String>,
 }
 
 /// A successful answer and how to deliver it.
@@ -72,6 +83,8 @@ pub struct Reply {
     pub fragmented: bool,
     /// Add `: keep-alive` comments.
     pub comments: bool,
+    /// Tool calls made after the text (none by default).
+    pub tool_calls: Vec<FakeToolCall>,
 }
 
 impl Reply {
@@ -94,6 +107,7 @@ impl Reply {
             chunks: chunks.iter().map(|c| (*c).to_owned()).collect(),
             reasoning: Vec::new(),
             reasoning_delay: Duration::ZERO,
+            tool_calls: Vec::new(),
             usage: None,
             finish_reason: "stop".into(),
             header_delay: Duration::ZERO,
@@ -116,6 +130,24 @@ impl Reply {
     /// The whole reasoning.
     pub fn full_reasoning(&self) -> String {
         self.reasoning.concat()
+    }
+
+    /// Calls tool `name` (as call `id`) after the text, its arguments streamed in `pieces`;
+    /// the finish reason becomes `tool_calls`.
+    pub fn tool_call(mut self, id: &str, name: &str, pieces: &[&str]) -> Self {
+        self.tool_calls.push(FakeToolCall {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            arguments: pieces.iter().map(|p| (*p).to_owned()).collect(),
+        });
+        self.finish_reason = "tool_calls".to_owned();
+        self
+    }
+
+    /// Reports `tokens` of the output as reasoning.
+    pub fn reasoning_tokens(mut self, tokens: u64) -> Self {
+        self.usage.get_or_insert_with(FakeUsage::default).reasoning = tokens;
+        self
     }
 
     /// Streams these reasoning chunks before the content (and puts them in a whole answer).
@@ -536,6 +568,7 @@ impl FakeOpenAi {
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(shared);
         let (address, task) = serve(app).await;
         FakeOpenAi {
@@ -629,6 +662,17 @@ async fn chat_completions(
         if !reply.reasoning.is_empty() {
             answer["choices"][0]["message"]["reasoning_content"] = json!(reply.full_reasoning());
         }
+        if !reply.tool_calls.is_empty() {
+            let calls: Vec<Value> = reply
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments.concat()}})
+                })
+                .collect();
+            answer["choices"][0]["message"]["tool_calls"] = json!(calls);
+        }
         if let Some(usage) = reply.usage {
             answer["usage"] = openai_usage(usage);
         }
@@ -689,6 +733,15 @@ async fn chat_completions(
         steps.cut();
         return steps.into_response(Arc::clone(&shared.script));
     }
+    for (index, call) in reply.tool_calls.iter().enumerate() {
+        let first = json!({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": ""}}]});
+        steps.event(None, &chunk(first, Value::Null));
+        for piece in &call.arguments {
+            let more = json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]});
+            steps.event(None, &chunk(more, Value::Null));
+        }
+    }
     steps.event(None, &chunk(json!({}), json!(reply.finish_reason)));
     if let (true, Some(usage)) = (include_usage, reply.usage) {
         let usage_chunk = json!({
@@ -705,11 +758,63 @@ async fn chat_completions(
     steps.into_response(Arc::clone(&shared.script))
 }
 
+/// `POST /v1/embeddings`: for input `i` of `n` characters, the vector `[n, i, 0.5, ...]` of
+/// `dimensions` (default 8) numbers; the data listed last input first (clients order by
+/// `index`); `usage.prompt_tokens` is the reply's input count. A failing behavior fails.
+async fn embeddings(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let (request, behavior) = shared.script.receive(&headers, &body);
+    let expected = format!("Bearer {}", shared.api_key);
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        return openai_error(401, "Incorrect API key provided.", &[]);
+    }
+    let reply = match behavior {
+        Behavior::Fail {
+            status,
+            message,
+            headers,
+        } => return openai_error(status, &message, &headers),
+        Behavior::Reply(reply) => *reply,
+    };
+    let inputs: Vec<String> = match &request["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(texts) => texts
+            .iter()
+            .map(|t| t.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => return openai_error(400, "input must be a string or strings", &[]),
+    };
+    let dimensions = request["dimensions"].as_u64().unwrap_or(8) as usize;
+    let mut data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let mut vector = vec![0.5f32; dimensions.max(2)];
+            vector[0] = text.chars().count() as f32;
+            vector[1] = index as f32;
+            vector.truncate(dimensions);
+            json!({"object": "embedding", "index": index, "embedding": vector})
+        })
+        .collect();
+    data.reverse();
+    let tokens = reply.usage.map_or(0, |u| u.input);
+    json_response(
+        200,
+        &json!({"object": "list", "data": data, "model": request["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+        &[],
+    )
+}
+
 fn openai_usage(usage: FakeUsage) -> Value {
     json!({
         "prompt_tokens": usage.input,
         "completion_tokens": usage.output,
         "total_tokens": usage.input + usage.output,
         "prompt_tokens_details": {"cached_tokens": usage.cached},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
     })
 }

@@ -91,6 +91,7 @@ async fn settle_requests(app: &TestApp, user: Uuid, tag: &str, count: u64) {
             input_tokens: 100 + 37 * i,
             output_tokens: 20 + 11 * i,
             cached_input_tokens: 9 * i,
+            reasoning_tokens: 0,
         };
         settle(app, user, &request, tokens).await;
     }
@@ -211,6 +212,7 @@ async fn a_read_model_replayed_until_a_time_equals_the_live_one_as_it_was_then()
             input_tokens: 500,
             output_tokens: 70,
             cached_input_tokens: 0,
+            reasoning_tokens: 0,
         },
     )
     .await;

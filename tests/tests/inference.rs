@@ -50,6 +50,11 @@ fn models(providers: Vec<ProviderSettings>) -> ModelsSettings {
             context_tokens: None,
             tokenizer: "o200k".into(),
             providers,
+            vision: false,
+            image_tokens_max: 1_600,
+            tools: true,
+            reasoning: false,
+            embedding_dimensions: None,
         });
     }
     settings
@@ -459,6 +464,11 @@ async fn a_hundred_concurrent_streams_on_one_account_never_overspend() {
             name: Some("mock".into()),
             mock_tokens_per_second: Some(40),
         }],
+        vision: false,
+        image_tokens_max: 1_600,
+        tools: true,
+        reasoning: false,
+        embedding_dimensions: None,
     });
     let app = spawn_app_with(Roles::ALL, move |s| s.models = models).await;
     // Enough for about twenty requests' worst case (~1.5k micro-credits each), not a hundred.

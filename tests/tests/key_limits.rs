@@ -36,6 +36,11 @@ async fn app() -> TestApp {
             name: Some("mock".into()),
             mock_tokens_per_second: Some(40),
         }],
+        vision: false,
+        image_tokens_max: 1_600,
+        tools: true,
+        reasoning: false,
+        embedding_dimensions: None,
     });
     spawn_app_with(Roles::ALL, move |s| s.models = models).await
 }

@@ -62,6 +62,11 @@ async fn app_with(
         context_tokens: None,
         tokenizer: "o200k".into(),
         providers,
+        vision: false,
+        image_tokens_max: 1_600,
+        tools: true,
+        reasoning: false,
+        embedding_dimensions: None,
     });
     tweak(&mut models);
     spawn_app_with(Roles::ALL, move |s| s.models = models).await

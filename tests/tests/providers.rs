@@ -3,6 +3,7 @@
 //!
 //! No database or NATS is needed: each test starts its own fakes on port 0.
 
+use hub_workers::chat::ToolCall;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -40,6 +41,11 @@ fn settings(providers: Vec<ProviderSettings>) -> ModelsSettings {
             context_tokens: None,
             tokenizer: "o200k".into(),
             providers,
+            vision: false,
+            image_tokens_max: 1_600,
+            tools: true,
+            reasoning: false,
+            embedding_dimensions: None,
         }],
         ..ModelsSettings::default()
     }
@@ -122,6 +128,8 @@ struct Collected {
     usage: Option<TokenUsage>,
     finish: Option<String>,
     error: Option<ProviderError>,
+    /// Tool calls, pieces merged.
+    tool_calls: Vec<ToolCall>,
     /// Events after `Finish` or after an error: there must be none.
     after_end: usize,
 }
@@ -138,6 +146,20 @@ async fn collect(mut stream: EventStream) -> Collected {
                 collected.text.push_str(&text);
             }
             Ok(StreamEvent::Reasoning { text }) => collected.reasoning.push_str(&text),
+            Ok(StreamEvent::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            }) => {
+                ToolCall::merge(
+                    &mut collected.tool_calls,
+                    index,
+                    id.as_deref(),
+                    name.as_deref(),
+                    &arguments,
+                );
+            }
             Ok(StreamEvent::Usage(usage)) => {
                 assert!(collected.usage.is_none(), "usage comes at most once");
                 collected.usage = Some(usage);
@@ -158,6 +180,7 @@ fn usage(input: u64, output: u64, cached: u64) -> TokenUsage {
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: cached,
+        reasoning_tokens: 0,
     }
 }
 

@@ -137,6 +137,33 @@ pub struct ModelSettings {
     pub tokenizer: String,
     /// The providers that serve the model, tried in this order.
     pub providers: Vec<ProviderSettings>,
+    /// The model takes images in user messages (`image_url` content parts).
+    #[serde(default)]
+    pub vision: bool,
+    /// The most prompt tokens one image may count as: reserved per image, since only the
+    /// provider can count an image (it is then charged what the provider reports).
+    #[serde(default = "default_image_tokens_max")]
+    pub image_tokens_max: u32,
+    /// The model takes tools and tool calls.
+    #[serde(default = "default_true")]
+    pub tools: bool,
+    /// The model takes `reasoning_effort` (a reasoning model).
+    #[serde(default)]
+    pub reasoning: bool,
+    /// Set for an embedding model (`POST /v1/embeddings`): the length of its vectors. An
+    /// embedding model answers no chat, and a chat model no embeddings.
+    #[serde(default)]
+    pub embedding_dimensions: Option<u32>,
+}
+
+/// Anthropic counts an image as about width × height / 750 tokens, at most about 1,600;
+/// OpenAI's high detail at most 1,445 (85 + 8 tiles of 170).
+fn default_image_tokens_max() -> u32 {
+    1_600
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A price in micro-credits (1 credit = 1,000,000) per million tokens.
@@ -291,7 +318,10 @@ impl Default for ModelsSettings {
             cooldown_ms: 30_000,
             admission_limit: 256,
             prompt_margin_percent: PromptMargins::default(),
-            models: vec![ModelSettings::mock("mock-1")],
+            models: vec![
+                ModelSettings::mock("mock-1"),
+                ModelSettings::mock_embedding("mock-embed-1"),
+            ],
         }
     }
 }
@@ -311,6 +341,30 @@ impl ModelSettings {
             context_tokens: Some(128_000),
             tokenizer: default_tokenizer(),
             providers: vec![ProviderSettings::mock()],
+            vision: true,
+            image_tokens_max: default_image_tokens_max(),
+            tools: true,
+            reasoning: true,
+            embedding_dimensions: None,
+        }
+    }
+
+    /// An embedding model named `name` served by the `mock` provider: vectors of
+    /// [`crate::providers::mock::MOCK_EMBEDDING_DIMENSIONS`] numbers, at 0.1 credit per million
+    /// input tokens.
+    pub fn mock_embedding(name: &str) -> Self {
+        ModelSettings {
+            price: PriceSettings {
+                input_per_million_micros: 100_000,
+                output_per_million_micros: 0,
+                cached_input_per_million_micros: 0,
+            },
+            context_tokens: Some(8_192),
+            vision: false,
+            tools: false,
+            reasoning: false,
+            embedding_dimensions: Some(crate::providers::mock::MOCK_EMBEDDING_DIMENSIONS as u32),
+            ..ModelSettings::mock(name)
         }
     }
 }
@@ -455,10 +509,18 @@ impl ModelSettings {
                 "{at}.providers: at most {PROVIDERS_PER_MODEL_MAX} providers"
             ));
         }
+        if self.embedding_dimensions == Some(0) {
+            return Err(format!("{at}.embedding_dimensions: must be at least 1"));
+        }
         let mut names = HashSet::new();
         for (index, provider) in self.providers.iter().enumerate() {
             let at = format!("{at}.providers[{index}]");
             provider.validate(&at)?;
+            if self.embedding_dimensions.is_some() && provider.kind == ProviderKind::Anthropic {
+                return Err(format!(
+                    "{at}.kind: Anthropic makes no embeddings (openai, compatible or mock)"
+                ));
+            }
             if !names.insert(provider.effective_name()) {
                 return Err(format!(
                     "{at}.name: `{}` is used twice in this model; give each provider a name",
@@ -618,8 +680,18 @@ mod tests {
                 Box::new(|s| s.models[0].price.output_per_million_micros = -1),
             ),
             (
-                "models.models[1].name",
+                "models.models[2].name",
                 Box::new(|s| s.models.push(ModelSettings::mock("mock-1"))),
+            ),
+            (
+                "models.models[1].providers[0].kind",
+                Box::new(|s| {
+                    s.models[1].providers[0] = ProviderSettings::new(
+                        ProviderKind::Anthropic,
+                        Some("https://api.anthropic.com"),
+                        Some("sk-ant"),
+                    )
+                }),
             ),
             (
                 "models.models[0].providers[1].name",

@@ -11,8 +11,11 @@
 //!
 //! # Layout
 //!
+//! - [`capabilities`]: what a model can take (images, tools, reasoning effort, the
+//!   parameters only some upstreams know); a request is refused by the parameter it cannot.
 //! - [`chat`]: [`ChatMessage`] and [`ChatRequest`], the one shape of a chat request inside the
 //!   workers (tokenizers, providers and the wire format all use it).
+//! - [`embed`]: an embeddings request and its answer.
 //! - [`config`]: [`ModelsSettings`] — models, prices, providers, timeouts, retries, cooldown.
 //! - [`providers`]: the [`Provider`] trait, the shared request and event types, and one file
 //!   per upstream ([`providers::openai`], [`providers::anthropic`], [`providers::mock`]), over
@@ -31,8 +34,10 @@
 //!
 //! **Invariant:** no error message, log line or `Debug` output contains a provider API key.
 
+pub mod capabilities;
 pub mod chat;
 pub mod config;
+pub mod embed;
 pub mod providers;
 pub mod router;
 pub mod settlement;
@@ -41,6 +46,7 @@ pub mod tokens;
 pub mod wire;
 pub mod worker;
 
+pub use capabilities::{Capabilities, Unsupported};
 pub use config::{
     ModelSettings, ModelsSettings, PriceSettings, PromptMargins, ProviderKind, ProviderSettings,
 };

@@ -32,6 +32,8 @@
 //! from a request already written; with pooled keep-alive connections, the difference is the
 //! odd new connection's handshake.)
 
+use crate::capabilities::Capabilities;
+use crate::embed::{EmbedRequest, Embeddings};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -104,6 +106,7 @@ struct Model {
     prompt_margin_percent: u32,
     /// In fallback order.
     providers: Vec<Arc<Slot>>,
+    capabilities: Capabilities,
 }
 
 /// One provider of one model, with its health.
@@ -266,6 +269,8 @@ pub struct ModelInfo {
     pub prompt_margin_percent: u32,
     /// Provider names in fallback order.
     pub providers: Vec<String>,
+    /// What the model can take.
+    pub capabilities: Capabilities,
 }
 
 /// A provider's health, as `GET /api/providers/status` shows it.
@@ -358,6 +363,14 @@ impl ProviderRouter {
                 tokenizer,
                 prompt_margin_percent,
                 providers,
+                capabilities: Capabilities {
+                    vision: model.vision,
+                    image_tokens_max: model.image_tokens_max,
+                    tools: model.tools,
+                    reasoning: model.reasoning,
+                    embedding_dimensions: model.embedding_dimensions,
+                    kinds: model.providers.iter().map(|p| p.kind).collect(),
+                },
             });
             index.insert(model.name.clone(), position);
         }
@@ -402,6 +415,60 @@ impl ProviderRouter {
         if let Some(max) = entry.max_output_tokens {
             request.max_tokens = request.max_tokens.min(max);
         }
+        let request = &request;
+        let (slot, stream, attempts) = self
+            .route(entry, deadline, in_flight, |slot| {
+                let upstream = request.for_upstream(&slot.upstream_model);
+                until_first_token(slot.provider.stream(upstream), in_flight, slot)
+            })
+            .await?;
+        Ok(Opened {
+            provider: slot.name.clone(),
+            kind: slot.kind,
+            stream: bounded(watched(Arc::clone(slot), stream), deadline),
+            attempts,
+        })
+    }
+
+    /// Embeds `request`'s inputs with its model (`request.model`), trying the model's
+    /// providers as [`ProviderRouter::open_until`] does (retries, fallback, cooldown), every
+    /// attempt bounded by `deadline`. Returns the provider that answered and its answer.
+    pub async fn embed_until(
+        &self,
+        request: EmbedRequest,
+        deadline: Instant,
+        in_flight: &InFlight,
+    ) -> Result<(String, Embeddings), RouteError> {
+        let Some(entry) = self.model(&request.model) else {
+            return Err(RouteError::UnknownModel(request.model));
+        };
+        let request = &request;
+        let (slot, embeddings, _) = self
+            .route(entry, deadline, in_flight, |slot| {
+                in_flight.set(Some(&slot.name));
+                slot.provider
+                    .embed(request.for_upstream(&slot.upstream_model))
+            })
+            .await?;
+        Ok((slot.name.clone(), embeddings))
+    }
+
+    /// Tries `entry`'s providers in order with `attempt` until one succeeds: each provider
+    /// not cooling gets `retries_max` retries of a retryable error (with backoff, never
+    /// past `deadline`), a cooling one is skipped (or probed once when its cooldown is
+    /// over), a refused request (`BadRequest`) ends the search. Returns the provider that
+    /// succeeded, its answer and the attempts made.
+    async fn route<'s, T, F, Fut>(
+        &'s self,
+        entry: &'s Model,
+        deadline: Instant,
+        in_flight: &InFlight,
+        attempt: F,
+    ) -> Result<(&'s Arc<Slot>, T, u32), RouteError>
+    where
+        F: Fn(&'s Arc<Slot>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
         let mut attempts = 0u32;
         let mut last: Option<(String, ProviderError)> = None;
         let mut soonest: Option<Instant> = None;
@@ -424,9 +491,7 @@ impl ProviderRouter {
             };
             for try_index in 0..tries {
                 attempts += 1;
-                let upstream = request.for_upstream(&slot.upstream_model);
-                let opening = until_first_token(slot.provider.stream(upstream), in_flight, slot);
-                let Ok(opened) = tokio::time::timeout_at(deadline, opening).await else {
+                let Ok(outcome) = tokio::time::timeout_at(deadline, attempt(slot)).await else {
                     // The request's time is up: not the provider's failure, and nothing
                     // left to retry or fall back with.
                     in_flight.set(None);
@@ -436,18 +501,13 @@ impl ProviderRouter {
                         error: ProviderError::Timeout { phase: PHASE_TOTAL },
                     });
                 };
-                match opened {
-                    Ok(stream) => {
+                match outcome {
+                    Ok(answer) => {
                         slot.succeeded();
                         if let Some(guard) = probe.take() {
                             guard.disarm();
                         }
-                        return Ok(Opened {
-                            provider: slot.name.clone(),
-                            kind: slot.kind,
-                            stream: bounded(watched(Arc::clone(slot), stream), deadline),
-                            attempts,
-                        });
+                        return Ok((slot, answer, attempts));
                     }
                     Err(error @ ProviderError::BadRequest { .. }) => {
                         // The upstream answered: not a failure of the provider, nor worth
@@ -579,6 +639,7 @@ impl ProviderRouter {
             tokenizer: model.tokenizer.as_str(),
             prompt_margin_percent: model.prompt_margin_percent,
             providers: model.providers.iter().map(|s| s.name.clone()).collect(),
+            capabilities: model.capabilities.clone(),
         }
     }
 
@@ -720,7 +781,7 @@ impl Drop for ProbeGuard<'_> {
 }
 
 /// Sends the request (naming `slot` in `in_flight`), awaits the upstream's acceptance, then
-/// its events up to the first delta or reasoning (or the finish of an empty answer); returns
+/// its events up to the first delta, reasoning or tool call (or the finish of an empty answer); returns
 /// a stream that replays them, then continues.
 async fn until_first_token(
     opening: futures::future::BoxFuture<'_, Result<EventStream, ProviderError>>,
@@ -735,7 +796,10 @@ async fn until_first_token(
         let event = item?;
         let first_token = matches!(
             event,
-            StreamEvent::Delta { .. } | StreamEvent::Reasoning { .. } | StreamEvent::Finish { .. }
+            StreamEvent::Delta { .. }
+                | StreamEvent::Reasoning { .. }
+                | StreamEvent::ToolCall { .. }
+                | StreamEvent::Finish { .. }
         );
         received.push(Ok(event));
         if first_token {
@@ -842,10 +906,12 @@ mod tests {
             s.models.push(capped);
         });
         let models = router.models();
-        assert_eq!(models.len(), 2);
+        assert_eq!(models.len(), 3);
         assert_eq!(models[0].name, "mock-1");
+        assert_eq!(models[1].name, "mock-embed-1");
+        assert_eq!(models[1].capabilities.embedding_dimensions, Some(256));
         assert_eq!(models[0].default_max_tokens, 1024);
-        assert_eq!(models[1].default_max_tokens, 100);
+        assert_eq!(models[2].default_max_tokens, 100);
         assert_eq!(models[0].price_version, "1000000/2000000/500000");
         assert_eq!(router.tokenizer("capped"), Some("cl100k"));
         assert_eq!(router.price("nope"), None);
@@ -894,7 +960,8 @@ mod tests {
             s.models[0].providers.push(second);
         });
         let status = router.status();
-        assert_eq!(status.len(), 2);
+        // mock-1's two providers, and the embedding model's.
+        assert_eq!(status.len(), 3);
         assert!(status.iter().all(|s| s.state == HealthState::Healthy));
         let json = serde_json::to_value(&status[1]).unwrap_or_default();
         assert_eq!(json["provider"], serde_json::json!("mock-b"));

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use tiktoken_rs::CoreBPE;
 
-use crate::chat::ChatMessage;
+use crate::chat::{ChatMessage, ChatOptions};
 
 /// Longest piece of text handed to the encoder at once, in bytes.
 pub const PIECE_BYTES_MAX: usize = 4096;
@@ -93,6 +93,17 @@ fn loaded<E: std::fmt::Display>(
     }
 }
 
+/// The text of the token ids `tokens` for the tokenizer named `tokenizer` (embedding inputs
+/// may be given as token ids); `None` when an id is not one of its tokens or the bytes they
+/// make are not UTF-8.
+pub fn decode(tokenizer: &str, tokens: &[u32]) -> Option<String> {
+    let bpe = Tokenizer::parse(tokenizer)
+        .unwrap_or(Tokenizer::O200k)
+        .encoder()?;
+    let bytes = bpe.decode_bytes(tokens).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Builds the encoder of `tokenizer` now rather than on the first request (it takes a moment).
 pub fn preload(tokenizer: &str) {
     if let Some(tokenizer) = Tokenizer::parse(tokenizer) {
@@ -108,16 +119,44 @@ pub fn count_text_tokens(tokenizer: &str, text: &str) -> u64 {
         .count(text)
 }
 
-/// Prompt tokens of a chat request, with OpenAI's accounting: per message
-/// [`TOKENS_PER_MESSAGE`] + the role's tokens + the content's tokens, and
-/// [`REPLY_PRIMING_TOKENS`] once.
+/// Prompt tokens of a chat request's messages, with OpenAI's accounting: per message
+/// [`TOKENS_PER_MESSAGE`] + the role's tokens + the content's tokens (+ each tool call's name
+/// and arguments), and [`REPLY_PRIMING_TOKENS`] once. Images are not counted here (only a
+/// provider can: see [`crate::capabilities::Capabilities::image_tokens_max`]).
 pub fn count_prompt_tokens(tokenizer: &str, messages: &[ChatMessage]) -> u64 {
     let tokenizer = Tokenizer::parse(tokenizer).unwrap_or(Tokenizer::O200k);
     messages
         .iter()
-        .map(|m| TOKENS_PER_MESSAGE + tokenizer.count(&m.role) + tokenizer.count(&m.content))
+        .map(|m| {
+            TOKENS_PER_MESSAGE
+                + tokenizer.count(&m.role)
+                + tokenizer.count(&m.content)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| {
+                        TOKENS_PER_MESSAGE
+                            + tokenizer.count(&c.name)
+                            + tokenizer.count(&c.arguments)
+                    })
+                    .sum::<u64>()
+        })
         .sum::<u64>()
         + REPLY_PRIMING_TOKENS
+}
+
+/// Prompt tokens of the tool definitions and the answer's schema, which upstreams put in the
+/// prompt: counted as their JSON text (a little more than OpenAI's own rendering).
+pub fn count_options_tokens(tokenizer: &str, options: &ChatOptions) -> u64 {
+    let tokenizer = Tokenizer::parse(tokenizer).unwrap_or(Tokenizer::O200k);
+    let tools = if options.tools.is_empty() {
+        0
+    } else {
+        serde_json::to_string(&options.tools).map_or(0, |json| tokenizer.count(&json))
+    };
+    let schema = options
+        .answer_schema()
+        .map_or(0, |schema| tokenizer.count(&schema.to_string()));
+    tools + schema
 }
 
 /// Longest text (in bytes, over all messages) counted on the async runtime's own thread.
@@ -138,15 +177,33 @@ pub async fn count_text_tokens_off_runtime(tokenizer: &'static str, text: &str) 
         .unwrap_or_else(|_| estimate_without_encoder(text))
 }
 
+/// [`count_prompt_tokens`] plus [`count_options_tokens`], on the blocking pool when the
+/// messages hold more than [`INLINE_COUNT_BYTES_MAX`] bytes of text.
+pub async fn count_request_tokens_off_runtime(
+    tokenizer: &'static str,
+    messages: &[ChatMessage],
+    options: &ChatOptions,
+) -> u64 {
+    let options_tokens = count_options_tokens(tokenizer, options);
+    options_tokens + count_prompt_tokens_off_runtime(tokenizer, messages).await
+}
+
 /// [`count_prompt_tokens`], on the blocking pool when the messages hold more than
-/// [`INLINE_COUNT_BYTES_MAX`] bytes.
+/// [`INLINE_COUNT_BYTES_MAX`] bytes of text.
 pub async fn count_prompt_tokens_off_runtime(
     tokenizer: &'static str,
     messages: &[ChatMessage],
 ) -> u64 {
     let bytes: usize = messages
         .iter()
-        .map(|m| m.role.len() + m.content.len())
+        .map(|m| {
+            m.role.len()
+                + m.content.len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.name.len() + c.arguments.len())
+                    .sum::<usize>()
+        })
         .sum();
     if bytes <= INLINE_COUNT_BYTES_MAX {
         return count_prompt_tokens(tokenizer, messages);
@@ -227,10 +284,7 @@ mod tests {
     use super::*;
 
     fn message(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage::new(role, content)
     }
 
     #[test]

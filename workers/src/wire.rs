@@ -3,8 +3,10 @@
 //! - [`InferenceCommand`]: JSON on the work-queue subject of `HUB_COMMANDS`
 //!   (`Nats-Msg-Id` = request id, so a repeated publish is dropped by the server).
 //! - [`WireChunk`]: JSON on the request's core NATS reply subject, worker → API: `started`,
-//!   then `delta`s numbered from 1, then exactly one of `finished` or `failed`; or, for a
-//!   command that asked for the whole answer at once, one `answered` (or `failed`).
+//!   then `delta`s and `tool_call` pieces numbered from 1, then exactly one of `finished` or
+//!   `failed`; or, for a command that asked for the whole answer at once, one `answered` (or
+//!   `failed`); for an embeddings command, one `embedding` per input, then `embedded` (or
+//!   `failed`).
 //! - A cancellation is an empty message on the request's cancel subject, API → worker.
 
 use chrono::{DateTime, Utc};
@@ -13,7 +15,8 @@ use hub_domain::{ApiKeyId, Credits};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::chat::{ChatMessage, ChatRequest};
+use crate::chat::{ChatMessage, ChatOptions, ChatRequest, ToolCall};
+use crate::embed::EmbedRequest;
 
 /// A chat request the API has accepted and reserved credits for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +35,14 @@ pub struct InferenceCommand {
     pub top_p: Option<f32>,
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Tools, the answer's format and the other parameters (absent in commands of older API
+    /// processes: none).
+    #[serde(default)]
+    pub options: ChatOptions,
+    /// An embeddings request instead of a chat (then `messages` is empty): answered with one
+    /// [`WireChunk::Embedding`] per input, then [`WireChunk::Embedded`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<EmbedRequest>,
     /// The prompt's tokens as the hub counted them (used when the provider reports none).
     pub prompt_tokens: u64,
     pub reserved_micros: i64,
@@ -77,6 +88,7 @@ impl InferenceCommand {
             top_p: self.top_p,
             stop: self.stop.clone(),
             user: None,
+            options: self.options.clone(),
         }
     }
 }
@@ -115,6 +127,9 @@ pub struct WireUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
+    /// The part of `completion_tokens` spent reasoning (0 when not reported).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
     /// `provider` or `estimated`.
     pub source: hub_domain::TokenSource,
 }
@@ -127,6 +142,17 @@ pub enum WireChunk {
     Started { provider: String },
     /// Text, in order; `seq` counts from 1 so a gap is visible.
     Delta { seq: u64, text: String },
+    /// A piece of tool call `index` (see [`crate::providers::StreamEvent::ToolCall`]),
+    /// numbered in the same sequence as the deltas.
+    ToolCall {
+        seq: u64,
+        index: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        arguments: String,
+    },
     /// The end: what it used and what was charged.
     Finished {
         finish_reason: String,
@@ -140,10 +166,22 @@ pub enum WireChunk {
     Answered {
         provider: String,
         text: String,
+        /// The tools the model called (absent: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
         finish_reason: String,
         usage: WireUsage,
         charged_micros: i64,
         outcome: hub_domain::UsageOutcome,
+    },
+    /// The vector of input `index` of an embeddings request (one message each: a vector
+    /// of thousands of numbers is tens of kilobytes).
+    Embedding { index: u32, vector: Vec<f32> },
+    /// The end of an embeddings request, after its vectors.
+    Embedded {
+        provider: String,
+        usage: WireUsage,
+        charged_micros: i64,
     },
     /// The request failed. `charged_micros` is what was charged for what was delivered
     /// (zero when nothing was).
@@ -164,7 +202,10 @@ impl WireChunk {
     pub fn is_last(&self) -> bool {
         matches!(
             self,
-            WireChunk::Finished { .. } | WireChunk::Answered { .. } | WireChunk::Failed { .. }
+            WireChunk::Finished { .. }
+                | WireChunk::Answered { .. }
+                | WireChunk::Embedded { .. }
+                | WireChunk::Failed { .. }
         )
     }
 }

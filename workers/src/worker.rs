@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::ToolCall;
+use crate::embed::EmbedRequest;
 use crate::providers::{ProviderError, StreamEvent};
 use crate::router::{InFlight, ProviderRouter, RouteError};
 use crate::settlement::{Settlement, Settlements};
@@ -218,6 +220,11 @@ impl Worker {
         };
         let deadline = tokio::time::Instant::now() + left;
         let started = Instant::now();
+        if let Some(request) = command.embed.clone() {
+            self.embed(&command, request, &reply, deadline, cancel)
+                .await;
+            return;
+        }
         let in_flight = InFlight::default();
         let opened = tokio::select! {
             opened = self.router.open_until(command.chat_request(), deadline, &in_flight) => opened,
@@ -289,6 +296,27 @@ impl Worker {
                         send(WireChunk::Delta { seq, text: piece }).await;
                     }
                 }
+                Some(Ok(StreamEvent::ToolCall {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                })) => {
+                    run.first_token_ms
+                        .get_or_insert_with(|| millis(started.elapsed()));
+                    run.tool_call(index, id.as_deref(), name.as_deref(), &arguments);
+                    if !command.whole {
+                        seq += 1;
+                        send(WireChunk::ToolCall {
+                            seq,
+                            index,
+                            id,
+                            name,
+                            arguments,
+                        })
+                        .await;
+                    }
+                }
                 Some(Ok(StreamEvent::Reasoning { text })) => {
                     // Not forwarded (the answer stays as it was), and not the first token of
                     // `first_token_ms`, which measures what the client sees; kept to be
@@ -310,17 +338,154 @@ impl Worker {
         self.conclude(&command, &reply, run, started).await;
     }
 
+    /// Runs an embeddings command: the vectors from the model's providers, the settlement
+    /// from the prompt tokens they report (the hub's count when they report none), then one
+    /// chunk per vector and the last. A cancel before an upstream has the request releases
+    /// it; after, the prompt is owed, as with a chat.
+    async fn embed(
+        &self,
+        command: &InferenceCommand,
+        request: EmbedRequest,
+        reply: &str,
+        deadline: tokio::time::Instant,
+        cancel: CancellationToken,
+    ) {
+        let started = Instant::now();
+        let in_flight = InFlight::default();
+        let answered = tokio::select! {
+            answered = self.router.embed_until(request, deadline, &in_flight) => answered,
+            () = cancel.cancelled() => Err(RouteError::Provider {
+                provider: in_flight.sent_to().unwrap_or_default(),
+                attempts: 0,
+                error: ProviderError::StreamBroken("cancelled by the client".into()),
+            }),
+        };
+        let (provider, embeddings) = match answered {
+            Ok(answered) => answered,
+            Err(err) => {
+                match (cancel.is_cancelled(), in_flight.sent_to()) {
+                    (true, Some(provider)) => {
+                        let usage = TokenUsage {
+                            input_tokens: command.prompt_tokens,
+                            ..TokenUsage::default()
+                        };
+                        let record = self.usage_record(
+                            command,
+                            provider,
+                            usage,
+                            TokenSource::Estimated,
+                            started,
+                            None,
+                            UsageOutcome::Cancelled,
+                        );
+                        self.settle(command, record).await;
+                    }
+                    _ => {
+                        self.release(command).await;
+                        self.send(reply, route_failure(&err)).await;
+                    }
+                }
+                return;
+            }
+        };
+        let (usage, source) = match embeddings.usage {
+            Some(usage) => (usage, TokenSource::Provider),
+            None => (
+                TokenUsage {
+                    input_tokens: command.prompt_tokens,
+                    ..TokenUsage::default()
+                },
+                TokenSource::Estimated,
+            ),
+        };
+        let took = Some(millis(started.elapsed()));
+        let record = self.usage_record(
+            command,
+            provider.clone(),
+            usage,
+            source,
+            started,
+            took,
+            UsageOutcome::Completed,
+        );
+        let (charged, _) = self.settle(command, record).await;
+        for (index, vector) in embeddings.vectors.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            self.send(reply, WireChunk::Embedding { index, vector })
+                .await;
+        }
+        let usage = WireUsage {
+            prompt_tokens: usage.input_tokens,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            source,
+        };
+        self.send(
+            reply,
+            WireChunk::Embedded {
+                provider,
+                usage,
+                charged_micros: charged,
+            },
+        )
+        .await;
+    }
+
+    /// The usage record of a request, priced at the command's price (the reservation is
+    /// charged should the price overflow).
+    #[allow(clippy::too_many_arguments)]
+    fn usage_record(
+        &self,
+        command: &InferenceCommand,
+        provider: String,
+        usage: TokenUsage,
+        source: TokenSource,
+        started: Instant,
+        first_token_ms: Option<u64>,
+        outcome: UsageOutcome,
+    ) -> UsageRecord {
+        let price: Price = command.price.into();
+        let cost = match price.cost(&usage) {
+            Ok(cost) => cost,
+            Err(err) => {
+                tracing::error!(error = %err, "cost overflow; charging the reservation");
+                hub_domain::Credits::from_micros(command.reserved_micros)
+            }
+        };
+        UsageRecord {
+            model: command.model.clone(),
+            provider,
+            api_key: command.api_key,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            token_source: source,
+            latency_ms: millis(started.elapsed()),
+            first_token_ms,
+            cost,
+            price_version: command.price_version.clone(),
+            outcome,
+        }
+    }
+
     /// Settles a request a provider accepted, from what it used, then sends its last chunk.
     async fn conclude(&self, command: &InferenceCommand, reply: &str, run: Run, started: Instant) {
         let tokenizer = self.router.tokenizer(&command.model).unwrap_or("o200k");
         // A reported output count includes the reasoning tokens (OpenAI's
         // `completion_tokens`, Anthropic's `output_tokens`): nothing is added to it. Without
         // one, the reasoning seen is output too, or a long hidden thinking phase cut short
-        // would be free.
+        // would be free. So are the tool calls' names and arguments.
         let (usage, source) = match run.reported {
             Some(usage) if run.outcome == UsageOutcome::Completed => (usage, TokenSource::Provider),
             _ => {
-                let answer = tokens::count_text_tokens_off_runtime(tokenizer, &run.text).await;
+                let calls: String = run
+                    .tool_calls
+                    .iter()
+                    .flat_map(|c| [c.name.as_str(), c.arguments.as_str()])
+                    .collect();
+                let answer = tokens::count_text_tokens_off_runtime(tokenizer, &run.text).await
+                    + tokens::count_text_tokens_off_runtime(tokenizer, &calls).await;
                 let reasoning =
                     tokens::count_text_tokens_off_runtime(tokenizer, &run.reasoning).await;
                 if reasoning > 0 {
@@ -331,37 +496,26 @@ impl Worker {
                     input_tokens: command.prompt_tokens,
                     output_tokens: answer.saturating_add(reasoning),
                     cached_input_tokens: 0,
+                    reasoning_tokens: 0,
                 };
                 (usage, TokenSource::Estimated)
             }
         };
-        let price: Price = command.price.into();
-        let cost = match price.cost(&usage) {
-            Ok(cost) => cost,
-            Err(err) => {
-                tracing::error!(error = %err, "cost overflow; charging the reservation");
-                hub_domain::Credits::from_micros(command.reserved_micros)
-            }
-        };
-        let record = UsageRecord {
-            model: command.model.clone(),
-            provider: run.provider.clone(),
-            api_key: command.api_key,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cached_input_tokens: usage.cached_input_tokens,
-            token_source: source,
-            latency_ms: millis(started.elapsed()),
-            first_token_ms: run.first_token_ms,
-            cost,
-            price_version: command.price_version.clone(),
-            outcome: run.outcome,
-        };
+        let record = self.usage_record(
+            command,
+            run.provider.clone(),
+            usage,
+            source,
+            started,
+            run.first_token_ms,
+            run.outcome,
+        );
         let (charged, deferred) = self.settle(command, record).await;
         let wire_usage = WireUsage {
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
             cached_tokens: usage.cached_input_tokens,
+            reasoning_tokens: usage.reasoning_tokens.min(usage.output_tokens),
             source,
         };
         let last = match run.broken {
@@ -382,6 +536,7 @@ impl Worker {
             None if command.whole => WireChunk::Answered {
                 provider: run.provider,
                 text: run.text,
+                tool_calls: run.tool_calls,
                 finish_reason: run.finish_reason,
                 usage: wire_usage,
                 charged_micros: charged,
@@ -492,6 +647,8 @@ struct Run {
     text: String,
     /// The model's reasoning as received (not delivered), for an estimate of the output.
     reasoning: String,
+    /// The tool calls as delivered, by index.
+    tool_calls: Vec<ToolCall>,
     /// Usage the provider reported, if it did.
     reported: Option<TokenUsage>,
     finish_reason: String,
@@ -502,11 +659,22 @@ struct Run {
 }
 
 impl Run {
+    /// Adds a piece of a tool call.
+    fn tool_call(&mut self, index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) {
+        if !ToolCall::merge(&mut self.tool_calls, index, id, name, arguments) {
+            tracing::warn!(
+                index,
+                "a tool call past the most one answer may carry was dropped"
+            );
+        }
+    }
+
     fn new(provider: String, outcome: UsageOutcome) -> Self {
         Run {
             provider,
             text: String::new(),
             reasoning: String::new(),
+            tool_calls: Vec::new(),
             reported: None,
             finish_reason: "stop".to_string(),
             first_token_ms: None,

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admin_users;
 pub mod analytics;
+pub mod anthropic;
 pub mod audit;
 pub mod auth;
 pub mod credits;
@@ -40,6 +41,8 @@ use crate::state::AppState;
 /// | `GET /api/auth/me` | any signed-in caller (own profile) |
 /// | `GET /api/auth/options` | anyone: `{google, require_verified_email}`, what the sign-in page may offer |
 /// | `POST /v1/chat/completions`, `GET /v1/models`, `GET /api/ws` | any signed-in caller (JWT, WebSocket ticket or API key with the `inference` scope; charged to the caller) |
+/// | `POST /v1/embeddings` | the same (an embedding model; billed by the inputs' tokens) |
+/// | `POST /v1/messages`, `POST /v1/messages/count_tokens` | the same (Anthropic's Messages API; the key in `x-api-key` or as a bearer token) |
 /// | `POST /api/ws/ticket` | a signed-in user, not an API key |
 /// | `GET /api/providers/status` | any signed-in caller |
 /// | `POST /api/auth/verify-email`, `POST /api/auth/resend-verification` | any signed-in caller (own email) |
@@ -73,7 +76,7 @@ use crate::state::AppState;
 /// gets 403 on every one of them.
 ///
 /// Every route but inference answers within `server.request_timeout_ms` (503 after it).
-/// Inference (`/v1/chat/completions`, `/api/ws`) runs under its own deadline
+/// Inference (`/v1/chat/completions`, `/v1/messages`, `/api/ws`) runs under its own deadline
 /// (`models.total_timeout_ms`): a generic timeout there would answer 503 to a request the
 /// worker still completes and charges, and SDKs retry a 503 by themselves.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -83,6 +86,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     );
     let inference = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/api/ws", get(ws::connect));
     Router::new()
         .route("/health", get(health::health))
@@ -111,6 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/auth/google", get(google::start))
         .route("/api/auth/google/callback", get(google::callback))
         .route("/v1/models", get(openai::models))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/providers/status", get(openai::providers_status))
         .route("/api/keys", post(keys::create).get(keys::list))
         .route("/api/keys/{id}", delete(keys::revoke))

@@ -205,6 +205,15 @@ impl From<ChatUpdate> for Outgoing {
             Progress::Delta { seq, text } => {
                 json!({"type": "chat.chunk", "id": id, "seq": seq, "delta": text})
             }
+            // The WebSocket chat offers no tools, so no call comes; should one, it is shown.
+            Progress::ToolCall {
+                seq,
+                index,
+                id: call_id,
+                name,
+                arguments,
+            } => json!({"type": "chat.tool_call", "id": id, "seq": seq, "index": index,
+                "call_id": call_id, "name": name, "arguments": arguments}),
             Progress::Finished(done) => json!({"type": "chat.done", "id": id,
                 "finish_reason": done.finish_reason,
                 "outcome": done.outcome,
@@ -365,6 +374,7 @@ async fn handle(chats: &mut ChatSession<Outgoing>, message: ClientMessage) -> Op
                 temperature: options.temperature,
                 top_p: options.top_p,
                 stop: options.stop,
+                options: Default::default(),
                 whole: false,
             };
             let refused = chats.start(id.clone(), chat).err();

@@ -226,6 +226,7 @@ fn repriced(row: &sqlx::postgres::PgRow, price: Option<&Price>) -> Result<Amount
                 input_tokens: u64::try_from(input).unwrap_or(0),
                 output_tokens: u64::try_from(output).unwrap_or(0),
                 cached_input_tokens: u64::try_from(cached).unwrap_or(0),
+                reasoning_tokens: 0,
             })?
             .micros(),
         None => charged,

@@ -626,6 +626,7 @@ fn check_charge(event: &CreditEvent, name: &str, findings: &mut Findings) {
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
         cached_input_tokens: usage.cached_input_tokens,
+        reasoning_tokens: 0,
     };
     match Price::from_micros(input, output, cached).cost(&tokens) {
         Ok(cost) if cost == usage.cost => {}

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use hub_domain::UsageOutcome;
+use hub_workers::chat::ToolCall;
 use hub_workers::wire::{WireChunk, WireUsage};
 use std::time::Duration;
 
@@ -40,11 +41,22 @@ pub struct Finished {
 pub struct Answer {
     pub provider: String,
     pub text: String,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
     pub finished: Finished,
 }
 
 /// Why a request was not answered, as the client is told: a stable code (the HTTP API's),
 /// a message and the HTTP status.
+/// An embeddings request's answer: one vector per input, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingsAnswer {
+    pub provider: String,
+    pub vectors: Vec<Vec<f32>>,
+    pub usage: WireUsage,
+    pub charged_micros: i64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatFailure {
     pub code: String,
@@ -90,6 +102,15 @@ pub enum Progress {
     },
     /// Text, in order; `seq` counts from 1.
     Delta { seq: u64, text: String },
+    /// A piece of tool call `index`: the first names it (`id`, `name`), later ones carry
+    /// more of its arguments; `seq` continues the deltas' count.
+    ToolCall {
+        seq: u64,
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
     /// The end (the last item).
     Finished(Finished),
     /// The request failed (the last item).
@@ -134,6 +155,19 @@ impl Submission {
                 provider,
             },
             Some(WireChunk::Delta { seq, text }) => Progress::Delta { seq, text },
+            Some(WireChunk::ToolCall {
+                seq,
+                index,
+                id,
+                name,
+                arguments,
+            }) => Progress::ToolCall {
+                seq,
+                index,
+                id,
+                name,
+                arguments,
+            },
             Some(WireChunk::Finished {
                 finish_reason,
                 usage,
@@ -157,7 +191,12 @@ impl Submission {
                 status,
                 retry_after_s,
             }),
-            Some(WireChunk::Answered { .. }) | None => Progress::Lost,
+            Some(
+                WireChunk::Answered { .. }
+                | WireChunk::Embedding { .. }
+                | WireChunk::Embedded { .. },
+            )
+            | None => Progress::Lost,
         }
     }
 
@@ -166,9 +205,10 @@ impl Submission {
         match self.progress().await {
             Progress::Started { provider, .. } => Ok(provider),
             Progress::Failed(failure) => Err(Unanswered::Failed(failure)),
-            Progress::Delta { .. } | Progress::Finished(_) | Progress::Lost => {
-                Err(Unanswered::Lost)
-            }
+            Progress::Delta { .. }
+            | Progress::ToolCall { .. }
+            | Progress::Finished(_)
+            | Progress::Lost => Err(Unanswered::Lost),
         }
     }
 
@@ -177,10 +217,26 @@ impl Submission {
     pub async fn answer(&mut self) -> Result<Answer, Unanswered> {
         let mut text = String::new();
         let mut provider = String::new();
+        let mut tool_calls = Vec::new();
         loop {
             match self.next().await {
                 Some(WireChunk::Started { provider: started }) => provider = started,
                 Some(WireChunk::Delta { text: piece, .. }) => text.push_str(&piece),
+                Some(WireChunk::ToolCall {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                    ..
+                }) => {
+                    ToolCall::merge(
+                        &mut tool_calls,
+                        index,
+                        id.as_deref(),
+                        name.as_deref(),
+                        &arguments,
+                    );
+                }
                 Some(WireChunk::Finished {
                     finish_reason,
                     usage,
@@ -196,12 +252,14 @@ impl Submission {
                     return Ok(Answer {
                         provider,
                         text,
+                        tool_calls,
                         finished,
                     });
                 }
                 Some(WireChunk::Answered {
                     provider,
                     text,
+                    tool_calls,
                     finish_reason,
                     usage,
                     charged_micros,
@@ -216,6 +274,7 @@ impl Submission {
                     return Ok(Answer {
                         provider,
                         text,
+                        tool_calls,
                         finished,
                     });
                 }
@@ -233,6 +292,55 @@ impl Submission {
                         retry_after_s,
                     }))
                 }
+                Some(WireChunk::Embedding { .. } | WireChunk::Embedded { .. }) | None => {
+                    return Err(Unanswered::Lost)
+                }
+            }
+        }
+    }
+
+    /// The vectors of an embeddings request, one per input in order; `inputs` is how many
+    /// it had. An answer that leaves an input without a vector is lost.
+    pub async fn embeddings(&mut self, inputs: usize) -> Result<EmbeddingsAnswer, Unanswered> {
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs];
+        loop {
+            match self.next().await {
+                Some(WireChunk::Embedding { index, vector }) => {
+                    if let Some(slot) = vectors.get_mut(index as usize) {
+                        *slot = Some(vector);
+                    }
+                }
+                Some(WireChunk::Embedded {
+                    provider,
+                    usage,
+                    charged_micros,
+                }) => {
+                    let Some(vectors) = vectors.into_iter().collect::<Option<Vec<_>>>() else {
+                        tracing::error!(request = %self.request_id, "an embedding went missing");
+                        return Err(Unanswered::Lost);
+                    };
+                    return Ok(EmbeddingsAnswer {
+                        provider,
+                        vectors,
+                        usage,
+                        charged_micros,
+                    });
+                }
+                Some(WireChunk::Failed {
+                    code,
+                    message,
+                    status,
+                    retry_after_s,
+                    ..
+                }) => {
+                    return Err(Unanswered::Failed(ChatFailure {
+                        code,
+                        message,
+                        status,
+                        retry_after_s,
+                    }))
+                }
+                Some(_) => {}
                 None => return Err(Unanswered::Lost),
             }
         }

@@ -1,8 +1,10 @@
 //! Step 3 of [`super::submit()`]: what the request can cost at most, so that much is reserved.
 //!
-//! The prompt is counted with the model's tokenizer (on tokio's blocking pool when it is
-//! long: [`hub_workers::tokens::INLINE_COUNT_BYTES_MAX`]), reserved with the model's prompt
-//! margin (its providers may count more than OpenAI's tokenizers do), and `max_tokens` capped
+//! The prompt (its messages, tool calls, tool definitions and answer schema) is counted with
+//! the model's tokenizer (on tokio's blocking pool when it is long:
+//! [`hub_workers::tokens::INLINE_COUNT_BYTES_MAX`]), each image reserved as the model's
+//! `image_tokens_max` (only the provider can count an image), all reserved with the model's
+//! prompt margin (its providers may count more than OpenAI's tokenizers do), and `max_tokens` capped
 //! to the model's limit (or its default when the client named none).
 
 use hub_domain::pricing::Price;
@@ -34,8 +36,7 @@ pub async fn estimate(
     model: &ModelInfo,
     chat: &Chat,
 ) -> Result<Estimate, GatewayError> {
-    let prompt_tokens =
-        hub_workers::tokens::count_prompt_tokens_off_runtime(model.tokenizer, &chat.messages).await;
+    let prompt_tokens = prompt_tokens(model, chat).await;
     if let Some(context) = model.context_tokens {
         if prompt_tokens >= u64::from(context) {
             return Err(GatewayError::BadRequest(format!(
@@ -62,6 +63,29 @@ pub async fn estimate(
         price_version: model.price_version.clone(),
         max_cost,
     })
+}
+
+/// The prompt tokens of `chat` as the hub counts them: messages, tool calls, tool definitions
+/// and the answer's schema, and each image as the most it may count (the model's
+/// `image_tokens_max`), without the providers' margin.
+pub async fn prompt_tokens(model: &ModelInfo, chat: &Chat) -> u64 {
+    // Images only the provider can count: each is reserved as the most it may count.
+    let images = hub_workers::Capabilities::images(&chat.messages);
+    let image_tokens = images.saturating_mul(u64::from(model.capabilities.image_tokens_max));
+    hub_workers::tokens::count_request_tokens_off_runtime(
+        model.tokenizer,
+        &chat.messages,
+        &chat.options,
+    )
+    .await
+    .saturating_add(image_tokens)
+}
+
+/// What `POST /v1/messages/count_tokens` answers: the request checked as a submission would
+/// be (the model, its capabilities), then its [`prompt_tokens`]. Nothing is reserved.
+pub async fn count_tokens(router: &ProviderRouter, chat: &Chat) -> Result<u64, GatewayError> {
+    let model = super::validate::validate(router, chat)?;
+    Ok(prompt_tokens(&model, chat).await)
 }
 
 /// `tokens` plus `percent` % of them, rounded up.
@@ -102,6 +126,7 @@ mod tests {
             temperature: None,
             top_p: None,
             stop: Vec::new(),
+            options: Default::default(),
             whole: false,
         };
         // Another task of this thread: it ticks whenever the thread lets it run.

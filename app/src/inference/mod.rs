@@ -16,11 +16,13 @@
 //! - [`limits`]: who may spend: the verified-email policy, and the API key whose spending
 //!   limit the reservation is checked against.
 //! - [`estimate`]: the prompt counted, `max_tokens` capped, the most the request can cost.
+//! - [`embed`](mod@embed): the same pipeline for `POST /v1/embeddings`.
 //! - [`answer`]: [`Submission`], the answer on its way, read as [`Progress`] or whole
 //!   ([`Answer`]); dropping it early cancels the request.
 //! - [`session`]: [`ChatSession`], several chats at once for one connection (the WebSocket).
 
 pub mod answer;
+pub mod embed;
 pub mod estimate;
 pub mod limits;
 pub mod session;
@@ -28,11 +30,16 @@ pub mod submit;
 pub mod validate;
 
 use hub_domain::{ApiKeyId, Credits};
+use hub_workers::chat::ChatOptions;
 use hub_workers::providers::ChatMessage;
 use uuid::Uuid;
 
 pub use crate::replies::Replies;
-pub use answer::{Answer, ChatFailure, Finished, Progress, Submission, Unanswered};
+pub use answer::{
+    Answer, ChatFailure, EmbeddingsAnswer, Finished, Progress, Submission, Unanswered,
+};
+pub use embed::{submit_embeddings, Embed};
+pub use estimate::count_tokens;
 pub use session::{ChatSession, ChatUpdate};
 pub use submit::submit;
 
@@ -55,6 +62,8 @@ pub struct Chat {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub stop: Vec<String>,
+    /// Tools, the answer's format and the parameters only some models take.
+    pub options: ChatOptions,
     /// Answer in one message at the end instead of piece by piece (a non-streaming client).
     pub whole: bool,
 }
@@ -66,6 +75,9 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("the model {0:?} does not exist")]
     UnknownModel(String),
+    /// A parameter the model cannot take, named.
+    #[error("{0}")]
+    Unsupported(#[from] hub_workers::Unsupported),
     #[error("insufficient credits: this request may cost up to {needed} credits and {available} are available")]
     InsufficientCredits { needed: Credits, available: Credits },
     #[error("this API key's spending limit would be exceeded")]
@@ -81,11 +93,20 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The request parameter at fault, when one is (OpenAI's `param`).
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::Unsupported(unsupported) => Some(&unsupported.param),
+            _ => None,
+        }
+    }
+
     /// `(HTTP status, stable code)`.
     pub fn status_and_code(&self) -> (u16, &'static str) {
         match self {
             GatewayError::BadRequest(_) => (400, "invalid_request"),
             GatewayError::UnknownModel(_) => (404, "model_not_found"),
+            GatewayError::Unsupported(_) => (400, "unsupported_parameter"),
             GatewayError::InsufficientCredits { .. } => (402, "insufficient_credits"),
             GatewayError::KeySpendingLimit => (402, "key_spending_limit"),
             GatewayError::EmailNotVerified => (403, "email_not_verified"),

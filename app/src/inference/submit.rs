@@ -1,6 +1,7 @@
 //! The submit pipeline: a chat request accepted, paid for in advance and handed to a worker.
 //!
-//! 1. [`validate`]: messages present with known roles, the model configured;
+//! 1. [`validate`]: messages present with known roles, the model configured, and every
+//!    parameter one the model can take;
 //! 2. [`require_verified_email`]: the verified-email policy (people and their API keys alike);
 //! 3. [`estimate`]: the prompt counted, `max_tokens` capped, the most it can cost;
 //! 4. [`reserve`]: that much reserved on the payer's account (402 when it is short, or when
@@ -47,25 +48,33 @@ pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submiss
     let estimate = estimate(&hub.router, &model, &chat).await?;
     let key = key_limit(payer, user.as_deref());
     let reservation = reserve(hub, payer, key, estimate.max_cost).await?;
-    publish(hub, payer, chat, estimate, reservation).await
+    let (model, prompt_tokens) = (chat.model.clone(), estimate.prompt_tokens);
+    publish(
+        hub,
+        reservation,
+        model,
+        prompt_tokens,
+        |reservation, registration| command(payer, chat, estimate, reservation, registration),
+    )
+    .await
 }
 
 /// Credits held for one request until a worker settles or releases them.
-struct Reservation {
+pub(super) struct Reservation {
     /// `req_<32 hex>`: one subject token, and the reservation's id.
-    request_id: String,
+    pub(super) request_id: String,
     /// The same, as the credit account knows it.
     id: RequestId,
     account: AccountId,
-    accepted_at: DateTime<Utc>,
+    pub(super) accepted_at: DateTime<Utc>,
     /// The request's one deadline: acceptance plus `models.total_timeout_ms`. Every upstream
     /// attempt, retry and fallback ends by then.
-    deadline: DateTime<Utc>,
+    pub(super) deadline: DateTime<Utc>,
 }
 
 /// Step 4: reserve `max_cost` on the payer's account for a new request, within the API
 /// key's spending limit.
-async fn reserve(
+pub(super) async fn reserve(
     hub: &Hub,
     payer: &Payer,
     key: Option<KeyLimit>,
@@ -115,19 +124,17 @@ async fn reserve(
     }
 }
 
-/// Step 5: queue the command for a worker, listening for its answer first. A command the
-/// queue did not take releases its reservation.
-async fn publish(
+/// Step 5: queue the command `build` makes for a worker, listening for its answer first. A
+/// command the queue did not take releases its reservation.
+pub(super) async fn publish(
     hub: &Hub,
-    payer: &Payer,
-    chat: Chat,
-    estimate: Estimate,
     reservation: Reservation,
+    model: String,
+    prompt_tokens: u64,
+    build: impl FnOnce(&Reservation, &Registration) -> InferenceCommand,
 ) -> Result<Submission, GatewayError> {
     let registration = hub.replies.register(&reservation.request_id);
-    let model = chat.model.clone();
-    let prompt_tokens = estimate.prompt_tokens;
-    let command = command(payer, chat, estimate, &reservation, &registration);
+    let command = build(&reservation, &registration);
     let body = serde_json::to_vec(&command).map_err(|e| GatewayError::Internal(e.into()))?;
     let request_id = reservation.request_id.clone();
     let published = hub
@@ -182,6 +189,8 @@ fn command(
         temperature: chat.temperature,
         top_p: chat.top_p,
         stop: chat.stop,
+        options: chat.options,
+        embed: None,
         prompt_tokens: estimate.prompt_tokens,
         whole: chat.whole,
         reserved_micros: estimate.max_cost.micros(),

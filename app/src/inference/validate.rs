@@ -1,4 +1,5 @@
-//! Step 1 of [`super::submit()`]: the request's shape, and the model it names.
+//! Step 1 of [`super::submit()`]: the request's shape, the model it names, and whether that
+//! model can take every parameter given ([`hub_workers::Capabilities`]).
 
 use hub_workers::ModelInfo;
 use hub_workers::ProviderRouter;
@@ -25,7 +26,22 @@ pub fn validate(router: &ProviderRouter, chat: &Chat) -> Result<ModelInfo, Gatew
             bad.role
         )));
     }
-    router
+    if let Some((m, message)) = chat
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.role == "tool" && m.tool_call_id.is_none())
+    {
+        return Err(GatewayError::BadRequest(format!(
+            "messages[{m}]: a tool message needs the tool_call_id it answers ({:?} has none)",
+            message.content.chars().take(40).collect::<String>()
+        )));
+    }
+    let model = router
         .model_info(&chat.model)
-        .ok_or_else(|| GatewayError::UnknownModel(chat.model.clone()))
+        .ok_or_else(|| GatewayError::UnknownModel(chat.model.clone()))?;
+    model
+        .capabilities
+        .check(&chat.model, &chat.messages, &chat.options)?;
+    Ok(model)
 }

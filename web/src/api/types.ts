@@ -111,6 +111,8 @@ export interface Model {
   id: string;
   pricing: { unit: string; input: number; output: number; cached_input: number };
   max_output_tokens: number | null;
+  /** What the model takes; an embedding model (`embedding_dimensions` set) answers no chat. */
+  capabilities?: { embedding_dimensions: number | null; vision: boolean; tools: boolean; reasoning: boolean };
 }
 
 export interface CreditPackage {

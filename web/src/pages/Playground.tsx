@@ -51,7 +51,14 @@ const ERRORS: Record<string, string> = {
 export default function Playground() {
   const { api, live, user, balance, liveStatus } = useSession();
   const storeKey = `aihub.chats.${user?.id ?? 'anon'}`;
-  const models = useAsync((signal) => api.get<{ data: Model[] }>('/v1/models', undefined, { signal }), []);
+  // Chat models only: an embedding model answers no chat.
+  const models = useAsync(
+    (signal) =>
+      api
+        .get<{ data: Model[] }>('/v1/models', undefined, { signal })
+        .then((list) => ({ data: list.data.filter((m) => !m.capabilities?.embedding_dimensions) })),
+    [],
+  );
   const [convs, setConvs] = useState<Conversation[]>(() => load(storeKey));
   const [activeId, setActiveId] = useState<string | null>(() => convs[0]?.id ?? null);
   const [model, setModel] = useState('');

@@ -7,7 +7,7 @@
 //! request (its HTTP status is known), to an [`EventStream`] of
 //!
 //! ```text
-//! (Delta | Reasoning)* Usage? Finish
+//! (Delta | Reasoning | ToolCall)* Usage? Finish
 //! ```
 //!
 //! — text deltas and reasoning deltas (a reasoning model's thinking: OpenAI-compatible
@@ -71,6 +71,7 @@ pub const PHASE_FIRST_TOKEN: &str = "first_token";
 pub const PHASE_TOTAL: &str = "total";
 
 pub use crate::chat::{ChatMessage, ChatRequest};
+pub use crate::embed::{EmbedRequest, Embeddings};
 
 /// What a provider streams back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +81,14 @@ pub enum StreamEvent {
     /// More of the model's reasoning, generated before (or between) the answer's text. Not
     /// part of the answer; billed as output tokens.
     Reasoning { text: String },
+    /// A piece of a tool call: the first piece of call `index` (counted from 0 within the
+    /// answer) carries its `id` and `name`, later pieces more of its `arguments` JSON text.
+    ToolCall {
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
     /// The token counts the provider reported (at most once, before `Finish`).
     Usage(TokenUsage),
     /// The answer is complete: `stop`, `length`, `content_filter`, `tool_calls`, ... (OpenAI's
@@ -176,6 +185,15 @@ pub trait Provider: Send + Sync {
     /// known) to the stream of its answer, or to the error that refused it. Dropping the
     /// future or the stream aborts the upstream request.
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<EventStream, ProviderError>>;
+
+    /// Embeds `request`'s inputs, one vector each, in order. A provider without embeddings
+    /// refuses (settings keep embedding models off such providers, so this is a guard).
+    fn embed(&self, request: EmbedRequest) -> BoxFuture<'_, Result<Embeddings, ProviderError>> {
+        drop(request);
+        Box::pin(std::future::ready(Err(ProviderError::BadRequest {
+            message: format!("the provider {} makes no embeddings", self.name()),
+        })))
+    }
 }
 
 /// The time limits of every upstream call.
@@ -419,20 +437,29 @@ pub(crate) fn sse_stream<D: Decoder>(
     Box::pin(futures::stream::unfold(driver, SseDriver::next))
 }
 
+/// A successful response's body as JSON, read whole (at most [`WHOLE_BODY_BYTES_MAX`]) by the
+/// first-token deadline: a whole answer is its own first token.
+pub(crate) async fn read_json(
+    response: reqwest::Response,
+    deadlines: &Deadlines,
+) -> Result<Value, ProviderError> {
+    let (deadline, _) = deadlines.before_first_token();
+    let body = hub_adapters::http::read_limited(response, WHOLE_BODY_BYTES_MAX, Some(deadline))
+        .await
+        .map_err(body_error)?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ProviderError::Protocol(format!("the answer is not JSON ({e})")))
+}
+
 /// The stream of a response whose body is one JSON answer, read whole by `parse`.
 pub(crate) fn json_stream(
     response: reqwest::Response,
     deadlines: Deadlines,
     secret: Option<String>,
-    parse: fn(&Value) -> Result<Vec<StreamEvent>, ProviderError>,
+    parse: impl FnOnce(&Value) -> Result<Vec<StreamEvent>, ProviderError> + Send + 'static,
 ) -> EventStream {
     let events = async move {
-        let (deadline, _) = deadlines.before_first_token();
-        let body = hub_adapters::http::read_limited(response, WHOLE_BODY_BYTES_MAX, Some(deadline))
-            .await
-            .map_err(body_error)?;
-        let json: Value = serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Protocol(format!("the answer is not JSON ({e})")))?;
+        let json = read_json(response, &deadlines).await?;
         if json.get("error").is_some_and(|e| !e.is_null()) {
             let message = json_error_message(&json).unwrap_or_default();
             return Err(ProviderError::StreamBroken(scrub(
@@ -472,9 +499,11 @@ impl<D: Decoder> SseDriver<D> {
         loop {
             if let Some(item) = self.pending.pop_front() {
                 match &item {
-                    Ok(StreamEvent::Delta { .. } | StreamEvent::Reasoning { .. }) => {
-                        self.first_token_seen = true
-                    }
+                    Ok(
+                        StreamEvent::Delta { .. }
+                        | StreamEvent::Reasoning { .. }
+                        | StreamEvent::ToolCall { .. },
+                    ) => self.first_token_seen = true,
                     Ok(_) => {}
                     Err(_) => {
                         // An error is always the last item.
@@ -568,7 +597,7 @@ mod tests {
             "role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]
         }));
         let error = image.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.contains("image_url"), "{error}");
+        assert!(error.contains("image URL"), "{error}");
     }
 
     #[test]

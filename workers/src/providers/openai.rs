@@ -19,9 +19,9 @@ use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 
 use super::{
-    count, is_json, json_error_message, json_stream, scrub, send, sse_stream, ChatRequest,
-    Deadlines, Decoder, EventStream, Pending, Provider, ProviderError, StreamEvent, Timeouts,
-    TokenUsage,
+    count, is_json, json_error_message, json_stream, read_json, scrub, send, sse_stream,
+    ChatRequest, Deadlines, Decoder, EmbedRequest, Embeddings, EventStream, Pending, Provider,
+    ProviderError, StreamEvent, Timeouts, TokenUsage,
 };
 use crate::providers::sse::SseEvent;
 
@@ -41,6 +41,8 @@ pub struct OpenAiProvider {
     client: reqwest::Client,
     /// `{base_url}/chat/completions`.
     url: String,
+    /// `{base_url}/embeddings`.
+    embeddings_url: String,
     api_key: Option<String>,
     dialect: Dialect,
     timeouts: Timeouts,
@@ -61,6 +63,7 @@ impl OpenAiProvider {
             name: name.to_owned(),
             client,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            embeddings_url: format!("{}/embeddings", base_url.trim_end_matches('/')),
             api_key,
             dialect,
             timeouts,
@@ -77,7 +80,7 @@ impl OpenAiProvider {
                     (Dialect::Compatible, "developer") => "system",
                     (_, role) => role,
                 };
-                json!({"role": role, "content": m.content})
+                m.to_openai(role)
             })
             .collect();
         let mut body = Map::new();
@@ -102,6 +105,10 @@ impl OpenAiProvider {
         if let Some(user) = &request.user {
             body.insert("user".into(), json!(user));
         }
+        // Each option as OpenAI names it; absent ones are not sent.
+        if let Value::Object(options) = json!(request.options) {
+            body.extend(options);
+        }
         Value::Object(body)
     }
 }
@@ -109,6 +116,24 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn embed(&self, request: EmbedRequest) -> BoxFuture<'_, Result<Embeddings, ProviderError>> {
+        Box::pin(async move {
+            let deadlines = Deadlines::start(&self.timeouts);
+            let mut body = json!({"model": request.model, "input": request.inputs,
+                "encoding_format": "float"});
+            if let Some(dimensions) = request.dimensions {
+                body["dimensions"] = json!(dimensions);
+            }
+            let mut builder = self.client.post(&self.embeddings_url).json(&body);
+            if let Some(key) = &self.api_key {
+                builder = builder.bearer_auth(key);
+            }
+            let response = send(builder, &deadlines, self.api_key.as_deref()).await?;
+            let answer = read_json(response, &deadlines).await?;
+            embeddings_of(&answer, request.inputs.len())
+        })
     }
 
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
@@ -200,6 +225,14 @@ impl Decoder for ChunkDecoder {
                     }));
                 }
             }
+            for call in choice
+                .pointer("/delta/tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_back(Ok(tool_call_piece(call)));
+            }
             let text = choice.pointer("/delta/content").and_then(Value::as_str);
             if let Some(text) = text.filter(|t| !t.is_empty()) {
                 out.push_back(Ok(StreamEvent::Delta {
@@ -238,14 +271,71 @@ fn reasoning_of(part: &Value) -> Option<&str> {
         .filter(|text| !text.is_empty())
 }
 
+/// A piece of a tool call in a delta (`{"index", "id"?, "function": {"name"?,
+/// "arguments"?}}`) or a whole call in a message (then without `index`: see
+/// [`whole_answer`]).
+fn tool_call_piece(call: &Value) -> StreamEvent {
+    let text = |pointer: &str| call.pointer(pointer).and_then(Value::as_str);
+    StreamEvent::ToolCall {
+        index: u32::try_from(count(call.get("index"))).unwrap_or(u32::MAX),
+        id: text("/id").filter(|id| !id.is_empty()).map(str::to_owned),
+        name: text("/function/name")
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
+        arguments: text("/function/arguments").unwrap_or("").to_owned(),
+    }
+}
+
 /// OpenAI's `usage`: `prompt_tokens` (cached included), `completion_tokens` (reasoning
-/// included), `prompt_tokens_details.cached_tokens`.
+/// included), `prompt_tokens_details.cached_tokens`,
+/// `completion_tokens_details.reasoning_tokens`.
 fn usage_of(usage: &Value) -> TokenUsage {
     TokenUsage {
         input_tokens: count(usage.get("prompt_tokens")),
         output_tokens: count(usage.get("completion_tokens")),
         cached_input_tokens: count(usage.pointer("/prompt_tokens_details/cached_tokens")),
+        reasoning_tokens: count(usage.pointer("/completion_tokens_details/reasoning_tokens")),
     }
+}
+
+/// An `embeddings` answer: `data[].embedding` by `index`, one per input, and
+/// `usage.prompt_tokens`.
+fn embeddings_of(answer: &Value, inputs: usize) -> Result<Embeddings, ProviderError> {
+    let data = answer
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProviderError::Protocol("the embeddings answer has no data".into()))?;
+    let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs];
+    for (position, item) in data.iter().enumerate() {
+        let index = item
+            .get("index")
+            .and_then(Value::as_u64)
+            .map_or(position, |i| usize::try_from(i).unwrap_or(usize::MAX));
+        let vector: Vec<f32> = item
+            .get("embedding")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ProviderError::Protocol("an embedding is not a list of numbers".into()))?
+            .iter()
+            .map(|x| x.as_f64().map(|x| x as f32))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ProviderError::Protocol("an embedding holds a non-number".into()))?;
+        let slot = vectors.get_mut(index).ok_or_else(|| {
+            ProviderError::Protocol(format!("an embedding for input {index}, past the last"))
+        })?;
+        *slot = Some(vector);
+    }
+    let vectors = vectors
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ProviderError::Protocol("an input got no embedding".into()))?;
+    let usage = answer
+        .get("usage")
+        .filter(|u| u.is_object())
+        .map(|usage| TokenUsage {
+            input_tokens: count(usage.get("prompt_tokens")),
+            ..TokenUsage::default()
+        });
+    Ok(Embeddings { vectors, usage })
 }
 
 /// A non-streamed `chat.completion`.
@@ -268,6 +358,25 @@ fn whole_answer(answer: &Value) -> Result<Vec<StreamEvent>, ProviderError> {
         events.push(StreamEvent::Delta {
             text: text.to_owned(),
         });
+    }
+    let calls = choice
+        .pointer("/message/tool_calls")
+        .and_then(Value::as_array);
+    for (index, call) in calls.into_iter().flatten().enumerate() {
+        if let StreamEvent::ToolCall {
+            id,
+            name,
+            arguments,
+            ..
+        } = tool_call_piece(call)
+        {
+            events.push(StreamEvent::ToolCall {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                id,
+                name,
+                arguments,
+            });
+        }
     }
     if let Some(usage) = answer.get("usage").filter(|u| u.is_object()) {
         events.push(StreamEvent::Usage(usage_of(usage)));
@@ -330,7 +439,8 @@ mod tests {
                 Ok(StreamEvent::Usage(TokenUsage {
                     input_tokens: 9,
                     output_tokens: 2,
-                    cached_input_tokens: 4
+                    cached_input_tokens: 4,
+                    reasoning_tokens: 0,
                 })),
                 Ok(StreamEvent::Finish {
                     reason: "length".into()
@@ -380,9 +490,90 @@ mod tests {
             Some(&Ok(StreamEvent::Usage(TokenUsage {
                 input_tokens: 9,
                 output_tokens: 300,
-                cached_input_tokens: 0
+                cached_input_tokens: 0,
+                reasoning_tokens: 280,
             })))
         );
+    }
+
+    #[test]
+    fn tool_call_deltas_keep_their_index_id_and_name() {
+        let events = decode(&[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ]);
+        let piece = |index, id: Option<&str>, name: Option<&str>, arguments: &str| {
+            Ok(StreamEvent::ToolCall {
+                index,
+                id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                arguments: arguments.to_owned(),
+            })
+        };
+        assert_eq!(
+            events,
+            vec![
+                piece(0, Some("call_a"), Some("get_weather"), ""),
+                piece(0, None, None, "{\"city\":"),
+                piece(1, Some("call_b"), Some("get_time"), "{}"),
+                piece(0, None, None, "\"Paris\"}"),
+                Ok(StreamEvent::Finish {
+                    reason: "tool_calls".into()
+                }),
+            ]
+        );
+        let whole = json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_x", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]});
+        assert_eq!(
+            whole_answer(&whole).ok().and_then(|e| e.first().cloned()),
+            piece(0, Some("call_x"), Some("f"), "{}").ok()
+        );
+    }
+
+    #[test]
+    fn tools_history_and_options_go_upstream_as_openai_names_them() {
+        let provider = OpenAiProvider::new(
+            "p",
+            reqwest::Client::new(),
+            "http://x/v1",
+            None,
+            Dialect::OpenAi,
+            Timeouts::default(),
+        );
+        let messages: Vec<ChatMessage> = serde_json::from_value(json!([
+            {"role": "user", "content": [{"type": "text", "text": "weather?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/sky.png"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ]))
+        .expect("messages");
+        let options: crate::chat::ChatOptions = serde_json::from_value(json!({
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+            "tool_choice": "required", "parallel_tool_calls": false, "seed": 3,
+            "response_format": {"type": "json_object"}, "reasoning_effort": "low"
+        }))
+        .expect("options");
+        let body = provider.body(&ChatRequest {
+            model: "gpt-4o".into(),
+            messages: messages.clone(),
+            max_tokens: 10,
+            options,
+            ..ChatRequest::default()
+        });
+        assert_eq!(body["messages"], json!(messages));
+        assert_eq!(body["messages"][1]["content"], Value::Null);
+        assert_eq!(body["tools"][0]["function"]["name"], json!("get_weather"));
+        assert_eq!(body["tool_choice"], json!("required"));
+        assert_eq!(body["parallel_tool_calls"], json!(false));
+        assert_eq!(body["seed"], json!(3));
+        assert_eq!(body["response_format"], json!({"type": "json_object"}));
+        assert_eq!(body["reasoning_effort"], json!("low"));
+        assert!(body.get("frequency_penalty").is_none());
     }
 
     #[test]
@@ -414,7 +605,8 @@ mod tests {
                 StreamEvent::Usage(TokenUsage {
                     input_tokens: 5,
                     output_tokens: 20,
-                    cached_input_tokens: 0
+                    cached_input_tokens: 0,
+                    reasoning_tokens: 0,
                 }),
                 StreamEvent::Finish {
                     reason: "stop".into()
@@ -462,6 +654,7 @@ mod tests {
             top_p: None,
             stop: vec!["END".into()],
             user: Some("u1".into()),
+            ..ChatRequest::default()
         };
         let provider = |dialect| {
             OpenAiProvider::new(
