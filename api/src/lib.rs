@@ -8,10 +8,13 @@
 //! - [`auth`]: bearer JWT or API key → [`auth::Caller`].
 //! - [`error`]: [`error::ApiError`], the one mapping of failures to HTTP.
 //! - [`extract`]: JSON and query extractors whose rejections are [`error::ApiError`]s.
+//! - [`limits`]: rate limits at the edge: per caller on `/v1` (with OpenAI's headers), per
+//!   client address on the routes anyone may call.
 //! - [`state`]: the state handlers receive.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 pub mod state;

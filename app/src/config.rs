@@ -30,6 +30,80 @@ pub struct Settings {
     pub models: hub_workers::ModelsSettings,
     /// Signed ledger checkpoints (docs/audit.md).
     pub audit: AuditSettings,
+    /// Rate limits and quotas, shared by every API process through Redis
+    /// (docs/adr/05-rate-limits.md); off unless `enabled`.
+    pub rate_limits: RateLimitSettings,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Enforce the limits below (needs the Redis at `redis_url`).
+    pub enabled: bool,
+    /// The one store every API process shares (`redis://host:port/db`).
+    pub redis_url: String,
+    /// Put before every key, so that several hubs (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// When the store does not answer: admit the request unlimited (true), or refuse it with
+    /// 503 `rate_limits_unavailable` (false). Either way `/ready` shows it.
+    pub fail_open: bool,
+    /// Longest wait for the store's answer, in milliseconds.
+    pub store_timeout_ms: u64,
+    /// Requests per minute one client address may make to the routes anyone may call
+    /// (register, sign in, password reset, resend verification, Google sign-in); 0: no limit.
+    pub anonymous_requests_per_minute_per_ip: u64,
+    /// The quotas of a user holding each role (a user with several gets the largest of
+    /// each); an API key's defaults are the `user` role's, overridden per key.
+    pub user: Quota,
+    pub admin: Quota,
+    pub analyst: Quota,
+    pub auditor: Quota,
+}
+
+/// What one caller may use of the inference API; 0 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quota {
+    /// Requests to `/v1` per minute.
+    pub requests_per_minute: u64,
+    /// Tokens per minute, counted when a request is accepted: its prompt plus the most it
+    /// may generate (`max_tokens`), as OpenAI counts them.
+    pub tokens_per_minute: u64,
+    /// Inference requests running at once (a stream holds its place until it ends).
+    pub concurrent_requests: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            requests_per_minute: 600,
+            tokens_per_minute: 2_000_000,
+            concurrent_requests: 32,
+        }
+    }
+}
+
+impl std::fmt::Debug for RateLimitSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitSettings")
+            .field("enabled", &self.enabled)
+            .field(
+                "redis_url",
+                &hub_adapters::secrets::redact_url(&self.redis_url),
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("fail_open", &self.fail_open)
+            .field("store_timeout_ms", &self.store_timeout_ms)
+            .field(
+                "anonymous_requests_per_minute_per_ip",
+                &self.anonymous_requests_per_minute_per_ip,
+            )
+            .field("user", &self.user)
+            .field("admin", &self.admin)
+            .field("analyst", &self.analyst)
+            .field("auditor", &self.auditor)
+            .finish()
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -239,6 +313,18 @@ impl Default for Settings {
                 signing_key: String::new(),
                 checkpoint_interval_ms: 60_000,
             },
+            rate_limits: RateLimitSettings {
+                enabled: false,
+                redis_url: "redis://127.0.0.1:6379".into(),
+                key_prefix: "aihub".into(),
+                fail_open: true,
+                store_timeout_ms: 250,
+                anonymous_requests_per_minute_per_ip: 60,
+                user: Quota::default(),
+                admin: Quota::default(),
+                analyst: Quota::default(),
+                auditor: Quota::default(),
+            },
         }
     }
 }
@@ -258,6 +344,7 @@ macro_rules! default_sections {
     (@pick $s:ident, AuthSettings) => { $s.auth };
     (@pick $s:ident, CreditSettings) => { $s.credits };
     (@pick $s:ident, AuditSettings) => { $s.audit };
+    (@pick $s:ident, RateLimitSettings) => { $s.rate_limits };
 }
 default_sections!(
     ServerSettings,
@@ -265,7 +352,8 @@ default_sections!(
     NatsSettings,
     AuthSettings,
     CreditSettings,
-    AuditSettings
+    AuditSettings,
+    RateLimitSettings
 );
 
 /// Settings that cannot be used, naming the field.
@@ -446,6 +534,29 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
+        }
+        let limits = &self.rate_limits;
+        if !limits.redis_url.starts_with("redis://") {
+            // The client is built without TLS: a store off the machine sits on a private
+            // network, or behind a local TLS tunnel.
+            return Err(invalid("rate_limits.redis_url", "must start with redis://"));
+        }
+        if limits.key_prefix.is_empty()
+            || !limits
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        {
+            return Err(invalid(
+                "rate_limits.key_prefix",
+                "must be letters, digits, _, -, . or : (at least one)",
+            ));
+        }
+        if limits.store_timeout_ms == 0 {
+            return Err(invalid(
+                "rate_limits.store_timeout_ms",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
