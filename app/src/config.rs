@@ -167,6 +167,31 @@ pub struct ServerSettings {
     /// The web app's built files (`web/dist`, relative to the working directory), served
     /// at `/`; nothing is served there when the folder is missing.
     pub web_dir: String,
+    /// Which other sites' pages may call the API from a browser (CORS); none while
+    /// `cors.allowed_origins` is empty (the web app served at `/` needs none).
+    pub cors: CorsSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Origins allowed, each exactly as a browser sends it (`https://app.example.com`,
+    /// scheme and host and any port, no path). `*` is not accepted: name them.
+    pub allowed_origins: Vec<String>,
+    /// Let those pages send credentials (cookies: the refresh token's).
+    pub allow_credentials: bool,
+    /// How long a browser may reuse a preflight's answer, in seconds.
+    pub max_age_s: u64,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        CorsSettings {
+            allowed_origins: Vec::new(),
+            allow_credentials: true,
+            max_age_s: 600,
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -263,6 +288,7 @@ impl Default for Settings {
                 body_limit_bytes: 1 << 20,
                 request_timeout_ms: 30_000,
                 web_dir: "web/dist".into(),
+                cors: CorsSettings::default(),
             },
             database: DatabaseSettings {
                 url: "postgres://postgres@127.0.0.1:5432/aihub".into(),
@@ -534,6 +560,27 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
+        }
+        for origin in &self.server.cors.allowed_origins {
+            let Some((scheme, rest)) = origin.split_once("://") else {
+                return Err(invalid(
+                    "server.cors.allowed_origins",
+                    format!("{origin:?} must start with http:// or https://"),
+                ));
+            };
+            let host_ok = !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !matches!(scheme, "http" | "https") || !host_ok {
+                return Err(invalid(
+                    "server.cors.allowed_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path, no *)"),
+                ));
+            }
+        }
+        if self.server.cors.max_age_s > 86_400 {
+            return Err(invalid("server.cors.max_age_s", "must be at most 86400"));
         }
         let limits = &self.rate_limits;
         if !limits.redis_url.starts_with("redis://") {
