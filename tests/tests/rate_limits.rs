@@ -381,7 +381,7 @@ async fn five_hundred_logins_from_one_address_are_throttled_and_hashing_stays_ca
     );
     let hashes = app.state.passwords.started() - hashes_before;
     assert!(
-        hashes <= reached as u64,
+        hashes <= reached,
         "{hashes} hashes for {reached} logins"
     );
     assert!(
