@@ -732,6 +732,58 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_and_cors_settings_are_checked_naming_the_field() {
+        let refused = |tweak: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            tweak(&mut s);
+            s.validate().expect_err("refused").to_string()
+        };
+        let err = refused(|s| s.rate_limits.redis_url = "http://redis:6379".into());
+        assert!(err.contains("rate_limits.redis_url"), "{err}");
+        let err = refused(|s| s.rate_limits.key_prefix = "has space".into());
+        assert!(err.contains("rate_limits.key_prefix"), "{err}");
+        let err = refused(|s| s.rate_limits.store_timeout_ms = 0);
+        assert!(err.contains("rate_limits.store_timeout_ms"), "{err}");
+        for origin in [
+            "*",
+            "app.example.com",
+            "https://app.example.com/",
+            "ftp://x.org",
+        ] {
+            let mut s = Settings::default();
+            s.server.cors.allowed_origins = vec![origin.into()];
+            let err = s.validate().expect_err("refused").to_string();
+            assert!(
+                err.contains("server.cors.allowed_origins"),
+                "{origin}: {err}"
+            );
+        }
+        let mut s = Settings::default();
+        s.server.cors.allowed_origins = vec![
+            "https://app.example.com".into(),
+            "http://localhost:5173".into(),
+        ];
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn quotas_per_role_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIHUB__RATE_LIMITS__ENABLED", "true");
+            jail.set_env("AIHUB__RATE_LIMITS__ADMIN__REQUESTS_PER_MINUTE", "5000");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.rate_limits.enabled);
+            assert_eq!(s.rate_limits.admin.requests_per_minute, 5000);
+            assert_eq!(
+                s.rate_limits.admin.tokens_per_minute,
+                Quota::default().tokens_per_minute,
+                "the other fields keep their defaults"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -380,10 +380,7 @@ async fn five_hundred_logins_from_one_address_are_throttled_and_hashing_stays_ca
         "{reached} logins reached the hub; the address may make {per_ip} calls a minute (the registration was one)"
     );
     let hashes = app.state.passwords.started() - hashes_before;
-    assert!(
-        hashes <= reached,
-        "{hashes} hashes for {reached} logins"
-    );
+    assert!(hashes <= reached, "{hashes} hashes for {reached} logins");
     assert!(
         app.state.passwords.running_max() <= cap,
         "{} password hashes ran at once; the cap is {cap}",
@@ -455,4 +452,40 @@ async fn a_key_refuses_a_zero_rate_limit() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "invalid_rate_limits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_keys_and_their_own_token_share_the_users_budget() {
+    let app = limited_app(|s| s.rate_limits.user.requests_per_minute = 20).await;
+    let peer = second_api(&app).await;
+    let (_, token) = funded_user(&app).await;
+    // Neither key sets a limit of its own: each may make the user role's 20 a minute, and
+    // all of them together, with the owner's own token, no more than the user's 20.
+    let first = key_with(&app, &token, json!({})).await;
+    let second = key_with(&app, &token, json!({})).await;
+    let credentials = [first, second, token];
+    let started = Instant::now();
+    let answers: Vec<reqwest::Response> = futures::stream::iter(0..90)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                app.url("/v1/models")
+            } else {
+                peer.url("/v1/models")
+            };
+            let request = app.client.get(url).bearer_auth(&credentials[i % 3]);
+            async move { request.send().await.expect("sent") }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let admitted = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count() as u64;
+    let most = most_admitted(20, elapsed);
+    assert!(
+        (20..=most).contains(&admitted),
+        "{admitted} of 90 admitted for one user allowed 20 a minute (at most {most} in {elapsed:?})"
+    );
 }
