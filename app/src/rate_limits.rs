@@ -4,7 +4,8 @@
 //! - **Per caller, on `/v1`**: requests per minute and concurrent requests, taken by the API
 //!   before the handler runs ([`RateLimits::admit_request`]); tokens per minute, taken when
 //!   a chat request is accepted, from its estimate ([`take_tokens`], one call in the submit
-//!   pipeline). Each counts against the user and, for a program, against its API key too:
+//!   pipeline). A WebSocket chat takes its request there too, with its tokens (its
+//!   concurrency is the socket's own limit of chats at once). Each counts against the user and, for a program, against its API key too:
 //!   a request passes only when every budget has room, and takes from all of them at once.
 //! - **Per client address, on the routes anyone may call** (register, sign in, password
 //!   reset, resend verification, Google sign-in): requests per minute
@@ -376,22 +377,31 @@ impl RateLimits {
         }
     }
 
-    /// Take `tokens` from the subject's per-minute token budgets.
-    pub async fn admit_tokens(&self, subject: &Subject, tokens: u64) -> Verdict {
+    /// Take `tokens` from the subject's per-minute token budgets and, when `request` (a chat
+    /// no middleware counted: the WebSocket's), one request from its request budgets, all
+    /// in one decision.
+    pub async fn admit_tokens(&self, subject: &Subject, tokens: u64, request: bool) -> Verdict {
         let Some(store) = &self.store else {
             return Verdict::Unchecked;
         };
-        let buckets = self.buckets(subject, "tok", |q| q.tokens_per_minute, tokens);
-        if buckets.is_empty() {
+        let requests = if request {
+            self.buckets(subject, "req", |q| q.requests_per_minute, 1)
+        } else {
+            Vec::new()
+        };
+        let tokens = self.buckets(subject, "tok", |q| q.tokens_per_minute, tokens);
+        let all: Vec<Bucket> = requests.iter().chain(tokens.iter()).cloned().collect();
+        if all.is_empty() {
             return Verdict::Unchecked;
         }
-        let taken = match store.take(&buckets, &[], "", Duration::ZERO, WINDOW).await {
+        let taken = match store.take(&all, &[], "", Duration::ZERO, WINDOW).await {
             Ok(taken) => taken,
             Err(err) => return self.store_failed(&err),
         };
+        let (request_states, token_states) = taken.buckets.split_at(requests.len());
         let report = Report {
-            requests: None,
-            tokens: tightest(&taken.buckets),
+            requests: tightest(request_states),
+            tokens: tightest(token_states),
         };
         if taken.admitted {
             return Verdict::Admitted {
@@ -399,15 +409,19 @@ impl RateLimits {
                 lease: None,
             };
         }
-        let retry_after = taken
-            .buckets
-            .iter()
-            .filter(|s| s.retry_after != Some(Duration::ZERO))
-            .map(|s| s.retry_after)
-            .max_by_key(|r| r.unwrap_or(Duration::MAX))
-            .flatten();
+        let refused = |states: &[BucketState]| {
+            states
+                .iter()
+                .filter(|s| s.retry_after != Some(Duration::ZERO))
+                .map(|s| s.retry_after)
+                .max_by_key(|r| r.unwrap_or(Duration::MAX))
+        };
+        let (limited, retry_after) = match refused(request_states) {
+            Some(retry_after) => (Limited::Requests, retry_after),
+            None => (Limited::Tokens, refused(token_states).flatten()),
+        };
         Verdict::Refused {
-            limited: Limited::Tokens,
+            limited,
             retry_after,
             report,
         }
@@ -598,7 +612,11 @@ pub async fn take_tokens(
             limits.subject(payer.user, user.roles(), key)
         }
     };
-    let verdict = limits.admit_tokens(&subject, tokens).await;
+    // Through `/v1`, the middleware took the request already; a WebSocket chat takes one
+    // here, with its tokens.
+    let verdict = limits
+        .admit_tokens(&subject, tokens, request.is_none())
+        .await;
     let outcome = match &verdict {
         Verdict::Admitted { .. } | Verdict::Unchecked => Ok(()),
         Verdict::Refused {

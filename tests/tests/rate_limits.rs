@@ -489,3 +489,55 @@ async fn a_users_keys_and_their_own_token_share_the_users_budget() {
         "{admitted} of 90 admitted for one user allowed 20 a minute (at most {most} in {elapsed:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_chats_count_against_the_users_requests_per_minute() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = limited_app(|s| s.rate_limits.user.requests_per_minute = 3).await;
+    let (_, token) = funded_user(&app).await;
+    let url = format!(
+        "{}/api/ws?token={token}",
+        app.address.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let chats = 8;
+    for i in 0..chats {
+        let start = json!({"type": "chat.start", "id": format!("c{i}"), "model": "mock-1",
+                           "messages": [{"role": "user", "content": "Hello"}],
+                           "options": {"max_tokens": 8}});
+        socket
+            .send(Message::Text(start.to_string().into()))
+            .await
+            .expect("sent");
+    }
+    let (mut done, mut limited) = (0_u64, 0);
+    while done + limited < chats {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("ok");
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(text.as_str()).expect("json");
+        match value["type"].as_str() {
+            Some("chat.done") => done += 1,
+            Some("chat.error") => {
+                assert_eq!(value["code"], "rate_limit_exceeded", "{value}");
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    let most = most_admitted(3, started.elapsed());
+    assert!(
+        (3..=most).contains(&done),
+        "{done} of {chats} chats answered for a user allowed 3 requests a minute (at most {most})"
+    );
+}
