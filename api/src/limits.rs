@@ -10,7 +10,8 @@
 //!   (`{"error":{"message","type":"rate_limit_error","param","code":"rate_limit_exceeded"}}`),
 //!   or Anthropic's on `/v1/messages`.
 //! - **The routes anyone may call** ([`ANONYMOUS`]): requests per minute per client address,
-//!   refused with 429 `rate_limited` and `Retry-After` in the house shape.
+//!   refused with 429 `rate_limited` and `Retry-After` in the house shape. A `/v1` request
+//!   whose credentials do not check out counts there too (each costs a key lookup).
 //!
 //! What the limits are and where they are kept: [`hub_app::rate_limits`].
 
@@ -83,11 +84,10 @@ async fn anonymous(state: Arc<AppState>, request: Request, next: Next) -> Respon
 }
 
 async fn v1(state: Arc<AppState>, mut request: Request, next: Next) -> Response {
-    // A caller that does not authenticate is the handler's to refuse, in its own words.
-    let Ok((caller, subject)) = Caller::with_limits(&state, request.headers()).await else {
-        return next.run(request).await;
-    };
     let anthropic = request.uri().path() == "/v1/messages";
+    let Ok((caller, subject)) = Caller::with_limits(&state, request.headers()).await else {
+        return unauthenticated(state, request, next, anthropic).await;
+    };
     let chat = request.method() == Method::POST;
     request.extensions_mut().insert(caller);
     let (report, lease) = match state.rate_limits.admit_request(&subject, chat).await {
@@ -128,6 +128,41 @@ async fn v1(state: Arc<AppState>, mut request: Request, next: Next) -> Response 
     match lease {
         Some(lease) => hold_until_sent(response, lease),
         None => response,
+    }
+}
+
+/// A `/v1` caller whose credentials do not check out: the handler refuses it in its own
+/// words, but each try costs a key lookup, so tries count against the client address's
+/// budget of the anonymous routes.
+async fn unauthenticated(
+    state: Arc<AppState>,
+    request: Request,
+    next: Next,
+    anthropic: bool,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let address = match ClientIp::from_request_parts(&mut parts, &state).await {
+        Ok(ClientIp(Some(address))) => address,
+        _ => return next.run(Request::from_parts(parts, body)).await,
+    };
+    match state.rate_limits.admit_address(address).await {
+        Verdict::Refused {
+            limited,
+            retry_after,
+            ..
+        } => {
+            let mut response = refusal(anthropic, StatusCode::TOO_MANY_REQUESTS, limited.message());
+            set_retry_after(response.headers_mut(), retry_after);
+            response
+        }
+        Verdict::Unavailable => refusal(
+            anthropic,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the rate-limit store is unavailable; retry in a moment",
+        ),
+        Verdict::Admitted { .. } | Verdict::Unchecked => {
+            next.run(Request::from_parts(parts, body)).await
+        }
     }
 }
 

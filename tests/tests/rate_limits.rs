@@ -541,3 +541,32 @@ async fn websocket_chats_count_against_the_users_requests_per_minute() {
         "{done} of {chats} chats answered for a user allowed 3 requests a minute (at most {most})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_keys_on_v1_is_held_to_the_addresss_budget() {
+    let per_ip = 5;
+    let app = limited_app(|s| s.rate_limits.anonymous_requests_per_minute_per_ip = per_ip).await;
+    let started = Instant::now();
+    let guesses = (0..40).map(|i| {
+        let request = app
+            .client
+            .get(app.url("/v1/models"))
+            .bearer_auth(format!("aihub_guess{i:05}_{}", "x".repeat(43)));
+        async move { request.send().await.expect("sent") }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let elapsed = started.elapsed();
+    let mut checked = 0;
+    for answer in answers {
+        match answer.status() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            _ => assert_openai_refusal(answer).await,
+        }
+    }
+    assert!(checked >= 1, "the first guesses were looked up and refused");
+    let most = most_admitted(per_ip, elapsed);
+    assert!(
+        checked < most,
+        "{checked} guessed keys were looked up; the address may try {per_ip} a minute"
+    );
+}
