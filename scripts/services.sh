@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ensures the local services Smart AI Hub needs (PostgreSQL, NATS >= 2.10 with
-# JetStream) are running, and exports the URLs the hub and the tests read:
-#   AIHUB_TEST_DATABASE_URL, AIHUB__DATABASE__URL, AIHUB_TEST_NATS_URL, AIHUB__NATS__URL
+# JetStream, Redis for the rate limits) are running, and exports the URLs the hub and
+# the tests read:
+#   AIHUB_TEST_DATABASE_URL, AIHUB__DATABASE__URL, AIHUB_TEST_NATS_URL, AIHUB__NATS__URL,
+#   AIHUB_TEST_REDIS_URL, AIHUB__RATE_LIMITS__REDIS_URL
 # Variables that are already set are kept as they are.
 #
 # Usage:  . scripts/services.sh          (from scripts/test.sh, scripts/run.sh)
@@ -19,7 +21,7 @@ if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
     fi
     if ! _aihub_env="$(bash "${BASH_SOURCE[0]}")"; then
         unset _aihub_env
-        echo "services.sh: failed to set up PostgreSQL/NATS (see messages above)" >&2
+        echo "services.sh: failed to set up PostgreSQL/NATS/Redis (see messages above)" >&2
         return 1
     fi
     eval "$_aihub_env"
@@ -244,8 +246,49 @@ else
     : "${AIHUB__NATS__URL:=$nats_url}"
 fi
 
-echo "services: postgres $(redact "$AIHUB__DATABASE__URL") [$pg_note]; nats $(redact "$AIHUB__NATS__URL") [$nats_note]" >&2
+# ================================ Redis ======================================
+# The rate limits' shared store (docs/adr/05-rate-limits.md). Nothing in it needs to
+# survive a restart: no snapshots, no append-only file.
+REDIS_PORT=6379
+redis_note=""
 
-for v in AIHUB_TEST_DATABASE_URL AIHUB__DATABASE__URL AIHUB_TEST_NATS_URL AIHUB__NATS__URL; do
+# shellcheck disable=SC2016  # $1/$line are expanded by the inner bash
+redis_ping() {
+    timeout 2 bash -c 'exec 4<>"/dev/tcp/127.0.0.1/$1" && printf "PING\r\n" >&4 && IFS= read -r line <&4 && [[ "$line" == +PONG* ]]' _ "$1" 2>/dev/null
+}
+
+ensure_redis() {
+    if redis_ping "$REDIS_PORT"; then
+        redis_note="already running"
+        return 0
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "services.sh: installing redis-server (apt-get)..." >&2
+        apt_install redis-server
+    fi
+    mkdir -p "$TOOLS/redis-data"
+    # --daemonize: the server outlives this script; our own directory, no persistence.
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
+        --dir "$TOOLS/redis-data" --save "" --appendonly no \
+        --logfile "$TOOLS/redis.log" 9>&- 3>&-
+    local deadline=$((SECONDS + 15))
+    until redis_ping "$REDIS_PORT"; do
+        (( SECONDS < deadline )) || die "redis-server did not answer on 127.0.0.1:$REDIS_PORT within 15 s; see $TOOLS/redis.log"
+        sleep 0.2
+    done
+    redis_note="started, log $TOOLS/redis.log"
+}
+
+if [[ -n "${AIHUB_TEST_REDIS_URL:-}" && -n "${AIHUB__RATE_LIMITS__REDIS_URL:-}" ]]; then
+    redis_note="preset by environment, not checked"
+else
+    ensure_redis
+    : "${AIHUB_TEST_REDIS_URL:=redis://127.0.0.1:$REDIS_PORT}"
+    : "${AIHUB__RATE_LIMITS__REDIS_URL:=redis://127.0.0.1:$REDIS_PORT}"
+fi
+
+echo "services: postgres $(redact "$AIHUB__DATABASE__URL") [$pg_note]; nats $(redact "$AIHUB__NATS__URL") [$nats_note]; redis $(redact "$AIHUB__RATE_LIMITS__REDIS_URL") [$redis_note]" >&2
+
+for v in AIHUB_TEST_DATABASE_URL AIHUB__DATABASE__URL AIHUB_TEST_NATS_URL AIHUB__NATS__URL AIHUB_TEST_REDIS_URL AIHUB__RATE_LIMITS__REDIS_URL; do
     printf 'export %s=%q\n' "$v" "${!v}" >&3
 done

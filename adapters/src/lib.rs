@@ -8,10 +8,12 @@
 //! - [`stripe`]: payments settings, the Stripe Checkout call and webhook signatures.
 //! - [`secrets`]: password hashing (argon2id), opaque tokens, codes and API keys, and their hashes.
 //! - [`jwt`]: access tokens (HS256 JWTs).
+//! - [`rate_store`]: the shared rate-limit store (Redis, one atomic script per decision).
 
 pub mod http;
 pub mod jwt;
 pub mod mail;
 pub mod oidc;
+pub mod rate_store;
 pub mod secrets;
 pub mod stripe;

@@ -110,6 +110,23 @@ pub struct Passwords {
     queue_wait: std::time::Duration,
     /// Hashes and verifications started, for tests and metrics.
     started: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Hashes and verifications running now, and the most that ever ran at once.
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    running_max: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A turn at password work: the permit, and the count of work running, both given back
+/// when dropped.
+struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Why password work was not done.
@@ -127,7 +144,14 @@ impl Passwords {
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
             queue_wait,
             started: std::sync::Arc::default(),
+            running: std::sync::Arc::default(),
+            running_max: std::sync::Arc::default(),
         }
+    }
+
+    /// The most hashes and verifications that ever ran at once (never above the cap).
+    pub fn running_max(&self) -> usize {
+        self.running_max.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Hashes and verifications started since the hub started.
@@ -135,14 +159,23 @@ impl Passwords {
         self.started.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, PasswordWorkError> {
+    async fn turn(&self) -> Result<Turn, PasswordWorkError> {
         let permit = tokio::time::timeout(self.queue_wait, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| PasswordWorkError::Busy)?
             .map_err(|_| PasswordWorkError::Busy)?;
         self.started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(permit)
+        let now = self
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.running_max
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        Ok(Turn {
+            _permit: permit,
+            running: self.running.clone(),
+        })
     }
 
     /// [`hash_password`], when a turn comes within the queue wait.

@@ -73,7 +73,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let caller = Caller::from_headers(state, &parts.headers).await?;
+        // Already authenticated by the rate limits in front of the handler
+        // (`crate::limits`): not twice.
+        let caller = match parts.extensions.get::<Caller>() {
+            Some(caller) => caller.clone(),
+            None => Caller::from_headers(state, &parts.headers).await?,
+        };
         if caller.api_key.is_some() {
             key_may_call(&parts.method, parts.uri.path(), &caller.scopes)?;
         }
@@ -134,14 +139,44 @@ impl Caller {
         let token = bearer(headers)?;
         if hub_adapters::secrets::api_key_prefix(token).is_some() {
             let owner = hub_app::keys::authenticate(state, token).await?;
-            return Ok(Caller {
-                user: owner.user.0,
-                roles: key_roles(&owner.roles),
-                api_key: Some(owner.key_id),
-                scopes: owner.scopes,
-                credential: Credential::ApiKey(owner.key_id),
-            });
+            return Ok(Caller::of_key(owner));
         }
+        Caller::of_token(state, token).await
+    }
+
+    /// The caller, and who its requests count against for rate limits: the user with the
+    /// roles they hold and, for a program, its API key with the key's own limits.
+    pub async fn with_limits(
+        state: &AppState,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(Self, hub_app::rate_limits::Subject), ApiError> {
+        let token = bearer(headers)?;
+        if hub_adapters::secrets::api_key_prefix(token).is_some() {
+            let owner = hub_app::keys::authenticate(state, token).await?;
+            let overrides = hub_app::rate_limits::KeyOverrides::from_limits(owner.rate_limits);
+            let subject = state.rate_limits.subject(
+                owner.user.0,
+                &owner.roles,
+                Some((owner.key_id, overrides)),
+            );
+            return Ok((Caller::of_key(owner), subject));
+        }
+        let caller = Caller::of_token(state, token).await?;
+        let subject = state.rate_limits.subject(caller.user, &caller.roles, None);
+        Ok((caller, subject))
+    }
+
+    fn of_key(owner: hub_app::keys::KeyOwner) -> Self {
+        Caller {
+            user: owner.user.0,
+            roles: key_roles(&owner.roles),
+            api_key: Some(owner.key_id),
+            scopes: owner.scopes,
+            credential: Credential::ApiKey(owner.key_id),
+        }
+    }
+
+    async fn of_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
         let claims = state
             .jwt
             .verify_at(token, state.clock.now())

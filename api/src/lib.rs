@@ -6,12 +6,17 @@
 //!
 //! - [`routes`]: handlers, each stating which roles it allows, and [`routes::router`].
 //! - [`auth`]: bearer JWT or API key → [`auth::Caller`].
+//! - [`edge`]: what wraps every route: the `x-request-id` (and its tracing span), and CORS.
 //! - [`error`]: [`error::ApiError`], the one mapping of failures to HTTP.
 //! - [`extract`]: JSON and query extractors whose rejections are [`error::ApiError`]s.
+//! - [`limits`]: rate limits at the edge: per caller on `/v1` (with OpenAI's headers), per
+//!   client address on the routes anyone may call.
 //! - [`state`]: the state handlers receive.
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 pub mod state;

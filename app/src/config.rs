@@ -30,6 +30,80 @@ pub struct Settings {
     pub models: hub_workers::ModelsSettings,
     /// Signed ledger checkpoints (docs/audit.md).
     pub audit: AuditSettings,
+    /// Rate limits and quotas, shared by every API process through Redis
+    /// (docs/adr/05-rate-limits.md); off unless `enabled`.
+    pub rate_limits: RateLimitSettings,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Enforce the limits below (needs the Redis at `redis_url`).
+    pub enabled: bool,
+    /// The one store every API process shares (`redis://host:port/db`).
+    pub redis_url: String,
+    /// Put before every key, so that several hubs (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// When the store does not answer: admit the request unlimited (true), or refuse it with
+    /// 503 `rate_limits_unavailable` (false). Either way `/ready` shows it.
+    pub fail_open: bool,
+    /// Longest wait for the store's answer, in milliseconds.
+    pub store_timeout_ms: u64,
+    /// Requests per minute one client address may make to the routes anyone may call
+    /// (register, sign in, password reset, resend verification, Google sign-in); 0: no limit.
+    pub anonymous_requests_per_minute_per_ip: u64,
+    /// The quotas of a user holding each role (a user with several gets the largest of
+    /// each); an API key's defaults are the `user` role's, overridden per key.
+    pub user: Quota,
+    pub admin: Quota,
+    pub analyst: Quota,
+    pub auditor: Quota,
+}
+
+/// What one caller may use of the inference API; 0 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quota {
+    /// Requests to `/v1` per minute.
+    pub requests_per_minute: u64,
+    /// Tokens per minute, counted when a request is accepted: its prompt plus the most it
+    /// may generate (`max_tokens`), as OpenAI counts them.
+    pub tokens_per_minute: u64,
+    /// Inference requests running at once (a stream holds its place until it ends).
+    pub concurrent_requests: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            requests_per_minute: 600,
+            tokens_per_minute: 2_000_000,
+            concurrent_requests: 32,
+        }
+    }
+}
+
+impl std::fmt::Debug for RateLimitSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitSettings")
+            .field("enabled", &self.enabled)
+            .field(
+                "redis_url",
+                &hub_adapters::secrets::redact_url(&self.redis_url),
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("fail_open", &self.fail_open)
+            .field("store_timeout_ms", &self.store_timeout_ms)
+            .field(
+                "anonymous_requests_per_minute_per_ip",
+                &self.anonymous_requests_per_minute_per_ip,
+            )
+            .field("user", &self.user)
+            .field("admin", &self.admin)
+            .field("analyst", &self.analyst)
+            .field("auditor", &self.auditor)
+            .finish()
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -93,6 +167,31 @@ pub struct ServerSettings {
     /// The web app's built files (`web/dist`, relative to the working directory), served
     /// at `/`; nothing is served there when the folder is missing.
     pub web_dir: String,
+    /// Which other sites' pages may call the API from a browser (CORS); none while
+    /// `cors.allowed_origins` is empty (the web app served at `/` needs none).
+    pub cors: CorsSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Origins allowed, each exactly as a browser sends it (`https://app.example.com`,
+    /// scheme and host and any port, no path). `*` is not accepted: name them.
+    pub allowed_origins: Vec<String>,
+    /// Let those pages send credentials (cookies: the refresh token's).
+    pub allow_credentials: bool,
+    /// How long a browser may reuse a preflight's answer, in seconds.
+    pub max_age_s: u64,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        CorsSettings {
+            allowed_origins: Vec::new(),
+            allow_credentials: true,
+            max_age_s: 600,
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -189,6 +288,7 @@ impl Default for Settings {
                 body_limit_bytes: 1 << 20,
                 request_timeout_ms: 30_000,
                 web_dir: "web/dist".into(),
+                cors: CorsSettings::default(),
             },
             database: DatabaseSettings {
                 url: "postgres://postgres@127.0.0.1:5432/aihub".into(),
@@ -239,6 +339,18 @@ impl Default for Settings {
                 signing_key: String::new(),
                 checkpoint_interval_ms: 60_000,
             },
+            rate_limits: RateLimitSettings {
+                enabled: false,
+                redis_url: "redis://127.0.0.1:6379".into(),
+                key_prefix: "aihub".into(),
+                fail_open: true,
+                store_timeout_ms: 250,
+                anonymous_requests_per_minute_per_ip: 60,
+                user: Quota::default(),
+                admin: Quota::default(),
+                analyst: Quota::default(),
+                auditor: Quota::default(),
+            },
         }
     }
 }
@@ -258,6 +370,7 @@ macro_rules! default_sections {
     (@pick $s:ident, AuthSettings) => { $s.auth };
     (@pick $s:ident, CreditSettings) => { $s.credits };
     (@pick $s:ident, AuditSettings) => { $s.audit };
+    (@pick $s:ident, RateLimitSettings) => { $s.rate_limits };
 }
 default_sections!(
     ServerSettings,
@@ -265,7 +378,8 @@ default_sections!(
     NatsSettings,
     AuthSettings,
     CreditSettings,
-    AuditSettings
+    AuditSettings,
+    RateLimitSettings
 );
 
 /// Settings that cannot be used, naming the field.
@@ -447,6 +561,50 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be at least 1"));
         }
+        for origin in &self.server.cors.allowed_origins {
+            let Some((scheme, rest)) = origin.split_once("://") else {
+                return Err(invalid(
+                    "server.cors.allowed_origins",
+                    format!("{origin:?} must start with http:// or https://"),
+                ));
+            };
+            let host_ok = !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !matches!(scheme, "http" | "https") || !host_ok {
+                return Err(invalid(
+                    "server.cors.allowed_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path, no *)"),
+                ));
+            }
+        }
+        if self.server.cors.max_age_s > 86_400 {
+            return Err(invalid("server.cors.max_age_s", "must be at most 86400"));
+        }
+        let limits = &self.rate_limits;
+        if !limits.redis_url.starts_with("redis://") {
+            // The client is built without TLS: a store off the machine sits on a private
+            // network, or behind a local TLS tunnel.
+            return Err(invalid("rate_limits.redis_url", "must start with redis://"));
+        }
+        if limits.key_prefix.is_empty()
+            || !limits
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        {
+            return Err(invalid(
+                "rate_limits.key_prefix",
+                "must be letters, digits, _, -, . or : (at least one)",
+            ));
+        }
+        if limits.store_timeout_ms == 0 {
+            return Err(invalid(
+                "rate_limits.store_timeout_ms",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 
@@ -571,6 +729,58 @@ mod tests {
         s.auth.jwt_secret = "short".into();
         let err = s.validate().expect_err("refused").to_string();
         assert!(err.contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_and_cors_settings_are_checked_naming_the_field() {
+        let refused = |tweak: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            tweak(&mut s);
+            s.validate().expect_err("refused").to_string()
+        };
+        let err = refused(|s| s.rate_limits.redis_url = "http://redis:6379".into());
+        assert!(err.contains("rate_limits.redis_url"), "{err}");
+        let err = refused(|s| s.rate_limits.key_prefix = "has space".into());
+        assert!(err.contains("rate_limits.key_prefix"), "{err}");
+        let err = refused(|s| s.rate_limits.store_timeout_ms = 0);
+        assert!(err.contains("rate_limits.store_timeout_ms"), "{err}");
+        for origin in [
+            "*",
+            "app.example.com",
+            "https://app.example.com/",
+            "ftp://x.org",
+        ] {
+            let mut s = Settings::default();
+            s.server.cors.allowed_origins = vec![origin.into()];
+            let err = s.validate().expect_err("refused").to_string();
+            assert!(
+                err.contains("server.cors.allowed_origins"),
+                "{origin}: {err}"
+            );
+        }
+        let mut s = Settings::default();
+        s.server.cors.allowed_origins = vec![
+            "https://app.example.com".into(),
+            "http://localhost:5173".into(),
+        ];
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn quotas_per_role_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIHUB__RATE_LIMITS__ENABLED", "true");
+            jail.set_env("AIHUB__RATE_LIMITS__ADMIN__REQUESTS_PER_MINUTE", "5000");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.rate_limits.enabled);
+            assert_eq!(s.rate_limits.admin.requests_per_minute, 5000);
+            assert_eq!(
+                s.rate_limits.admin.tokens_per_minute,
+                Quota::default().tokens_per_minute,
+                "the other fields keep their defaults"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Hub {
     pub checkpoint_key: crate::evidence::CheckpointKey,
     /// Recent checkpoints' trees, for proofs.
     pub checkpoint_trees: crate::evidence::checkpoints::Trees,
+    /// Rate limits and quotas over the store every API process shares (`rate_limits`).
+    pub rate_limits: crate::rate_limits::RateLimits,
 }
 
 impl Hub {
@@ -101,7 +103,13 @@ impl Hub {
             settings.topology(),
             credits.clone(),
         ));
+        let rate_limits = crate::rate_limits::RateLimits::new(
+            &settings.rate_limits,
+            std::time::Duration::from_millis(settings.models.total_timeout_ms),
+        )
+        .context("invalid rate_limits settings")?;
         Ok(Hub {
+            rate_limits,
             checkpoint_key: settings.checkpoint_key()?,
             checkpoint_trees: crate::evidence::checkpoints::Trees::default(),
             clock,

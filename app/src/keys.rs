@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use hub_adapters::secrets;
 use hub_commands::{CommandError, StoreError};
 use hub_domain::{
-    ApiKey, ApiKeyId, ApiKeyName, ApiKeyPrefix, ApiKeyScope, Credits, Role, UserCommand, UserError,
-    UserId,
+    ApiKey, ApiKeyId, ApiKeyName, ApiKeyPrefix, ApiKeyRateLimits, ApiKeyScope, Credits, Role,
+    UserCommand, UserError, UserId,
 };
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -52,6 +52,8 @@ pub struct NewKey {
     /// What the key may be used for; [`ApiKeyScope::default_set`] when the creator names
     /// none.
     pub scopes: BTreeSet<ApiKeyScope>,
+    /// The key's own rate limits (none: the hub's defaults for keys).
+    pub rate_limits: ApiKeyRateLimits,
 }
 
 /// A key just created: the key itself (shown now and never again) and what is stored of it.
@@ -95,6 +97,7 @@ pub async fn create(hub: &Hub, owner: UserId, new: NewKey) -> Result<CreatedKey,
         spending_limit: new.spending_limit,
         expires_at: new.expires_at,
         scopes: new.scopes,
+        rate_limits: new.rate_limits,
         now: hub.clock.now(),
     };
     if let Err(err) = hub.users.execute(owner, command, &owner.to_string()).await {
@@ -150,6 +153,8 @@ pub struct KeyOwner {
     pub key_id: ApiKeyId,
     /// What the key may be used for.
     pub scopes: BTreeSet<ApiKeyScope>,
+    /// The key's own rate limits.
+    pub rate_limits: ApiKeyRateLimits,
 }
 
 /// Resolve a presented key to its owner, with the owner's roles now. A revoked or expired key,
@@ -189,5 +194,6 @@ pub async fn authenticate(hub: &Hub, key: &str) -> Result<KeyOwner, KeyError> {
         roles: user.roles().iter().copied().collect(),
         key_id: api_key.id(),
         scopes: api_key.scopes().clone(),
+        rate_limits: api_key.rate_limits(),
     })
 }

@@ -10,6 +10,8 @@
 //! - [`inference`]: submitting a chat request — estimate, reserve, publish, read the answer back.
 //! - [`identity`]: registration, sign-in, email verification, password reset, Google sign-in.
 //! - [`keys`]: API keys — create, list, revoke, and resolve a presented key to its owner.
+//! - [`rate_limits`]: requests, tokens and concurrent requests per caller, and requests per
+//!   client address, held across every API process by one shared store.
 //! - [`replies`]: [`Replies`], this process's one NATS subscription for every inference answer.
 //! - [`sessions`]: refresh-token families and login throttling.
 //! - [`bootstrap`]: the first admin.
@@ -35,6 +37,7 @@ pub mod identity;
 pub mod inference;
 pub mod janitor;
 pub mod keys;
+pub mod rate_limits;
 pub mod replies;
 pub mod sessions;
 

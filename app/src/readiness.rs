@@ -16,7 +16,9 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// What readiness found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
-    /// `ready` when Postgres and NATS answer, else `unavailable`.
+    /// `ready` when Postgres and NATS answer (and the rate-limit store, when limits are on),
+    /// `degraded` when only the rate-limit store is down and limits fail open (requests are
+    /// admitted unlimited), else `unavailable`.
     pub status: &'static str,
     pub postgres: Check,
     pub nats: NatsCheck,
@@ -31,12 +33,21 @@ pub struct Readiness {
     /// Postgres, or none runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlements_waiting: Option<u64>,
+    /// The rate-limit store (when limits are on): whether it answers, and whether requests
+    /// are admitted (`open`) or refused (`closed`) while it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<crate::rate_limits::StoreCheck>,
 }
 
 impl Readiness {
-    /// Postgres and NATS both answer.
+    /// Postgres and NATS both answer, and the rate-limit store does unless limits fail open.
     pub fn is_ready(&self) -> bool {
-        self.postgres.ok && self.nats.ok
+        self.postgres.ok
+            && self.nats.ok
+            && self
+                .rate_limits
+                .as_ref()
+                .is_none_or(|store| store.ok || store.fails == "open")
     }
 }
 
@@ -109,9 +120,17 @@ pub async fn check(hub: &Hub) -> Readiness {
         (None, None)
     };
     let settlements_waiting = bounded(hub.settlements.waiting()).await.ok();
+    let rate_limits = hub.rate_limits.check().await;
     let ok = postgres.is_ok() && stream_last.is_ok();
+    let status = match &rate_limits {
+        _ if !ok => "unavailable",
+        Some(store) if !store.ok && store.fails == "open" => "degraded",
+        Some(store) if !store.ok => "unavailable",
+        _ => "ready",
+    };
     Readiness {
-        status: if ok { "ready" } else { "unavailable" },
+        status,
+        rate_limits,
         postgres: Check {
             ok: postgres.is_ok(),
             error: postgres.err(),

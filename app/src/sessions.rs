@@ -216,7 +216,7 @@ impl ThrottleRow {
 }
 
 /// Take an attempt for `key`: refused while the key is locked, otherwise counted before the
-/// password is checked. The row is locked (`FOR UPDATE`) between the check and the count,
+/// password is checked. The row is locked (by the upsert) between the check and the count,
 /// so a burst of parallel guesses cannot all pass one check before the first is counted.
 /// Returns how long the key must still wait when refused.
 pub async fn attempt(
@@ -227,22 +227,19 @@ pub async fn attempt(
     now: DateTime<Utc>,
 ) -> Result<Option<std::time::Duration>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO login_throttle (scope, key, failures, first_failed)
-         VALUES ($1, $2, 0, $3) ON CONFLICT (scope, key) DO NOTHING",
-    )
-    .bind(scope.as_str())
-    .bind(key)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    // Created and locked in one statement: between a separate insert and `SELECT … FOR
+    // UPDATE`, a concurrent successful sign-in's `forgive` could delete the row, and the
+    // select then found nothing (a 500 under concurrent sign-ins to one account).
     let (failures, first_failed, locked_until): (i32, DateTime<Utc>, Option<DateTime<Utc>>) =
         sqlx::query_as(
-            "SELECT failures, first_failed, locked_until FROM login_throttle
-              WHERE scope = $1 AND key = $2 FOR UPDATE",
+            "INSERT INTO login_throttle (scope, key, failures, first_failed)
+             VALUES ($1, $2, 0, $3)
+             ON CONFLICT (scope, key) DO UPDATE SET failures = login_throttle.failures
+             RETURNING failures, first_failed, locked_until",
         )
         .bind(scope.as_str())
         .bind(key)
+        .bind(now)
         .fetch_one(&mut *tx)
         .await?;
     let row = ThrottleRow {

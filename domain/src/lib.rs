@@ -45,7 +45,7 @@ pub use promo::{
     PromoCode, PromoCodeValue, PromoCodeValueError, PromoCommand, PromoError, PromoEvent,
 };
 pub use user::{
-    ApiKey, ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash,
-    Role, SecretHash, Suspension, SuspensionReason, User, UserCommand, UserError, UserEvent,
-    UserValueError,
+    ApiKey, ApiKeyName, ApiKeyPrefix, ApiKeyRateLimits, ApiKeyScope, DisplayName, Email,
+    GoogleSubject, PasswordHash, Role, SecretHash, Suspension, SuspensionReason, User, UserCommand,
+    UserError, UserEvent, UserValueError,
 };

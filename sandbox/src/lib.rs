@@ -133,6 +133,9 @@ impl Sandbox {
         settings.database.url = with_database(admin_database_url, &database)?;
         settings.nats.stream_prefix = format!("{}{tag}_", prefixes.streams);
         settings.nats.subject_prefix = format!("{}{tag}", prefixes.subjects);
+        // Rate limits (when a test turns them on) in keys of this sandbox alone; they lapse
+        // within a minute of the last request.
+        settings.rate_limits.key_prefix = format!("aihub-{}{tag}", prefixes.subjects);
         settings.validate().map_err(SandboxError::Settings)?;
 
         let mut admin = connect(admin_database_url).await?;

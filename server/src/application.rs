@@ -228,11 +228,21 @@ impl Application {
             ));
         }
         if let Some(listener) = self.listener {
-            let app = hub_api::routes::router(state.clone())
+            let mut app = hub_api::routes::router(state.clone())
                 .layer(RequestBodyLimitLayer::new(
                     state.settings.server.body_limit_bytes,
                 ))
-                .layer(TraceLayer::new_for_http());
+                // Every line logged while serving a request carries its id.
+                .layer(TraceLayer::new_for_http().make_span_with(hub_api::edge::span));
+            if let Some(cors) = hub_api::edge::cors(&state.settings.server.cors) {
+                let allowed = Arc::new(state.settings.server.cors.allowed_origins.clone());
+                app = app.layer(cors).layer(axum::middleware::from_fn_with_state(
+                    allowed,
+                    hub_api::edge::strip_cors,
+                ));
+            }
+            // Outermost: every response, a preflight's too, carries the request id.
+            let app = app.layer(axum::middleware::from_fn(hub_api::edge::request_id));
             tracing::info!(address = ?listener.local_addr().ok(), "serving HTTP");
             let graceful = stopped();
             tasks.spawn(async move {

@@ -105,6 +105,18 @@ impl ApiError {
         }
     }
 
+    /// A rate limit has no room for the request (429 `rate_limited`); `retry_after`, when
+    /// known, is sent as `Retry-After`.
+    pub fn rate_limited(
+        message: impl Into<Cow<'static, str>>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        ApiError {
+            retry_after,
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
     /// An upstream service (an identity, payment or model provider) failed or answered badly (502).
     pub fn bad_gateway(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, code, message)

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hub_app::keys::{self, CreatedKey, NewKey};
-use hub_domain::{ApiKey, ApiKeyId, ApiKeyName, ApiKeyScope, Credits, UserId};
+use hub_domain::{ApiKey, ApiKeyId, ApiKeyName, ApiKeyRateLimits, ApiKeyScope, Credits, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,6 +32,42 @@ pub struct KeyView {
     /// What the key may be used for: `inference` (`/v1`, the chat WebSocket), `read` (the
     /// owner's `GET` routes).
     pub scopes: Vec<&'static str>,
+    /// The key's own rate limits; a field absent here takes the hub's default for keys.
+    pub rate_limits: RateLimitsBody,
+}
+
+/// An API key's own rate limits (each at least 1; absent: the hub's default for keys).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrent_requests: Option<u32>,
+}
+
+impl RateLimitsBody {
+    fn parse(self) -> Result<ApiKeyRateLimits, ApiError> {
+        if [
+            self.requests_per_minute,
+            self.tokens_per_minute,
+            self.concurrent_requests,
+        ]
+        .contains(&Some(0))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_rate_limits",
+                "each rate limit of a key must be at least 1 (leave it out for the default)",
+            ));
+        }
+        Ok(ApiKeyRateLimits {
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            concurrent_requests: self.concurrent_requests,
+        })
+    }
 }
 
 impl KeyView {
@@ -45,6 +81,14 @@ impl KeyView {
             created_at: key.created_at(),
             revoked_at: key.revoked_at(),
             scopes: key.scopes().iter().map(|s| s.as_str()).collect(),
+            rate_limits: {
+                let limits = key.rate_limits();
+                RateLimitsBody {
+                    requests_per_minute: limits.requests_per_minute,
+                    tokens_per_minute: limits.tokens_per_minute,
+                    concurrent_requests: limits.concurrent_requests,
+                }
+            },
         }
     }
 }
@@ -66,6 +110,9 @@ pub struct CreateKeyBody {
     pub expires_at: Option<DateTime<Utc>>,
     /// `["inference"]` (the default), `["read"]`, or both.
     pub scopes: Option<Vec<String>>,
+    /// The key's own rate limits (`requests_per_minute`, `tokens_per_minute`,
+    /// `concurrent_requests`), each overriding the hub's default for keys.
+    pub rate_limits: Option<RateLimitsBody>,
 }
 
 /// The scopes a body asks for: [`ApiKeyScope::default_set`] when it names none.
@@ -110,6 +157,7 @@ pub async fn create(
         spending_limit: body.spending_limit_micros.map(Credits::from_micros),
         expires_at: body.expires_at,
         scopes: scopes(body.scopes)?,
+        rate_limits: body.rate_limits.unwrap_or_default().parse()?,
     };
     let CreatedKey { key, stored } = keys::create(&state, owner, new).await?;
     let view = KeyView::of(&stored);

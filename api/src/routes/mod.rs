@@ -75,6 +75,11 @@ use crate::state::AppState;
 /// The audit routes only read; an API key, which acts with its owner's `user` role only,
 /// gets 403 on every one of them.
 ///
+/// With `rate_limits.enabled`, `/v1` counts requests, tokens and concurrent chats per user
+/// and per API key (429 `rate_limit_exceeded` with `Retry-After`, OpenAI's
+/// `x-ratelimit-*` headers on every answer), and the anonymous auth routes count requests
+/// per client address (429 `rate_limited`): [`crate::limits`].
+///
 /// Every route but inference answers within `server.request_timeout_ms` (503 after it).
 /// Inference (`/v1/chat/completions`, `/v1/messages`, `/api/ws`) runs under its own deadline
 /// (`models.total_timeout_ms`): a generic timeout there would answer 503 to a request the
@@ -167,5 +172,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/analytics/events", get(analytics::events))
         .merge(inference)
         .fallback(web::serve)
+        // Rate limits: per caller on /v1, per address on the anonymous routes (crate::limits).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::enforce,
+        ))
         .with_state(state)
 }

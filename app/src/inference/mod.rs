@@ -88,6 +88,13 @@ pub enum GatewayError {
     Unavailable(&'static str),
     #[error("the hub is taking more requests than it can; retry in a second")]
     Overloaded,
+    /// A per-minute budget of the caller has no room (`rate_limits`).
+    #[error("{message}")]
+    RateLimited {
+        message: &'static str,
+        /// When to come back, in whole seconds; `None` when waiting will not help.
+        retry_after_s: Option<u64>,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -112,6 +119,7 @@ impl GatewayError {
             GatewayError::EmailNotVerified => (403, "email_not_verified"),
             GatewayError::Unavailable(_) => (503, "unavailable"),
             GatewayError::Overloaded => (503, "overloaded"),
+            GatewayError::RateLimited { .. } => (429, "rate_limit_exceeded"),
             GatewayError::Internal(_) => (500, "internal"),
         }
     }

@@ -46,6 +46,9 @@ pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submiss
     let user = load_payer(hub, payer).await?;
     require_verified_email(hub, user.as_deref())?;
     let estimate = estimate(&hub.router, &model, &chat).await?;
+    // Rate limits: its tokens (prompt + the most it may generate) per minute, or 429.
+    let tokens = estimate.prompt_tokens + u64::from(estimate.max_tokens);
+    crate::rate_limits::take_tokens(hub, payer, user.as_deref(), tokens).await?;
     let key = key_limit(payer, user.as_deref());
     let reservation = reserve(hub, payer, key, estimate.max_cost).await?;
     let (model, prompt_tokens) = (chat.model.clone(), estimate.prompt_tokens);

@@ -6,8 +6,8 @@ use super::commands::{UserCommand, ACTOR_LEN_MAX};
 use super::error::UserError;
 use super::events::UserEvent;
 use super::values::{
-    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
-    SecretHash, SuspensionReason,
+    ApiKeyName, ApiKeyPrefix, ApiKeyRateLimits, ApiKeyScope, DisplayName, Email, GoogleSubject,
+    PasswordHash, Role, SecretHash, SuspensionReason,
 };
 use crate::decider::{cqrs_aggregate, Decider, Decision};
 use crate::ids::ApiKeyId;
@@ -106,6 +106,9 @@ pub struct ApiKey {
     /// read, see `STATE_VERSION`).
     #[serde(default = "ApiKeyScope::before_scopes")]
     scopes: BTreeSet<ApiKeyScope>,
+    /// The key's own rate limits (none in states of keys created before they existed).
+    #[serde(default)]
+    rate_limits: ApiKeyRateLimits,
 }
 
 impl ApiKey {
@@ -128,6 +131,11 @@ impl ApiKey {
 
     pub fn spending_limit(&self) -> Option<Credits> {
         self.spending_limit
+    }
+
+    /// The key's own rate limits, overriding the hub's defaults where set.
+    pub fn rate_limits(&self) -> ApiKeyRateLimits {
+        self.rate_limits
     }
 
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
@@ -468,6 +476,7 @@ impl User {
                 spending_limit,
                 expires_at,
                 scopes,
+                rate_limits,
                 now,
             } => {
                 if scopes.is_empty() {
@@ -496,6 +505,7 @@ impl User {
                     expires_at,
                     created_at: now,
                     scopes,
+                    rate_limits,
                 }])
             }
             UserCommand::RevokeApiKey { key_id, now } => match self.api_keys.get(&key_id) {
@@ -601,6 +611,7 @@ impl ApiKey {
                 expires_at,
                 created_at,
                 scopes,
+                rate_limits,
             } => Some(ApiKey {
                 id: key_id,
                 prefix,
@@ -611,6 +622,7 @@ impl ApiKey {
                 created_at,
                 revoked_at: None,
                 scopes,
+                rate_limits,
             }),
             _ => None,
         }

@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::values::{
-    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
-    SecretHash, SuspensionReason,
+    ApiKeyName, ApiKeyPrefix, ApiKeyRateLimits, ApiKeyScope, DisplayName, Email, GoogleSubject,
+    PasswordHash, Role, SecretHash, SuspensionReason,
 };
 use crate::ids::ApiKeyId;
 use crate::money::Credits;
@@ -83,6 +83,8 @@ pub enum UserCommand {
         expires_at: Option<DateTime<Utc>>,
         /// What the key may be used for; at least one.
         scopes: BTreeSet<ApiKeyScope>,
+        /// The key's own rate limits (none: the hub's defaults for keys).
+        rate_limits: ApiKeyRateLimits,
         now: DateTime<Utc>,
     },
     /// Revoke an API key at once, for good.

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::values::{
-    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
-    SecretHash, SuspensionReason,
+    ApiKeyName, ApiKeyPrefix, ApiKeyRateLimits, ApiKeyScope, DisplayName, Email, GoogleSubject,
+    PasswordHash, Role, SecretHash, SuspensionReason,
 };
 use crate::ids::ApiKeyId;
 use crate::money::Credits;
@@ -81,6 +81,10 @@ pub enum UserEvent {
         /// their event and keep what every key could do then: inference and reads.
         #[serde(default = "ApiKeyScope::before_scopes")]
         scopes: BTreeSet<ApiKeyScope>,
+        /// The key's own rate limits; absent in events of keys that have none (and of keys
+        /// created before they existed).
+        #[serde(default, skip_serializing_if = "ApiKeyRateLimits::is_unset")]
+        rate_limits: ApiKeyRateLimits,
     },
     ApiKeyRevoked {
         key_id: ApiKeyId,

@@ -42,8 +42,8 @@ pub use commands::{UserCommand, ACTOR_LEN_MAX};
 pub use error::UserError;
 pub use events::UserEvent;
 pub use values::{
-    ApiKeyName, ApiKeyPrefix, ApiKeyScope, DisplayName, Email, GoogleSubject, PasswordHash, Role,
-    SecretHash, SuspensionReason, UserValueError, API_KEY_NAME_LEN_MAX, API_KEY_PREFIX_LEN_MAX,
-    DISPLAY_NAME_LEN_MAX, EMAIL_LEN_MAX, EMAIL_LOCAL_LEN_MAX, GOOGLE_SUBJECT_LEN_MAX,
-    PASSWORD_HASH_LEN_MAX, SUSPENSION_REASON_LEN_MAX,
+    ApiKeyName, ApiKeyPrefix, ApiKeyRateLimits, ApiKeyScope, DisplayName, Email, GoogleSubject,
+    PasswordHash, Role, SecretHash, SuspensionReason, UserValueError, API_KEY_NAME_LEN_MAX,
+    API_KEY_PREFIX_LEN_MAX, DISPLAY_NAME_LEN_MAX, EMAIL_LEN_MAX, EMAIL_LOCAL_LEN_MAX,
+    GOOGLE_SUBJECT_LEN_MAX, PASSWORD_HASH_LEN_MAX, SUSPENSION_REASON_LEN_MAX,
 };

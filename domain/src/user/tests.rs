@@ -146,6 +146,7 @@ fn create_key(n: u128) -> UserCommand {
         spending_limit: None,
         expires_at: None,
         scopes: ApiKeyScope::default_set(),
+        rate_limits: ApiKeyRateLimits::default(),
         now: t0(),
     }
 }
@@ -159,6 +160,7 @@ fn key_created(n: u128) -> UserEvent {
         spending_limit: None,
         expires_at: None,
         scopes: ApiKeyScope::default_set(),
+        rate_limits: ApiKeyRateLimits::default(),
         created_at: t0(),
     }
 }
@@ -664,6 +666,7 @@ fn creating_an_api_key_records_its_hash_prefix_and_limits() {
         spending_limit: Some(c(5_000_000)),
         expires_at: Some(at(86_400)),
         scopes: ApiKeyScope::default_set(),
+        rate_limits: ApiKeyRateLimits::default(),
         now: t0(),
     };
     UserTest::with(())
@@ -677,6 +680,7 @@ fn creating_an_api_key_records_its_hash_prefix_and_limits() {
             spending_limit: Some(c(5_000_000)),
             expires_at: Some(at(86_400)),
             scopes: ApiKeyScope::default_set(),
+            rate_limits: ApiKeyRateLimits::default(),
             created_at: t0(),
         }]);
 }
@@ -703,6 +707,7 @@ fn an_api_key_refuses_a_non_positive_spending_limit_and_a_past_expiry() {
         spending_limit,
         expires_at,
         scopes: ApiKeyScope::default_set(),
+        rate_limits: ApiKeyRateLimits::default(),
         now: t0(),
     };
     UserTest::with(())
@@ -778,6 +783,7 @@ fn an_expired_key_is_listed_but_unusable() {
             spending_limit: None,
             expires_at: Some(at(60)),
             scopes: ApiKeyScope::default_set(),
+            rate_limits: ApiKeyRateLimits::default(),
             created_at: t0(),
         },
     ]);
@@ -847,6 +853,41 @@ fn an_api_key_needs_a_scope() {
         .given(vec![registered()])
         .when(command)
         .then_expect_error(UserError::NoScopes);
+}
+
+#[test]
+fn a_key_created_before_rate_limits_has_none_and_a_new_one_keeps_its_own() {
+    let json = serde_json::to_value(key_created(1)).expect("json");
+    assert!(
+        json["ApiKeyCreated"].get("rate_limits").is_none(),
+        "a key without limits of its own is written as before: {json}"
+    );
+    let old: UserEvent = serde_json::from_value(json).expect("an event without rate limits");
+    let user = user_with(&[registered(), old]);
+    assert!(user
+        .api_key(kid(1))
+        .expect("the key")
+        .rate_limits()
+        .is_unset());
+    let limits = ApiKeyRateLimits {
+        requests_per_minute: Some(100),
+        tokens_per_minute: None,
+        concurrent_requests: Some(2),
+    };
+    let mut command = create_key(2);
+    let mut expected = key_created(2);
+    if let UserCommand::CreateApiKey { rate_limits, .. } = &mut command {
+        *rate_limits = limits;
+    }
+    if let UserEvent::ApiKeyCreated { rate_limits, .. } = &mut expected {
+        *rate_limits = limits;
+    }
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(command)
+        .then_expect_events(vec![expected.clone()]);
+    let user = user_with(&[registered(), expected]);
+    assert_eq!(user.api_key(kid(2)).expect("the key").rate_limits(), limits);
 }
 
 #[test]
@@ -1204,6 +1245,7 @@ proptest! {
                     spending_limit: limit.map(c),
                     expires_at: expires.map(|e| now + Duration::seconds(e)),
                     scopes: ApiKeyScope::default_set(),
+                    rate_limits: ApiKeyRateLimits::default(),
                     now,
                 },
                 Op::RevokeKey(k) => UserCommand::RevokeApiKey { key_id: kid(u128::from(k)), now },

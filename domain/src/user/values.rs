@@ -224,6 +224,28 @@ pub enum ApiKeyScope {
     Read,
 }
 
+/// An API key's own rate limits, each overriding the hub's default for keys when set. Keys
+/// created before these existed carry none in their event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRateLimits {
+    /// Requests to `/v1` per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (prompt plus the most the answer may hold) per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
+    /// Inference requests running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_requests: Option<u32>,
+}
+
+impl ApiKeyRateLimits {
+    /// No limit of its own: the defaults apply.
+    pub fn is_unset(&self) -> bool {
+        *self == ApiKeyRateLimits::default()
+    }
+}
+
 impl ApiKeyScope {
     pub const ALL: [ApiKeyScope; 2] = [ApiKeyScope::Inference, ApiKeyScope::Read];
 

@@ -1,0 +1,642 @@
+//! Rate limits and quotas, held across every API process by one shared store
+//! ([`hub_adapters::rate_store`], Redis; docs/adr/05-rate-limits.md).
+//!
+//! - **Per caller, on `/v1`**: requests per minute and concurrent requests, taken by the API
+//!   before the handler runs ([`RateLimits::admit_request`]); tokens per minute, taken when
+//!   a chat request is accepted, from its estimate ([`take_tokens`], one call in the submit
+//!   pipeline). A WebSocket chat takes its request there too, with its tokens (its
+//!   concurrency is the socket's own limit of chats at once). Each counts against the user and, for a program, against its API key too:
+//!   a request passes only when every budget has room, and takes from all of them at once.
+//! - **Per client address, on the routes anyone may call** (register, sign in, password
+//!   reset, resend verification, Google sign-in): requests per minute
+//!   ([`RateLimits::admit_address`]). Beside it stay the login throttle's rows in Postgres
+//!   (failures per account and address, docs/security.md) and the cap on concurrent password
+//!   hashes ([`hub_adapters::secrets::Passwords`]).
+//!
+//! Quotas: each role's from settings (a user with several roles gets the largest), an API
+//! key's the `user` role's unless the key overrides them. 0 means no limit.
+//!
+//! When the store does not answer, a request is admitted unlimited (`rate_limits.fail_open`,
+//! the default) or refused (503); `/ready` shows the store's state either way.
+
+use hub_adapters::rate_store::{Bucket, BucketState, LeaseSet, RateStore, RateStoreError};
+use hub_domain::{ApiKey, ApiKeyId, ApiKeyRateLimits, Role, User, UserId};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::config::{Quota, RateLimitSettings};
+use crate::hub::Hub;
+use crate::inference::{GatewayError, Payer};
+
+/// The window every per-minute budget refills over.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a concurrency lease outlives the request's deadline before it lapses by itself
+/// (a process that died holding it).
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// An API key's own limits, overriding the `user` role's where set (0: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyOverrides {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub concurrent_requests: Option<u64>,
+}
+
+impl KeyOverrides {
+    pub fn of(key: &ApiKey) -> Self {
+        Self::from_limits(key.rate_limits())
+    }
+
+    pub fn from_limits(limits: ApiKeyRateLimits) -> Self {
+        KeyOverrides {
+            requests_per_minute: limits.requests_per_minute.map(u64::from),
+            tokens_per_minute: limits.tokens_per_minute.map(u64::from),
+            concurrent_requests: limits.concurrent_requests.map(u64::from),
+        }
+    }
+}
+
+/// Who a request counts against, and how much each may use.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub user: Uuid,
+    pub user_quota: Quota,
+    /// The API key used, and its quota.
+    pub key: Option<(ApiKeyId, Quota)>,
+}
+
+/// Which budget refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Requests,
+    Tokens,
+    Concurrency,
+    Address,
+}
+
+impl Limited {
+    /// What the client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Limited::Requests => {
+                "rate limit reached for requests per minute; retry after the time in Retry-After"
+            }
+            Limited::Tokens => {
+                "rate limit reached for tokens per minute; retry after the time in Retry-After"
+            }
+            Limited::Concurrency => {
+                "too many requests running at once for this caller; retry when one ends"
+            }
+            Limited::Address => {
+                "too many requests from this address; retry after the time in Retry-After"
+            }
+        }
+    }
+}
+
+/// What a caller has left, for the `x-ratelimit-*` headers: the tightest of its budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub requests: Option<BucketState>,
+    pub tokens: Option<BucketState>,
+}
+
+/// What the store decided.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Taken from every budget; the lease (if one was asked) is held until dropped.
+    Admitted {
+        report: Report,
+        lease: Option<Lease>,
+    },
+    Refused {
+        limited: Limited,
+        /// When to come back; `None` when waiting will not help (one request larger than
+        /// a whole minute's tokens).
+        retry_after: Option<Duration>,
+        report: Report,
+    },
+    /// Limits are off, or the store is down and they fail open: admitted, unlimited.
+    Unchecked,
+    /// The store is down and limits fail closed.
+    Unavailable,
+}
+
+/// A place among a caller's concurrent requests, given back when dropped (or, if the process
+/// dies, when it lapses).
+#[derive(Debug)]
+pub struct Lease {
+    store: RateStore,
+    sets: Vec<LeaseSet>,
+    id: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let store = self.store.clone();
+        let sets = std::mem::take(&mut self.sets);
+        let id = std::mem::take(&mut self.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = store.release(&sets, &id).await {
+                    tracing::debug!(error = %err, "a concurrency lease was not released; it will lapse");
+                }
+            });
+        }
+    }
+}
+
+/// The limits of one process, over the shared store.
+pub struct RateLimits {
+    settings: RateLimitSettings,
+    /// `None` when limits are off.
+    store: Option<RateStore>,
+    lease_lifetime: Duration,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("enabled", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The store's state, for readiness.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreCheck {
+    pub ok: bool,
+    /// What happens to requests while it is down: `open` (admitted unlimited) or `closed`.
+    pub fails: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RateLimits {
+    /// `request_deadline`: the longest an inference request runs (its lease lives that long
+    /// and a margin).
+    pub fn new(
+        settings: &RateLimitSettings,
+        request_deadline: Duration,
+    ) -> Result<Self, RateStoreError> {
+        let store = if settings.enabled {
+            Some(RateStore::new(
+                &settings.redis_url,
+                Duration::from_millis(settings.store_timeout_ms),
+            )?)
+        } else {
+            None
+        };
+        Ok(RateLimits {
+            settings: settings.clone(),
+            store,
+            lease_lifetime: request_deadline + LEASE_MARGIN,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The quota of a user holding `roles`: for each limit the largest a role gives (0, no
+    /// limit, is the largest).
+    pub fn user_quota<'a>(&self, roles: impl IntoIterator<Item = &'a Role>) -> Quota {
+        let mut quota: Option<Quota> = None;
+        for role in roles {
+            let of_role = match role {
+                Role::User => self.settings.user,
+                Role::Admin => self.settings.admin,
+                Role::Analyst => self.settings.analyst,
+                Role::Auditor => self.settings.auditor,
+            };
+            quota = Some(match quota {
+                None => of_role,
+                Some(q) => Quota {
+                    requests_per_minute: largest(
+                        q.requests_per_minute,
+                        of_role.requests_per_minute,
+                    ),
+                    tokens_per_minute: largest(q.tokens_per_minute, of_role.tokens_per_minute),
+                    concurrent_requests: largest(
+                        q.concurrent_requests,
+                        of_role.concurrent_requests,
+                    ),
+                },
+            });
+        }
+        quota.unwrap_or(self.settings.user)
+    }
+
+    /// An API key's quota: its own where it sets one, else the `user` role's.
+    pub fn key_quota(&self, overrides: KeyOverrides) -> Quota {
+        let base = self.settings.user;
+        Quota {
+            requests_per_minute: overrides
+                .requests_per_minute
+                .unwrap_or(base.requests_per_minute),
+            tokens_per_minute: overrides
+                .tokens_per_minute
+                .unwrap_or(base.tokens_per_minute),
+            concurrent_requests: overrides
+                .concurrent_requests
+                .unwrap_or(base.concurrent_requests),
+        }
+    }
+
+    /// The subject of a request by `user` holding `roles`, through `key` if a program.
+    pub fn subject<'a>(
+        &self,
+        user: Uuid,
+        roles: impl IntoIterator<Item = &'a Role>,
+        key: Option<(ApiKeyId, KeyOverrides)>,
+    ) -> Subject {
+        Subject {
+            user,
+            user_quota: self.user_quota(roles),
+            key: key.map(|(id, overrides)| (id, self.key_quota(overrides))),
+        }
+    }
+
+    fn key(&self, subject: &Subject, what: &str, key: Option<ApiKeyId>) -> String {
+        // One hash tag per user: every key of a decision lands in one Redis Cluster slot.
+        match key {
+            None => format!(
+                "{}:rl:{{u:{}}}:{what}",
+                self.settings.key_prefix, subject.user
+            ),
+            Some(id) => format!(
+                "{}:rl:{{u:{}}}:{what}:k:{}",
+                self.settings.key_prefix, subject.user, id.0
+            ),
+        }
+    }
+
+    /// The buckets of one kind (`what`) for `subject`, each costing `cost`: the user's and
+    /// the key's, those that have a limit.
+    fn buckets(
+        &self,
+        subject: &Subject,
+        what: &str,
+        limit: impl Fn(&Quota) -> u64,
+        cost: u64,
+    ) -> Vec<Bucket> {
+        let mut buckets = Vec::with_capacity(2);
+        let user_limit = limit(&subject.user_quota);
+        if user_limit > 0 {
+            buckets.push(Bucket {
+                key: self.key(subject, what, None),
+                limit: user_limit,
+                cost,
+            });
+        }
+        if let Some((id, quota)) = &subject.key {
+            let key_limit = limit(quota);
+            if key_limit > 0 {
+                buckets.push(Bucket {
+                    key: self.key(subject, what, Some(*id)),
+                    limit: key_limit,
+                    cost,
+                });
+            }
+        }
+        buckets
+    }
+
+    /// Admit one `/v1` request: a request from each per-minute budget, and (when `lease`, an
+    /// inference request) a place among the caller's concurrent requests. The tokens left are
+    /// read too, for the headers.
+    pub async fn admit_request(&self, subject: &Subject, lease: bool) -> Verdict {
+        let Some(store) = &self.store else {
+            return Verdict::Unchecked;
+        };
+        let requests = self.buckets(subject, "req", |q| q.requests_per_minute, 1);
+        let tokens = self.buckets(subject, "tok", |q| q.tokens_per_minute, 0);
+        let mut sets = Vec::new();
+        if lease {
+            if subject.user_quota.concurrent_requests > 0 {
+                sets.push(LeaseSet {
+                    key: self.key(subject, "con", None),
+                    limit: subject.user_quota.concurrent_requests,
+                });
+            }
+            if let Some((id, quota)) = &subject.key {
+                if quota.concurrent_requests > 0 {
+                    sets.push(LeaseSet {
+                        key: self.key(subject, "con", Some(*id)),
+                        limit: quota.concurrent_requests,
+                    });
+                }
+            }
+        }
+        let all: Vec<Bucket> = requests.iter().chain(tokens.iter()).cloned().collect();
+        if all.is_empty() && sets.is_empty() {
+            return Verdict::Admitted {
+                report: Report::default(),
+                lease: None,
+            };
+        }
+        let lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let taken = match store
+            .take(&all, &sets, &lease_id, self.lease_lifetime, WINDOW)
+            .await
+        {
+            Ok(taken) => taken,
+            Err(err) => return self.store_failed(&err),
+        };
+        let (request_states, token_states) = taken.buckets.split_at(requests.len());
+        let report = Report {
+            requests: tightest(request_states),
+            tokens: tightest(token_states),
+        };
+        if taken.admitted {
+            let lease = (!sets.is_empty()).then(|| Lease {
+                store: store.clone(),
+                sets,
+                id: lease_id,
+            });
+            return Verdict::Admitted { report, lease };
+        }
+        // The request budgets first: a refusal there says when to come back.
+        if let Some(refused) = request_states
+            .iter()
+            .find(|s| s.retry_after != Some(Duration::ZERO))
+        {
+            return Verdict::Refused {
+                limited: Limited::Requests,
+                retry_after: refused.retry_after,
+                report,
+            };
+        }
+        Verdict::Refused {
+            limited: Limited::Concurrency,
+            retry_after: Some(Duration::from_secs(1)),
+            report,
+        }
+    }
+
+    /// Take `tokens` from the subject's per-minute token budgets and, when `request` (a chat
+    /// no middleware counted: the WebSocket's), one request from its request budgets, all
+    /// in one decision.
+    pub async fn admit_tokens(&self, subject: &Subject, tokens: u64, request: bool) -> Verdict {
+        let Some(store) = &self.store else {
+            return Verdict::Unchecked;
+        };
+        let requests = if request {
+            self.buckets(subject, "req", |q| q.requests_per_minute, 1)
+        } else {
+            Vec::new()
+        };
+        let tokens = self.buckets(subject, "tok", |q| q.tokens_per_minute, tokens);
+        let all: Vec<Bucket> = requests.iter().chain(tokens.iter()).cloned().collect();
+        if all.is_empty() {
+            return Verdict::Unchecked;
+        }
+        let taken = match store.take(&all, &[], "", Duration::ZERO, WINDOW).await {
+            Ok(taken) => taken,
+            Err(err) => return self.store_failed(&err),
+        };
+        let (request_states, token_states) = taken.buckets.split_at(requests.len());
+        let report = Report {
+            requests: tightest(request_states),
+            tokens: tightest(token_states),
+        };
+        if taken.admitted {
+            return Verdict::Admitted {
+                report,
+                lease: None,
+            };
+        }
+        let refused = |states: &[BucketState]| {
+            states
+                .iter()
+                .filter(|s| s.retry_after != Some(Duration::ZERO))
+                .map(|s| s.retry_after)
+                .max_by_key(|r| r.unwrap_or(Duration::MAX))
+        };
+        let (limited, retry_after) = match refused(request_states) {
+            Some(retry_after) => (Limited::Requests, retry_after),
+            None => (Limited::Tokens, refused(token_states).flatten()),
+        };
+        Verdict::Refused {
+            limited,
+            retry_after,
+            report,
+        }
+    }
+
+    /// Admit one request from `address` to a route anyone may call. IPv6 addresses count by
+    /// their /64, what one subscriber is usually given.
+    pub async fn admit_address(&self, address: IpAddr) -> Verdict {
+        let Some(store) = &self.store else {
+            return Verdict::Unchecked;
+        };
+        let limit = self.settings.anonymous_requests_per_minute_per_ip;
+        if limit == 0 {
+            return Verdict::Unchecked;
+        }
+        let client = match address {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        };
+        let bucket = Bucket {
+            key: format!("{}:rl:{{ip:{client}}}:anon", self.settings.key_prefix),
+            limit,
+            cost: 1,
+        };
+        let taken = match store.take(&[bucket], &[], "", Duration::ZERO, WINDOW).await {
+            Ok(taken) => taken,
+            Err(err) => return self.store_failed(&err),
+        };
+        let state = taken.buckets.first().copied();
+        let report = Report {
+            requests: state,
+            tokens: None,
+        };
+        if taken.admitted {
+            return Verdict::Admitted {
+                report,
+                lease: None,
+            };
+        }
+        Verdict::Refused {
+            limited: Limited::Address,
+            retry_after: state.and_then(|s| s.retry_after),
+            report,
+        }
+    }
+
+    fn store_failed(&self, err: &RateStoreError) -> Verdict {
+        tracing::warn!(error = %err, fail_open = self.settings.fail_open, "rate limits not checked");
+        if self.settings.fail_open {
+            Verdict::Unchecked
+        } else {
+            Verdict::Unavailable
+        }
+    }
+
+    /// Whether the store answers; `None` when limits are off.
+    pub async fn check(&self) -> Option<StoreCheck> {
+        let store = self.store.as_ref()?;
+        let fails = if self.settings.fail_open {
+            "open"
+        } else {
+            "closed"
+        };
+        Some(match store.ping().await {
+            Ok(()) => StoreCheck {
+                ok: true,
+                fails,
+                error: None,
+            },
+            Err(err) => StoreCheck {
+                ok: false,
+                fails,
+                error: Some(err.to_string()),
+            },
+        })
+    }
+
+    /// Whether requests are refused while the store is down.
+    pub fn fails_closed(&self) -> bool {
+        !self.settings.fail_open
+    }
+}
+
+/// `a` or `b`, whichever allows more (0: no limit).
+fn largest(a: u64, b: u64) -> u64 {
+    if a == 0 || b == 0 {
+        0
+    } else {
+        a.max(b)
+    }
+}
+
+/// The budget with the least left.
+fn tightest(states: &[BucketState]) -> Option<BucketState> {
+    states.iter().copied().min_by_key(|s| s.remaining)
+}
+
+/// What one request's middleware knows, for the steps inside it: who it counts against,
+/// and the tokens the submit pipeline took (read back for the headers).
+#[derive(Debug)]
+pub struct RequestLimits {
+    pub subject: Subject,
+    tokens: Mutex<Option<Verdict>>,
+}
+
+impl RequestLimits {
+    pub fn new(subject: Subject) -> Arc<Self> {
+        Arc::new(RequestLimits {
+            subject,
+            tokens: Mutex::new(None),
+        })
+    }
+
+    /// The token budget after the submit pipeline took from it, if it did: the state, and
+    /// when to come back if it refused.
+    pub fn tokens_taken(&self) -> Option<(Option<BucketState>, Option<Duration>)> {
+        let guard = self.tokens.lock().ok()?;
+        match guard.as_ref()? {
+            Verdict::Admitted { report, .. } => Some((report.tokens, None)),
+            Verdict::Refused {
+                report,
+                retry_after,
+                ..
+            } => Some((report.tokens, *retry_after)),
+            Verdict::Unchecked | Verdict::Unavailable => None,
+        }
+    }
+
+    fn record(&self, verdict: Verdict) {
+        if let Ok(mut slot) = self.tokens.lock() {
+            *slot = Some(verdict);
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The limits of the request this task serves, set by the API around its handler.
+    static REQUEST: Arc<RequestLimits>;
+}
+
+/// Run `work` (a request's handler) with `limits` visible to [`take_tokens`].
+pub async fn with_request<F: std::future::Future>(
+    limits: Arc<RequestLimits>,
+    work: F,
+) -> F::Output {
+    REQUEST.scope(limits, work).await
+}
+
+/// The submit pipeline's step: take the request's tokens (its prompt and the most it may
+/// generate) from the payer's per-minute budgets. `user`: the payer, when already loaded.
+pub async fn take_tokens(
+    hub: &Hub,
+    payer: &Payer,
+    user: Option<&User>,
+    tokens: u64,
+) -> Result<(), GatewayError> {
+    let limits = &hub.rate_limits;
+    if !limits.enabled() {
+        return Ok(());
+    }
+    let request = REQUEST.try_with(Arc::clone).ok();
+    let subject = match &request {
+        Some(request) => request.subject.clone(),
+        // A chat without the API's middleware around it (the WebSocket): who pays, as
+        // the event store has them.
+        None => {
+            let loaded;
+            let user = match user {
+                Some(user) => user,
+                None => {
+                    loaded =
+                        hub.users.current(UserId(payer.user)).await.map_err(|_| {
+                            GatewayError::Unavailable("the event store is unavailable")
+                        })?;
+                    loaded.as_ref()
+                }
+            };
+            let key = payer.api_key.map(|id| {
+                let overrides = user.api_key(id).map(KeyOverrides::of).unwrap_or_default();
+                (id, overrides)
+            });
+            limits.subject(payer.user, user.roles(), key)
+        }
+    };
+    // Through `/v1`, the middleware took the request already; a WebSocket chat takes one
+    // here, with its tokens.
+    let verdict = limits
+        .admit_tokens(&subject, tokens, request.is_none())
+        .await;
+    let outcome = match &verdict {
+        Verdict::Admitted { .. } | Verdict::Unchecked => Ok(()),
+        Verdict::Refused {
+            limited,
+            retry_after,
+            ..
+        } => Err(GatewayError::RateLimited {
+            message: if retry_after.is_none() {
+                "this request needs more tokens than the per-minute limit allows; ask for fewer (max_tokens) or a shorter prompt"
+            } else {
+                limited.message()
+            },
+            retry_after_s: retry_after.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+        }),
+        Verdict::Unavailable => Err(GatewayError::Unavailable(
+            "the rate-limit store is unavailable",
+        )),
+    };
+    if let Some(request) = request {
+        request.record(verdict);
+    }
+    outcome
+}

@@ -1,0 +1,572 @@
+//! Rate limits and quotas over the real app, held across processes by the one shared store
+//! (Redis; docs/adr/05-rate-limits.md). Each test's keys carry its sandbox's prefix, so the
+//! tests run in parallel on one Redis.
+//!
+//! A per-minute budget refills while a test runs (a limit of `n` per minute gives one back
+//! every `60/n` seconds), so the most a test may see admitted is the limit plus what refilled
+//! in the time it took, measured, plus one: the documented tolerance.
+
+use futures::StreamExt;
+use hub_domain::Role;
+use hub_server::{Roles, Settings};
+use hub_tests::{eventually, spawn_app_with, TestApp};
+use hub_workers::config::{ModelSettings, PriceSettings};
+use hub_workers::{ProviderKind, ProviderSettings};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn redis_url() -> String {
+    std::env::var("AIHUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A slow mock (5 tokens a second): a streamed answer of 100 tokens stays open for 20 s,
+/// for as long as the test needs it.
+fn slow_model() -> ModelSettings {
+    ModelSettings {
+        name: "mock-slow".into(),
+        price: PriceSettings {
+            input_per_million_micros: 1_000_000,
+            output_per_million_micros: 1_000_000,
+            cached_input_per_million_micros: 1_000_000,
+        },
+        max_output_tokens: Some(100),
+        context_tokens: None,
+        tokenizer: "o200k".into(),
+        providers: vec![ProviderSettings {
+            kind: ProviderKind::Mock,
+            base_url: None,
+            api_key: None,
+            upstream_model: None,
+            name: Some("mock".into()),
+            mock_tokens_per_second: Some(5),
+        }],
+    }
+}
+
+/// The app with rate limits on, over the test's Redis.
+async fn limited_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(Roles::ALL, |s| {
+        s.rate_limits.enabled = true;
+        s.rate_limits.redis_url = redis_url();
+        s.models.models.push(slow_model());
+        tweak(s);
+    })
+    .await
+}
+
+/// A second API process on the same database, streams and rate-limit keys.
+async fn second_api(app: &TestApp) -> hub_tests::Peer {
+    app.peer(Roles {
+        http: true,
+        ..Roles::NONE
+    })
+    .await
+}
+
+/// The most a budget of `limit` per minute may admit in `elapsed`: all of it at once, what
+/// refilled meanwhile, and one for the rounding.
+fn most_admitted(limit: u64, elapsed: Duration) -> u64 {
+    limit + (limit as f64 * elapsed.as_secs_f64() / 60.0).ceil() as u64 + 1
+}
+
+/// A registered user with credits: their id and access token.
+async fn funded_user(app: &TestApp) -> (Uuid, String) {
+    let response = app
+        .client
+        .post(app.url("/api/auth/register"))
+        .json(
+            &json!({"email": format!("{}@example.com", Uuid::new_v4().simple()),
+                      "password": "password123"}),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("json");
+    let token = created["token"].as_str().expect("token").to_string();
+    let user = app.state.jwt.verify(&token).expect("token").sub;
+    let admin = app.token(Uuid::new_v4(), Role::Admin);
+    let granted = app
+        .grant(&admin, user, 1_000_000_000, &format!("fund-{user}"))
+        .await;
+    assert_eq!(granted.status(), StatusCode::CREATED);
+    (user, token)
+}
+
+/// A key of the user's with `rate_limits` of its own: the key itself.
+async fn key_with(app: &TestApp, token: &str, rate_limits: Value) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/keys"))
+        .bearer_auth(token)
+        .json(&json!({"name": "limited", "rate_limits": rate_limits}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["rate_limits"], rate_limits, "the key shows its limits");
+    body["key"].as_str().expect("shown once").to_string()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A refusal on /v1 is OpenAI's: 429, `Retry-After`, `rate_limit_error`.
+async fn assert_openai_refusal(response: reqwest::Response) {
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = header(&response, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    assert!(retry_after >= 1);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"].get("param").is_some(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_through_two_processes_admit_no_more_than_the_keys_limit() {
+    let app = limited_app(|_| {}).await;
+    let peer = second_api(&app).await;
+    let (_, token) = funded_user(&app).await;
+    let key = key_with(&app, &token, json!({"requests_per_minute": 100})).await;
+
+    let started = Instant::now();
+    let urls = [app.url("/v1/models"), peer.url("/v1/models")];
+    let answers: Vec<reqwest::Response> = futures::stream::iter(0..1_000)
+        .map(|i| {
+            let request = app.client.get(&urls[i % 2]).bearer_auth(&key);
+            async move { request.send().await.expect("sent") }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+
+    let admitted = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count() as u64;
+    let most = most_admitted(100, elapsed);
+    assert!(
+        (100..=most).contains(&admitted),
+        "{admitted} of 1,000 admitted against a limit of 100 a minute (at most {most} in {elapsed:?})"
+    );
+    let mut refused = 0;
+    for answer in answers {
+        if answer.status() != StatusCode::OK {
+            assert_openai_refusal(answer).await;
+            refused += 1;
+        }
+    }
+    assert_eq!(admitted + refused, 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_headers_count_down_on_every_v1_answer() {
+    let app = limited_app(|s| s.rate_limits.user.tokens_per_minute = 50_000).await;
+    let (_, token) = funded_user(&app).await;
+    let key = key_with(&app, &token, json!({"requests_per_minute": 10})).await;
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let answer = app.get("/v1/models", Some(&key)).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(
+            header(&answer, "x-ratelimit-limit-requests").as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            header(&answer, "x-ratelimit-limit-tokens").as_deref(),
+            Some("50000"),
+            "the key's tokens are the user role's default, and the user's own budget is as large"
+        );
+        assert!(header(&answer, "x-ratelimit-reset-requests").is_some());
+        assert!(header(&answer, "x-ratelimit-remaining-tokens").is_some());
+        assert!(header(&answer, "x-ratelimit-reset-tokens").is_some());
+        let left: u64 = header(&answer, "x-ratelimit-remaining-requests")
+            .expect("remaining")
+            .parse()
+            .expect("a number");
+        remaining.push(left);
+    }
+    assert_eq!(remaining[0], 9, "{remaining:?}");
+    assert!(
+        remaining.windows(2).all(|w| w[1] < w[0]),
+        "each request takes one: {remaining:?}"
+    );
+
+    // A chat takes its tokens: the tokens left go down by its estimate.
+    let chat = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "mock-1", "max_tokens": 20,
+                      "messages": [{"role": "user", "content": "Hello there"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(chat.status(), StatusCode::OK);
+    let tokens_left: u64 = header(&chat, "x-ratelimit-remaining-tokens")
+        .expect("remaining tokens")
+        .parse()
+        .expect("a number");
+    assert!(
+        tokens_left <= 50_000 - 20,
+        "at least max_tokens were counted: {tokens_left} left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_per_minute_hold_across_two_processes() {
+    let app = limited_app(|_| {}).await;
+    let peer = second_api(&app).await;
+    let (_, token) = funded_user(&app).await;
+    let limit = 1_000;
+    let key = key_with(&app, &token, json!({"tokens_per_minute": limit})).await;
+    let chat = json!({"model": "mock-1", "max_tokens": 100,
+                      "messages": [{"role": "user", "content": "Hello there"}]});
+
+    // One request alone: what it costs, read from the headers.
+    let first = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(first.status(), StatusCode::OK);
+    let left: u64 = header(&first, "x-ratelimit-remaining-tokens")
+        .expect("remaining tokens")
+        .parse()
+        .expect("a number");
+    let cost = limit - left;
+    assert!(cost >= 100, "prompt and max_tokens are counted: {cost}");
+
+    let started = Instant::now();
+    let urls = [
+        app.url("/v1/chat/completions"),
+        peer.url("/v1/chat/completions"),
+    ];
+    let answers: Vec<reqwest::Response> = futures::stream::iter(0..40)
+        .map(|i| {
+            let request = app.client.post(&urls[i % 2]).bearer_auth(&key).json(&chat);
+            async move { request.send().await.expect("sent") }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let admitted = 1 + answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count() as u64;
+    let most = most_admitted(limit, elapsed) / cost + 1;
+    assert!(
+        admitted <= most,
+        "{admitted} chats of {cost} tokens admitted against {limit} tokens a minute (at most {most} in {elapsed:?})"
+    );
+    assert!(admitted >= limit / cost, "the budget's room was used");
+    for answer in answers {
+        if answer.status() != StatusCode::OK {
+            assert_openai_refusal(answer).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_concurrent_streams_are_capped_until_one_ends() {
+    let app = limited_app(|_| {}).await;
+    let peer = second_api(&app).await;
+    let (_, token) = funded_user(&app).await;
+    let key = key_with(&app, &token, json!({"concurrent_requests": 2})).await;
+    let stream = json!({"model": "mock-slow", "max_tokens": 100, "stream": true,
+                        "messages": [{"role": "user", "content": "Tell me a long story"}]});
+    let open = |url: String| {
+        let request = app.client.post(url).bearer_auth(&key).json(&stream);
+        async move { request.send().await.expect("sent") }
+    };
+    let first = open(app.url("/v1/chat/completions")).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open(peer.url("/v1/chat/completions")).await;
+    assert_eq!(second.status(), StatusCode::OK);
+
+    let third = open(app.url("/v1/chat/completions")).await;
+    assert_openai_refusal(third).await;
+
+    // The client leaves one stream: its place is given back.
+    drop(first);
+    eventually(
+        Duration::from_secs(20),
+        "a place among the streams",
+        || async {
+            let answer = open(peer.url("/v1/chat/completions")).await;
+            (answer.status() == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_logins_from_one_address_are_throttled_and_hashing_stays_capped() {
+    let per_ip = 20;
+    let cap = 2;
+    let app = limited_app(|s| {
+        s.rate_limits.anonymous_requests_per_minute_per_ip = per_ip;
+        s.auth.password_work_max = cap;
+    })
+    .await;
+    let started = Instant::now();
+    let registered = app
+        .client
+        .post(app.url("/api/auth/register"))
+        .json(&json!({"email": "crowd@example.com", "password": "password123"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let hashes_before = app.state.passwords.started();
+
+    let logins = (0..500).map(|_| {
+        let request = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .json(&json!({"email": "crowd@example.com", "password": "password123"}));
+        async move { request.send().await.expect("sent") }
+    });
+    let answers = futures::future::join_all(logins).await;
+    let elapsed = started.elapsed();
+
+    // Refused at the door (429 `rate_limited`), or let in: signed in, told the hashing is
+    // busy (503 `busy`), or locked by the login throttle behind (429 `too_many_attempts`).
+    let (mut reached, mut refused) = (0, 0);
+    for answer in answers {
+        let status = answer.status();
+        let retry_after = header(&answer, "retry-after");
+        let body: Value = answer.json().await.expect("json");
+        assert!(
+            [
+                StatusCode::OK,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::SERVICE_UNAVAILABLE
+            ]
+            .contains(&status),
+            "unexpected {status}: {body}"
+        );
+        if body["error"]["code"] == "rate_limited" {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(retry_after.is_some(), "a refusal says when to come back");
+            assert!(body["error"]["message"].is_string(), "{body}");
+            refused += 1;
+        } else {
+            reached += 1;
+        }
+    }
+    assert_eq!(reached + refused, 500);
+    let most = most_admitted(per_ip, elapsed);
+    assert!(
+        reached < most,
+        "{reached} logins reached the hub; the address may make {per_ip} calls a minute (the registration was one)"
+    );
+    let hashes = app.state.passwords.started() - hashes_before;
+    assert!(hashes <= reached, "{hashes} hashes for {reached} logins");
+    assert!(
+        app.state.passwords.running_max() <= cap,
+        "{} password hashes ran at once; the cap is {cap}",
+        app.state.passwords.running_max()
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_admits_when_limits_fail_open_and_ready_says_so() {
+    let app = limited_app(|s| s.rate_limits.redis_url = "redis://127.0.0.1:1".into()).await;
+    let user = app.token(Uuid::new_v4(), Role::User);
+    let answer = app.get("/v1/models", Some(&user)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(header(&answer, "x-ratelimit-limit-requests").is_none());
+
+    let anonymous = app.get("/ready", None).await;
+    assert_eq!(anonymous.status(), StatusCode::OK);
+    let body: Value = anonymous.json().await.expect("json");
+    assert_eq!(body, json!({"status": "degraded"}));
+    let admin = app.token(Uuid::new_v4(), Role::Admin);
+    let details: Value = app
+        .get("/ready", Some(&admin))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(details["rate_limits"]["ok"], false, "{details}");
+    assert_eq!(details["rate_limits"]["fails"], "open", "{details}");
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_refuses_when_limits_fail_closed() {
+    let app = limited_app(|s| {
+        s.rate_limits.redis_url = "redis://127.0.0.1:1".into();
+        s.rate_limits.fail_open = false;
+    })
+    .await;
+    let user = app.token(Uuid::new_v4(), Role::User);
+    let answer = app.get("/v1/models", Some(&user)).await;
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limits_unavailable", "{body}");
+    let register = app
+        .client
+        .post(app.url("/api/auth/register"))
+        .json(&json!({"email": "closed@example.com", "password": "password123"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(register.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = register.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limits_unavailable", "{body}");
+    let ready = app.get("/ready", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_key_refuses_a_zero_rate_limit() {
+    let app = limited_app(|_| {}).await;
+    let (_, token) = funded_user(&app).await;
+    let response = app
+        .client
+        .post(app.url("/api/keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "zero", "rate_limits": {"requests_per_minute": 0}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_rate_limits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_keys_and_their_own_token_share_the_users_budget() {
+    let app = limited_app(|s| s.rate_limits.user.requests_per_minute = 20).await;
+    let peer = second_api(&app).await;
+    let (_, token) = funded_user(&app).await;
+    // Neither key sets a limit of its own: each may make the user role's 20 a minute, and
+    // all of them together, with the owner's own token, no more than the user's 20.
+    let first = key_with(&app, &token, json!({})).await;
+    let second = key_with(&app, &token, json!({})).await;
+    let credentials = [first, second, token];
+    let started = Instant::now();
+    let answers: Vec<reqwest::Response> = futures::stream::iter(0..90)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                app.url("/v1/models")
+            } else {
+                peer.url("/v1/models")
+            };
+            let request = app.client.get(url).bearer_auth(&credentials[i % 3]);
+            async move { request.send().await.expect("sent") }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let admitted = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count() as u64;
+    let most = most_admitted(20, elapsed);
+    assert!(
+        (20..=most).contains(&admitted),
+        "{admitted} of 90 admitted for one user allowed 20 a minute (at most {most} in {elapsed:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_chats_count_against_the_users_requests_per_minute() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = limited_app(|s| s.rate_limits.user.requests_per_minute = 3).await;
+    let (_, token) = funded_user(&app).await;
+    let url = format!(
+        "{}/api/ws?token={token}",
+        app.address.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let chats = 8;
+    for i in 0..chats {
+        let start = json!({"type": "chat.start", "id": format!("c{i}"), "model": "mock-1",
+                           "messages": [{"role": "user", "content": "Hello"}],
+                           "options": {"max_tokens": 8}});
+        socket
+            .send(Message::Text(start.to_string().into()))
+            .await
+            .expect("sent");
+    }
+    let (mut done, mut limited) = (0_u64, 0);
+    while done + limited < chats {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("ok");
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(text.as_str()).expect("json");
+        match value["type"].as_str() {
+            Some("chat.done") => done += 1,
+            Some("chat.error") => {
+                assert_eq!(value["code"], "rate_limit_exceeded", "{value}");
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    let most = most_admitted(3, started.elapsed());
+    assert!(
+        (3..=most).contains(&done),
+        "{done} of {chats} chats answered for a user allowed 3 requests a minute (at most {most})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_keys_on_v1_is_held_to_the_addresss_budget() {
+    let per_ip = 5;
+    let app = limited_app(|s| s.rate_limits.anonymous_requests_per_minute_per_ip = per_ip).await;
+    let started = Instant::now();
+    let guesses = (0..40).map(|i| {
+        let request = app
+            .client
+            .get(app.url("/v1/models"))
+            .bearer_auth(format!("aihub_guess{i:05}_{}", "x".repeat(43)));
+        async move { request.send().await.expect("sent") }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let elapsed = started.elapsed();
+    let mut checked = 0;
+    for answer in answers {
+        match answer.status() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            _ => assert_openai_refusal(answer).await,
+        }
+    }
+    assert!(checked >= 1, "the first guesses were looked up and refused");
+    let most = most_admitted(per_ip, elapsed);
+    assert!(
+        checked < most,
+        "{checked} guessed keys were looked up; the address may try {per_ip} a minute"
+    );
+}
