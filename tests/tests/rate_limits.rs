@@ -42,6 +42,7 @@ fn slow_model() -> ModelSettings {
             name: Some("mock".into()),
             mock_tokens_per_second: Some(5),
         }],
+        ..ModelSettings::mock("mock-slow")
     }
 }
 

@@ -43,6 +43,8 @@ pub async fn submit_embeddings(
     let user = load_payer(hub, payer).await?;
     require_verified_email(hub, user.as_deref())?;
     let prompt_tokens = count_inputs(&model, &embed).await?;
+    // The caller's tokens-per-minute budget, as a chat's.
+    crate::rate_limits::take_tokens(hub, payer, user.as_deref(), prompt_tokens).await?;
     let margin = u64::from(model.prompt_margin_percent);
     let reserved_tokens = prompt_tokens.saturating_add((prompt_tokens * margin).div_ceil(100));
     let max_cost = model
