@@ -24,7 +24,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 . "$ROOT/scripts/services.sh"
 cargo test --workspace --locked "$@"
 
-# The official OpenAI and Anthropic SDKs (PyPI, in a virtualenv) against a real hub.
+# The official OpenAI, Anthropic and MCP Python SDKs (PyPI, in a virtualenv) against a real hub.
 "$ROOT/tests/sdk/run.sh"
 
 # The web app: npm ci, build, unit tests (Vitest), and the browser tests against a real hub

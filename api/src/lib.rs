@@ -11,6 +11,8 @@
 //! - [`extract`]: JSON and query extractors whose rejections are [`error::ApiError`]s.
 //! - [`limits`]: rate limits at the edge: per caller on `/v1` (with OpenAI's headers), per
 //!   client address on the routes anyone may call.
+//! - [`mcp`]: the MCP server at `/mcp` (`rmcp`, Streamable HTTP): chat, balance, usage and
+//!   models as tools.
 //! - [`state`]: the state handlers receive.
 
 pub mod auth;
@@ -18,5 +20,6 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod mcp;
 pub mod routes;
 pub mod state;

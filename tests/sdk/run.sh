@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The official OpenAI and Anthropic Python SDKs, unchanged, against a real hub
+# The official OpenAI, Anthropic and MCP Python SDKs, unchanged, against a real hub
 # (tests/sdk/test_sdks.py).
 #
 # Makes a virtualenv with the pinned SDKs (tests/sdk/requirements.txt, from PyPI) under

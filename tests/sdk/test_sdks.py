@@ -1,4 +1,4 @@
-"""The official OpenAI and Anthropic Python SDKs, unchanged, against a running hub.
+"""The official OpenAI, Anthropic and MCP Python SDKs, unchanged, against a running hub.
 
 Run by tests/sdk/run.sh (from scripts/test.sh), which starts a hub of its own with the mock
 provider and passes:
@@ -22,7 +22,11 @@ import time
 import urllib.request
 
 import anthropic
+import anyio
+import httpx2
 import openai
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel
 
 BASE = os.environ["SDK_BASE_URL"]
@@ -378,6 +382,53 @@ def _():
         pass
     else:
         raise AssertionError("no AuthenticationError")
+
+
+def mcp_client(key):
+    """An MCP client over Streamable HTTP to the hub's /mcp, sending `key` as a bearer token."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    return Client(streamable_http_client(f"{BASE}/mcp", http_client=http))
+
+
+@check("mcp: list and call tools")
+def _():
+    async def session():
+        async with mcp_client(KEY) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert {"chat", "balance", "usage_summary", "list_models"} <= names, names
+            models = await client.call_tool("list_models", {})
+            assert not models.is_error and "mock-1" in json.dumps(models.structured_content), models
+            balance = await client.call_tool("balance", {})
+            assert not balance.is_error and balance.structured_content["available_micros"] > 0, balance
+            summary = await client.call_tool("usage_summary", {"group_by": "day"})
+            assert not summary.is_error, summary
+            missing = await client.call_tool("chat", {"prompt": "hi", "model": "no-such-model"})
+            assert missing.is_error, missing
+            return await client.call_tool("chat", {"prompt": "Say hello.", "model": MODEL, "max_tokens": 32})
+
+    def run():
+        answer = anyio.run(session)
+        assert not answer.is_error, answer
+        text = answer.content[0].text
+        billed_usage = answer.structured_content["usage"]
+        assert text == answer.structured_content["text"] and text
+        return cost(MODEL, billed_usage["prompt_tokens"], billed_usage["completion_tokens"])
+
+    billed(run)
+
+
+@check("mcp: a wrong key is refused")
+def _():
+    async def session():
+        async with mcp_client("sk-wrong") as client:
+            await client.list_tools()
+
+    try:
+        anyio.run(session)
+    except Exception:  # noqa: BLE001 - the SDK raises its own error for a 401
+        pass
+    else:
+        raise AssertionError("a wrong key listed the tools")
 
 
 def main():

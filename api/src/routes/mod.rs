@@ -43,6 +43,7 @@ use crate::state::AppState;
 /// | `POST /v1/chat/completions`, `GET /v1/models`, `GET /api/ws` | any signed-in caller (JWT, WebSocket ticket or API key with the `inference` scope; charged to the caller) |
 /// | `POST /v1/embeddings` | the same (an embedding model; billed by the inputs' tokens) |
 /// | `POST /v1/messages`, `POST /v1/messages/count_tokens` | the same (Anthropic's Messages API; the key in `x-api-key` or as a bearer token) |
+/// | `POST /mcp` (MCP, Streamable HTTP: tools `chat`, `balance`, `usage_summary`, `list_models`) | any signed-in caller (bearer token or API key; a chat is billed to the caller) |
 /// | `POST /api/ws/ticket` | a signed-in user, not an API key |
 /// | `GET /api/providers/status` | any signed-in caller |
 /// | `POST /api/auth/verify-email`, `POST /api/auth/resend-verification` | any signed-in caller (own email) |
@@ -89,6 +90,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         std::time::Duration::from_millis(state.settings.server.request_timeout_ms),
     );
+    // The MCP server: every request authenticated first (crate::mcp).
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::service(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::mcp::require_caller,
+        ));
     let inference = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(anthropic::messages))
@@ -171,6 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/usage/export", get(usage::export))
         .route("/api/analytics/events", get(analytics::events))
         .merge(inference)
+        .merge(mcp)
         .fallback(web::serve)
         // Rate limits: per caller on /v1, per address on the anonymous routes (crate::limits).
         .layer(axum::middleware::from_fn_with_state(
