@@ -32,6 +32,8 @@ pub struct Hub {
     pub admission: Arc<tokio::sync::Semaphore>,
     /// Answers to this process's inference requests (one NATS subscription).
     pub replies: Arc<crate::replies::Replies>,
+    /// The workers' latest reports of their providers' health (one NATS subscription).
+    pub provider_status: Arc<hub_workers::status::StatusBoard>,
     /// Google sign-in, when `google.enabled`.
     pub google: Option<hub_adapters::oidc::GoogleOidc>,
     /// Payments, one aggregate per Stripe Checkout Session.
@@ -96,6 +98,12 @@ impl Hub {
         let replies = crate::replies::Replies::start(&nats, &settings.topology())
             .await
             .context("could not subscribe to inference replies")?;
+        let provider_status = hub_workers::status::StatusBoard::start(
+            &nats,
+            settings.topology().provider_status_all(),
+        )
+        .await
+        .context("could not subscribe to the workers' provider status")?;
         let admission = Arc::new(tokio::sync::Semaphore::new(settings.models.admission_limit));
         let credits = Arc::new(CreditAccounts::new(bus));
         let settlements = Arc::new(hub_workers::settlement::Settlements::new(
@@ -115,6 +123,7 @@ impl Hub {
             clock,
             admission,
             replies,
+            provider_status,
             jwt: Jwt::new(&settings.auth.jwt_secret),
             passwords: hub_adapters::secrets::Passwords::new(
                 settings.auth.password_work_max,

@@ -146,6 +146,16 @@ impl Topology {
         format!("{}.cancel.{request_id}", self.subject_prefix)
     }
 
+    /// Core NATS subject on which worker `worker` reports its providers' health.
+    pub fn provider_status_subject(&self, worker: &str) -> String {
+        format!("{}.status.providers.{worker}", self.subject_prefix)
+    }
+
+    /// Every worker's provider health reports, for an API process's one subscription.
+    pub fn provider_status_all(&self) -> String {
+        format!("{}.status.providers.*", self.subject_prefix)
+    }
+
     /// Every cancellation, for a worker's one subscription.
     pub fn inference_cancel_all(&self) -> String {
         format!("{}.cancel.*", self.subject_prefix)

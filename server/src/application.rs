@@ -202,6 +202,15 @@ impl Application {
                 hub_workers::worker::WorkerConfig::default(),
             );
             tasks.spawn(worker.run(stopped()));
+            // The API processes answer GET /api/providers/status from these reports.
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            tasks.spawn(hub_workers::status::report(
+                state.nats.clone(),
+                state.topology.provider_status_subject(&id),
+                state.router.clone(),
+                id,
+                stopped(),
+            ));
         }
         if self.roles.settler {
             let settler = hub_workers::settlement::Settler::new(

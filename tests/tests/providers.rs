@@ -455,8 +455,8 @@ async fn a_slow_first_token_times_out_and_falls_back() {
         started.elapsed()
     );
     let status = router.status();
-    assert_eq!(status[0].last_error, Some("timeout_first_token"));
-    assert_eq!(status[1].last_error, Some("timeout_first_token"));
+    assert_eq!(status[0].last_error.as_deref(), Some("timeout_first_token"));
+    assert_eq!(status[1].last_error.as_deref(), Some("timeout_first_token"));
 }
 
 #[tokio::test]
@@ -514,7 +514,10 @@ async fn a_stream_cut_midway_breaks_after_its_deltas_and_is_not_retried() {
     assert_eq!(spare.requests(), 0);
     assert_eq!(cut.streams_cut(), 1);
     assert_eq!(router.status()[0].consecutive_failures, 1);
-    assert_eq!(router.status()[0].last_error, Some("stream_broken"));
+    assert_eq!(
+        router.status()[0].last_error.as_deref(),
+        Some("stream_broken")
+    );
 }
 
 #[tokio::test]
@@ -600,7 +603,7 @@ async fn a_provider_that_keeps_failing_cools_down_and_a_probe_brings_it_back() {
     let status = router.status();
     assert_eq!(status[0].state, HealthState::Cooling);
     assert_eq!(status[0].consecutive_failures, 2);
-    assert_eq!(status[0].last_error, Some("upstream_error"));
+    assert_eq!(status[0].last_error.as_deref(), Some("upstream_error"));
     assert!(status[0].cooling_until.is_some());
     assert_eq!(status[1].state, HealthState::Healthy);
 
@@ -881,4 +884,86 @@ async fn models_and_status_describe_the_configuration() {
     assert_eq!(status[1]["state"], "healthy");
     assert_eq!(status[1]["consecutive_failures"], 0);
     assert!(status[1]["cooling_until"].is_null());
+}
+
+async fn status_of(app: &hub_tests::TestApp, token: &str) -> serde_json::Value {
+    app.get("/api/providers/status", Some(token))
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
+/// `GET /api/providers/status` answers what the workers see: an API process alone knows
+/// nothing (and claims nothing healthy); once a worker on another process fails against an
+/// upstream, the API reports that provider cooling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_status_comes_from_the_workers_not_the_api_process() {
+    use hub_domain::Role;
+    use hub_server::Roles;
+    let fake = FakeOpenAi::start().await;
+    fake.set_default(Behavior::server_error());
+    let mut models = settings(vec![openai(&fake, "openai")]);
+    models.retries_max = 0;
+    models.cooldown_after_failures = 1;
+    let api_only = Roles {
+        http: true,
+        relay: true,
+        projections: true,
+        ..Roles::NONE
+    };
+    let app = hub_tests::spawn_app_with(api_only, move |s| s.models = models).await;
+    let token = app.token(uuid::Uuid::new_v4(), Role::User);
+    let alone = status_of(&app, &token).await;
+    assert_eq!(alone["workers_reporting"], 0, "{alone}");
+    assert_eq!(alone["providers"], serde_json::json!([]), "{alone}");
+
+    let _worker = app
+        .peer(Roles {
+            worker: true,
+            settler: true,
+            ..Roles::NONE
+        })
+        .await;
+    let healthy = eventually(Duration::from_secs(15), "a worker's report", || async {
+        let seen = status_of(&app, &token).await;
+        {
+            (seen["workers_reporting"] == 1).then_some(seen)
+        }
+    })
+    .await;
+    let ours = |seen: &serde_json::Value| {
+        seen["providers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["model"] == MODEL).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(ours(&healthy)["state"], "healthy", "{healthy}");
+
+    // A request the worker sends to the failing upstream.
+    let user = uuid::Uuid::new_v4();
+    let admin = app.token(uuid::Uuid::new_v4(), Role::Admin);
+    app.grant(&admin, user, 1_000_000, &format!("fund-{user}"))
+        .await;
+    let answer = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(app.token(user, Role::User))
+        .json(&serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert!(answer.status().is_server_error(), "{}", answer.status());
+    let cooling = eventually(
+        Duration::from_secs(15),
+        "the failure in the report",
+        || async {
+            let seen = status_of(&app, &token).await;
+            {
+                (ours(&seen)["state"] == "cooling").then_some(seen)
+            }
+        },
+    )
+    .await;
+    assert_eq!(ours(&cooling)["last_error"], "upstream_error", "{cooling}");
 }

@@ -25,6 +25,8 @@
 //! - [`settlement`]: answered requests' settlements that Postgres did not take, handed to
 //!   JetStream before the answer is sent and applied to the accounts by
 //!   [`settlement::Settler`]s, retried until Postgres takes them.
+//! - [`status`]: provider health as the workers see it, reported over NATS to the API
+//!   processes (`GET /api/providers/status`).
 //! - [`sweeper`]: expires reservations nobody settled, applying a waiting settlement instead.
 //! - [`tokens`]: token counting with OpenAI's tokenizers (`o200k`, `cl100k`).
 //! - [`wire`]: the inference command (API → worker, on `HUB_COMMANDS`) and the answer's
@@ -41,6 +43,7 @@ pub mod embed;
 pub mod providers;
 pub mod router;
 pub mod settlement;
+pub mod status;
 pub mod sweeper;
 pub mod tokens;
 pub mod wire;

@@ -274,7 +274,7 @@ pub struct ModelInfo {
 }
 
 /// A provider's health, as `GET /api/providers/status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ProviderStatus {
     pub model: String,
     pub provider: String,
@@ -282,13 +282,13 @@ pub struct ProviderStatus {
     pub state: HealthState,
     pub consecutive_failures: u32,
     /// [`ProviderError::code`] of its last failure, if any (kept after it recovers).
-    pub last_error: Option<&'static str>,
+    pub last_error: Option<String>,
     /// While cooling: when it will be probed again.
     pub cooling_until: Option<DateTime<Utc>>,
 }
 
 /// The state of a provider's circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
     /// Used normally.
@@ -605,7 +605,7 @@ impl ProviderRouter {
                     kind: slot.kind,
                     state,
                     consecutive_failures: health.consecutive_failures,
-                    last_error: health.last_error,
+                    last_error: health.last_error.map(str::to_owned),
                     cooling_until,
                 }
             })

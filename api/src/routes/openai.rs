@@ -800,10 +800,15 @@ pub async fn models(
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-/// `GET /api/providers/status` — any signed-in caller: each provider's health.
+/// `GET /api/providers/status` — any signed-in caller: each provider's health as the
+/// workers see it (only they call providers), merged over the workers that reported in the
+/// last seconds (`hub_workers::status`). With no worker reporting, `providers` is empty and
+/// `workers_reporting` 0: nothing is known, and nothing is claimed healthy.
 pub async fn providers_status(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "providers": state.router.status() })))
+) -> Result<Json<hub_workers::status::MergedStatus>, ApiError> {
+    Ok(Json(
+        state.provider_status.merged(tokio::time::Instant::now()),
+    ))
 }
