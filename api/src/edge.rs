@@ -49,7 +49,9 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
             .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
     };
     request.headers_mut().insert(REQUEST_ID, id.clone());
-    let mut response = next.run(request).await;
+    // Inference commands carry it to the worker (`hub_app::inference::correlation`).
+    let correlation = id.to_str().ok().map(str::to_owned);
+    let mut response = hub_app::inference::with_correlation(correlation, next.run(request)).await;
     response.headers_mut().insert(REQUEST_ID, id);
     response
 }

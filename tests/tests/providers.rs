@@ -967,3 +967,53 @@ async fn provider_status_comes_from_the_workers_not_the_api_process() {
     .await;
     assert_eq!(ours(&cooling)["last_error"], "upstream_error", "{cooling}");
 }
+
+/// The client's `x-request-id` travels with its inference command (in the command and in
+/// the NATS message's header), so the worker's log lines for the request name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_travels_with_the_command_to_the_worker() {
+    use hub_domain::Role;
+    use hub_server::Roles;
+    // No worker: the command stays in the queue for the test to read.
+    let api_only = Roles {
+        http: true,
+        relay: true,
+        projections: true,
+        ..Roles::NONE
+    };
+    let app = hub_tests::spawn_app_with(api_only, |_| {}).await;
+    let user = uuid::Uuid::new_v4();
+    let admin = app.token(uuid::Uuid::new_v4(), Role::Admin);
+    app.grant(&admin, user, 1_000_000, &format!("fund-{user}"))
+        .await;
+    let request = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(app.token(user, Role::User))
+        .header("x-request-id", "trace-4242")
+        .json(&serde_json::json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    // The answer never comes (no worker); the command is what is looked at.
+    let waiting = tokio::spawn(request);
+    let state = &app.state;
+    let stream = state
+        .js
+        .get_stream(state.topology.commands_stream())
+        .await
+        .expect("the commands stream");
+    let subject = state.topology.inference_command_subject();
+    let message = eventually(Duration::from_secs(15), "the command", || async {
+        stream.get_last_raw_message_by_subject(&subject).await.ok()
+    })
+    .await;
+    waiting.abort();
+    assert_eq!(
+        message
+            .headers
+            .get("x-request-id")
+            .map(|v| v.as_str().to_owned()),
+        Some("trace-4242".to_owned())
+    );
+    let command: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
+    assert_eq!(command["correlation_id"], "trace-4242");
+}

@@ -43,6 +43,10 @@ pub struct InferenceCommand {
     /// [`WireChunk::Embedding`] per input, then [`WireChunk::Embedded`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embed: Option<EmbedRequest>,
+    /// The `x-request-id` of the HTTP request that submitted it (also in the message's
+    /// `x-request-id` header): the worker's log lines for the request carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
     /// The prompt's tokens as the hub counted them (used when the provider reports none).
     pub prompt_tokens: u64,
     pub reserved_micros: i64,

@@ -187,7 +187,13 @@ impl Worker {
             map.insert(command.request_id.clone(), token.clone());
         }
         let request_id = command.request_id.clone();
-        self.execute(command, token).await;
+        // Every line logged for the request names it and the client's x-request-id.
+        let span = tracing::info_span!(
+            "inference",
+            request = %request_id,
+            request_id = command.correlation_id.as_deref().unwrap_or(""),
+        );
+        tracing::Instrument::instrument(self.execute(command, token), span).await;
         if let Ok(mut map) = self.cancels.lock() {
             map.remove(&request_id);
         }

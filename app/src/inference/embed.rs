@@ -76,6 +76,7 @@ pub async fn submit_embeddings(
                 inputs: embed.inputs,
                 dimensions: embed.dimensions,
             }),
+            correlation_id: super::correlation(),
             prompt_tokens,
             whole: true,
             reserved_micros: max_cost.micros(),

@@ -43,6 +43,23 @@ pub use estimate::count_tokens;
 pub use session::{ChatSession, ChatUpdate};
 pub use submit::submit;
 
+tokio::task_local! {
+    /// The `x-request-id` of the HTTP request being served, if any.
+    static CORRELATION: Option<String>;
+}
+
+/// Runs `work` (an HTTP request's handling) with `id` as the request id that inference
+/// commands submitted meanwhile carry to the worker, in the command and in a NATS header, so
+/// the worker's log lines for the request name it.
+pub async fn with_correlation<F: std::future::Future>(id: Option<String>, work: F) -> F::Output {
+    CORRELATION.scope(id, work).await
+}
+
+/// The request id of the HTTP request being served, if any.
+pub(crate) fn correlation() -> Option<String> {
+    CORRELATION.try_with(Clone::clone).ok().flatten()
+}
+
 /// Who pays for a chat request: the user, through an access token or one of their API keys.
 #[derive(Debug, Clone, Copy)]
 pub struct Payer {

@@ -140,14 +140,15 @@ pub(super) async fn publish(
     let command = build(&reservation, &registration);
     let body = serde_json::to_vec(&command).map_err(|e| GatewayError::Internal(e.into()))?;
     let request_id = reservation.request_id.clone();
+    let mut message = PublishMessage::build()
+        .payload(body.into())
+        .message_id(request_id.clone());
+    if let Some(id) = &command.correlation_id {
+        message = message.header("x-request-id", id.as_str());
+    }
     let published = hub
         .js
-        .send_publish(
-            hub.topology.inference_command_subject(),
-            PublishMessage::build()
-                .payload(body.into())
-                .message_id(request_id.clone()),
-        )
+        .send_publish(hub.topology.inference_command_subject(), message)
         .await;
     let acked = match published {
         Ok(ack) => ack.await.is_ok(),
@@ -194,6 +195,7 @@ fn command(
         stop: chat.stop,
         options: chat.options,
         embed: None,
+        correlation_id: super::correlation(),
         prompt_tokens: estimate.prompt_tokens,
         whole: chat.whole,
         reserved_micros: estimate.max_cost.micros(),
