@@ -137,6 +137,39 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// The caller's balance (`GET /api/credits/balance`) once the balances read model has
+    /// caught up with every event the account has in the store and holds no reservation.
+    /// (Waiting for `reserved = 0` alone could return the row from before a request's
+    /// reservation.)
+    pub async fn settled_balance(&self, token: &str) -> serde_json::Value {
+        let account = self.state.jwt.verify(token).expect("token").sub.to_string();
+        eventually(
+            Duration::from_secs(15),
+            "the reservations to settle",
+            || async {
+                let stored: Option<i64> = sqlx::query_scalar(
+                    "SELECT max(sequence) FROM events
+                  WHERE aggregate_type = 'CreditAccount' AND aggregate_id = $1",
+                )
+                .bind(&account)
+                .fetch_one(&self.pool)
+                .await
+                .expect("events");
+                let balance: serde_json::Value = self
+                    .get("/api/credits/balance", Some(token))
+                    .await
+                    .json()
+                    .await
+                    .expect("json");
+                (stored.is_some()
+                    && balance["version"].as_i64() == stored
+                    && balance["reserved_micros"] == 0)
+                    .then_some(balance)
+            },
+        )
+        .await
+    }
+
     /// A second hub process on this app's database and streams (its own pool, caches and
     /// port), running `roles`: what a deployment with several API replicas has.
     pub async fn peer(&self, roles: Roles) -> Peer {

@@ -8,12 +8,11 @@ use hub_domain::{Credits, Price, Role, TokenUsage};
 use hub_server::Roles;
 use hub_tests::fake_anthropic::FakeAnthropic;
 use hub_tests::fake_openai::{Behavior, FakeOpenAi, Reply};
-use hub_tests::{eventually, spawn_app_with, TestApp};
+use hub_tests::{spawn_app_with, TestApp};
 use hub_workers::config::{ModelSettings, PriceSettings};
 use hub_workers::{ModelsSettings, ProviderKind, ProviderSettings};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// 3 credits per million input tokens, 15 per million output, 0.3 per million cached.
@@ -179,36 +178,11 @@ async fn stream(app: &TestApp, path: &str, token: &str, body: Value) -> (Vec<Str
     (names, data)
 }
 
-/// The available balance once the balances read model has caught up with every event the
-/// account has in the store and holds no reservation.
+/// The available balance once every reservation settled ([`TestApp::settled_balance`]).
 async fn settled(app: &TestApp, token: &str) -> i64 {
-    let account = app.state.jwt.verify(token).expect("token").sub.to_string();
-    eventually(
-        Duration::from_secs(15),
-        "reservations to settle",
-        || async {
-            let stored: Option<i64> = sqlx::query_scalar(
-                "SELECT max(sequence) FROM events
-              WHERE aggregate_type = 'CreditAccount' AND aggregate_id = $1",
-            )
-            .bind(&account)
-            .fetch_one(&app.pool)
-            .await
-            .expect("events");
-            let balance: Value = app
-                .get("/api/credits/balance", Some(token))
-                .await
-                .json()
-                .await
-                .expect("json");
-            (stored.is_some()
-                && balance["version"].as_i64() == stored
-                && balance["reserved_micros"] == 0)
-                .then(|| balance["available_micros"].as_i64())
-                .flatten()
-        },
-    )
-    .await
+    app.settled_balance(token).await["available_micros"]
+        .as_i64()
+        .expect("available_micros")
 }
 
 /// What the price table charges for an OpenAI-shaped usage.

@@ -6,12 +6,11 @@ use base64::Engine;
 use hub_domain::Role;
 use hub_server::Roles;
 use hub_tests::fake_openai::{Behavior, FakeOpenAi, Reply};
-use hub_tests::{eventually, spawn_app_with, TestApp};
+use hub_tests::{spawn_app_with, TestApp};
 use hub_workers::config::{ModelSettings, PriceSettings};
 use hub_workers::{ModelsSettings, ProviderKind, ProviderSettings};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// 2 credits per million input tokens.
@@ -64,36 +63,11 @@ async fn embed(app: &TestApp, token: &str, body: Value) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// The available balance once the read model caught up with the account's events and
-/// nothing is reserved.
+/// The available balance once every reservation settled ([`TestApp::settled_balance`]).
 async fn settled(app: &TestApp, token: &str) -> i64 {
-    let account = app.state.jwt.verify(token).expect("token").sub.to_string();
-    eventually(
-        Duration::from_secs(15),
-        "reservations to settle",
-        || async {
-            let stored: Option<i64> = sqlx::query_scalar(
-                "SELECT max(sequence) FROM events
-              WHERE aggregate_type = 'CreditAccount' AND aggregate_id = $1",
-            )
-            .bind(&account)
-            .fetch_one(&app.pool)
-            .await
-            .expect("events");
-            let balance: Value = app
-                .get("/api/credits/balance", Some(token))
-                .await
-                .json()
-                .await
-                .expect("json");
-            (stored.is_some()
-                && balance["version"].as_i64() == stored
-                && balance["reserved_micros"] == 0)
-                .then(|| balance["available_micros"].as_i64())
-                .flatten()
-        },
-    )
-    .await
+    app.settled_balance(token).await["available_micros"]
+        .as_i64()
+        .expect("available_micros")
 }
 
 fn vector(item: &Value) -> Vec<f64> {

@@ -100,31 +100,6 @@ async fn balance(app: &TestApp, token: &str) -> Value {
         .expect("json")
 }
 
-/// Waits until the balances read model has caught up with every event the account has
-/// in the store and holds no reservation, and returns the row. (Waiting for `reserved = 0`
-/// alone could return the row from before a request's reservation.)
-async fn settled_balance(app: &TestApp, token: &str) -> Value {
-    let account = app.state.jwt.verify(token).expect("token").sub.to_string();
-    eventually(
-        Duration::from_secs(15),
-        "the reservations to settle",
-        || async {
-            let stored: Option<i64> = sqlx::query_scalar(
-                "SELECT max(sequence) FROM events
-                  WHERE aggregate_type = 'CreditAccount' AND aggregate_id = $1",
-            )
-            .bind(&account)
-            .fetch_one(&app.pool)
-            .await
-            .expect("events");
-            let b = balance(app, token).await;
-            (stored.is_some() && b["version"].as_i64() == stored && b["reserved_micros"] == 0)
-                .then_some(b)
-        },
-    )
-    .await
-}
-
 /// micro-credits for `input` and `output` tokens at `PRICE`, rounded up.
 fn cost(input: u64, output: u64) -> i64 {
     let micros = u128::from(input) * 3_000_000 + u128::from(output) * 15_000_000;
@@ -158,7 +133,7 @@ async fn a_completion_is_charged_the_price_table_applied_to_the_reported_usage()
     assert_eq!(body["x_aihub"]["charged_micros"], expected);
     assert_eq!(body["x_aihub"]["token_source"], "provider");
 
-    let after = settled_balance(&app, &token).await;
+    let after = app.settled_balance(&token).await;
     assert_eq!(after["balance_micros"], 10_000_000 - expected);
     // The ledger shows the charge with its request; the usage read model has the record.
     // The ledger projection runs apart from the balances one: wait for the charge.
@@ -199,7 +174,7 @@ async fn a_completion_is_charged_the_price_table_applied_to_the_reported_usage()
 
     // A provider reporting more than the hub reserved for is charged the reservation only.
     fake.set_default(Behavior::reply(Reply::text("Long.").usage(5_000, 5_000)));
-    let before = settled_balance(&app, &token).await["balance_micros"]
+    let before = app.settled_balance(&token).await["balance_micros"]
         .as_i64()
         .expect("balance");
     let capped: Value = chat(&app, &token, hello("gpt-test"))
@@ -211,7 +186,7 @@ async fn a_completion_is_charged_the_price_table_applied_to_the_reported_usage()
         .as_i64()
         .expect("charged");
     assert!(charged < cost(5_000, 5_000));
-    let after = settled_balance(&app, &token).await["balance_micros"]
+    let after = app.settled_balance(&token).await["balance_micros"]
         .as_i64()
         .expect("balance");
     assert_eq!(before - after, charged);
@@ -374,7 +349,7 @@ async fn upstream_failures_fall_back_or_map_to_openai_statuses() {
     // Both rate-limited: 429 with Retry-After, nothing charged.
     broken.set_default(Behavior::rate_limited(Some("30")));
     healthy.set_default(Behavior::rate_limited(Some("30")));
-    let before = settled_balance(&app, &token).await["balance_micros"].clone();
+    let before = app.settled_balance(&token).await["balance_micros"].clone();
     let limited = chat(&app, &token, hello("gpt-test")).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().get("retry-after").is_some());
@@ -385,7 +360,7 @@ async fn upstream_failures_fall_back_or_map_to_openai_statuses() {
         chat(&app, &token, hello("gpt-test")).await.status(),
         StatusCode::BAD_GATEWAY
     );
-    let after = settled_balance(&app, &token).await;
+    let after = app.settled_balance(&token).await;
     assert_eq!(
         after["balance_micros"], before,
         "failed requests charge nothing"
@@ -426,7 +401,7 @@ async fn a_client_that_goes_away_pays_only_for_what_was_produced() {
         || async { (fake.streams_cancelled() == 1).then_some(()) },
     )
     .await;
-    let after = settled_balance(&app, &token).await;
+    let after = app.settled_balance(&token).await;
     let charged = 100_000_000 - after["balance_micros"].as_i64().expect("balance");
     let full = cost(10, 600);
     assert!(charged > 0, "the prompt and the produced words are paid");
@@ -495,7 +470,7 @@ async fn a_hundred_concurrent_streams_on_one_account_never_overspend() {
         .count();
     assert_eq!(ok + refused, 100, "{statuses:?}");
     assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
-    let after = settled_balance(&app, &token).await;
+    let after = app.settled_balance(&token).await;
     let balance = after["balance_micros"].as_i64().expect("balance");
     assert!(balance >= 0);
     assert!(after["available_micros"].as_i64().expect("available") >= 0);

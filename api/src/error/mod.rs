@@ -195,13 +195,20 @@ impl IntoResponse for ApiError {
         if let Some(retry_after) = self.retry_after {
             // Whole seconds, rounded up: never tell a client to come back too early.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, value);
-            }
+            set_retry_after(&mut response, Some(seconds.max(1)));
         }
         response
+    }
+}
+
+/// Sets `Retry-After` to `seconds`, if given: the one place every error shape (the house's,
+/// OpenAI's, Anthropic's) writes it.
+pub fn set_retry_after(response: &mut Response, seconds: Option<u64>) {
+    if let Some(seconds) = seconds {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(seconds),
+        );
     }
 }
 

@@ -15,7 +15,7 @@
 //! an `error` event.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -81,13 +81,7 @@ impl AnthropicError {
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after_s {
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, value);
-            }
-        }
+        crate::error::set_retry_after(&mut response, self.retry_after_s);
         response
     }
 }
