@@ -27,6 +27,10 @@ cargo test --workspace --locked "$@"
 # The official OpenAI, Anthropic and MCP Python SDKs (PyPI, in a virtualenv) against a real hub.
 "$ROOT/tests/sdk/run.sh"
 
+# The contract: schemathesis (PyPI, in a virtualenv) fuzzes /openapi.json against a real hub,
+# bounded in cases per operation and in time.
+"$ROOT/tests/contract/run.sh"
+
 # The web app: npm ci, build, unit tests (Vitest), and the browser tests against a real hub
 # in Debian's Chromium (installed when missing). Screenshots go to a folder of the run's
 # own; `web/scripts/e2e.sh` alone refreshes docs/ui/.

@@ -21,5 +21,6 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod mcp;
+pub mod openapi;
 pub mod routes;
 pub mod state;

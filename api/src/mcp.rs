@@ -43,6 +43,22 @@ pub type McpService = StreamableHttpService<HubMcp, LocalSessionManager>;
 /// Builds the service: stateless, JSON answers where the protocol allows, any host (the
 /// hub authenticates every request; the loopback-only default guards unauthenticated local
 /// servers against DNS rebinding).
+/// `POST /mcp` in the OpenAPI document (the route is rmcp's service, not a handler).
+#[utoipa::path(
+    post,
+    path = "/mcp",
+    tag = "mcp",
+    request_body = crate::openapi::wire::JsonRpc,
+    responses(
+        (status = 200, description = "The JSON-RPC answer", body = crate::openapi::wire::JsonRpc),
+        (status = 202, description = "A notification or response, accepted"),
+        crate::openapi::Errors,
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+)]
+#[allow(dead_code)] // the document's, never called
+fn doc() {}
+
 pub fn service(state: Arc<AppState>) -> McpService {
     let mut config = StreamableHttpServerConfig::default().disable_allowed_hosts();
     config.legacy_session_mode = false;

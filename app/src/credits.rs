@@ -59,7 +59,7 @@ pub enum GrantError {
 }
 
 /// A grant made (or, under a repeated key, the one made first).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Granted {
     pub user_id: Uuid,
     pub amount_micros: i64,

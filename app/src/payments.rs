@@ -17,7 +17,7 @@ use crate::Hub;
 // ---- packages ---------------------------------------------------------------------------
 
 /// A credit package on sale.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PackageView {
     pub id: String,
     pub name: String,
@@ -30,7 +30,7 @@ pub struct PackageView {
 }
 
 /// The packages on sale.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PackageList {
     pub packages: Vec<PackageView>,
     /// Whether checkout is available (Stripe is configured).
@@ -85,7 +85,7 @@ pub enum CheckoutError {
 }
 
 /// A checkout started: send the customer to `url`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckoutStarted {
     /// The Checkout Session's id.
     pub id: String,

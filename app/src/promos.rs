@@ -37,7 +37,7 @@ fn existing_code(raw: &str) -> Result<PromoCodeValue, PromoFlowError> {
 }
 
 /// A promo code as its aggregate has it now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PromoView {
     pub code: String,
     /// Credits each redemption gives.
@@ -66,7 +66,7 @@ impl PromoView {
 }
 
 /// A code after a change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PromoChanged {
     pub promo: PromoView,
     /// Whether the list of codes shows the change yet (waited up to
@@ -157,7 +157,7 @@ pub async fn set_active(
 }
 
 /// A redemption done.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Redeemed {
     pub code: String,
     pub user_id: Uuid,

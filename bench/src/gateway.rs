@@ -80,6 +80,13 @@ pub struct GatewayArgs {
     /// Skip streaming loads.
     #[arg(long)]
     pub no_streaming: bool,
+    /// Request shapes sent through the hub at each rate: `plain` (a short chat), `tools` (the
+    /// chat with a function the answer calls), `anthropic` (the plain chat as an Anthropic
+    /// Messages request to `/v1/messages`, translated to the OpenAI-compatible upstream). Each
+    /// is compared with the same request sent to the upstream directly (`anthropic` with the
+    /// plain one, the upstream's own dialect).
+    #[arg(long, value_delimiter = ',', default_value = "plain,tools,anthropic")]
+    pub shapes: Vec<Shape>,
     /// The database on the same server used to create and drop the benchmark's own.
     #[arg(long, default_value = "postgres")]
     pub admin_database: String,
@@ -175,7 +182,7 @@ async fn measure(args: &GatewayArgs, env: &Sandbox, logs: &Path) -> anyhow::Resu
     } else {
         &[Mode::Json, Mode::Stream]
     };
-    let hub_target = Target::hub(&hub, tokens.clone());
+    let hub_target = Target::hub(&hub, tokens.clone(), Shape::Plain);
     // Memory first, on a hub that has served nothing yet: what 1,000 open streams cost, not
     // what an overload (below) left in the allocator. The RSS after the run is reported too.
     let mut memory = Vec::new();
@@ -190,7 +197,15 @@ async fn measure(args: &GatewayArgs, env: &Sandbox, logs: &Path) -> anyhow::Resu
     // requests its clients gave up on, which would tax whatever runs next.
     // Rates rise, each in both modes: an overload comes after every lighter load it could
     // have tainted.
-    for target in [Target::direct(&upstream), hub_target.clone()] {
+    // The upstream alone for each dialect the shapes need, then the hub in each shape.
+    let mut targets = vec![Target::direct(&upstream, Shape::Plain)];
+    if args.shapes.contains(&Shape::Tools) {
+        targets.push(Target::direct(&upstream, Shape::Tools));
+    }
+    for shape in &args.shapes {
+        targets.push(Target::hub(&hub, tokens.clone(), *shape));
+    }
+    for target in targets {
         for rate in &args.rates {
             for mode in modes {
                 let load = run_load(&target, *mode, *rate, args).await?;
@@ -316,6 +331,9 @@ async fn upstream_chat(body: Bytes) -> Response {
     if model == "slow" {
         return sse(slow_stream(model, with_usage));
     }
+    if request["tools"].is_array() {
+        return tool_call_answer(model, streaming, with_usage);
+    }
     if !streaming {
         let content: String = (0..ANSWER_TOKENS).map(|i| format!(" w{i}")).collect();
         let answer = json!({
@@ -337,6 +355,50 @@ async fn upstream_chat(body: Bytes) -> Response {
         )));
     }
     frames.push(frame(&chunk(&model, json!({}), Some("stop"))));
+    if with_usage {
+        frames.push(frame(&usage_chunk(&model, ANSWER_TOKENS)));
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    sse(futures::stream::iter(
+        frames.into_iter().map(Ok::<_, Infallible>),
+    ))
+}
+
+/// The answer to a request with tools: one call of the first, its arguments in
+/// [`ANSWER_TOKENS`] pieces when streamed.
+fn tool_call_answer(model: String, streaming: bool, with_usage: bool) -> Response {
+    let pieces: Vec<String> = (0..ANSWER_TOKENS)
+        .map(|i| match i {
+            0 => "{\"city\": \"".to_string(),
+            i if i + 1 == ANSWER_TOKENS => "\"}".to_string(),
+            i => format!("w{i}"),
+        })
+        .collect();
+    if !streaming {
+        let answer = json!({
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_bench", "type": "function",
+                    "function": {"name": TOOL_NAME, "arguments": pieces.concat()}}]},
+                "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": ANSWER_TOKENS, "total_tokens": PROMPT_TOKENS + ANSWER_TOKENS as u64}
+        });
+        return axum::Json(answer).into_response();
+    }
+    let mut frames = vec![frame(&chunk(&model, json!({"role": "assistant"}), None))];
+    for (i, piece) in pieces.iter().enumerate() {
+        let call = if i == 0 {
+            json!({"index": 0, "id": "call_bench", "type": "function",
+                "function": {"name": TOOL_NAME, "arguments": piece}})
+        } else {
+            json!({"index": 0, "function": {"arguments": piece}})
+        };
+        frames.push(frame(&chunk(&model, json!({"tool_calls": [call]}), None)));
+    }
+    frames.push(frame(&chunk(&model, json!({}), Some("tool_calls"))));
     if with_usage {
         frames.push(frame(&usage_chunk(&model, ANSWER_TOKENS)));
     }
@@ -541,7 +603,7 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
         let answered: u64 = loads
             .iter()
             .chain(ramp)
-            .filter(|l| l.target == "hub")
+            .filter(|l| l.target.starts_with("hub"))
             .map(|l| l.answered_total)
             .sum();
         let pool = sqlx::PgPool::connect(&settings.database.url).await?;
@@ -780,10 +842,29 @@ enum Mode {
     Stream,
 }
 
+/// What a load's requests ask.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// A short chat.
+    #[default]
+    Plain,
+    /// The chat with a function defined, which the answer calls.
+    Tools,
+    /// The plain chat as an Anthropic Messages request.
+    Anthropic,
+}
+
+/// The function the `tools` shape defines.
+const TOOL_NAME: &str = "get_weather";
+
 /// Where a load is sent.
 #[derive(Clone)]
 struct Target {
     name: &'static str,
+    /// The target whose latency this one's is compared with (itself for the upstream).
+    baseline: &'static str,
+    shape: Shape,
     url: String,
     model: &'static str,
     slow_model: &'static str,
@@ -792,9 +873,15 @@ struct Target {
 }
 
 impl Target {
-    fn direct(upstream: &Upstream) -> Target {
+    fn direct(upstream: &Upstream, shape: Shape) -> Target {
+        let name = match shape {
+            Shape::Tools => "direct-tools",
+            Shape::Plain | Shape::Anthropic => "direct",
+        };
         Target {
-            name: "direct",
+            name,
+            baseline: name,
+            shape,
             url: format!("{}/chat/completions", upstream.base),
             model: "fast",
             slow_model: "slow",
@@ -802,10 +889,17 @@ impl Target {
         }
     }
 
-    fn hub(hub: &Hub, tokens: Arc<Vec<String>>) -> Target {
+    fn hub(hub: &Hub, tokens: Arc<Vec<String>>, shape: Shape) -> Target {
+        let (name, baseline, path) = match shape {
+            Shape::Plain => ("hub", "direct", "chat/completions"),
+            Shape::Tools => ("hub-tools", "direct-tools", "chat/completions"),
+            Shape::Anthropic => ("hub-anthropic", "direct", "messages"),
+        };
         Target {
-            name: "hub",
-            url: format!("{}/v1/chat/completions", hub.base),
+            name,
+            baseline,
+            shape,
+            url: format!("{}/v1/{path}", hub.base),
             model: "bench-fast",
             slow_model: "bench-slow",
             tokens,
@@ -815,6 +909,8 @@ impl Target {
     fn litellm(proxy: &LiteLlm) -> Target {
         Target {
             name: "litellm",
+            baseline: "direct",
+            shape: Shape::Plain,
             url: format!("{}/v1/chat/completions", proxy.base),
             model: "bench-fast",
             slow_model: "bench-slow",
@@ -834,9 +930,21 @@ impl Target {
             "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
             "max_tokens": if slow { 512 } else { 32 },
         });
+        if self.shape == Shape::Tools {
+            body["tools"] = json!([{"type": "function", "function": {
+                "name": TOOL_NAME,
+                "description": "The weather in a city now.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                    "required": ["city"]},
+            }}]);
+            body["tool_choice"] = json!("auto");
+        }
         if mode == Mode::Stream {
             body["stream"] = json!(true);
-            body["stream_options"] = json!({"include_usage": true});
+            // Anthropic's stream always ends with the usage.
+            if self.shape != Shape::Anthropic {
+                body["stream_options"] = json!({"include_usage": true});
+            }
         }
         let mut request = client.post(&self.url).json(&body);
         if !self.tokens.is_empty() {
@@ -866,6 +974,8 @@ enum Outcome {
 #[derive(Debug, Clone, Serialize)]
 struct Load {
     target: &'static str,
+    /// The load this one's latency is compared with.
+    baseline: &'static str,
     mode: Mode,
     rate: u32,
     /// Requests scheduled in the recorded window.
@@ -998,11 +1108,12 @@ async fn run_load(
                 );
             } else {
                 let request = target.request(&client, scheduled, mode, false);
+                let shape = target.shape;
                 let in_flight = in_flight.clone();
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let index = scheduled;
                 tasks.spawn(async move {
-                    let outcome = send(request, mode, at).await;
+                    let outcome = send(request, mode, shape, at).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                     (recorded, index, outcome)
                 });
@@ -1032,6 +1143,7 @@ async fn run_load(
         .max(Duration::from_secs(args.duration_s));
     Ok(Load {
         target: target.name,
+        baseline: target.baseline,
         mode,
         rate,
         sent: recorded_sent,
@@ -1045,7 +1157,7 @@ async fn run_load(
 }
 
 /// Sends one request; its latency counts from `at`, when it was due.
-async fn send(request: reqwest::RequestBuilder, mode: Mode, at: Instant) -> Outcome {
+async fn send(request: reqwest::RequestBuilder, mode: Mode, shape: Shape, at: Instant) -> Outcome {
     let mut response = match request.send().await {
         Ok(response) => response,
         Err(err) => return Outcome::Failed(transport_error(&err)),
@@ -1055,12 +1167,14 @@ async fn send(request: reqwest::RequestBuilder, mode: Mode, at: Instant) -> Outc
     }
     match mode {
         Mode::Json => match response.bytes().await {
-            Ok(body) if body.starts_with(b"{") => Outcome::Answered(micros_since(at)),
+            Ok(body) if body.starts_with(b"{") && answers(shape, &body) => {
+                Outcome::Answered(micros_since(at))
+            }
             Ok(_) => Outcome::Failed("not json".into()),
             Err(err) => Outcome::Failed(transport_error(&err)),
         },
         Mode::Stream => {
-            let mut reader = SseReader::default();
+            let mut reader = SseReader::new(shape);
             let mut first = None;
             loop {
                 match response.chunk().await {
@@ -1089,6 +1203,16 @@ async fn send(request: reqwest::RequestBuilder, mode: Mode, at: Instant) -> Outc
     }
 }
 
+/// Whether a whole answer is the kind the shape asks for.
+fn answers(shape: Shape, body: &[u8]) -> bool {
+    let needle: &[u8] = match shape {
+        Shape::Plain => return true,
+        Shape::Tools => b"\"tool_calls\"",
+        Shape::Anthropic => b"\"type\":\"message\"",
+    };
+    body.windows(needle.len()).any(|w| w == needle)
+}
+
 fn transport_error(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         "timeout".into()
@@ -1106,6 +1230,7 @@ fn micros_since(at: Instant) -> u64 {
 /// Reads SSE `data:` lines as they arrive.
 #[derive(Default)]
 struct SseReader {
+    shape: Shape,
     buffer: Vec<u8>,
     done: bool,
 }
@@ -1118,6 +1243,13 @@ struct Seen {
 }
 
 impl SseReader {
+    fn new(shape: Shape) -> Self {
+        SseReader {
+            shape,
+            ..SseReader::default()
+        }
+    }
+
     fn push(&mut self, bytes: &[u8]) -> Seen {
         self.buffer.extend_from_slice(bytes);
         let mut seen = Seen::default();
@@ -1141,11 +1273,17 @@ impl SseReader {
             if value.get("error").is_some() {
                 seen.error = true;
             }
-            if value["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|c| !c.is_empty())
-            {
-                seen.content = true;
+            // The first token: text, a tool call's first piece, or Anthropic's first delta;
+            // Anthropic's stream ends with `message_stop` instead of `[DONE]`.
+            let delta = &value["choices"][0]["delta"];
+            seen.content |= match self.shape {
+                Shape::Plain => delta["content"].as_str().is_some_and(|c| !c.is_empty()),
+                Shape::Tools => delta["tool_calls"].is_array(),
+                Shape::Anthropic => value["type"] == "content_block_delta",
+            };
+            if self.shape == Shape::Anthropic && value["type"] == "message_stop" {
+                self.done = true;
+                seen.done = true;
             }
         }
         seen
@@ -1330,12 +1468,12 @@ impl Report {
         let mut turn: HashMap<(&str, Mode, u32), usize> = HashMap::new();
         for load in loads
             .iter()
-            .filter(|l| l.target != "direct" && l.latency_ms.count > 0)
+            .filter(|l| l.target != l.baseline && l.latency_ms.count > 0)
         {
             let nth = turn.entry((load.target, load.mode, load.rate)).or_insert(0);
             let direct = loads
                 .iter()
-                .filter(|d| d.target == "direct" && d.mode == load.mode && d.rate == load.rate)
+                .filter(|d| d.target == load.baseline && d.mode == load.mode && d.rate == load.rate)
                 .nth(*nth);
             *nth += 1;
             if let Some(direct) = direct {
@@ -1359,18 +1497,22 @@ impl Report {
             .map(|l| l.rate)
             .max();
         let mut targets = Vec::new();
-        // Judged on the worst of every hub load at 500 req/s, JSON and streamed, so that a
-        // repeated rate cannot pick its best turn.
-        if let Some(worst) = added
-            .iter()
-            .filter(|a| a.target == "hub" && a.rate == 500)
-            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
-        {
-            targets.push((
-                format!("added p99 at 500 req/s ≤ {TARGET_ADDED_P99_MS_AT_500} ms (worst load)"),
-                format!("{:.2} ms ({})", worst.p99_ms, mode_name(worst.mode)),
-                worst.p99_ms <= TARGET_ADDED_P99_MS_AT_500,
-            ));
+        // Judged per request shape on the worst of its hub loads at 500 req/s, JSON and
+        // streamed, so that a repeated rate cannot pick its best turn.
+        for shape in ["hub", "hub-tools", "hub-anthropic"] {
+            if let Some(worst) = added
+                .iter()
+                .filter(|a| a.target == shape && a.rate == 500)
+                .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+            {
+                targets.push((
+                    format!(
+                        "{shape}: added p99 at 500 req/s ≤ {TARGET_ADDED_P99_MS_AT_500} ms (worst load)"
+                    ),
+                    format!("{:.2} ms ({})", worst.p99_ms, mode_name(worst.mode)),
+                    worst.p99_ms <= TARGET_ADDED_P99_MS_AT_500,
+                ));
+            }
         }
         targets.push((
             format!("sustained with billing ≥ {TARGET_SUSTAINED_PER_S} req/s"),
@@ -1509,6 +1651,7 @@ mod tests {
             h.record((p99 * 1_000.0) as u64).expect("record");
             Load {
                 target,
+                baseline: "direct",
                 mode: Mode::Json,
                 rate: 500,
                 sent: 100,
@@ -1529,6 +1672,7 @@ mod tests {
             users: 1,
             litellm: None,
             no_streaming: true,
+            shapes: vec![Shape::Plain],
             admin_database: "postgres".into(),
             keep: false,
             json: false,
@@ -1554,7 +1698,7 @@ mod tests {
         let added: Vec<f64> = report.added.iter().map(|a| a.p99_ms.round()).collect();
         assert_eq!(added, vec![6.0, 9.0]);
         let (name, measured, met) = &report.targets[0];
-        assert!(name.starts_with("added p99 at 500"), "{name}");
+        assert!(name.starts_with("hub: added p99 at 500"), "{name}");
         assert!(measured.starts_with("9.0"), "{measured}");
         assert!(met);
     }
@@ -1570,6 +1714,7 @@ mod tests {
             }
             Load {
                 target: "hub",
+                baseline: "direct",
                 mode: Mode::Json,
                 rate: 1_000,
                 sent: 10_000,

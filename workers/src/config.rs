@@ -167,7 +167,7 @@ fn default_true() -> bool {
 }
 
 /// A price in micro-credits (1 credit = 1,000,000) per million tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceSettings {
     /// Per million prompt tokens.
@@ -191,7 +191,7 @@ impl PriceSettings {
 }
 
 /// The wire protocol a provider speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// OpenAI's chat completions (`max_completion_tokens`); needs an API key.

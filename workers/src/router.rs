@@ -274,7 +274,7 @@ pub struct ModelInfo {
 }
 
 /// A provider's health, as `GET /api/providers/status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ProviderStatus {
     pub model: String,
     pub provider: String,
@@ -288,7 +288,7 @@ pub struct ProviderStatus {
 }
 
 /// The state of a provider's circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
     /// Used normally.

@@ -36,7 +36,7 @@ pub struct StatusReport {
 }
 
 /// The merged view the API answers with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MergedStatus {
     /// Workers whose report is fresh; 0 when none reported (then `providers` is empty).
     pub workers_reporting: usize,

@@ -13,7 +13,7 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use hub_app::credits::{self, GrantRequest, Granted};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     pub user_id: Uuid,
@@ -24,6 +24,15 @@ pub struct GrantBody {
 
 /// `POST /api/admin/credits/grant` (admin). Requires an `Idempotency-Key` header; a repeat
 /// returns the first grant with 200 and `replayed: true`.
+#[utoipa::path(
+    post,
+    path = "/api/admin/credits/grant",
+    tag = "admin",
+    params(("Idempotency-Key" = String, Header, description = "Makes a retry return the first grant")),
+    request_body = GrantBody,
+    responses((status = 201, description = "Granted", body = Granted), (status = 200, description = "A repeated Idempotency-Key: the first grant", body = Granted), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn grant(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -10,12 +10,13 @@ use crate::auth::{Caller, Role};
 use crate::error::money::admin_listing;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::routes::auth::UserView;
+use crate::routes::auth::{UserEnvelope, UserView};
 use crate::state::AppState;
 use hub_app::queries::users::{self, UserRow};
 use hub_app::users::{change_role, change_suspension, RoleChange, SuspensionChange};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub limit: Option<i64>,
@@ -25,7 +26,7 @@ pub struct ListQuery {
     pub email: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserPage {
     pub users: Vec<UserRow>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -33,6 +34,14 @@ pub struct UserPage {
 }
 
 /// `GET /api/admin/users` — admin. Oldest first, from the `users` read model.
+#[utoipa::path(
+    get,
+    path = "/api/admin/users",
+    tag = "admin",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = UserPage), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -53,7 +62,7 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     pub role: String,
@@ -61,43 +70,60 @@ pub struct RoleBody {
 
 /// `POST /api/admin/users/{id}/roles` `{role}` — admin. Granting a held role changes nothing.
 /// The user's access tokens carry the new roles from their next refresh.
+#[utoipa::path(
+    post,
+    path = "/api/admin/users/{id}/roles",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = RoleBody,
+    responses((status = 200, description = "The user's roles now", body = UserEnvelope), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn grant_role(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RoleBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserEnvelope>, ApiError> {
     caller.require(&[Role::Admin])?;
     let (user, loaded) =
         change_role(&state, caller.user, &id, &body.role, RoleChange::Grant).await?;
-    Ok(Json(
-        serde_json::json!({ "user": UserView::of(user, &loaded) }),
-    ))
+    Ok(Json(UserEnvelope {
+        user: UserView::of(user, &loaded),
+    }))
 }
 
 /// `DELETE /api/admin/users/{id}/roles/{role}` — admin. The `user` role cannot be revoked.
 /// The user's access tokens minted before it are refused from the next request (401
 /// `session_ended`); a refresh gives one without the role.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/users/{id}/roles/{role}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id"), ("role" = String, Path, description = "user, admin, analyst or auditor")),
+    responses((status = 200, description = "The user's roles now", body = UserEnvelope), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn revoke_role(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, role)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserEnvelope>, ApiError> {
     caller.require(&[Role::Admin])?;
     let (user, loaded) = change_role(&state, caller.user, &id, &role, RoleChange::Revoke).await?;
-    Ok(Json(
-        serde_json::json!({ "user": UserView::of(user, &loaded) }),
-    ))
+    Ok(Json(UserEnvelope {
+        user: UserView::of(user, &loaded),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspensionBody {
     /// Why (kept in the event, shown to admins).
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SuspensionView {
     pub user: UserView,
     pub suspended: bool,
@@ -135,6 +161,15 @@ async fn suspension(
 /// `POST /api/admin/users/{id}/suspend` `{reason}` — admin, not on their own account. Every
 /// credential of the user (access tokens, refresh tokens, API keys, open WebSockets) is
 /// refused from its next use. Suspending a suspended user changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/admin/users/{id}/suspend",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = SuspensionBody,
+    responses((status = 200, description = "OK", body = SuspensionView), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn suspend(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -146,6 +181,15 @@ pub async fn suspend(
 
 /// `POST /api/admin/users/{id}/unsuspend` `{reason}` — admin. The user signs in again;
 /// their API keys work again; nothing else issued before the suspension does.
+#[utoipa::path(
+    post,
+    path = "/api/admin/users/{id}/unsuspend",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = SuspensionBody,
+    responses((status = 200, description = "OK", body = SuspensionView), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn unsuspend(
     State(state): State<Arc<AppState>>,
     caller: Caller,

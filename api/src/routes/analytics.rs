@@ -16,7 +16,8 @@ use hub_app::analytics::events::{self, History, RawEventsFilter, HTTP_RANGE_MAX}
 use hub_app::queries::usage::READ_ALL_USAGE;
 
 /// `from` and `to` (required; at most [`HTTP_RANGE_MAX`] apart), `type`, `account`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     pub from: Option<String>,
@@ -27,6 +28,14 @@ pub struct EventsQuery {
 }
 
 /// `GET /api/analytics/events`: the stored events of a range, in stream order, streamed.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/events",
+    tag = "usage",
+    params(EventsQuery),
+    responses((status = 200, description = "The events of the range in stream order, one JSON object per line", content_type = "application/x-ndjson", body = String), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -563,6 +563,18 @@ fn x_aihub(request_id: &str, provider: &str, finished: &Finished) -> Value {
 }
 
 /// `POST /v1/messages` — any signed-in caller (an API key in `x-api-key`, or a bearer token).
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    tag = "inference",
+    request_body = crate::openapi::wire::MessagesRequest,
+    responses(
+        (status = 200, description = "The answer: a `message`, or with `stream: true` server-sent events (`message_start`, `content_block_start/delta/stop`, `message_delta`, `message_stop`, `ping`, `error`)",
+            content((crate::openapi::wire::Message = "application/json"), (String = "text/event-stream"))),
+        crate::openapi::AnthropicErrors,
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn messages(
     State(state): State<Arc<AppState>>,
     caller: Result<Caller, ApiError>,
@@ -586,6 +598,14 @@ pub async fn messages(
 
 /// `POST /v1/messages/count_tokens` — any signed-in caller: the prompt's tokens as the hub
 /// counts them (what it reserves for the prompt, before the providers' margin).
+#[utoipa::path(
+    post,
+    path = "/v1/messages/count_tokens",
+    tag = "inference",
+    request_body = crate::openapi::wire::MessagesRequest,
+    responses((status = 200, description = "The prompt's tokens as the hub counts them", body = crate::openapi::wire::TokenCount), crate::openapi::AnthropicErrors),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn count_tokens(
     State(state): State<Arc<AppState>>,
     caller: Result<Caller, ApiError>,

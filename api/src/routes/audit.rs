@@ -20,7 +20,7 @@ use hub_app::audit::trial_balance::{self, TrialBalance};
 use hub_app::audit::AUDIT_ROLES;
 
 /// A page of a listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage<T> {
     pub data: Vec<T>,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -28,7 +28,8 @@ pub struct AuditPage<T> {
 }
 
 /// `GET /api/audit/ledger`'s filters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     pub from: Option<String>,
@@ -43,6 +44,14 @@ pub struct LedgerQuery {
 }
 
 /// `GET /api/audit/ledger`: every account's entries, newest first, filtered.
+#[utoipa::path(
+    get,
+    path = "/api/audit/ledger",
+    tag = "audit",
+    params(LedgerQuery),
+    responses((status = 200, description = "OK", body = AuditPage<AuditLedgerEntry>), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn ledger(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -67,7 +76,8 @@ pub async fn ledger(
 }
 
 /// `GET /api/audit/accounts/{id}`'s parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountQuery {
     pub as_of: Option<String>,
@@ -76,6 +86,14 @@ pub struct AccountQuery {
 }
 
 /// `GET /api/audit/accounts/{id}?as_of=`: the account folded from its events up to a time.
+#[utoipa::path(
+    get,
+    path = "/api/audit/accounts/{id}",
+    tag = "audit",
+    params(("id" = String, Path, description = "The account's (user's) id"), AccountQuery),
+    responses((status = 200, description = "OK", body = AccountAsOf), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn account(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -101,13 +119,22 @@ pub async fn account(
 }
 
 /// `GET /api/audit/trial-balance`'s parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TrialBalanceQuery {
     pub as_of: Option<String>,
 }
 
 /// `GET /api/audit/trial-balance?as_of=`: every system account and the users' accounts.
+#[utoipa::path(
+    get,
+    path = "/api/audit/trial-balance",
+    tag = "audit",
+    params(TrialBalanceQuery),
+    responses((status = 200, description = "OK", body = TrialBalance), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn trial_balance(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -121,7 +148,8 @@ pub async fn trial_balance(
 }
 
 /// `GET /api/audit/payments/reconciliation`'s parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReconciliationQuery {
     pub from: Option<String>,
@@ -131,6 +159,14 @@ pub struct ReconciliationQuery {
 }
 
 /// `GET /api/audit/payments/reconciliation?from&to`: each Stripe session and its credits.
+#[utoipa::path(
+    get,
+    path = "/api/audit/payments/reconciliation",
+    tag = "audit",
+    params(ReconciliationQuery),
+    responses((status = 200, description = "OK", body = Reconciliation), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn reconciliation(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -150,7 +186,8 @@ pub async fn reconciliation(
 }
 
 /// `GET /api/audit/admin-actions`'s filters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AdminActionsQuery {
     pub from: Option<String>,
@@ -161,6 +198,14 @@ pub struct AdminActionsQuery {
 }
 
 /// `GET /api/audit/admin-actions`: what admins did, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/audit/admin-actions",
+    tag = "audit",
+    params(AdminActionsQuery),
+    responses((status = 200, description = "OK", body = AuditPage<AdminAction>), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn admin_actions(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -33,14 +33,16 @@ use crate::state::AppState;
 pub const REFRESH_COOKIE: &str = "aihub_refresh";
 
 /// A user as the API shows it: never a password hash, never a secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: Option<String>,
     pub email_verified: bool,
     pub display_name: Option<String>,
+    #[schema(value_type = Vec<crate::openapi::RoleName>)]
     pub roles: Vec<Role>,
     /// The most privileged role, for clients that show one.
+    #[schema(value_type = crate::openapi::RoleName)]
     pub role: Role,
     pub has_password: bool,
     pub google_linked: bool,
@@ -68,8 +70,14 @@ impl UserView {
     }
 }
 
+/// `{"user": …}`: a user after a change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserEnvelope {
+    pub user: UserView,
+}
+
 /// What a sign-in answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SignedIn {
     pub user: UserView,
     /// The access token (a JWT), for `Authorization: Bearer`.
@@ -214,7 +222,7 @@ pub(crate) fn required_password(value: Option<String>) -> Result<String, ApiErro
         .ok_or_else(|| ApiError::bad_request("missing_field", "password is required"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     pub email: Option<String>,
@@ -245,6 +253,13 @@ impl RegisterBody {
 }
 
 /// `POST /api/auth/register` — anyone.
+#[utoipa::path(
+    post,
+    path = "/api/auth/register",
+    tag = "auth",
+    request_body = RegisterBody,
+    responses((status = 201, description = "Registered and signed in", body = SignedIn), crate::openapi::Errors),
+)]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -263,7 +278,7 @@ pub async fn register(
     Ok(signed_in(&state, &headers, session, StatusCode::CREATED))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     pub email: Option<String>,
@@ -271,6 +286,13 @@ pub struct LoginBody {
 }
 
 /// `POST /api/auth/login` — anyone. Wrong password and unknown user answer alike.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses((status = 200, description = "Signed in", body = SignedIn), crate::openapi::Errors),
+)]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -286,13 +308,20 @@ pub async fn login(
     Ok(signed_in(&state, &headers, session, StatusCode::OK))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub user: UserView,
     pub credits: Balance,
 }
 
 /// `GET /api/auth/me` — any signed-in caller (their own profile).
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    responses((status = 200, description = "The caller's profile and balance", body = Me), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let profile = sign_in::profile(&state, UserId(caller.user)).await?;
     Ok(Json(Me {
@@ -301,7 +330,7 @@ pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Js
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
     #[serde(alias = "refreshToken")]
@@ -334,6 +363,13 @@ fn clearing_cookie(state: &AppState, response: impl IntoResponse) -> Response {
 }
 
 /// `POST /api/auth/refresh` — anyone holding a refresh token.
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "auth",
+    request_body = Option<RefreshBody>,
+    responses((status = 200, description = "A new access token; the refresh token rotated", body = SignedIn), crate::openapi::Errors),
+)]
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -358,6 +394,13 @@ pub async fn refresh(
 
 /// `POST /api/auth/logout` — anyone holding a refresh token: ends that sign-in. Access
 /// tokens already issued stay valid until they expire (`auth.access_token_ttl_s`).
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    request_body = Option<RefreshBody>,
+    responses((status = 204, description = "Signed out"), crate::openapi::Errors),
+)]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -372,6 +415,13 @@ pub async fn logout(
 /// `POST /api/auth/logout-all` — a signed-in person (not an API key): ends every session of
 /// theirs at once. Every access token minted before it is refused from the next request and
 /// every refresh token is revoked. API keys are not sessions: they stay until revoked.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout-all",
+    tag = "auth",
+    responses((status = 204, description = "Every session ended"), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn logout_all(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -382,7 +432,7 @@ pub async fn logout_all(
 }
 
 /// What the sign-in page may offer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuthOptions {
     /// Google sign-in is configured (`google.enabled`).
     pub google: bool,
@@ -391,6 +441,12 @@ pub struct AuthOptions {
 }
 
 /// `GET /api/auth/options`: what the sign-in and registration pages may offer.
+#[utoipa::path(
+    get,
+    path = "/api/auth/options",
+    tag = "auth",
+    responses((status = 200, description = "What the sign-in page may offer", body = AuthOptions)),
+)]
 pub async fn options(State(state): State<Arc<AppState>>) -> Json<AuthOptions> {
     Json(AuthOptions {
         google: state.google.is_some(),

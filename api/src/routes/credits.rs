@@ -13,7 +13,8 @@ use crate::state::AppState;
 use hub_app::queries::balances::Balance;
 use hub_app::queries::{self, ledger::LedgerEntry};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountQuery {
     /// Another user's account: admins and auditors only.
@@ -21,6 +22,14 @@ pub struct AccountQuery {
 }
 
 /// `GET /api/credits/balance`
+#[utoipa::path(
+    get,
+    path = "/api/credits/balance",
+    tag = "credits",
+    params(AccountQuery),
+    responses((status = 200, description = "OK", body = Balance), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn balance(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -32,7 +41,8 @@ pub async fn balance(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     pub user_id: Option<Uuid>,
@@ -42,7 +52,7 @@ pub struct LedgerQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LedgerPage {
     pub account_id: Uuid,
     pub data: Vec<LedgerEntry>,
@@ -51,6 +61,14 @@ pub struct LedgerPage {
 }
 
 /// `GET /api/credits/transactions`: the caller's ledger, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/credits/transactions",
+    tag = "credits",
+    params(LedgerQuery),
+    responses((status = 200, description = "The ledger, newest first", body = LedgerPage), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn transactions(
     State(state): State<Arc<AppState>>,
     caller: Caller,

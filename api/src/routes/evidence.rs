@@ -18,7 +18,8 @@ use crate::state::AppState;
 /// Checkpoints per page at most.
 const PAGE_MAX: i64 = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointsQuery {
     pub limit: Option<i64>,
@@ -26,7 +27,7 @@ pub struct CheckpointsQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckpointsPage {
     pub data: Vec<SignedCheckpoint>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
@@ -34,6 +35,14 @@ pub struct CheckpointsPage {
 }
 
 /// `GET /api/audit/checkpoints`: signed checkpoints, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/audit/checkpoints",
+    tag = "audit",
+    params(CheckpointsQuery),
+    responses((status = 200, description = "Signed checkpoints, newest first", body = CheckpointsPage), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn checkpoints(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -62,7 +71,7 @@ pub async fn checkpoints(
     Ok(Json(CheckpointsPage { data, next_cursor }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PublicKey {
     pub algorithm: &'static str,
     /// The Ed25519 public key, hex.
@@ -72,6 +81,13 @@ pub struct PublicKey {
 }
 
 /// `GET /api/audit/public-key`: the key checkpoints are signed with.
+#[utoipa::path(
+    get,
+    path = "/api/audit/public-key",
+    tag = "audit",
+    responses((status = 200, description = "OK", body = PublicKey), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn public_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -84,7 +100,8 @@ pub async fn public_key(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProofQuery {
     /// The aggregate's type: `CreditAccount` (the ledger; the default), `User`, `Payment`
@@ -95,6 +112,14 @@ pub struct ProofQuery {
 /// `GET /api/audit/events/{aggregate_id}/{sequence}/proof`: the event as stored, its chain
 /// to the head a signed checkpoint saw, and that head's inclusion proof. Checked offline
 /// by `aihub audit verify-proof FILE --public-key KEY`.
+#[utoipa::path(
+    get,
+    path = "/api/audit/events/{aggregate_id}/{sequence}/proof",
+    tag = "audit",
+    params(("aggregate_id" = String, Path), ("sequence" = String, Path, description = "The event's sequence in its aggregate, from 1"), ProofQuery),
+    responses((status = 200, description = "OK", body = Proof), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn proof(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -126,6 +151,13 @@ pub async fn proof(
 
 /// `GET /api/audit/verify`: the report of the last `aihub audit verify` (404
 /// `no_verification` before the first).
+#[utoipa::path(
+    get,
+    path = "/api/audit/verify",
+    tag = "audit",
+    responses((status = 200, description = "The last `aihub audit verify`", body = hub_app::audit::verify::Report), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn last_verification(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -34,6 +34,12 @@ fn oidc_cookie(state: &AppState, value: &str, max_age_s: i64) -> Result<HeaderVa
 
 /// `GET /api/auth/google` — anyone. Redirects (302) to Google, and sets the cookie the
 /// callback must come back with.
+#[utoipa::path(
+    get,
+    path = "/api/auth/google",
+    tag = "auth",
+    responses((status = 302, description = "To Google's sign-in page"), crate::openapi::Errors),
+)]
 pub async fn start(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let started = google::begin(&state).await?;
     let location = HeaderValue::from_str(&started.url).map_err(ApiError::internal)?;
@@ -56,7 +62,8 @@ fn is_navigation(headers: &HeaderMap) -> bool {
     header("sec-fetch-mode") == "navigate" || header("accept").contains("text/html")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,
@@ -82,6 +89,13 @@ impl CallbackQuery {
 
 /// `GET /api/auth/google/callback` — the browser, sent back by Google, with the cookie
 /// [`start`] set (refused without it: 400 `oidc_browser_mismatch`). The cookie is cleared.
+#[utoipa::path(
+    get,
+    path = "/api/auth/google/callback",
+    tag = "auth",
+    params(CallbackQuery),
+    responses((status = 302, description = "Back to the web app, signed in"), crate::openapi::Errors),
+)]
 pub async fn callback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -11,13 +11,31 @@ use crate::state::AppState;
 use hub_app::readiness;
 
 /// The process is up.
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses((status = 200, description = "The process is up", body = crate::routes::health::Health)),
+)]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `{"status": "ok"}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
 }
 
 /// Postgres and NATS reachable: 200 `{"status":"ready"}`, or 503 if a dependency is down.
 /// Only an admin (by bearer token) gets the details: relay and projection lag, waiting
 /// settlements, and the dependencies' errors, which name hosts and drivers.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses((status = 200, description = "Postgres and NATS answer (admins by bearer token see the details)", body = Object), (status = 503, description = "A dependency is down", body = Object)),
+)]
 pub async fn ready(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: Uuid,
     /// The key's public beginning, to recognise it.
@@ -37,7 +37,7 @@ pub struct KeyView {
 }
 
 /// An API key's own rate limits (each at least 1; absent: the hub's default for keys).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsBody {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,7 +93,13 @@ impl KeyView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The caller's keys.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKeyView {
     /// The key itself: shown now and never again.
     pub key: String,
@@ -101,7 +107,7 @@ pub struct CreatedKeyView {
     pub view: KeyView,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     pub name: Option<String>,
@@ -145,6 +151,14 @@ fn person(caller: &Caller) -> Result<UserId, ApiError> {
 }
 
 /// `POST /api/keys` — any signed-in user, for themselves.
+#[utoipa::path(
+    post,
+    path = "/api/keys",
+    tag = "keys",
+    request_body = CreateKeyBody,
+    responses((status = 201, description = "The key, shown once", body = CreatedKeyView), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -165,19 +179,34 @@ pub async fn create(
 }
 
 /// `GET /api/keys` — any signed-in caller: their own keys, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/keys",
+    tag = "keys",
+    responses((status = 200, description = "The caller's keys, newest first", body = KeyList), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     let keys: Vec<KeyView> = keys::list(&state, UserId(caller.user))
         .await?
         .iter()
         .map(KeyView::of)
         .collect();
-    Ok(Json(serde_json::json!({ "keys": keys })))
+    Ok(Json(KeyList { keys }))
 }
 
 /// `DELETE /api/keys/{id}` — the owner, signed in. Takes effect at once.
+#[utoipa::path(
+    delete,
+    path = "/api/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked"), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     caller: Caller,

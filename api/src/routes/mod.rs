@@ -19,7 +19,9 @@ pub mod verification;
 pub mod web;
 pub mod ws;
 
-use axum::routing::{delete, get, post};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 
@@ -30,6 +32,7 @@ use crate::state::AppState;
 /// | route | roles |
 /// |---|---|
 /// | `GET /health`, `GET /ready` | anyone |
+/// | `GET /openapi.json` (the OpenAPI 3.1 contract), `GET /docs` (its reference page) | anyone |
 /// | `GET /api/credits/balance` | any signed-in caller (own account; `user_id=` for admin, auditor) |
 /// | `GET /api/credits/transactions` | same |
 /// | `POST /api/admin/credits/grant` | admin |
@@ -97,88 +100,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             crate::mcp::require_caller,
         ));
-    let inference = Router::new()
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/messages", post(anthropic::messages))
-        .route("/v1/embeddings", post(openai::embeddings))
-        .route("/api/ws", get(ws::connect));
     Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/api/auth/register", post(auth::register))
-        .route("/api/auth/login", post(auth::login))
-        .route("/api/auth/me", get(auth::me))
-        .route("/api/auth/options", get(auth::options))
-        .route("/api/auth/refresh", post(auth::refresh))
-        .route("/api/auth/logout", post(auth::logout))
-        .route("/api/auth/logout-all", post(auth::logout_all))
-        .route("/api/ws/ticket", post(ws::ticket))
-        .route("/api/auth/verify-email", post(verification::verify_email))
-        .route(
-            "/api/auth/resend-verification",
-            post(verification::resend_verification),
-        )
-        .route(
-            "/api/auth/forgot-password",
-            post(verification::forgot_password),
-        )
-        .route(
-            "/api/auth/reset-password",
-            post(verification::reset_password),
-        )
-        .route("/api/auth/google", get(google::start))
-        .route("/api/auth/google/callback", get(google::callback))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
-        .route("/api/providers/status", get(openai::providers_status))
-        .route("/api/keys", post(keys::create).get(keys::list))
-        .route("/api/keys/{id}", delete(keys::revoke))
-        .route("/api/admin/users", get(admin_users::list))
-        .route("/api/admin/users/{id}/roles", post(admin_users::grant_role))
-        .route(
-            "/api/admin/users/{id}/roles/{role}",
-            delete(admin_users::revoke_role),
-        )
-        .route("/api/admin/users/{id}/suspend", post(admin_users::suspend))
-        .route(
-            "/api/admin/users/{id}/unsuspend",
-            post(admin_users::unsuspend),
-        )
-        .route("/api/credits/balance", get(credits::balance))
-        .route("/api/credits/transactions", get(credits::transactions))
-        .route("/api/admin/credits/grant", post(admin::grant))
-        .route("/api/payments/packages", get(payments::packages))
-        .route("/api/payments/checkout", post(payments::checkout))
-        .route("/api/payments/webhook", post(payments::webhook))
-        .route("/api/payments/history", get(payments::history))
-        .route("/api/promos/redeem", post(promos::redeem))
-        .route("/api/admin/promos", post(promos::create).get(promos::list))
-        .route("/api/admin/promos/{code}/disable", post(promos::disable))
-        .route("/api/admin/promos/{code}/enable", post(promos::enable))
-        .route("/api/usage", get(usage::list))
-        .route("/api/usage/summary", get(usage::summary))
-        .route("/api/usage/requests/{request_id}", get(usage::request))
-        .route("/api/usage/reprice", post(usage::reprice))
-        .route("/api/audit/ledger", get(audit::ledger))
-        .route("/api/audit/accounts/{id}", get(audit::account))
-        .route("/api/audit/trial-balance", get(audit::trial_balance))
-        .route(
-            "/api/audit/payments/reconciliation",
-            get(audit::reconciliation),
-        )
-        .route("/api/audit/admin-actions", get(audit::admin_actions))
-        .route("/api/audit/checkpoints", get(evidence::checkpoints))
-        .route("/api/audit/public-key", get(evidence::public_key))
-        .route("/api/audit/verify", get(evidence::last_verification))
-        .route(
-            "/api/audit/events/{aggregate_id}/{sequence}/proof",
-            get(evidence::proof),
-        )
-        .layer(timeout)
+        .merge(timed().router.layer(timeout))
         // The exports stream for as long as the range takes: no request timeout.
-        .route("/api/usage/export", get(usage::export))
-        .route("/api/analytics/events", get(analytics::events))
-        .merge(inference)
+        .merge(streamed().router)
+        .merge(inference().router)
         .merge(mcp)
         .fallback(web::serve)
         // Rate limits: per caller on /v1, per address on the anonymous routes (crate::limits).
@@ -187,4 +113,139 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::limits::enforce,
         ))
         .with_state(state)
+}
+
+/// Every `(method, path)` the API serves: what the OpenAPI document must describe, one
+/// operation each (`tests/tests/openapi.rs`). The web app's fallback is not an API route.
+pub fn table() -> Vec<(Method, &'static str)> {
+    let mut all = timed().entries;
+    all.extend(streamed().entries);
+    all.extend(inference().entries);
+    // Nested as a service (rmcp): JSON-RPC over POST, stateless.
+    all.push((Method::POST, "/mcp"));
+    all
+}
+
+/// A router that writes down each route it is given, so the router and [`table`] cannot
+/// disagree.
+struct Table {
+    router: Router<Arc<AppState>>,
+    entries: Vec<(Method, &'static str)>,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            router: Router::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    fn at(
+        mut self,
+        method: Method,
+        path: &'static str,
+        route: MethodRouter<Arc<AppState>>,
+    ) -> Self {
+        // Routes on one path merge their methods (axum panics on a method given twice).
+        self.router = self.router.route(path, route);
+        self.entries.push((method, path));
+        self
+    }
+
+    fn get<H: Handler<T, Arc<AppState>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.at(Method::GET, path, get(h))
+    }
+
+    fn post<H: Handler<T, Arc<AppState>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.at(Method::POST, path, post(h))
+    }
+
+    fn delete<H: Handler<T, Arc<AppState>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.at(Method::DELETE, path, delete(h))
+    }
+}
+
+/// The routes that answer within `server.request_timeout_ms`.
+fn timed() -> Table {
+    Table::new()
+        .get("/health", health::health)
+        .get("/ready", health::ready)
+        .get("/openapi.json", crate::openapi::openapi_json)
+        .get("/docs", crate::openapi::docs)
+        .post("/api/auth/register", auth::register)
+        .post("/api/auth/login", auth::login)
+        .get("/api/auth/me", auth::me)
+        .get("/api/auth/options", auth::options)
+        .post("/api/auth/refresh", auth::refresh)
+        .post("/api/auth/logout", auth::logout)
+        .post("/api/auth/logout-all", auth::logout_all)
+        .post("/api/ws/ticket", ws::ticket)
+        .post("/api/auth/verify-email", verification::verify_email)
+        .post(
+            "/api/auth/resend-verification",
+            verification::resend_verification,
+        )
+        .post("/api/auth/forgot-password", verification::forgot_password)
+        .post("/api/auth/reset-password", verification::reset_password)
+        .get("/api/auth/google", google::start)
+        .get("/api/auth/google/callback", google::callback)
+        .get("/v1/models", openai::models)
+        .post("/v1/messages/count_tokens", anthropic::count_tokens)
+        .get("/api/providers/status", openai::providers_status)
+        .post("/api/keys", keys::create)
+        .get("/api/keys", keys::list)
+        .delete("/api/keys/{id}", keys::revoke)
+        .get("/api/admin/users", admin_users::list)
+        .post("/api/admin/users/{id}/roles", admin_users::grant_role)
+        .delete(
+            "/api/admin/users/{id}/roles/{role}",
+            admin_users::revoke_role,
+        )
+        .post("/api/admin/users/{id}/suspend", admin_users::suspend)
+        .post("/api/admin/users/{id}/unsuspend", admin_users::unsuspend)
+        .get("/api/credits/balance", credits::balance)
+        .get("/api/credits/transactions", credits::transactions)
+        .post("/api/admin/credits/grant", admin::grant)
+        .get("/api/payments/packages", payments::packages)
+        .post("/api/payments/checkout", payments::checkout)
+        .post("/api/payments/webhook", payments::webhook)
+        .get("/api/payments/history", payments::history)
+        .post("/api/promos/redeem", promos::redeem)
+        .post("/api/admin/promos", promos::create)
+        .get("/api/admin/promos", promos::list)
+        .post("/api/admin/promos/{code}/disable", promos::disable)
+        .post("/api/admin/promos/{code}/enable", promos::enable)
+        .get("/api/usage", usage::list)
+        .get("/api/usage/summary", usage::summary)
+        .get("/api/usage/requests/{request_id}", usage::request)
+        .post("/api/usage/reprice", usage::reprice)
+        .get("/api/audit/ledger", audit::ledger)
+        .get("/api/audit/accounts/{id}", audit::account)
+        .get("/api/audit/trial-balance", audit::trial_balance)
+        .get("/api/audit/payments/reconciliation", audit::reconciliation)
+        .get("/api/audit/admin-actions", audit::admin_actions)
+        .get("/api/audit/checkpoints", evidence::checkpoints)
+        .get("/api/audit/public-key", evidence::public_key)
+        .get("/api/audit/verify", evidence::last_verification)
+        .get(
+            "/api/audit/events/{aggregate_id}/{sequence}/proof",
+            evidence::proof,
+        )
+}
+
+/// The exports: they stream for as long as the range takes, so no request timeout.
+fn streamed() -> Table {
+    Table::new()
+        .get("/api/usage/export", usage::export)
+        .get("/api/analytics/events", analytics::events)
+}
+
+/// Inference runs under its own deadline (`models.total_timeout_ms`).
+fn inference() -> Table {
+    Table::new()
+        .post("/v1/chat/completions", openai::chat_completions)
+        .post("/v1/messages", anthropic::messages)
+        .post("/v1/embeddings", openai::embeddings)
+        .get("/api/ws", ws::connect)
 }

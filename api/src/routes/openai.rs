@@ -450,6 +450,18 @@ fn check_neutral(body: &mut Map<String, Value>) -> Result<(), OpenAiError> {
 }
 
 /// `POST /v1/chat/completions` — any signed-in caller (JWT or API key).
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "inference",
+    request_body = crate::openapi::wire::ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer: a `chat.completion`, or with `stream: true` server-sent `chat.completion.chunk` events ending with `data: [DONE]`",
+            content((crate::openapi::wire::ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        crate::openapi::OpenAiErrors,
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     caller: Result<Caller, ApiError>,
@@ -658,6 +670,14 @@ struct EmbeddingsRequest {
 /// one vector per input, billed by the inputs' tokens at the model's input price. Vectors are
 /// numbers (`encoding_format: float`, the default) or base64 of little-endian `f32`s
 /// (`base64`, what OpenAI's SDKs ask for).
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "inference",
+    request_body = crate::openapi::wire::EmbeddingsRequest,
+    responses((status = 200, description = "One vector per input", body = crate::openapi::wire::EmbeddingList), crate::openapi::OpenAiErrors),
+    security(("bearer" = [])),
+)]
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
     caller: Result<Caller, ApiError>,
@@ -758,6 +778,13 @@ pub async fn embeddings(
 }
 
 /// `GET /v1/models` — any signed-in caller: the configured models and their prices.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "inference",
+    responses((status = 200, description = "The configured models, their prices and capabilities", body = crate::openapi::wire::ModelList), crate::openapi::OpenAiErrors),
+    security(("bearer" = [])),
+)]
 pub async fn models(
     State(state): State<Arc<AppState>>,
     caller: Result<Caller, ApiError>,
@@ -798,6 +825,13 @@ pub async fn models(
 /// workers see it (only they call providers), merged over the workers that reported in the
 /// last seconds (`hub_workers::status`). With no worker reporting, `providers` is empty and
 /// `workers_reporting` 0: nothing is known, and nothing is claimed healthy.
+#[utoipa::path(
+    get,
+    path = "/api/providers/status",
+    tag = "inference",
+    responses((status = 200, description = "Each provider's health as the workers report it", body = hub_workers::status::MergedStatus), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn providers_status(
     State(state): State<Arc<AppState>>,
     _caller: Caller,

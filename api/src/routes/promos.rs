@@ -16,7 +16,7 @@ use crate::state::AppState;
 use hub_app::promos::{self, Activation, NewPromo, PromoChanged, Redeemed};
 use hub_app::queries::promos::PromoRow;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePromoBody {
     /// 3 to 64 of `[A-Za-z0-9_-]`; stored uppercase.
@@ -37,6 +37,14 @@ pub struct CreatePromoBody {
 }
 
 /// `POST /api/admin/promos` — admin.
+#[utoipa::path(
+    post,
+    path = "/api/admin/promos",
+    tag = "promos",
+    request_body = CreatePromoBody,
+    responses((status = 201, description = "Created", body = PromoChanged), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -57,6 +65,14 @@ pub async fn create(
 
 /// `POST /api/admin/promos/{code}/disable` — admin. Disabling a disabled code changes
 /// nothing.
+#[utoipa::path(
+    post,
+    path = "/api/admin/promos/{code}/disable",
+    tag = "promos",
+    params(("code" = String, Path, description = "The promo code")),
+    responses((status = 200, description = "OK", body = PromoChanged), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn disable(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -68,6 +84,14 @@ pub async fn disable(
 }
 
 /// `POST /api/admin/promos/{code}/enable` — admin. Enabling an active code changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/admin/promos/{code}/enable",
+    tag = "promos",
+    params(("code" = String, Path, description = "The promo code")),
+    responses((status = 200, description = "OK", body = PromoChanged), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn enable(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -78,7 +102,8 @@ pub async fn enable(
     Ok(Json(changed))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub limit: Option<i64>,
@@ -86,7 +111,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PromoPage {
     pub promos: Vec<PromoRow>,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -95,6 +120,14 @@ pub struct PromoPage {
 
 /// `GET /api/admin/promos` — admin. Oldest first, with redemption counts, from the
 /// `promo_codes` read model.
+#[utoipa::path(
+    get,
+    path = "/api/admin/promos",
+    tag = "promos",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = PromoPage), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -110,7 +143,7 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemBody {
     pub code: String,
@@ -118,6 +151,14 @@ pub struct RedeemBody {
 
 /// `POST /api/promos/redeem {code}` — any signed-in caller, for their own account. Each
 /// user redeems a code once; a retry after a failure completes the first redemption.
+#[utoipa::path(
+    post,
+    path = "/api/promos/redeem",
+    tag = "promos",
+    request_body = RedeemBody,
+    responses((status = 200, description = "OK", body = Redeemed), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn redeem(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -23,10 +23,13 @@ use hub_app::queries::usage::{
 /// The filters every usage route takes, as text (read by [`RawFilter::parse`]).
 macro_rules! usage_query {
     ($name:ident { $($extra:ident: $ty:ty),* }) => {
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, utoipa::IntoParams)]
+        #[into_params(parameter_in = Query)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
+            /// RFC 3339 time or date; the range's start (inclusive).
             pub from: Option<String>,
+            /// RFC 3339 time or date; the range's end (exclusive).
             pub to: Option<String>,
             pub user_id: Option<String>,
             pub api_key_id: Option<String>,
@@ -57,7 +60,7 @@ usage_query!(ListQuery { limit: Option<i64>, cursor: Option<String> });
 usage_query!(SummaryQuery { group_by: Option<String> });
 usage_query!(ExportQuery { format: Option<String> });
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsagePage {
     pub data: Vec<UsageRecord>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
@@ -65,6 +68,14 @@ pub struct UsagePage {
 }
 
 /// `GET /api/usage`: settled requests, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/usage",
+    tag = "usage",
+    params(ListQuery),
+    responses((status = 200, description = "Settled requests, newest first", body = UsagePage), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -79,6 +90,14 @@ pub async fn list(
 }
 
 /// `GET /api/usage/summary`: totals and series from the hourly rollups.
+#[utoipa::path(
+    get,
+    path = "/api/usage/summary",
+    tag = "usage",
+    params(SummaryQuery),
+    responses((status = 200, description = "Totals and series from the hourly rollups", body = summary::Summary), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn summary(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -91,6 +110,14 @@ pub async fn summary(
 
 /// `GET /api/usage/export?format=csv|ndjson`: the records of a range, oldest first,
 /// streamed as they are read.
+#[utoipa::path(
+    get,
+    path = "/api/usage/export",
+    tag = "usage",
+    params(ExportQuery),
+    responses((status = 200, description = "The records of the range, oldest first, streamed: CSV with a header row (RFC 4180) or one JSON object per line", content((String = "text/csv"), (UsageRecord = "application/x-ndjson"))), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn export(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -103,6 +130,14 @@ pub async fn export(
 }
 
 /// `GET /api/usage/requests/{request_id}`: its usage record, ledger entries and events.
+#[utoipa::path(
+    get,
+    path = "/api/usage/requests/{request_id}",
+    tag = "usage",
+    params(("request_id" = String, Path, description = "The request's id")),
+    responses((status = 200, description = "Its usage record, ledger entries and events", body = RequestStory), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn request(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -118,7 +153,7 @@ pub async fn request(
 
 /// `POST /api/usage/reprice`'s body: a range and a price table in the shape of the
 /// configured models' prices (model name → `price`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepriceBody {
     pub from: String,
@@ -128,6 +163,14 @@ pub struct RepriceBody {
 
 /// `POST /api/usage/reprice`: what the usage of a range would have cost under `prices`, per
 /// model and per user. Nothing is written.
+#[utoipa::path(
+    post,
+    path = "/api/usage/reprice",
+    tag = "usage",
+    request_body = RepriceBody,
+    responses((status = 200, description = "What the range was charged and would be under `prices`", body = repricing::Repricing), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn reprice(
     State(state): State<Arc<AppState>>,
     caller: Caller,

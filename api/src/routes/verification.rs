@@ -9,23 +9,42 @@ use axum::Json;
 use hub_app::identity::password_reset::{self, ResetToken};
 use hub_app::identity::verification::{self, VerificationCode};
 use hub_domain::{Email, UserId};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::routes::auth::{required_password, UserView};
+use crate::routes::auth::{required_password, UserEnvelope, UserView};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+/// `{"sent": true}`: a new code is on its way.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Sent {
+    pub sent: bool,
+}
+
+/// A message for people, when there is nothing else to say.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Notice {
+    pub message: &'static str,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     pub code: Option<String>,
 }
 
 /// `POST /api/auth/verify-email` — the signed-in user, with the code from the email.
+#[utoipa::path(
+    post,
+    path = "/api/auth/verify-email",
+    tag = "auth",
+    request_body = VerifyBody,
+    responses((status = 200, description = "The address is verified", body = UserEnvelope), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn verify_email(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -35,19 +54,29 @@ pub async fn verify_email(
         .ok_or_else(|| ApiError::bad_request("invalid_code", "the code is six digits"))?;
     let id = UserId(caller.user);
     let user = verification::verify_email(&state, id, &code).await?;
-    Ok(Json(json!({ "user": UserView::of(id, &user) })).into_response())
+    Ok(Json(UserEnvelope {
+        user: UserView::of(id, &user),
+    })
+    .into_response())
 }
 
 /// `POST /api/auth/resend-verification` — the signed-in user whose email is not verified.
+#[utoipa::path(
+    post,
+    path = "/api/auth/resend-verification",
+    tag = "auth",
+    responses((status = 202, description = "A new code is on its way", body = Sent), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn resend_verification(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     verification::resend(&state, UserId(caller.user)).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "sent": true }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Sent { sent: true })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForgotBody {
     pub email: Option<String>,
@@ -56,6 +85,13 @@ pub struct ForgotBody {
 /// `POST /api/auth/forgot-password` — anyone. The same answer, at about the same time,
 /// whether or not a user has the address (or it is an address at all): the work happens
 /// after the answer.
+#[utoipa::path(
+    post,
+    path = "/api/auth/forgot-password",
+    tag = "auth",
+    request_body = ForgotBody,
+    responses((status = 202, description = "The same answer whether or not the address is known", body = Notice), crate::openapi::Errors),
+)]
 pub async fn forgot_password(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<ForgotBody>,
@@ -69,14 +105,14 @@ pub async fn forgot_password(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "message": "if an account uses this address, a reset link is on its way"
-        })),
+        Json(Notice {
+            message: "if an account uses this address, a reset link is on its way",
+        }),
     )
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetBody {
     pub token: Option<String>,
@@ -84,6 +120,13 @@ pub struct ResetBody {
 }
 
 /// `POST /api/auth/reset-password` — anyone holding a reset link. Ends every session.
+#[utoipa::path(
+    post,
+    path = "/api/auth/reset-password",
+    tag = "auth",
+    request_body = ResetBody,
+    responses((status = 200, description = "The password is changed; every session ended", body = Notice), crate::openapi::Errors),
+)]
 pub async fn reset_password(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<ResetBody>,
@@ -91,8 +134,8 @@ pub async fn reset_password(
     let token = ResetToken::parse(body.token.as_deref().unwrap_or_default())?;
     let password = required_password(body.password)?;
     password_reset::reset(&state, &token, password).await?;
-    Ok(Json(json!({
-        "message": "your password is changed; sign in again on every device"
-    }))
+    Ok(Json(Notice {
+        message: "your password is changed; sign in again on every device",
+    })
     .into_response())
 }

@@ -62,7 +62,16 @@ pub const CLOSE_CREDENTIAL_ENDED: u16 = 4401;
 /// Close code: the account is suspended.
 pub const CLOSE_SUSPENDED: u16 = 4403;
 
-#[derive(Debug, Deserialize)]
+/// A one-use ticket for `GET /api/ws?ticket=`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Ticket {
+    pub ticket: String,
+    /// Seconds it stays usable.
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     token: Option<String>,
     ticket: Option<String>,
@@ -70,10 +79,17 @@ pub struct TokenQuery {
 
 /// `POST /api/ws/ticket` — a signed-in user with an access token (not an API key, which
 /// can use the `Authorization` header). Answers `{ticket, expires_in}`.
+#[utoipa::path(
+    post,
+    path = "/api/ws/ticket",
+    tag = "auth",
+    responses((status = 200, description = "A one-use ticket for /api/ws", body = Ticket), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn ticket(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Ticket>, ApiError> {
     let Credential::AccessToken {
         expires_at,
         session_version,
@@ -91,12 +107,21 @@ pub async fn ticket(
         session_version,
     )
     .await?;
-    Ok(axum::Json(
-        json!({"ticket": issued.ticket, "expires_in": issued.expires_in}),
-    ))
+    Ok(axum::Json(Ticket {
+        ticket: issued.ticket,
+        expires_in: issued.expires_in,
+    }))
 }
 
 /// `GET /api/ws` — any signed-in caller.
+#[utoipa::path(
+    get,
+    path = "/api/ws",
+    tag = "inference",
+    params(TokenQuery),
+    responses((status = 101, description = "Switched to the WebSocket chat protocol (docs/inference.md)"), crate::openapi::Errors),
+    security(("bearer" = [])),
+)]
 pub async fn connect(
     State(state): State<Arc<AppState>>,
     Query(query): Query<TokenQuery>,

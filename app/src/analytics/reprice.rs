@@ -97,7 +97,9 @@ pub fn price_table(table: &PriceTable) -> Result<BTreeMap<String, Price>, Repric
 }
 
 /// Sums over a set of usage records, in micro-credits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct Amounts {
     pub requests: i64,
     pub input_tokens: i64,
@@ -131,7 +133,7 @@ impl Amounts {
 }
 
 /// One model's line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ModelLine {
     pub model: String,
     /// Whether the new table names the model; when it does not, its requests keep what
@@ -142,7 +144,7 @@ pub struct ModelLine {
 }
 
 /// One user's line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserLine {
     pub user_id: Uuid,
     #[serde(flatten)]
@@ -150,7 +152,7 @@ pub struct UserLine {
 }
 
 /// A re-pricing's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Repricing {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,

@@ -109,7 +109,7 @@ impl GroupBy {
 
 /// Percentiles in milliseconds: each the upper bound of its histogram bucket (the last
 /// bucket's lower bound: it has none). `None` without a single measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     pub p50: Option<i64>,
     pub p95: Option<i64>,
@@ -117,7 +117,7 @@ pub struct Percentiles {
 }
 
 /// What a group (or the whole range) adds up to.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Metrics {
     pub requests: i64,
     pub input_tokens: i64,
@@ -135,7 +135,7 @@ pub struct Metrics {
 }
 
 /// The key of one group: only the parts grouped by are present.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 pub struct GroupKey {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period: Option<DateTime<Utc>>,
@@ -151,7 +151,7 @@ pub struct GroupKey {
 }
 
 /// One group of a series.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Group {
     #[serde(flatten)]
     pub key: GroupKey,
@@ -160,7 +160,7 @@ pub struct Group {
 }
 
 /// A summary: the range it covered (whole hours), totals, and one entry per group.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,

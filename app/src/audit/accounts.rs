@@ -35,7 +35,7 @@ pub struct AsOfRequest {
 }
 
 /// The account as the events say it stood.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountAsOf {
     pub account_id: Uuid,
     /// The time asked for; `null`: the head (now).
@@ -65,7 +65,7 @@ pub struct AccountAsOf {
 }
 
 /// The `balances` row beside the fold, at the head.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReadModelCheck {
     pub balance_micros: i64,
     pub reserved_micros: i64,

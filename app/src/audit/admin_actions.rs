@@ -22,7 +22,7 @@ pub const LIMITS: Limits = Limits {
 };
 
 /// The event that recorded an action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EventRef {
     pub aggregate_type: String,
     pub aggregate_id: String,
@@ -30,7 +30,7 @@ pub struct EventRef {
 }
 
 /// One admin action.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminAction {
     /// When its event was recorded.
     pub at: DateTime<Utc>,

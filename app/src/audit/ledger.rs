@@ -128,7 +128,7 @@ impl LedgerFilter {
 }
 
 /// One ledger entry and the account it belongs to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditLedgerEntry {
     pub account_id: Uuid,
     #[serde(flatten)]

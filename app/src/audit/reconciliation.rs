@@ -38,7 +38,7 @@ const SESSION_SUMS: &str = "
     ) s ON true";
 
 /// One session and the credits it moved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SessionLine {
     pub session_id: String,
     pub user_id: Uuid,
@@ -74,7 +74,7 @@ pub struct SessionLine {
 }
 
 /// Sums over every session of the range.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub sessions: i64,
     /// Per currency: what was paid and refunded, in its smallest unit.
@@ -90,7 +90,7 @@ pub struct Totals {
 }
 
 /// One page of the reconciliation, and the totals of the whole range.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Reconciliation {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,

@@ -20,7 +20,7 @@ pub const USERS_AVAILABLE: &str = "users:available";
 pub const USERS_HELD: &str = "users:held";
 
 /// One account's line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Line {
     pub account: String,
     /// Every debit posted to it up to `as_of`.
@@ -47,7 +47,7 @@ impl Line {
 }
 
 /// The trial balance at a time.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TrialBalance {
     /// The time asked for; `null`: the head (everything projected so far).
     pub as_of: Option<DateTime<Utc>>,
@@ -71,7 +71,7 @@ pub struct TrialBalance {
 }
 
 /// The sums of the `balances` read model beside the journal's user and debt lines.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReadModelTotals {
     pub available_micros: i64,
     pub reserved_micros: i64,

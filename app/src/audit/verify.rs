@@ -55,7 +55,7 @@ pub const CHECKS: [&str; 6] = [
 ];
 
 /// One thing that does not add up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Discrepancy {
     /// One of [`CHECKS`].
     pub check: String,
@@ -65,7 +65,7 @@ pub struct Discrepancy {
 }
 
 /// One check's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckOutcome {
     pub check: String,
     pub passed: bool,
@@ -73,7 +73,7 @@ pub struct CheckOutcome {
 }
 
 /// What a run found.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,

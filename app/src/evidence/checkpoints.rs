@@ -490,7 +490,7 @@ pub async fn proof(
 }
 
 /// What one checkpointer round did, for the logs.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Round {
     pub checkpoint: Option<i64>,
     pub published: usize,

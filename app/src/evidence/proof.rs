@@ -23,7 +23,7 @@ pub const PROOF_FORMAT: &str = "aihub-event-proof/1";
 const STATEMENT_TAG: &[u8] = b"aihub-checkpoint-v1\0";
 
 /// A checkpoint as published: what was signed, and the signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedCheckpoint {
     pub id: i64,
     /// For people; the signature covers `created_at_micros`.
@@ -126,10 +126,11 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, ProofError> {
 }
 
 /// An event, and what ties it to a signed checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Proof {
     /// [`PROOF_FORMAT`].
     pub format: String,
+    #[schema(value_type = Object)]
     pub event: StoredEvent,
     /// The hash of the aggregate's event before this one (zeros for its first), hex.
     pub previous_hash: String,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// An account's standing. Amounts are integer micro-credits (1 credit = 1,000,000).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Balance {
     pub account_id: Uuid,
     pub balance_micros: i64,

@@ -15,7 +15,7 @@ pub const LIMITS: Limits = Limits {
 };
 
 /// One movement of a balance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub sequence: i64,
     pub kind: String,
@@ -30,7 +30,7 @@ pub struct LedgerEntry {
 }
 
 /// What a movement was for.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Cause {
     /// `grant`, `payment`, `promo` or `request`.
     #[serde(rename = "type")]

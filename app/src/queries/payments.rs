@@ -31,7 +31,7 @@ impl CursorKey for SessionKey {
 }
 
 /// A payment as the read model has it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
     pub session_id: String,
     /// `started`, `awaiting_payment`, `paid`, `partially_refunded`, `refunded`, `failed` or

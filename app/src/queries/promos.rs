@@ -31,7 +31,7 @@ impl CursorKey for CodeKey {
 }
 
 /// A promo code as the read model has it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PromoRow {
     pub code: String,
     pub credits_micros: i64,

@@ -169,7 +169,7 @@ impl UsageFilter {
 }
 
 /// One settled request, as analysts see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UsageRecord {
     pub request_id: String,
     pub user_id: Uuid,
@@ -269,7 +269,7 @@ pub async fn page(
 }
 
 /// One request: its usage record, its ledger entries, and its credit events.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RequestStory {
     pub request_id: String,
     pub user_id: Uuid,
@@ -281,7 +281,7 @@ pub struct RequestStory {
 }
 
 /// One credit event of a request, as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreditEventRow {
     pub sequence: i64,
     pub event_type: String,

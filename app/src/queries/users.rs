@@ -25,7 +25,7 @@ impl CursorKey for Uuid {
 }
 
 /// A user as the read model has it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserRow {
     pub id: Uuid,
     pub email: String,
