@@ -23,4 +23,5 @@ pub mod limits;
 pub mod mcp;
 pub mod openapi;
 pub mod routes;
+pub mod shutdown;
 pub mod state;

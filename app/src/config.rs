@@ -164,6 +164,10 @@ pub struct ServerSettings {
     /// Whole-request timeout of every route but inference (which runs under
     /// `models.total_timeout_ms`), in milliseconds.
     pub request_timeout_ms: u64,
+    /// On SIGTERM (or Ctrl-C) a process stops taking new requests and commands, and gives
+    /// those it is running this long to finish, in milliseconds; a stream still open then is
+    /// ended, and charged for what it delivered. Under orchestrators' usual 30 s.
+    pub shutdown_grace_ms: u64,
     /// The web app's built files (`web/dist`, relative to the working directory), served
     /// at `/`; nothing is served there when the folder is missing.
     pub web_dir: String,
@@ -287,6 +291,7 @@ impl Default for Settings {
                 port: 8080,
                 body_limit_bytes: 1 << 20,
                 request_timeout_ms: 30_000,
+                shutdown_grace_ms: 20_000,
                 web_dir: "web/dist".into(),
                 cors: CorsSettings::default(),
             },

@@ -79,6 +79,9 @@ pub async fn connect(
     Ok((pool, nats, js))
 }
 
+/// How long the front may take, after the grace, to settle what it cut.
+const AFTER_GRACE: Duration = Duration::from_secs(15);
+
 impl Application {
     /// Build the roles from settings, on the system clock.
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
@@ -125,7 +128,12 @@ impl Application {
         self.state.clone()
     }
 
-    /// Run every role until `shutdown` resolves, then stop them all.
+    /// Run every role until `shutdown` resolves, then stop them, the front first: the HTTP
+    /// server stops accepting and the worker stops pulling commands, and both get
+    /// `server.shutdown_grace_ms` to finish the requests in flight. Streams still open then
+    /// are cut, and the worker cancels what it still runs, each request settled for what it
+    /// delivered. Only then do the relay, projections, settler and sweeper stop, so that
+    /// what the front wrote while draining is relayed.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -137,7 +145,18 @@ impl Application {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
+        // The front: HTTP and the worker, stopped first.
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let draining = move || {
+            let mut rx = drain_rx.clone();
+            async move {
+                let _ = rx.wait_for(|drain| *drain).await;
+            }
+        };
+        let (deadline_tx, deadline_rx) = watch::channel(false);
         let state = self.state;
+        let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
+        let mut front = tokio::task::JoinSet::new();
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.commit_signal.forward(
             state.nats.clone(),
@@ -199,9 +218,12 @@ impl Application {
                 state.credits.clone(),
                 state.settlements.clone(),
                 state.clock.clone(),
-                hub_workers::worker::WorkerConfig::default(),
+                hub_workers::worker::WorkerConfig {
+                    drain_timeout: grace,
+                    ..hub_workers::worker::WorkerConfig::default()
+                },
             );
-            tasks.spawn(worker.run(stopped()));
+            front.spawn(worker.run(draining()));
             // The API processes answer GET /api/providers/status from these reports.
             let id = uuid::Uuid::new_v4().simple().to_string();
             tasks.spawn(hub_workers::status::report(
@@ -250,11 +272,16 @@ impl Application {
                     hub_api::edge::strip_cors,
                 ));
             }
+            // A stream still open when the shutdown grace ends is cut (hub_api::shutdown).
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                deadline_rx.clone(),
+                hub_api::shutdown::cut_at_deadline,
+            ));
             // Outermost: every response, a preflight's too, carries the request id.
             let app = app.layer(axum::middleware::from_fn(hub_api::edge::request_id));
             tracing::info!(address = ?listener.local_addr().ok(), "serving HTTP");
-            let graceful = stopped();
-            tasks.spawn(async move {
+            let graceful = draining();
+            front.spawn(async move {
                 let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
                 // Streamed answers are many small writes: without TCP_NODELAY, Nagle holds
                 // each one until the client's (delayed, up to 40 ms) ack of the previous.
@@ -272,8 +299,29 @@ impl Application {
             });
         }
         shutdown.await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: no new requests; finishing those in flight"
+        );
+        let _ = drain_tx.send(true);
+        let front_done = async { while front.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, front_done).await.is_err() {
+            tracing::warn!("shutdown grace passed: cutting the streams still open");
+            let _ = deadline_tx.send(true);
+            // The worker cancels its own at the same deadline and waits for their settlements.
+            let settled = async { while front.join_next().await.is_some() {} };
+            if tokio::time::timeout(AFTER_GRACE, settled).await.is_err() {
+                tracing::error!("the front did not stop after the grace; aborting it");
+                front.abort_all();
+            }
+        }
+        // Cancellations and last replies published while draining reach NATS before exit.
+        if let Err(err) = state.nats.flush().await {
+            tracing::warn!(error = %err, "could not flush NATS at shutdown");
+        }
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
+        tracing::info!("stopped");
         Ok(())
     }
 }

@@ -398,9 +398,25 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             .context("migrations failed")?;
     }
     let app = Application::build(settings, roles).await?;
-    app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-    })
-    .await
+    app.run_until(stop_signal()).await
+}
+
+/// Ctrl-C, or SIGTERM (what orchestrators and `kill` send): either starts a graceful
+/// shutdown ([`Application::run_until`]).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+                    _ = term.recv() => tracing::info!("terminated (SIGTERM)"),
+                }
+                return;
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot listen for SIGTERM; Ctrl-C only"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("interrupted");
 }

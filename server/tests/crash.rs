@@ -25,6 +25,8 @@ const JWT_SECRET: &str = "crash-test-secret-crash-test-secret-0123456789";
 const USERS: usize = 4;
 /// Credits each user starts with: far more than the load can spend.
 const FUNDS_MICROS: i64 = 10_000_000_000;
+/// The processes' `server.shutdown_grace_ms`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 fn nats_url() -> String {
     std::env::var("AIHUB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -304,6 +306,21 @@ tokenizer = "o200k"
 max_output_tokens = 64
 price = { input_per_million_micros = 1000000, output_per_million_micros = 2000000 }
 providers = [{ kind = "mock", mock_tokens_per_second = 200 }]
+
+# Streams that outlast a shutdown's grace (SHUTDOWN_GRACE_MS), and streams that do not.
+[[models.models]]
+name = "mock-slow"
+tokenizer = "o200k"
+max_output_tokens = 64
+price = { input_per_million_micros = 1000000, output_per_million_micros = 2000000 }
+providers = [{ kind = "mock", mock_tokens_per_second = 5 }]
+
+[[models.models]]
+name = "mock-medium"
+tokenizer = "o200k"
+max_output_tokens = 64
+price = { input_per_million_micros = 1000000, output_per_million_micros = 2000000 }
+providers = [{ kind = "mock", mock_tokens_per_second = 25 }]
 "#,
         )
         .expect("the config file");
@@ -338,6 +355,10 @@ providers = [{ kind = "mock", mock_tokens_per_second = 200 }]
             .env("AIHUB__SERVER__PORT", self.port.to_string())
             .env("AIHUB__AUTH__JWT_SECRET", JWT_SECRET)
             .env("AIHUB__CREDITS__SWEEP_INTERVAL_MS", "500")
+            .env(
+                "AIHUB__SERVER__SHUTDOWN_GRACE_MS",
+                SHUTDOWN_GRACE.as_millis().to_string(),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -350,6 +371,26 @@ providers = [{ kind = "mock", mock_tokens_per_second = 200 }]
 
     fn log_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
+    }
+
+    /// Send SIGTERM, as an orchestrator or `kill` does.
+    fn terminate(&self, name: &str) {
+        let pid = self.running.get(name).expect("a running process").id();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent to {name}");
+    }
+
+    /// Wait for a process to exit after SIGTERM; its exit status.
+    async fn exit_status(&mut self, name: &str, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.running.remove(name).expect("a running process");
+        tokio::time::timeout(limit, tokio::task::spawn_blocking(move || child.wait()))
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not exit within {limit:?}"))
+            .expect("the wait task")
+            .expect("the exit status")
     }
 
     fn log(&self, name: &str) -> String {
@@ -1031,4 +1072,200 @@ async fn a_settlement_that_fails_on_a_lost_connection_is_retried_and_applied_onc
     .await
     .expect("count");
     assert_eq!(settled, 1, "applied once");
+}
+
+/// One stream of the shutdown test, as its client saw it.
+#[derive(Debug, Default)]
+struct StreamSeen {
+    model: &'static str,
+    request_id: Option<String>,
+    /// Content chunks received.
+    chunks: i64,
+    /// Their text.
+    text: String,
+    done: bool,
+}
+
+/// Reads one streamed chat to its end (or its cut), counting content chunks; `started` goes
+/// up at the first one.
+async fn watch_stream(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    model: &'static str,
+    started: Arc<AtomicUsize>,
+) -> StreamSeen {
+    let mut seen = StreamSeen {
+        model,
+        ..StreamSeen::default()
+    };
+    let response = client
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({
+            "model": model,
+            "stream": true,
+            "max_tokens": 40,
+            "messages": [{"role": "user", "content": "Tell me about graceful shutdown."}],
+        }))
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "{model}");
+    let mut response = response;
+    let mut buffer = String::new();
+    while let Ok(Some(bytes)) = response.chunk().await {
+        buffer.push_str(&String::from_utf8_lossy(&bytes));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.trim().strip_prefix("data: ") else {
+                continue;
+            };
+            if data == "[DONE]" {
+                seen.done = true;
+                continue;
+            }
+            let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            if let Some(id) = chunk["id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix("chatcmpl-"))
+            {
+                seen.request_id.get_or_insert_with(|| id.to_string());
+            }
+            if let Some(content) = chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+            {
+                if seen.chunks == 0 {
+                    started.fetch_add(1, Ordering::Relaxed);
+                }
+                seen.chunks += 1;
+                seen.text.push_str(content);
+            }
+        }
+    }
+    seen
+}
+
+/// SIGTERM to the API and the worker in the middle of 100 streams: the processes stop
+/// taking work, the streams that end within the grace end whole, the ones that do not are
+/// cut at its end and charged only for what they delivered, both processes exit cleanly, and
+/// nothing is left reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_or_cuts_every_stream_and_leaves_nothing_reserved() {
+    let mut scene = Scene::new(&[], &[]).await;
+    let url = scene.hub.url("/v1/chat/completions");
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        // 40 tokens: 1.6 s at 25/s, within the grace; 8 s at 5/s, beyond it.
+        let model = if i % 2 == 0 {
+            "mock-medium"
+        } else {
+            "mock-slow"
+        };
+        streams.spawn(watch_stream(
+            scene.client.clone(),
+            url.clone(),
+            scene.tokens[i % scene.tokens.len()].clone(),
+            model,
+            started.clone(),
+        ));
+    }
+    eventually(Duration::from_secs(30), "every stream to start", || async {
+        (started.load(Ordering::Relaxed) == 100).then_some(())
+    })
+    .await;
+
+    scene.hub.terminate("serve");
+    scene.hub.terminate("worker");
+    // No new work is taken.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new connection (the shared client's pool may hold one the server is closing).
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&scene.tokens[0])
+        .json(&json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a stopping API accepts no new request: {:?}",
+        refused.map(|r| r.status())
+    );
+    let limit = SHUTDOWN_GRACE + Duration::from_secs(20);
+    let serve = scene.hub.exit_status("serve", limit).await;
+    let worker = scene.hub.exit_status("worker", limit).await;
+    assert!(serve.success(), "the API exits cleanly: {serve}");
+    assert!(worker.success(), "the worker exits cleanly: {worker}");
+
+    let mut seen = Vec::new();
+    while let Some(stream) = streams.join_next().await {
+        seen.push(stream.expect("a stream task"));
+    }
+    for stream in &seen {
+        assert!(stream.request_id.is_some(), "{stream:?}");
+        if stream.model == "mock-medium" {
+            assert!(
+                stream.done,
+                "a stream shorter than the grace ends whole: {stream:?}"
+            );
+        }
+    }
+    let cut = seen.iter().filter(|s| !s.done).count();
+    assert!(cut > 0, "the slow streams outlast the grace and are cut");
+
+    // An API and a worker (with its settler) again, to read the hub's state through.
+    scene.hub.start("serve2", &["serve"], &[]);
+    scene.hub.start("worker2", &["worker"], &[]);
+    scene.quiesce().await;
+    let mut db = scene.db().await;
+    let usage: BTreeMap<String, (String, i64)> =
+        sqlx::query_as("SELECT request_id, outcome, output_tokens FROM usage_records")
+            .fetch_all(&mut db)
+            .await
+            .expect("usage")
+            .into_iter()
+            .map(|(id, outcome, tokens): (String, String, i64)| (id, (outcome, tokens)))
+            .collect();
+    for stream in &seen {
+        let id = stream.request_id.as_deref().unwrap_or_default();
+        let (outcome, tokens) = usage
+            .get(id)
+            .unwrap_or_else(|| panic!("request {id} was settled: {stream:?}"));
+        if stream.done {
+            assert_eq!(outcome, "completed", "{stream:?}");
+        } else {
+            assert_eq!(outcome, "cancelled", "{stream:?}");
+            // Charged for what it delivered: the tokens of the text its client got, and at
+            // most the few the worker produced (at 5 a second) while the cut reached it.
+            let delivered = i64::try_from(hub_workers::tokens::count_text_tokens(
+                "o200k",
+                &stream.text,
+            ))
+            .unwrap_or(i64::MAX);
+            assert!(
+                *tokens < 40 && *tokens <= delivered + 3,
+                "a cut stream is charged for {tokens} tokens; its client got {delivered} \
+                 ({} chunks)",
+                stream.chunks
+            );
+        }
+    }
+    let reserved: Option<i64> =
+        sqlx::query_scalar("SELECT sum(reserved_micros)::bigint FROM balances")
+            .fetch_one(&mut db)
+            .await
+            .expect("balances");
+    assert_eq!(reserved, Some(0), "nothing is left reserved");
+    assert!(
+        scene.hub.log("serve").contains("shutting down"),
+        "the API logged its shutdown"
+    );
+    eprintln!(
+        "SIGTERM under 100 streams: {} ended whole, {cut} cut at the grace",
+        seen.len() - cut
+    );
 }

@@ -61,6 +61,8 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
     base.database.max_connections = 16;
     base.nats.url = nats_url();
     base.credits.sweep_interval_ms = 200;
+    // A test that stops its app with streams open does not wait long for them.
+    base.server.shutdown_grace_ms = 1_000;
     let sandbox = Sandbox::create(&base, &admin_database_url(), Prefixes::TEST)
         .await
         .expect("a fresh, migrated test database (is Postgres up? AIHUB_TEST_DATABASE_URL)");

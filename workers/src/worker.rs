@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::chat::ToolCall;
 use crate::embed::EmbedRequest;
@@ -51,6 +52,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Wait this long before retrying after an error.
     pub retry_delay: Duration,
+    /// On shutdown, how long the requests in flight may take to finish before they are
+    /// cancelled (each then settles for what it delivered).
+    pub drain_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -58,9 +62,13 @@ impl Default for WorkerConfig {
         WorkerConfig {
             concurrency: 1_024,
             retry_delay: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }
+
+/// How long cancelled requests may take to settle when the process stops.
+const SETTLE_ON_SHUTDOWN: Duration = Duration::from_secs(10);
 
 /// The durable consumer all workers share (the stream is a work queue: each command goes
 /// to one of them).
@@ -78,6 +86,8 @@ pub struct Worker {
     clock: SharedClock,
     config: WorkerConfig,
     cancels: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// The requests being run, for shutdown to wait on.
+    in_flight: TaskTracker,
 }
 
 impl Worker {
@@ -99,14 +109,56 @@ impl Worker {
             clock,
             config,
             cancels: Arc::default(),
+            in_flight: TaskTracker::new(),
         }
     }
 
-    /// Work until `shutdown` resolves; errors are logged and retried.
+    /// Work until `shutdown` resolves; errors are logged and retried. Then drain: no new
+    /// command is pulled (those fetched and not yet claimed go back to the stream for other
+    /// workers), and the requests in flight get [`WorkerConfig::drain_timeout`] to finish;
+    /// any still running then are cancelled, so each settles for what it delivered, and the
+    /// call returns once they have.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let this = Arc::new(self);
         let delay = this.config.retry_delay;
         hub_nats::leader::supervise("worker", delay, shutdown, || this.clone().work()).await;
+        this.drain().await;
+    }
+
+    async fn drain(&self) {
+        self.in_flight.close();
+        if self.in_flight.is_empty() {
+            return;
+        }
+        tracing::info!(
+            in_flight = self.in_flight.len(),
+            "shutting down: letting the requests in flight finish"
+        );
+        if tokio::time::timeout(self.config.drain_timeout, self.in_flight.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let cancelled = self.cancels.lock().map_or(0, |map| {
+            map.values().for_each(CancellationToken::cancel);
+            map.len()
+        });
+        tracing::warn!(
+            cancelled,
+            "shutdown deadline passed: cancelling the requests still running (each is charged for what it delivered)"
+        );
+        // Cancelled requests settle at once; the bound is for a settlement that cannot be
+        // written (it stays reserved, and the sweeper settles or releases it).
+        if tokio::time::timeout(SETTLE_ON_SHUTDOWN, self.in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left = self.in_flight.len(),
+                "requests still settling at exit; the sweeper will finish them"
+            );
+        }
     }
 
     async fn work(self: Arc<Self>) -> anyhow::Result<()> {
@@ -161,7 +213,9 @@ impl Worker {
             let message = message?;
             let permit = permits.clone().acquire_owned().await?;
             let this = self.clone();
-            tokio::spawn(async move {
+            // Tracked, so that shutdown waits for it (a detached task would die with the
+            // process mid-answer).
+            self.in_flight.spawn(async move {
                 this.handle(message).await;
                 drop(permit);
             });
