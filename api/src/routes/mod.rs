@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_users;
+pub mod alerts;
 pub mod analytics;
 pub mod anthropic;
 pub mod audit;
@@ -49,6 +50,7 @@ use crate::state::AppState;
 /// | `POST /api/auth/verify-email`, `POST /api/auth/resend-verification` | any signed-in caller (own email) |
 /// | `POST /api/keys`, `DELETE /api/keys/{id}` | a signed-in user, not an API key (own keys) |
 /// | `GET /api/keys` | any signed-in caller (own keys) |
+/// | `GET /api/alerts/low-balance`, `PUT /api/alerts/low-balance` | any signed-in caller (own alert: threshold, webhook; PUT not with an API key) |
 /// | `GET /api/admin/users`, `POST /api/admin/users/{id}/roles`, `DELETE /api/admin/users/{id}/roles/{role}` | admin |
 /// | `POST /api/admin/users/{id}/suspend`, `POST /api/admin/users/{id}/unsuspend` | admin |
 ///
@@ -133,6 +135,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/providers/status", get(openai::providers_status))
         .route("/api/keys", post(keys::create).get(keys::list))
         .route("/api/keys/{id}", delete(keys::revoke))
+        .route(
+            "/api/alerts/low-balance",
+            get(alerts::get_low_balance).put(alerts::put_low_balance),
+        )
         .route("/api/admin/users", get(admin_users::list))
         .route("/api/admin/users/{id}/roles", post(admin_users::grant_role))
         .route(
