@@ -9,6 +9,7 @@
 //! - [`secrets`]: password hashing (argon2id), opaque tokens, codes and API keys, and their hashes.
 //! - [`jwt`]: access tokens (HS256 JWTs).
 //! - [`rate_store`]: the shared rate-limit store (Redis, one atomic script per decision).
+//! - [`webhook`]: outgoing webhooks, signed (HMAC-SHA256 over a timestamp and the body).
 
 pub mod http;
 pub mod jwt;
@@ -17,3 +18,4 @@ pub mod oidc;
 pub mod rate_store;
 pub mod secrets;
 pub mod stripe;
+pub mod webhook;

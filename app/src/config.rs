@@ -33,6 +33,29 @@ pub struct Settings {
     /// Rate limits and quotas, shared by every API process through Redis
     /// (docs/adr/05-rate-limits.md); off unless `enabled`.
     pub rate_limits: RateLimitSettings,
+    /// Low-balance alerts: the default threshold and how notifications are delivered
+    /// (docs/alerts.md).
+    pub alerts: AlertSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// The low-balance threshold of a user who has not set one, in micro-credits (0: no
+    /// alert unless the user sets a threshold).
+    pub low_balance_default_micros: i64,
+    /// How often the delivery loop (sweeper role) looks for notifications to send, in
+    /// milliseconds.
+    pub delivery_interval_ms: u64,
+    /// Longest wait for a webhook receiver's answer, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Attempts per notification (email and webhook) before it is given up.
+    pub attempts_max: u32,
+    /// The wait before the first retry, in milliseconds; each further retry waits twice as
+    /// long as the one before, up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// The longest wait between two attempts, in milliseconds.
+    pub retry_max_ms: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -356,6 +379,14 @@ impl Default for Settings {
                 analyst: Quota::default(),
                 auditor: Quota::default(),
             },
+            alerts: AlertSettings {
+                low_balance_default_micros: 1_000_000,
+                delivery_interval_ms: 1_000,
+                webhook_timeout_ms: 5_000,
+                attempts_max: 10,
+                retry_base_ms: 1_000,
+                retry_max_ms: 3_600_000,
+            },
         }
     }
 }
@@ -376,6 +407,7 @@ macro_rules! default_sections {
     (@pick $s:ident, CreditSettings) => { $s.credits };
     (@pick $s:ident, AuditSettings) => { $s.audit };
     (@pick $s:ident, RateLimitSettings) => { $s.rate_limits };
+    (@pick $s:ident, AlertSettings) => { $s.alerts };
 }
 default_sections!(
     ServerSettings,
@@ -384,7 +416,8 @@ default_sections!(
     AuthSettings,
     CreditSettings,
     AuditSettings,
-    RateLimitSettings
+    RateLimitSettings,
+    AlertSettings
 );
 
 /// Settings that cannot be used, naming the field.
@@ -534,6 +567,29 @@ impl Settings {
             return Err(invalid(
                 "auth.public_url",
                 "must start with http:// or https://",
+            ));
+        }
+        let alerts = &self.alerts;
+        if alerts.low_balance_default_micros < 0 {
+            return Err(invalid(
+                "alerts.low_balance_default_micros",
+                "must not be negative",
+            ));
+        }
+        for (field, value) in [
+            ("alerts.delivery_interval_ms", alerts.delivery_interval_ms),
+            ("alerts.webhook_timeout_ms", alerts.webhook_timeout_ms),
+            ("alerts.attempts_max", u64::from(alerts.attempts_max)),
+            ("alerts.retry_base_ms", alerts.retry_base_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if alerts.retry_max_ms < alerts.retry_base_ms {
+            return Err(invalid(
+                "alerts.retry_max_ms",
+                "must be at least alerts.retry_base_ms",
             ));
         }
         if self.credits.snapshot_every == 0 {

@@ -29,6 +29,8 @@
 //! - [`analytics`]: usage summaries from the hourly rollups, and the streamed usage export.
 //! - [`evidence`]: tamper evidence — the events' hash chain, signed checkpoints, proofs.
 //! - [`page`]: the one page-and-cursor shape every listing uses.
+//! - [`alerts`]: low-balance alerts: each user's threshold and webhook, and the delivery of
+//!   the notifications the `alerts` projection writes (email, signed webhook, retries).
 
 pub mod bootstrap;
 pub mod config;
@@ -42,6 +44,7 @@ pub mod replies;
 pub mod sessions;
 
 // Money and the read side.
+pub mod alerts;
 pub mod analytics;
 pub mod audit;
 pub mod credits;

@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! - [`model`]: the projections (`balances`, `ledger`, `users`, `usage`, `payments`,
-//!   `promos`, `journal`): which events they read and the rows they write (`users`, `payments` and
+//!   `promos`, `journal`, `alerts`): which events they read and the rows they write (`users`, `payments` and
 //!   `promos` in their own modules).
 //! - [`runner`]: the live projector: one leader per projection, batches, checkpoints; the
 //!   projections that read one aggregate type may share a consumer and a transaction.
@@ -18,7 +18,10 @@
 //!   between the user's accounts (available, held) and the hub's system accounts.
 //! - [`rollups`]: the hourly usage sums kept beside `usage_records`, and their latency
 //!   histogram buckets.
+//! - [`alerts`]: low-balance alerts: each account's armed state, and a notification row per
+//!   fall below its owner's threshold (sent by `hub_app::alerts`).
 
+pub mod alerts;
 mod indexes;
 pub mod journal;
 pub mod model;

@@ -34,12 +34,16 @@ pub enum ProjectionKind {
     /// `journal`: every movement of credit as balanced double-entry legs between the
     /// user's accounts and the hub's system accounts (for auditors' trial balance).
     Journal,
+    /// `low_balance_state`: whether each account's low-balance alert is armed; and, for each
+    /// fall below the owner's threshold, a row in `alert_notifications` for the delivery
+    /// loop (never emptied by a replay, so an old crossing is never sent again).
+    Alerts,
 }
 
 /// Unknown projection name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown projection {0:?} (known: balances, ledger, users, usage, payments, promos, journal)"
+    "unknown projection {0:?} (known: balances, ledger, users, usage, payments, promos, journal, alerts)"
 )]
 pub struct UnknownProjection(pub String);
 
@@ -54,13 +58,14 @@ impl std::str::FromStr for ProjectionKind {
             "payments" => Ok(ProjectionKind::Payments),
             "promos" => Ok(ProjectionKind::Promos),
             "journal" => Ok(ProjectionKind::Journal),
+            "alerts" => Ok(ProjectionKind::Alerts),
             other => Err(UnknownProjection(other.to_string())),
         }
     }
 }
 
 impl ProjectionKind {
-    pub const ALL: [ProjectionKind; 7] = [
+    pub const ALL: [ProjectionKind; 8] = [
         ProjectionKind::Balances,
         ProjectionKind::Ledger,
         ProjectionKind::Users,
@@ -68,6 +73,7 @@ impl ProjectionKind {
         ProjectionKind::Payments,
         ProjectionKind::Promos,
         ProjectionKind::Journal,
+        ProjectionKind::Alerts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +85,7 @@ impl ProjectionKind {
             ProjectionKind::Payments => "payments",
             ProjectionKind::Promos => "promos",
             ProjectionKind::Journal => "journal",
+            ProjectionKind::Alerts => "alerts",
         }
     }
 
@@ -88,7 +95,8 @@ impl ProjectionKind {
             ProjectionKind::Balances
             | ProjectionKind::Ledger
             | ProjectionKind::Usage
-            | ProjectionKind::Journal => CREDIT_ACCOUNT,
+            | ProjectionKind::Journal
+            | ProjectionKind::Alerts => CREDIT_ACCOUNT,
             ProjectionKind::Users => USER,
             ProjectionKind::Payments => PAYMENT,
             ProjectionKind::Promos => PROMO_CODE,
@@ -110,6 +118,7 @@ impl ProjectionKind {
             ProjectionKind::Payments => &["payments"],
             ProjectionKind::Promos => &["promo_codes"],
             ProjectionKind::Journal => &["journal"],
+            ProjectionKind::Alerts => &["low_balance_state"],
         }
     }
 
@@ -137,7 +146,8 @@ impl ProjectionKind {
             ProjectionKind::Balances
             | ProjectionKind::Ledger
             | ProjectionKind::Usage
-            | ProjectionKind::Journal => Ok(Decoded::Credit(Projected::decode_all(messages)?)),
+            | ProjectionKind::Journal
+            | ProjectionKind::Alerts => Ok(Decoded::Credit(Projected::decode_all(messages)?)),
         }
     }
 
@@ -169,6 +179,7 @@ impl ProjectionKind {
             ProjectionKind::Ledger => apply_ledger(conn, &events).await,
             ProjectionKind::Usage => apply_usage(conn, &events).await,
             ProjectionKind::Journal => crate::journal::apply(conn, &events).await,
+            ProjectionKind::Alerts => crate::alerts::apply(conn, &events).await,
             ProjectionKind::Users | ProjectionKind::Payments | ProjectionKind::Promos => {
                 anyhow::bail!("credit events handed to the {} projection", self.name())
             }

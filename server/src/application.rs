@@ -186,12 +186,13 @@ impl Application {
         }
         if self.roles.projections {
             // The credit projections read the same events: one consumer and one
-            // transaction per batch serve all four.
+            // transaction per batch serve all five.
             let credit = [
                 ProjectionKind::Balances,
                 ProjectionKind::Ledger,
                 ProjectionKind::Usage,
                 ProjectionKind::Journal,
+                ProjectionKind::Alerts,
             ];
             let groups = ProjectionKind::ALL
                 .into_iter()
@@ -199,6 +200,7 @@ impl Application {
                 .map(|kind| vec![kind])
                 .chain(std::iter::once(credit.to_vec()));
             for kinds in groups {
+                let alerts = kinds.contains(&ProjectionKind::Alerts);
                 let projector = Projector::group(
                     state.pool.clone(),
                     state.settings.database.url.clone(),
@@ -207,7 +209,31 @@ impl Application {
                     kinds,
                     ProjectorConfig::default(),
                 )?;
-                tasks.spawn(projector.run(stopped()));
+                if alerts {
+                    // The alerts projection reads the default threshold from the database:
+                    // write this process's before projecting (retried while Postgres is away).
+                    let (pool, default) = (
+                        state.pool.clone(),
+                        state.settings.alerts.low_balance_default_micros,
+                    );
+                    let stop = stopped();
+                    tasks.spawn(async move {
+                        tokio::pin!(stop);
+                        loop {
+                            match hub_app::alerts::publish_default(&pool, default).await {
+                                Ok(()) => break,
+                                Err(err) => tracing::warn!(error = %err, "could not write the default alert threshold; retrying"),
+                            }
+                            tokio::select! {
+                                _ = &mut stop => return,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                        }
+                        projector.run(stop).await;
+                    });
+                } else {
+                    tasks.spawn(projector.run(stopped()));
+                }
             }
         }
         if self.roles.worker {
@@ -250,6 +276,8 @@ impl Application {
                 Duration::from_millis(state.settings.credits.sweep_interval_ms),
                 stopped(),
             ));
+            // Low-balance alerts: one leader sends what the alerts projection wrote.
+            tasks.spawn(hub_app::alerts::delivery::run(state.clone(), stopped()));
             tasks.spawn(hub_app::janitor::run(
                 state.pool.clone(),
                 state.clock.clone(),

@@ -1,5 +1,6 @@
 //! The one mapping from failures to HTTP: a status and `{"error":{"code","message"}}`.
 
+mod alerts;
 mod audit;
 mod evidence;
 mod identity;

@@ -58,6 +58,8 @@ micro-credits (1 credit = 1,000,000). Errors outside `/v1` are \
         routes::keys::create,
         routes::keys::list,
         routes::keys::revoke,
+        routes::alerts::get_low_balance,
+        routes::alerts::put_low_balance,
         routes::admin_users::list,
         routes::admin_users::grant_role,
         routes::admin_users::revoke_role,

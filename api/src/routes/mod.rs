@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_users;
+pub mod alerts;
 pub mod analytics;
 pub mod anthropic;
 pub mod audit;
@@ -21,7 +22,7 @@ pub mod ws;
 
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ use crate::state::AppState;
 /// | `POST /api/auth/verify-email`, `POST /api/auth/resend-verification` | any signed-in caller (own email) |
 /// | `POST /api/keys`, `DELETE /api/keys/{id}` | a signed-in user, not an API key (own keys) |
 /// | `GET /api/keys` | any signed-in caller (own keys) |
+/// | `GET /api/alerts/low-balance`, `PUT /api/alerts/low-balance` | any signed-in caller (own alert: threshold, webhook; PUT not with an API key) |
 /// | `GET /api/admin/users`, `POST /api/admin/users/{id}/roles`, `DELETE /api/admin/users/{id}/roles/{role}` | admin |
 /// | `POST /api/admin/users/{id}/suspend`, `POST /api/admin/users/{id}/unsuspend` | admin |
 ///
@@ -161,6 +163,10 @@ impl Table {
         self.at(Method::POST, path, post(h))
     }
 
+    fn put<H: Handler<T, Arc<AppState>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.at(Method::PUT, path, put(h))
+    }
+
     fn delete<H: Handler<T, Arc<AppState>>, T: 'static>(self, path: &'static str, h: H) -> Self {
         self.at(Method::DELETE, path, delete(h))
     }
@@ -196,6 +202,8 @@ fn timed() -> Table {
         .post("/api/keys", keys::create)
         .get("/api/keys", keys::list)
         .delete("/api/keys/{id}", keys::revoke)
+        .get("/api/alerts/low-balance", alerts::get_low_balance)
+        .put("/api/alerts/low-balance", alerts::put_low_balance)
         .get("/api/admin/users", admin_users::list)
         .post("/api/admin/users/{id}/roles", admin_users::grant_role)
         .delete(
