@@ -46,6 +46,7 @@ pub mod error;
 pub mod payment;
 pub mod promo;
 pub mod store;
+pub mod trace;
 pub mod user;
 
 pub use bus::{Buses, CommandBus, Committed, RetryPolicy};

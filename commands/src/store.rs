@@ -307,6 +307,7 @@ impl<A: HubAggregate> HubEventStore<A> {
         for (i, event) in events.into_iter().enumerate() {
             let sequence = loaded.sequence + i + 1;
             let mut event_metadata = metadata.clone();
+            crate::trace::annotate(&mut event_metadata);
             if let Some(key) = A::event_key(&event) {
                 event_metadata.insert("idempotency_key".to_string(), key);
             }

@@ -30,7 +30,24 @@ impl EventEnvelope {
     pub fn message_id(&self) -> String {
         message_id(&self.aggregate_type, &self.aggregate_id, self.sequence)
     }
+
+    /// The `correlation_id` in the event's metadata (the `x-request-id` of the request that
+    /// led to it; `hub_commands::trace`), if any.
+    pub fn correlation_id(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Ids {
+            correlation_id: Option<String>,
+        }
+        self.metadata
+            .decode::<Ids>()
+            .ok()
+            .and_then(|ids| ids.correlation_id)
+    }
 }
+
+/// The NATS header that carries an event's correlation id (the client's `x-request-id`),
+/// as it carries an inference command's.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 pub fn message_id(aggregate_type: &str, aggregate_id: &str, sequence: u64) -> String {
     format!("{aggregate_type}/{aggregate_id}/{sequence}")

@@ -240,9 +240,15 @@ impl Relay {
                     .topology
                     .event_subject(&e.aggregate_type, &e.aggregate_id)?;
                 let body = serde_json::to_vec(e)?;
-                let publish = PublishMessage::build()
+                let mut publish = PublishMessage::build()
                     .payload(body.into())
                     .message_id(e.message_id());
+                // The request that led to the event, in a header and in the log.
+                if let Some(request_id) = e.correlation_id() {
+                    tracing::debug!(request_id, event = %e.message_id(), "relaying");
+                    publish =
+                        publish.header(crate::envelope::REQUEST_ID_HEADER, request_id.as_str());
+                }
                 match self.js.send_publish(subject, publish).await {
                     Ok(ack) => in_flight.push((pending.outbox_id, key, ack.into_future())),
                     Err(err) => {

@@ -126,6 +126,13 @@ pub(crate) fn envelopes(batch: &[jetstream::Message]) -> anyhow::Result<Vec<(Eve
             .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?
             .stream_sequence;
         let envelope: EventEnvelope = serde_json::from_slice(&message.payload)?;
+        if let Some(request_id) = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(hub_nats::envelope::REQUEST_ID_HEADER))
+        {
+            tracing::debug!(request_id = request_id.as_str(), event = %envelope.message_id(), "projecting");
+        }
         envelopes.push((envelope, seq));
     }
     Ok(envelopes)

@@ -1017,3 +1017,89 @@ async fn a_request_id_travels_with_the_command_to_the_worker() {
     let command: serde_json::Value = serde_json::from_slice(&message.payload).expect("json");
     assert_eq!(command["correlation_id"], "trace-4242");
 }
+
+/// The client's `x-request-id` is the correlation id of every event its chat leads to, in
+/// the API (the reservation) and in the worker (the settlement); each event's causation id
+/// names what wrote it: the HTTP request, or the inference command.
+#[tokio::test]
+async fn a_request_id_is_the_correlation_id_of_the_events_it_leads_to() {
+    use hub_domain::Role;
+    let app = hub_tests::spawn_app().await;
+    let user = uuid::Uuid::new_v4();
+    let admin = app.token(uuid::Uuid::new_v4(), Role::Admin);
+    app.grant(&admin, user, 1_000_000, &format!("fund-{user}"))
+        .await;
+    let answer: serde_json::Value = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(app.token(user, Role::User))
+        .header("x-request-id", "trace-7777")
+        .json(&serde_json::json!({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("the chat")
+        .json()
+        .await
+        .expect("json");
+    let request = answer["x_aihub"]["request_id"]
+        .as_str()
+        .expect("the hub's request id")
+        .to_owned();
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, metadata->>'correlation_id', metadata->>'causation_id' FROM events
+          WHERE aggregate_type = 'CreditAccount' AND aggregate_id = $1
+            AND event_type IN ('CreditsReserved', 'ReservationSettled')
+          ORDER BY sequence",
+    )
+    .bind(user.to_string())
+    .fetch_all(&app.pool)
+    .await
+    .expect("the events");
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "CreditsReserved".to_owned(),
+                Some("trace-7777".to_owned()),
+                Some("trace-7777".to_owned())
+            ),
+            (
+                "ReservationSettled".to_owned(),
+                Some("trace-7777".to_owned()),
+                Some(request.clone())
+            ),
+        ]
+    );
+    // The relay carries it to HUB_EVENTS, in the header the projector logs it from.
+    let state = &app.state;
+    let stream = state
+        .js
+        .get_stream(state.topology.events_stream())
+        .await
+        .expect("the events stream");
+    let subject = state
+        .topology
+        .event_subject("CreditAccount", &user.to_string())
+        .expect("a subject");
+    let settled = eventually(
+        Duration::from_secs(15),
+        "the settlement relayed",
+        || async {
+            let message = stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .ok()?;
+            let event: serde_json::Value = serde_json::from_slice(&message.payload).ok()?;
+            (event["event_type"] == "ReservationSettled").then_some(message)
+        },
+    )
+    .await;
+    assert_eq!(
+        settled
+            .headers
+            .get("x-request-id")
+            .map(|v| v.as_str().to_owned()),
+        Some("trace-7777".to_owned())
+    );
+    app.stop().await;
+}

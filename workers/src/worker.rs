@@ -247,7 +247,13 @@ impl Worker {
             request = %request_id,
             request_id = command.correlation_id.as_deref().unwrap_or(""),
         );
-        tracing::Instrument::instrument(self.execute(command, token), span).await;
+        // Its events (the settlement) name the client's request and this command.
+        let trace = hub_commands::trace::Trace {
+            correlation_id: command.correlation_id.clone(),
+            causation_id: Some(request_id.clone()),
+        };
+        let work = hub_commands::trace::scope(trace, self.execute(command, token));
+        tracing::Instrument::instrument(work, span).await;
         if let Ok(mut map) = self.cancels.lock() {
             map.remove(&request_id);
         }

@@ -43,21 +43,21 @@ pub use estimate::count_tokens;
 pub use session::{ChatSession, ChatUpdate};
 pub use submit::submit;
 
-tokio::task_local! {
-    /// The `x-request-id` of the HTTP request being served, if any.
-    static CORRELATION: Option<String>;
-}
-
-/// Runs `work` (an HTTP request's handling) with `id` as the request id that inference
-/// commands submitted meanwhile carry to the worker, in the command and in a NATS header, so
-/// the worker's log lines for the request name it.
+/// Runs `work` (an HTTP request's handling) with `id` as its request id: inference commands
+/// submitted meanwhile carry it to the worker, in the command and in a NATS header, so the
+/// worker's log lines for the request name it, and every event written meanwhile has it as
+/// its correlation and causation id ([`hub_commands::trace`]).
 pub async fn with_correlation<F: std::future::Future>(id: Option<String>, work: F) -> F::Output {
-    CORRELATION.scope(id, work).await
+    let trace = hub_commands::trace::Trace {
+        correlation_id: id.clone(),
+        causation_id: id,
+    };
+    hub_commands::trace::scope(trace, work).await
 }
 
 /// The request id of the HTTP request being served, if any.
 pub(crate) fn correlation() -> Option<String> {
-    CORRELATION.try_with(Clone::clone).ok().flatten()
+    hub_commands::trace::current().and_then(|trace| trace.correlation_id)
 }
 
 /// Who pays for a chat request: the user, through an access token or one of their API keys.
