@@ -377,6 +377,22 @@ impl RateLimits {
         }
     }
 
+    /// Give back `tokens` of the subject's per-minute token budgets: what a request was
+    /// counted for at acceptance (its prompt and the most it could generate) and did not use.
+    /// A store that does not answer keeps them (the budget only errs on the strict side).
+    pub async fn refund_tokens(&self, subject: &Subject, tokens: u64) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let buckets = self.buckets(subject, "tok", |q| q.tokens_per_minute, tokens);
+        if tokens == 0 || buckets.is_empty() {
+            return;
+        }
+        if let Err(err) = store.refund(&buckets, WINDOW).await {
+            tracing::debug!(error = %err, "could not give unused tokens back to the rate limits");
+        }
+    }
+
     /// Take `tokens` from the subject's per-minute token budgets and, when `request` (a chat
     /// no middleware counted: the WebSocket's), one request from its request budgets, all
     /// in one decision.
@@ -568,6 +584,14 @@ tokio::task_local! {
     static REQUEST: Arc<RequestLimits>;
 }
 
+/// Tokens a chat took from its caller's per-minute budgets at acceptance; what its answer did
+/// not use is given back when it ends ([`RateLimits::refund_tokens`]).
+#[derive(Debug, Clone)]
+pub struct TokensTaken {
+    pub subject: Subject,
+    pub tokens: u64,
+}
+
 /// Run `work` (a request's handler) with `limits` visible to [`take_tokens`].
 pub async fn with_request<F: std::future::Future>(
     limits: Arc<RequestLimits>,
@@ -583,10 +607,10 @@ pub async fn take_tokens(
     payer: &Payer,
     user: Option<&User>,
     tokens: u64,
-) -> Result<(), GatewayError> {
+) -> Result<Option<TokensTaken>, GatewayError> {
     let limits = &hub.rate_limits;
     if !limits.enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let request = REQUEST.try_with(Arc::clone).ok();
     let subject = match &request {
@@ -618,7 +642,11 @@ pub async fn take_tokens(
         .admit_tokens(&subject, tokens, request.is_none())
         .await;
     let outcome = match &verdict {
-        Verdict::Admitted { .. } | Verdict::Unchecked => Ok(()),
+        Verdict::Admitted { .. } => Ok(Some(TokensTaken {
+            subject: subject.clone(),
+            tokens,
+        })),
+        Verdict::Unchecked => Ok(None),
         Verdict::Refused {
             limited,
             retry_after,

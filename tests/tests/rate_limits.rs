@@ -253,6 +253,13 @@ async fn tokens_per_minute_hold_across_two_processes() {
         .expect("a number");
     let cost = limit - left;
     assert!(cost >= 100, "prompt and max_tokens are counted: {cost}");
+    // What an answer leaves taken once the unused tokens are given back.
+    let usage: Value = first.json().await.expect("json");
+    let used = usage["usage"]["total_tokens"].as_u64().expect("usage");
+    assert!(
+        used < cost,
+        "the answer used less than was counted: {used} of {cost}"
+    );
 
     let started = Instant::now();
     let urls = [
@@ -272,10 +279,14 @@ async fn tokens_per_minute_hold_across_two_processes() {
         .iter()
         .filter(|r| r.status() == StatusCode::OK)
         .count() as u64;
-    let most = most_admitted(limit, elapsed) / cost + 1;
+    // Each admitted chat keeps at least what it used once its answer ends (answers are
+    // 12 to 48 words, as long as the first's or longer, give or take), so no more can pass
+    // than the budget holds of those.
+    let least_kept = used.min(cost) / 2;
+    let most = most_admitted(limit, elapsed) / least_kept + 1;
     assert!(
         admitted <= most,
-        "{admitted} chats of {cost} tokens admitted against {limit} tokens a minute (at most {most} in {elapsed:?})"
+        "{admitted} chats (each keeping at least {least_kept} tokens) admitted against {limit} tokens a minute (at most {most} in {elapsed:?})"
     );
     assert!(admitted >= limit / cost, "the budget's room was used");
     for answer in answers {
@@ -569,5 +580,52 @@ async fn guessing_keys_on_v1_is_held_to_the_addresss_budget() {
     assert!(
         checked < most,
         "{checked} guessed keys were looked up; the address may try {per_ip} a minute"
+    );
+}
+
+/// Tokens per minute are counted at acceptance (the prompt and the most the answer may
+/// take) and corrected when the answer ends: what it did not use goes back to the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_tokens_go_back_to_the_budget_when_the_answer_ends() {
+    let app = limited_app(|_| {}).await;
+    let (_, token) = funded_user(&app).await;
+    let limit: u64 = 3_000;
+    let key = key_with(&app, &token, json!({"tokens_per_minute": limit})).await;
+    let answer = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "mock-1", "max_tokens": 1000,
+                      "messages": [{"role": "user", "content": "Hello there"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let left: u64 = header(&answer, "x-ratelimit-remaining-tokens")
+        .expect("remaining tokens")
+        .parse()
+        .expect("a number");
+    let counted = limit - left;
+    assert!(counted >= 1_000, "max_tokens was counted: {counted}");
+    let body: Value = answer.json().await.expect("json");
+    let used = body["usage"]["total_tokens"].as_u64().expect("usage");
+    assert!(used < 200, "a short answer: {used}");
+    // Read back through a request that takes no tokens: the budget holds all but what was
+    // used (and what a fraction of a minute refilled, which only adds).
+    let restored = eventually(
+        Duration::from_secs(10),
+        "the unused tokens back",
+        || async {
+            let models = app.get("/v1/models", Some(&key)).await;
+            let now: u64 = header(&models, "x-ratelimit-remaining-tokens")?
+                .parse()
+                .ok()?;
+            (now + used + 2 >= limit).then_some(now)
+        },
+    )
+    .await;
+    assert!(
+        restored > left + counted / 2,
+        "{restored} tokens left after the answer, {left} while it ran"
     );
 }

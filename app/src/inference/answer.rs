@@ -7,10 +7,13 @@ use bytes::Bytes;
 use hub_domain::UsageOutcome;
 use hub_workers::chat::ToolCall;
 use hub_workers::wire::{WireChunk, WireUsage};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::GatewayError;
+use crate::rate_limits::TokensTaken;
 use crate::replies::Registration;
+use crate::Hub;
 
 /// An accepted request whose answer is on its way.
 pub struct Submission {
@@ -25,6 +28,9 @@ pub struct Submission {
     /// Longest wait for the next chunk.
     pub(crate) idle: Duration,
     pub(crate) done: bool,
+    /// The tokens a chat took from its caller's per-minute budgets, given back, less what it
+    /// used, when its last chunk arrives.
+    pub(crate) tokens_taken: Option<(Arc<Hub>, TokensTaken)>,
 }
 
 /// How a request ended, when it was answered.
@@ -120,6 +126,26 @@ pub enum Progress {
 }
 
 impl Submission {
+    /// Gives back to the rate limits the tokens counted at acceptance that the answer did not
+    /// use (all of them when it failed), off the answer's path.
+    fn refund_unused_tokens(&mut self, last: &WireChunk) {
+        let Some((hub, taken)) = self.tokens_taken.take() else {
+            return;
+        };
+        let used = match last {
+            WireChunk::Finished { usage, .. } | WireChunk::Answered { usage, .. } => {
+                usage.prompt_tokens + usage.completion_tokens
+            }
+            _ => 0,
+        };
+        let unused = taken.tokens.saturating_sub(used);
+        if unused > 0 {
+            tokio::spawn(async move {
+                hub.rate_limits.refund_tokens(&taken.subject, unused).await;
+            });
+        }
+    }
+
     /// The next chunk; `None` if none came within the idle bound (a lost worker).
     async fn next(&mut self) -> Option<WireChunk> {
         if self.done {
@@ -138,6 +164,7 @@ impl Submission {
                 Ok(chunk) => {
                     if chunk.is_last() {
                         self.done = true;
+                        self.refund_unused_tokens(&chunk);
                     }
                     return Some(chunk);
                 }

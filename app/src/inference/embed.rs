@@ -44,6 +44,7 @@ pub async fn submit_embeddings(
     require_verified_email(hub, user.as_deref())?;
     let prompt_tokens = count_inputs(&model, &embed).await?;
     // The caller's tokens-per-minute budget, as a chat's.
+    // Counted exactly: nothing to correct when it ends.
     crate::rate_limits::take_tokens(hub, payer, user.as_deref(), prompt_tokens).await?;
     let margin = u64::from(model.prompt_margin_percent);
     let reserved_tokens = prompt_tokens.saturating_add((prompt_tokens * margin).div_ceil(100));

@@ -48,18 +48,21 @@ pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submiss
     let estimate = estimate(&hub.router, &model, &chat).await?;
     // Rate limits: its tokens (prompt + the most it may generate) per minute, or 429.
     let tokens = estimate.prompt_tokens + u64::from(estimate.max_tokens);
-    crate::rate_limits::take_tokens(hub, payer, user.as_deref(), tokens).await?;
+    let taken = crate::rate_limits::take_tokens(hub, payer, user.as_deref(), tokens).await?;
     let key = key_limit(payer, user.as_deref());
     let reservation = reserve(hub, payer, key, estimate.max_cost).await?;
     let (model, prompt_tokens) = (chat.model.clone(), estimate.prompt_tokens);
-    publish(
+    let mut submission = publish(
         hub,
         reservation,
         model,
         prompt_tokens,
         |reservation, registration| command(payer, chat, estimate, reservation, registration),
     )
-    .await
+    .await?;
+    // Corrected at settlement: what the answer does not use goes back to the budget.
+    submission.tokens_taken = taken.map(|taken| (hub.clone(), taken));
+    Ok(submission)
 }
 
 /// Credits held for one request until a worker settles or releases them.
@@ -172,6 +175,7 @@ pub(super) async fn publish(
         idle: Duration::from_millis(models.first_token_timeout_ms.max(models.total_timeout_ms))
             + LOST_WORKER_MARGIN,
         done: false,
+        tokens_taken: None,
     })
 }
 
