@@ -94,7 +94,7 @@ impl Application {
         clock: SharedClock,
     ) -> anyhow::Result<Application> {
         if settings.metrics.enabled {
-            // Before anything is built: handles taken at build time must reach it.
+            // Before anything is built, so that nothing records into the void.
             hub_app::metrics::install();
         }
         let (pool, nats, js) = connect(&settings).await?;

@@ -8,10 +8,14 @@
 
 use hub_domain::Role;
 use hub_server::Roles;
+use hub_tests::fake_openai::{Behavior, FakeOpenAi};
 use hub_tests::{eventually, spawn_app_with, TestApp};
+use hub_workers::config::{ModelSettings, PriceSettings};
+use hub_workers::{ProviderKind, ProviderSettings};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -282,6 +286,94 @@ fn the_reader_refuses_what_prometheus_would() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The dashboard, the documentation and the code name the same metrics
+// ---------------------------------------------------------------------------------------
+
+/// Every `aihub_...` name in `text`; with `quoted`, only those inside a string literal.
+fn metric_names(text: &str, quoted: bool) -> BTreeSet<String> {
+    text.match_indices("aihub_")
+        .filter(|(at, _)| !quoted || text[..*at].ends_with('"'))
+        .filter(|(at, _)| {
+            // The start of a name, not the middle of another word.
+            !text[..*at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+fn exprs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("expr", Value::String(expr)) => out.push(expr.clone()),
+                    _ => exprs(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_dashboard_queries_exactly_the_documented_metrics_the_code_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|err| panic!("{path}: {err}"))
+    };
+    let documented: BTreeSet<String> = read("docs/operations.md")
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|name| name.starts_with("aihub_"))
+        .map(str::to_owned)
+        .collect();
+    assert!(documented.len() >= 20, "{documented:?}");
+
+    let dashboard: Value = serde_json::from_str(&read("docs/grafana/smart-ai-hub.json"))
+        .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    let queried: BTreeSet<String> = metric_names(&queries.join("\n"), false)
+        .into_iter()
+        .map(|name| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| documented.contains(*b)))
+                .map_or(name.clone(), str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        queried, documented,
+        "the dashboard against docs/operations.md"
+    );
+
+    let mut source = String::new();
+    for file in [
+        "api/src/metrics.rs",
+        "app/src/metrics.rs",
+        "commands/src/metrics.rs",
+        "workers/src/metrics.rs",
+    ] {
+        source.push_str(&read(file));
+    }
+    assert_eq!(
+        metric_names(&source, true),
+        documented,
+        "the code against docs/operations.md"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Over the real app
 // ---------------------------------------------------------------------------------------
 
@@ -482,6 +574,125 @@ async fn the_api_port_can_keep_metrics_to_the_listener() {
             "aihub_http_requests_total",
             &[("route", "/health"), ("status", "2xx")]
         ) >= 1.0
+    );
+    app.stop().await;
+}
+
+/// A model whose first provider always fails (500) and whose second is the mock.
+fn flaky_models(failing: &FakeOpenAi) -> hub_workers::ModelsSettings {
+    let upstream = ProviderSettings {
+        kind: ProviderKind::Openai,
+        base_url: Some(failing.base_url()),
+        api_key: Some(failing.api_key().into()),
+        upstream_model: Some("gpt-4o-mini".into()),
+        name: Some("first".into()),
+        mock_tokens_per_second: None,
+    };
+    let mock = ProviderSettings {
+        kind: ProviderKind::Mock,
+        base_url: None,
+        api_key: None,
+        upstream_model: None,
+        name: Some("second".into()),
+        mock_tokens_per_second: None,
+    };
+    let model = |name: &str, providers: Vec<ProviderSettings>| ModelSettings {
+        name: name.into(),
+        price: PriceSettings {
+            input_per_million_micros: 3_000_000,
+            output_per_million_micros: 15_000_000,
+            cached_input_per_million_micros: 300_000,
+        },
+        max_output_tokens: Some(256),
+        context_tokens: None,
+        tokenizer: "o200k".into(),
+        providers,
+        vision: false,
+        image_tokens_max: 1_600,
+        tools: false,
+        reasoning: false,
+        embedding_dimensions: None,
+    };
+    let mut settings = hub_workers::ModelsSettings {
+        retries_max: 1,
+        backoff_base_ms: 10,
+        backoff_max_ms: 50,
+        cooldown_after_failures: 2,
+        cooldown_ms: 60_000,
+        ..hub_workers::ModelsSettings::default()
+    };
+    settings
+        .models
+        .push(model("flaky", vec![upstream.clone(), mock]));
+    settings.models.push(model("down", vec![upstream]));
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_fallbacks_cooldowns_and_failures_are_counted_by_model_and_provider() {
+    let _turn = TURN.lock().await;
+    let failing = FakeOpenAi::start().await;
+    failing.set_default(Behavior::server_error());
+    let models = flaky_models(&failing);
+    let app = spawn_app_with(Roles::ALL, move |s| s.models = models).await;
+    let user = Uuid::new_v4();
+    let admin = app.token(Uuid::new_v4(), Role::Admin);
+    let token = app.token(user, Role::User);
+    assert_eq!(
+        app.grant(&admin, user, 10_000_000, &format!("fund-{user}"))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let before = scrape(&app.address).await;
+
+    // The first chat: two calls to `first` (a retry), which then cools down; `second`
+    // answers. The second chat skips `first`, cooling, and goes to `second` at once.
+    for _ in 0..2 {
+        assert_eq!(chat(&app, &token, "flaky").await.status(), StatusCode::OK);
+    }
+    assert_eq!(failing.requests(), 2);
+    // `down` has only the failing provider: no answer, the reservation released.
+    let refused = chat(&app, &token, "down").await;
+    assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+
+    let after = scrape(&app.address).await;
+    let delta = |name: &str, with: &[(&str, &str)]| after.sum(name, with) - before.sum(name, with);
+    let first = [("model", "flaky"), ("provider", "first")];
+    let second = [("model", "flaky"), ("provider", "second")];
+    assert_eq!(
+        delta(
+            "aihub_inference_upstream_errors_total",
+            &[first[0], first[1], ("code", "upstream_error")]
+        ),
+        2.0
+    );
+    assert_eq!(delta("aihub_inference_cooldowns_total", &first), 1.0);
+    assert_eq!(delta("aihub_inference_fallbacks_total", &second), 2.0);
+    assert_eq!(delta("aihub_inference_fallbacks_total", &first), 0.0);
+    assert_eq!(
+        delta(
+            "aihub_inference_requests_total",
+            &[second[0], second[1], ("outcome", "completed")]
+        ),
+        2.0
+    );
+    let down = [
+        ("model", "down"),
+        ("provider", "none"),
+        ("outcome", "failed"),
+    ];
+    assert_eq!(delta("aihub_inference_requests_total", &down), 1.0);
+    assert_eq!(
+        delta(
+            "aihub_inference_failures_total",
+            &[("model", "down"), ("code", "upstream_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta("aihub_credit_events_total", &[("event", "released")]),
+        1.0
     );
     app.stop().await;
 }
