@@ -21,7 +21,7 @@ use std::time::Instant;
 pub const HTTP_REQUESTS: &str = "aihub_http_requests_total";
 /// Time to the response's head, by `method`, `route` and `status`.
 pub const HTTP_DURATION: &str = "aihub_http_request_duration_seconds";
-/// Requests being served now.
+/// Requests being served now, until their response's head.
 pub const HTTP_IN_FLIGHT: &str = "aihub_http_requests_in_flight";
 
 /// The middleware (outside the routes, inside the request id): one count, one timing.
