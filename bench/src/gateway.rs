@@ -232,7 +232,8 @@ async fn measure(
     // Rates rise, each in both modes: an overload comes after every lighter load it could
     // have tainted.
     // With the edge hub, each hub load runs on both, one right after the other, so that
-    // the two are compared under the same conditions.
+    // the two are compared under the same conditions; which goes first alternates, so that
+    // neither always inherits what the other left behind (a Postgres checkpoint, say).
     let mut hubs = vec![(hub_target.clone(), hub.pid)];
     if let Some((edge, tokens)) = &edge {
         hubs.push((Target::hub(edge, tokens.clone()), edge.pid));
@@ -245,9 +246,16 @@ async fn measure(
             wait_idle(hub.pid).await;
         }
     }
+    let mut turn = 0usize;
     for rate in &args.rates {
         for mode in modes {
-            for (target, pid) in &hubs {
+            let order: Vec<&(Target, u32)> = if turn.is_multiple_of(2) {
+                hubs.iter().collect()
+            } else {
+                hubs.iter().rev().collect()
+            };
+            turn += 1;
+            for (target, pid) in order {
                 let load = run_load(target, *mode, *rate, args).await?;
                 progress(&load.summary());
                 loads.push(load);
