@@ -11,6 +11,7 @@
 //! - [`extract`]: JSON and query extractors whose rejections are [`error::ApiError`]s.
 //! - [`limits`]: rate limits at the edge: per caller on `/v1` (with OpenAI's headers), per
 //!   client address on the routes anyone may call.
+//! - [`metrics`]: HTTP requests counted and timed by route template, and `GET /metrics`.
 //! - [`mcp`]: the MCP server at `/mcp` (`rmcp`, Streamable HTTP): chat, balance, usage and
 //!   models as tools.
 //! - [`state`]: the state handlers receive.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod shutdown;

@@ -36,6 +36,10 @@ pub struct Settings {
     /// Low-balance alerts: the default threshold and how notifications are delivered
     /// (docs/alerts.md).
     pub alerts: AlertSettings,
+    /// `GET /metrics` in Prometheus text, and the gauges sampled for it (docs/operations.md).
+    pub metrics: MetricsSettings,
+    /// How log lines are written.
+    pub log: LogSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +60,59 @@ pub struct AlertSettings {
     pub retry_base_ms: u64,
     /// The longest wait between two attempts, in milliseconds.
     pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Record metrics and answer `GET /metrics`. Off: nothing is recorded (every
+    /// recording call is a no-op) and no route or listener answers.
+    pub enabled: bool,
+    /// Answer `GET /metrics` on the API's own port too (roles that serve HTTP). Turn it off
+    /// when that port faces the internet and scrape `listen` instead.
+    pub api_route: bool,
+    /// A listener of its own that answers only `GET /metrics` (`host:port`), for the roles
+    /// without an HTTP server (worker, relay, project) or to keep scrapes off the API's port.
+    /// Empty: none. Each process on one machine needs a port of its own.
+    pub listen: String,
+    /// How often the gauges (outbox depth, relay and projection lag, the Postgres pool, the
+    /// NATS connection) are sampled, in milliseconds.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enabled: true,
+            api_route: true,
+            listen: String::new(),
+            sample_interval_ms: 5_000,
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// The listener's address, when one is configured.
+    pub fn listen_address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (the default: one readable line per event) or `json` (one JSON object per
+    /// line, for a log shipper). `RUST_LOG` still chooses what is logged.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -387,6 +444,8 @@ impl Default for Settings {
                 retry_base_ms: 1_000,
                 retry_max_ms: 3_600_000,
             },
+            metrics: MetricsSettings::default(),
+            log: LogSettings::default(),
         }
     }
 }
@@ -666,6 +725,18 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if !self.metrics.listen.is_empty() && self.metrics.listen_address().is_none() {
+            return Err(invalid(
+                "metrics.listen",
+                "must be host:port with an IP address (127.0.0.1:9464), or empty",
+            ));
+        }
+        if self.metrics.sample_interval_ms < 100 {
+            return Err(invalid(
+                "metrics.sample_interval_ms",
+                "must be at least 100",
+            ));
+        }
         Ok(())
     }
 
@@ -805,6 +876,10 @@ mod tests {
         assert!(err.contains("rate_limits.key_prefix"), "{err}");
         let err = refused(|s| s.rate_limits.store_timeout_ms = 0);
         assert!(err.contains("rate_limits.store_timeout_ms"), "{err}");
+        let err = refused(|s| s.metrics.listen = "localhost".into());
+        assert!(err.contains("metrics.listen"), "{err}");
+        let err = refused(|s| s.metrics.sample_interval_ms = 0);
+        assert!(err.contains("metrics.sample_interval_ms"), "{err}");
         for origin in [
             "*",
             "app.example.com",

@@ -23,6 +23,8 @@
 //! - [`credits`]: granting credits, answered once the balance shows the grant.
 //! - [`users`]: granting and revoking roles.
 //! - [`readiness`]: whether the hub's dependencies answer, and how far behind it is.
+//! - [`metrics`]: the process's Prometheus recorder, its text for `GET /metrics`, and the
+//!   gauges sampled on a timer (outbox, relay and projection lag, pool, NATS).
 //! - [`queries`]: the read models (balances, ledger, payments, promo codes, users, usage).
 //! - [`audit`]: what auditors read: the ledger across accounts, an account as of a time
 //!   (folded from the event store), the trial balance, payment reconciliation, admin actions.
@@ -49,6 +51,7 @@ pub mod analytics;
 pub mod audit;
 pub mod credits;
 pub mod evidence;
+pub mod metrics;
 pub mod page;
 pub mod payments;
 pub mod promos;

@@ -96,12 +96,28 @@ pub struct GatewayArgs {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Also start a second hub with the edge on (rate limits counted in Redis, metrics
+    /// recorded, a client `x-request-id` on every request) beside the first, which has
+    /// limits and metrics off, and run every hub load on both, one after the other; the
+    /// report says what the edge adds (issue 19: at most 1 ms at p99, 500 req/s).
+    #[arg(long)]
+    pub edge: bool,
+    /// The Redis the edge hub's rate limits use.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
 }
 
 /// The targets from the issue.
 const TARGET_ADDED_P99_MS_AT_500: f64 = 10.0;
 const TARGET_SUSTAINED_PER_S: u32 = 1_000;
 const TARGET_RSS_MB_STREAMS: f64 = 200.0;
+/// What the edge (limits, metrics, request ids) may add to the hub's p99 at 500 req/s.
+const TARGET_EDGE_ADDED_P99_MS_AT_500: f64 = 1.0;
+/// The hub with the edge on, in the report.
+const EDGE: &str = "hub+edge";
+/// Per-user quotas of the edge hub: far above what the loads ask, so that every request is
+/// counted in Redis and none is refused.
+const EDGE_QUOTA: u64 = 10_000_000;
 
 /// Tokens in the fast upstream's answer.
 const ANSWER_TOKENS: usize = 16;
@@ -136,6 +152,12 @@ pub async fn run(args: GatewayArgs, base: Settings) -> anyhow::Result<()> {
         "rates must be at least 1 request per second"
     );
     let env = isolate(&base, &args.admin_database, None).await?;
+    // The edge hub runs on a database and streams of its own.
+    let edge_env = if args.edge {
+        Some(isolate(&base, &args.admin_database, None).await?)
+    } else {
+        None
+    };
     let logs = std::env::temp_dir().join(format!("aihub-bench-{}", env.database()));
     tokio::fs::create_dir_all(&logs)
         .await
@@ -146,14 +168,16 @@ pub async fn run(args: GatewayArgs, base: Settings) -> anyhow::Result<()> {
         logs.display()
     ));
     let outcome = tokio::select! {
-        outcome = measure(&args, &env, &logs) => outcome,
+        outcome = measure(&args, &env, edge_env.as_ref(), &logs) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     if args.keep {
         progress(&format!("kept database {} (--keep)", env.database()));
     } else {
-        if let Err(err) = clean_up(&env, true).await {
-            progress(&format!("cleanup failed: {err:#}"));
+        for env in std::iter::once(&env).chain(&edge_env) {
+            if let Err(err) = clean_up(env, true).await {
+                progress(&format!("cleanup failed: {err:#}"));
+            }
         }
         if outcome.is_ok() {
             let _ = tokio::fs::remove_dir_all(&logs).await;
@@ -168,14 +192,31 @@ pub async fn run(args: GatewayArgs, base: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(args: &GatewayArgs, env: &Sandbox, logs: &Path) -> anyhow::Result<Report> {
+async fn measure(
+    args: &GatewayArgs,
+    env: &Sandbox,
+    edge_env: Option<&Sandbox>,
+    logs: &Path,
+) -> anyhow::Result<Report> {
     let upstream = Upstream::start().await?;
     progress(&format!("upstream on {}", upstream.base));
 
-    let hub = Hub::start(env, &upstream, logs).await?;
+    let hub = Hub::start(env, &upstream, logs, None).await?;
     progress(&format!("hub (pid {}) on {}", hub.pid, hub.base));
     let tokens = hub.fund(args.users).await?;
     let hub_idle_rss_mb = rss_tree_mb(hub.pid);
+    let edge = match edge_env {
+        Some(edge_env) => {
+            let edge = Hub::start(edge_env, &upstream, logs, Some(&args.redis_url)).await?;
+            progress(&format!(
+                "{EDGE} (pid {}) on {}: rate limits in {}, metrics on",
+                edge.pid, edge.base, args.redis_url
+            ));
+            let tokens = edge.fund(args.users).await?;
+            Some((edge, tokens))
+        }
+        None => None,
+    };
 
     let modes: &[Mode] = if args.no_streaming {
         &[Mode::Json]
@@ -197,21 +238,50 @@ async fn measure(args: &GatewayArgs, env: &Sandbox, logs: &Path) -> anyhow::Resu
     // requests its clients gave up on, which would tax whatever runs next.
     // Rates rise, each in both modes: an overload comes after every lighter load it could
     // have tainted.
-    // The upstream alone for each dialect the shapes need, then the hub in each shape.
-    let mut targets = vec![Target::direct(&upstream, Shape::Plain)];
+    // With the edge hub, each plain hub load runs on both, one right after the other, so
+    // that the two are compared under the same conditions; which goes first alternates, so
+    // that neither always inherits what the other left behind (a Postgres checkpoint, say).
+    // The other request shapes follow on the hub alone.
+    let mut hubs = vec![(hub_target.clone(), hub.pid)];
+    if let Some((edge, tokens)) = &edge {
+        hubs.push((Target::hub(edge, tokens.clone(), Shape::Plain), edge.pid));
+    }
+    // The upstream alone for each dialect the shapes need.
+    let mut directs = vec![Target::direct(&upstream, Shape::Plain)];
     if args.shapes.contains(&Shape::Tools) {
-        targets.push(Target::direct(&upstream, Shape::Tools));
+        directs.push(Target::direct(&upstream, Shape::Tools));
     }
-    for shape in &args.shapes {
-        targets.push(Target::hub(&hub, tokens.clone(), *shape));
-    }
-    for target in targets {
-        for rate in &args.rates {
-            for mode in modes {
-                let load = run_load(&target, *mode, *rate, args).await?;
+    for rate in &args.rates {
+        for mode in modes {
+            for direct in &directs {
+                let load = run_load(direct, *mode, *rate, args).await?;
                 progress(&load.summary());
                 loads.push(load);
                 wait_idle(hub.pid).await;
+            }
+        }
+    }
+    let shaped: Vec<Target> = args
+        .shapes
+        .iter()
+        .filter(|shape| **shape != Shape::Plain)
+        .map(|shape| Target::hub(&hub, tokens.clone(), *shape))
+        .collect();
+    let mut turn = 0usize;
+    for rate in &args.rates {
+        for mode in modes {
+            let order: Vec<&(Target, u32)> = if turn.is_multiple_of(2) {
+                hubs.iter().collect()
+            } else {
+                hubs.iter().rev().collect()
+            };
+            turn += 1;
+            let shaped = shaped.iter().map(|target| (target, &hub.pid));
+            for (target, pid) in order.into_iter().map(|(t, p)| (t, p)).chain(shaped) {
+                let load = run_load(target, *mode, *rate, args).await?;
+                progress(&load.summary());
+                loads.push(load);
+                wait_idle(*pid).await;
             }
         }
     }
@@ -265,6 +335,18 @@ async fn measure(args: &GatewayArgs, env: &Sandbox, logs: &Path) -> anyhow::Resu
         "billing: {} answered hub requests, {} usage records, {} micro-credits charged",
         billing.answered, billing.usage_records, billing.charged_micros
     ));
+    let edge_billing = match (&edge, edge_env) {
+        (Some((edge, _)), Some(edge_env)) => {
+            let billing = edge.billing(&edge_env.settings, &loads, &ramp).await?;
+            progress(&format!(
+                "billing ({EDGE}): {} answered requests, {} usage records",
+                billing.answered, billing.usage_records
+            ));
+            Some(billing)
+        }
+        _ => None,
+    };
+    drop(edge);
 
     drop(litellm);
     drop(hub);
@@ -274,6 +356,7 @@ async fn measure(args: &GatewayArgs, env: &Sandbox, logs: &Path) -> anyhow::Resu
         ramp,
         memory,
         billing,
+        edge_billing,
         ProcessRss {
             hub_idle_mb: hub_idle_rss_mb,
             hub_final_mb: hub_final_rss_mb,
@@ -489,6 +572,8 @@ fn hub_executable() -> anyhow::Result<std::path::PathBuf> {
 
 /// The hub as a child process (`aihub all`).
 struct Hub {
+    /// `hub`, or [`EDGE`] for the one with rate limits and metrics on.
+    name: &'static str,
     base: String,
     pid: u32,
     jwt_secret: String,
@@ -496,7 +581,14 @@ struct Hub {
 }
 
 impl Hub {
-    async fn start(env: &Sandbox, upstream: &Upstream, logs: &Path) -> anyhow::Result<Hub> {
+    /// `edge`: the Redis of the rate limits, for the hub with the edge on; without it,
+    /// limits and metrics are off.
+    async fn start(
+        env: &Sandbox,
+        upstream: &Upstream,
+        logs: &Path,
+        edge: Option<&str>,
+    ) -> anyhow::Result<Hub> {
         let port = free_port()?;
         let jwt_secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let config = logs.join("aihub.toml");
@@ -523,10 +615,33 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
         tokio::fs::write(&config, models)
             .await
             .with_context(|| format!("could not write {}", config.display()))?;
-        let log = std::fs::File::create(logs.join("hub.log"))?;
+        let name = if edge.is_some() { EDGE } else { "hub" };
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
         let exe = hub_executable()?;
         let settings = &env.settings;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        match edge {
+            Some(redis) => {
+                let quota = EDGE_QUOTA.to_string();
+                command
+                    .env("AIHUB__RATE_LIMITS__ENABLED", "true")
+                    .env("AIHUB__RATE_LIMITS__REDIS_URL", redis)
+                    .env(
+                        "AIHUB__RATE_LIMITS__KEY_PREFIX",
+                        format!("bench-{}", env.database()),
+                    )
+                    .env("AIHUB__RATE_LIMITS__USER__REQUESTS_PER_MINUTE", &quota)
+                    .env("AIHUB__RATE_LIMITS__USER__TOKENS_PER_MINUTE", &quota)
+                    .env("AIHUB__RATE_LIMITS__USER__CONCURRENT_REQUESTS", &quota)
+                    .env("AIHUB__METRICS__ENABLED", "true");
+            }
+            None => {
+                command
+                    .env("AIHUB__RATE_LIMITS__ENABLED", "false")
+                    .env("AIHUB__METRICS__ENABLED", "false");
+            }
+        }
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .arg("all")
@@ -554,6 +669,7 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
         )
         .await?;
         Ok(Hub {
+            name,
             base,
             pid,
             jwt_secret,
@@ -603,7 +719,13 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
         let answered: u64 = loads
             .iter()
             .chain(ramp)
-            .filter(|l| l.target.starts_with("hub"))
+            // This hub's loads: its own name, or a request shape of it (`hub-tools`).
+            .filter(|l| {
+                l.target == self.name
+                    || l.target
+                        .strip_prefix(self.name)
+                        .is_some_and(|shape| shape.starts_with('-'))
+            })
             .map(|l| l.answered_total)
             .sum();
         let pool = sqlx::PgPool::connect(&settings.database.url).await?;
@@ -870,6 +992,8 @@ struct Target {
     slow_model: &'static str,
     /// Bearer tokens used in turn (none for the upstream).
     tokens: Arc<Vec<String>>,
+    /// Send an `x-request-id` of the client's own with every request.
+    request_ids: bool,
 }
 
 impl Target {
@@ -886,6 +1010,7 @@ impl Target {
             model: "fast",
             slow_model: "slow",
             tokens: Arc::new(Vec::new()),
+            request_ids: false,
         }
     }
 
@@ -896,13 +1021,18 @@ impl Target {
             Shape::Anthropic => ("hub-anthropic", "direct", "messages"),
         };
         Target {
-            name,
+            name: if shape == Shape::Plain {
+                hub.name
+            } else {
+                name
+            },
             baseline,
             shape,
             url: format!("{}/v1/{path}", hub.base),
             model: "bench-fast",
             slow_model: "bench-slow",
             tokens,
+            request_ids: hub.name == EDGE,
         }
     }
 
@@ -915,6 +1045,7 @@ impl Target {
             model: "bench-fast",
             slow_model: "bench-slow",
             tokens: Arc::new(vec![proxy.master_key.clone()]),
+            request_ids: false,
         }
     }
 
@@ -949,6 +1080,9 @@ impl Target {
         let mut request = client.post(&self.url).json(&body);
         if !self.tokens.is_empty() {
             request = request.bearer_auth(&self.tokens[i % self.tokens.len()]);
+        }
+        if self.request_ids {
+            request = request.header("x-request-id", format!("bench-{i}"));
         }
         request
     }
@@ -1450,6 +1584,10 @@ struct Report {
     memory: Vec<Memory>,
     rss: ProcessRss,
     billing: Billing,
+    /// What the edge adds: each `hub+edge` load against the `hub` load of the same turn.
+    edge: Vec<Added>,
+    /// The billing check of the edge hub (`--edge`).
+    edge_billing: Option<Billing>,
     targets: Vec<(String, String, bool)>,
 }
 
@@ -1460,6 +1598,7 @@ impl Report {
         ramp: Vec<Load>,
         memory: Vec<Memory>,
         billing: Billing,
+        edge_billing: Option<Billing>,
         rss: ProcessRss,
     ) -> Report {
         // A rate repeated in `--rates` is compared with the direct load of the same turn:
@@ -1483,6 +1622,29 @@ impl Report {
                     rate: load.rate,
                     p50_ms: load.latency_ms.p50 - direct.latency_ms.p50,
                     p99_ms: load.latency_ms.p99 - direct.latency_ms.p99,
+                });
+            }
+        }
+        // The edge's cost: the n-th `hub+edge` load at a rate against the n-th `hub` one.
+        let mut edge = Vec::new();
+        let mut turn: HashMap<(Mode, u32), usize> = HashMap::new();
+        for load in loads
+            .iter()
+            .filter(|l| l.target == EDGE && l.latency_ms.count > 0)
+        {
+            let nth = turn.entry((load.mode, load.rate)).or_insert(0);
+            let plain = loads
+                .iter()
+                .filter(|h| h.target == "hub" && h.mode == load.mode && h.rate == load.rate)
+                .nth(*nth);
+            *nth += 1;
+            if let Some(plain) = plain {
+                edge.push(Added {
+                    target: EDGE,
+                    mode: load.mode,
+                    rate: load.rate,
+                    p50_ms: load.latency_ms.p50 - plain.latency_ms.p50,
+                    p99_ms: load.latency_ms.p99 - plain.latency_ms.p99,
                 });
             }
         }
@@ -1514,6 +1676,19 @@ impl Report {
                 ));
             }
         }
+        if let Some(worst) = edge
+            .iter()
+            .filter(|a| a.rate == 500)
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+        {
+            targets.push((
+                format!(
+                    "edge (limits, metrics, request ids) adds to p99 at 500 req/s ≤ {TARGET_EDGE_ADDED_P99_MS_AT_500} ms (worst load)"
+                ),
+                format!("{:.2} ms ({})", worst.p99_ms, mode_name(worst.mode)),
+                worst.p99_ms <= TARGET_EDGE_ADDED_P99_MS_AT_500,
+            ));
+        }
         targets.push((
             format!("sustained with billing ≥ {TARGET_SUSTAINED_PER_S} req/s"),
             sustained_per_s.map_or_else(|| "none".into(), |r| format!("{r} req/s")),
@@ -1541,6 +1716,8 @@ impl Report {
             memory,
             rss,
             billing,
+            edge,
+            edge_billing,
             targets,
         }
     }
@@ -1582,6 +1759,21 @@ impl Report {
                 a.p99_ms
             ));
         }
+        if !self.edge.is_empty() {
+            out.push_str(&format!(
+                "\nadded by the edge ({EDGE}: rate limits in Redis, metrics, client request ids) over the hub without it, load for load\n\n"
+            ));
+            out.push_str("| mode | rate/s | added p50 ms | added p99 ms |\n|---|---:|---:|---:|\n");
+            for a in &self.edge {
+                out.push_str(&format!(
+                    "| {} | {} | {:.2} | {:.2} |\n",
+                    mode_name(a.mode),
+                    a.rate,
+                    a.p50_ms,
+                    a.p99_ms
+                ));
+            }
+        }
         out.push_str("\n| proxy | streams open | RSS idle MB | RSS before MB | RSS peak MB |\n|---|---:|---:|---:|---:|\n");
         for m in &self.memory {
             let idle = if m.target == "hub" {
@@ -1607,6 +1799,12 @@ impl Report {
             "\nbilling: {} hub requests answered, {} completed usage records, {} micro-credits charged\n\n",
             self.billing.answered, self.billing.usage_records, self.billing.charged_micros
         ));
+        if let Some(b) = &self.edge_billing {
+            out.push_str(&format!(
+                "billing ({EDGE}): {} requests answered, {} completed usage records, {} micro-credits charged\n\n",
+                b.answered, b.usage_records, b.charged_micros
+            ));
+        }
         for (name, value, met) in &self.targets {
             out.push_str(&format!(
                 "target {name}: {value} [{}]\n",
@@ -1676,6 +1874,8 @@ mod tests {
             admin_database: "postgres".into(),
             keep: false,
             json: false,
+            edge: false,
+            redis_url: String::new(),
         };
         // Direct 2 ms then 6 ms; the hub 8 ms then 15 ms: added 6 ms, then 9 ms.
         let loads = vec![
@@ -1694,7 +1894,7 @@ mod tests {
             hub_final_mb: None,
             litellm_idle_mb: None,
         };
-        let report = Report::new(&args, loads, vec![], vec![], billing, rss);
+        let report = Report::new(&args, loads, vec![], vec![], billing, None, rss);
         let added: Vec<f64> = report.added.iter().map(|a| a.p99_ms.round()).collect();
         assert_eq!(added, vec![6.0, 9.0]);
         let (name, measured, met) = &report.targets[0];

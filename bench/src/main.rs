@@ -21,7 +21,7 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init();
+    telemetry::init(&settings.log);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -31,9 +31,14 @@ impl CreditAccounts {
         actor: &str,
     ) -> CreditResult {
         let metadata = HashMap::from([("actor".to_string(), actor.to_string())]);
-        self.bus
+        let outcome = self
+            .bus
             .execute(&account.to_string(), command, &metadata)
-            .await
+            .await;
+        if let Ok(committed) = &outcome {
+            crate::metrics::record(&committed.events);
+        }
+        outcome
     }
 
     /// Run a command that brings credits in (grant, purchase, promo), opening the account

@@ -34,6 +34,7 @@
 //!   credits the redeemer.
 //! - [`db`]: connection pools, lost connections and migrations; [`error`]: the store's and
 //!   the commands' errors (`error` uses `db`, never the reverse).
+//! - [`metrics`]: the credit events commands wrote, counted by kind and amount.
 //! - [`clock`]: [`Clock`], the time every time-based decision reads, so tests can move it.
 
 pub mod append;
@@ -43,6 +44,7 @@ pub mod clock;
 pub mod credit;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod payment;
 pub mod promo;
 pub mod store;

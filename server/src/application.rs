@@ -53,6 +53,8 @@ pub struct Application {
     state: Arc<Hub>,
     roles: Roles,
     listener: Option<TcpListener>,
+    /// `metrics.listen`: a listener that answers only `GET /metrics`.
+    metrics_listener: Option<TcpListener>,
     commit_signal: CommitSignal,
 }
 
@@ -94,6 +96,10 @@ impl Application {
         roles: Roles,
         clock: SharedClock,
     ) -> anyhow::Result<Application> {
+        if settings.metrics.enabled {
+            // Before anything is built, so that nothing records into the void.
+            hub_app::metrics::install();
+        }
         let (pool, nats, js) = connect(&settings).await?;
         // Writers wake the relay (here or in another process) after each commit.
         let commit_signal = CommitSignal::new();
@@ -107,11 +113,20 @@ impl Application {
         } else {
             None
         };
+        let metrics_listener = match settings.metrics.listen_address() {
+            Some(address) if settings.metrics.enabled => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("could not listen on {address} (metrics.listen)"))?,
+            ),
+            _ => None,
+        };
         let state = Arc::new(Hub::build(settings, pool, nats, js, &commit_signal, clock).await?);
         Ok(Application {
             state,
             roles,
             listener,
+            metrics_listener,
             commit_signal,
         })
     }
@@ -119,6 +134,14 @@ impl Application {
     /// The port the API listens on, if this process serves HTTP.
     pub fn port(&self) -> Option<u16> {
         self.listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    /// The port of the `metrics.listen` listener, if this process has one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.port())
@@ -286,8 +309,38 @@ impl Application {
                 stopped(),
             ));
         }
+        let metrics_on = state.settings.metrics.enabled && hub_app::metrics::installed();
+        if metrics_on {
+            // The gauges; the outbox and projection lags where the relay or projectors run.
+            tasks.spawn(hub_app::metrics::sample(
+                state.clone(),
+                self.roles.relay || self.roles.projections,
+                Duration::from_millis(state.settings.metrics.sample_interval_ms),
+                stopped(),
+            ));
+        }
+        if let Some(listener) = self.metrics_listener {
+            tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");
+            let graceful = stopped();
+            tasks.spawn(async move {
+                if let Err(err) = axum::serve(listener, hub_api::metrics::router())
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            });
+        }
         if let Some(listener) = self.listener {
-            let mut app = hub_api::routes::router(state.clone())
+            let mut routes = hub_api::routes::router(state.clone());
+            if metrics_on {
+                if state.settings.metrics.api_route {
+                    routes = routes.merge(hub_api::metrics::router());
+                }
+                // Every request counted and timed by the route it matched.
+                routes = routes.layer(axum::middleware::from_fn(hub_api::metrics::track));
+            }
+            let mut app = routes
                 .layer(RequestBodyLimitLayer::new(
                     state.settings.server.body_limit_bytes,
                 ))

@@ -12,7 +12,8 @@
 //! - [`audit`]: the auditors' commands (`aihub audit verify`, `checkpoint`, `verify-proof`).
 //! - [`application`]: [`Application`], which builds every role from settings and runs them
 //!   until shutdown; tests bind it to port 0.
-//! - [`telemetry`]: the log subscriber (stderr, filtered by `RUST_LOG`), set up once per process.
+//! - [`telemetry`]: the log subscriber (stderr, filtered by `RUST_LOG`, text or one JSON
+//!   object per line), set up once per process.
 
 pub mod analytics;
 pub mod application;

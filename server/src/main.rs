@@ -211,7 +211,7 @@ fn main() -> anyhow::Result<()> {
         println!("{token}");
         return Ok(());
     }
-    telemetry::init();
+    telemetry::init(&settings.log);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

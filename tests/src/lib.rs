@@ -36,6 +36,8 @@ fn mail_folder(database: &str) -> std::path::PathBuf {
 /// A running app and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
+    /// The `metrics.listen` listener's address, when the settings asked for one.
+    pub metrics_address: Option<String>,
     pub client: reqwest::Client,
     pub pool: PgPool,
     pub state: Arc<Hub>,
@@ -77,6 +79,9 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
         .await
         .expect("the app builds (is NATS up? AIHUB_TEST_NATS_URL)");
     let port = app.port().unwrap_or(0);
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let state = app.state();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -88,6 +93,7 @@ pub async fn spawn_app_with(roles: Roles, tweak: impl FnOnce(&mut Settings)) -> 
     });
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        metrics_address,
         client: reqwest::Client::new(),
         pool,
         state,

@@ -16,6 +16,8 @@
 //! - [`chat`]: [`ChatMessage`] and [`ChatRequest`], the one shape of a chat request inside the
 //!   workers (tokenizers, providers and the wire format all use it).
 //! - [`embed`]: an embeddings request and its answer.
+//! - [`metrics`]: what inference counts, by model and provider (requests, tokens, cost, time
+//!   to first token, upstream errors, fallbacks, cooldowns).
 //! - [`config`]: [`ModelsSettings`] — models, prices, providers, timeouts, retries, cooldown.
 //! - [`providers`]: the [`Provider`] trait, the shared request and event types, and one file
 //!   per upstream ([`providers::openai`], [`providers::anthropic`], [`providers::mock`]), over
@@ -40,6 +42,7 @@ pub mod capabilities;
 pub mod chat;
 pub mod config;
 pub mod embed;
+pub mod metrics;
 pub mod providers;
 pub mod router;
 pub mod settlement;

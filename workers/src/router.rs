@@ -477,7 +477,7 @@ impl ProviderRouter {
             attempts,
             error: ProviderError::Timeout { phase: PHASE_TOTAL },
         };
-        for slot in &entry.providers {
+        for (position, slot) in entry.providers.iter().enumerate() {
             if Instant::now() >= deadline {
                 break;
             }
@@ -489,11 +489,16 @@ impl ProviderRouter {
                 Admission::Normal => (self.policy.retries_max + 1, None),
                 Admission::Probe => (1, Some(ProbeGuard(slot))),
             };
+            if position > 0 {
+                // Every provider before this one failed or was cooling down.
+                crate::metrics::fallback(&entry.name, &slot.name);
+            }
             for try_index in 0..tries {
                 attempts += 1;
                 let Ok(outcome) = tokio::time::timeout_at(deadline, attempt(slot)).await else {
                     // The request's time is up: not the provider's failure, and nothing
                     // left to retry or fall back with.
+                    crate::metrics::upstream_error(&entry.name, &slot.name, "timeout_total");
                     in_flight.set(None);
                     return Err(RouteError::Provider {
                         provider: slot.name.clone(),
@@ -512,6 +517,7 @@ impl ProviderRouter {
                     Err(error @ ProviderError::BadRequest { .. }) => {
                         // The upstream answered: not a failure of the provider, nor worth
                         // another. A probe that got this is simply taken again later.
+                        crate::metrics::upstream_error(&entry.name, &slot.name, error.code());
                         return Err(RouteError::Provider {
                             provider: slot.name.clone(),
                             attempts,
@@ -527,7 +533,11 @@ impl ProviderRouter {
                             %error,
                             "an upstream call failed before its first token"
                         );
+                        crate::metrics::upstream_error(&entry.name, &slot.name, error.code());
                         let cooling = slot.failed(&error);
+                        if cooling {
+                            crate::metrics::cooldown(&entry.name, &slot.name);
+                        }
                         if let Some(guard) = probe.take() {
                             guard.disarm();
                         }

@@ -274,6 +274,7 @@ impl Worker {
             .filter(|left| !left.is_zero())
         else {
             self.release(&command).await;
+            crate::metrics::unanswered(&command.model, Some("expired"));
             send(failed(
                 "expired",
                 "the request waited too long for a worker",
@@ -302,7 +303,10 @@ impl Worker {
                         let run = Run::new(provider, UsageOutcome::Cancelled);
                         self.conclude(&command, &reply, run, started).await;
                     }
-                    None => self.release(&command).await,
+                    None => {
+                        self.release(&command).await;
+                        crate::metrics::unanswered(&command.model, None);
+                    }
                 }
                 return;
             }
@@ -311,6 +315,7 @@ impl Worker {
             Ok(opened) => opened,
             Err(err) => {
                 self.release(&command).await;
+                crate::metrics::unanswered(&command.model, Some(err.code()));
                 send(route_failure(&err)).await;
                 return;
             }
@@ -392,6 +397,7 @@ impl Worker {
                 Some(Ok(StreamEvent::Usage(usage))) => run.reported = Some(usage),
                 Some(Ok(StreamEvent::Finish { reason })) => run.finish_reason = reason,
                 Some(Err(err)) => {
+                    crate::metrics::upstream_error(&command.model, &run.provider, err.code());
                     run.outcome = UsageOutcome::Broken;
                     run.broken = Some(err);
                     break;
@@ -446,8 +452,11 @@ impl Worker {
                         );
                         self.settle(command, record).await;
                     }
-                    _ => {
+                    (cancelled, _) => {
                         self.release(command).await;
+                        // A cancel before any provider had it is not a failure.
+                        let code = (!cancelled).then(|| err.code());
+                        crate::metrics::unanswered(&command.model, code);
                         self.send(reply, route_failure(&err)).await;
                     }
                 }
@@ -646,6 +655,7 @@ impl Worker {
     async fn settle(&self, command: &InferenceCommand, usage: UsageRecord) -> (i64, bool) {
         let reserved = Credits::from_micros(command.reserved_micros);
         let charged = usage.cost.min(reserved).max(Credits::ZERO).micros();
+        crate::metrics::settled(&usage);
         let Ok(request_id) = RequestId::parse(&command.request_id) else {
             tracing::error!(request = %command.request_id, "an answered request has no valid id; not settled");
             return (0, false);
@@ -674,6 +684,7 @@ impl Worker {
                 tracing::warn!(request = %command.request_id, "settlement slow; deferred to JetStream");
             }
         }
+        crate::metrics::settlement_deferred();
         // Retried for as long as the reservation holds, should JetStream refuse it too.
         let patience = (command.deadline() - self.clock.now())
             .to_std()

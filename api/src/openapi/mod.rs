@@ -34,6 +34,7 @@ micro-credits (1 credit = 1,000,000). Errors outside `/v1` are \
         routes::health::ready,
         openapi_json,
         docs,
+        crate::metrics::metrics_text,
         routes::auth::register,
         routes::auth::login,
         routes::auth::me,

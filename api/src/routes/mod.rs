@@ -125,6 +125,8 @@ pub fn table() -> Vec<(Method, &'static str)> {
     all.extend(inference().entries);
     // Nested as a service (rmcp): JSON-RPC over POST, stateless.
     all.push((Method::POST, "/mcp"));
+    // Merged by the server when `metrics.api_route` (crate::metrics::router).
+    all.push((Method::GET, "/metrics"));
     all
 }
 
