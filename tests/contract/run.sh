@@ -43,6 +43,8 @@ start_live_hub contract
 TOKEN="$(HUB_BASE_URL="$HUB_BASE_URL" "$VENV/bin/python" "$HERE/sign_in.py" "$HUB_ADMIN_EMAIL" "$HUB_ADMIN_PASSWORD")"
 
 log "fuzzing $HUB_BASE_URL/openapi.json"
+# From the run's scratch folder: schemathesis keeps a cache (.schemathesis/) where it runs.
+cd "$HUB_WORK"
 timeout "${CONTRACT_DEADLINE_S:-900}" "$VENV/bin/st" --no-color run "$HUB_BASE_URL/openapi.json" \
     --checks not_a_server_error,response_schema_conformance,content_type_conformance \
     --phases examples,coverage,fuzzing \
