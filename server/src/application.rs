@@ -81,6 +81,11 @@ pub async fn connect(
     Ok((pool, nats, js))
 }
 
+/// Resolves once `flag` is set (or its sender is gone).
+async fn raised(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
 /// How long the front may take, after the grace, to settle what it cut.
 const AFTER_GRACE: Duration = Duration::from_secs(15);
 
@@ -162,20 +167,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
+        let stopped = move || raised(stop_rx.clone());
         // The front: HTTP and the worker, stopped first.
         let (drain_tx, drain_rx) = watch::channel(false);
-        let draining = move || {
-            let mut rx = drain_rx.clone();
-            async move {
-                let _ = rx.wait_for(|drain| *drain).await;
-            }
-        };
+        let draining = move || raised(drain_rx.clone());
         let (deadline_tx, deadline_rx) = watch::channel(false);
         let state = self.state;
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);

@@ -23,13 +23,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 log() { echo "contract: $*" >&2; }
 
 VENV="${AIHUB_CONTRACT_VENV:-$HOME/.cache/aihub/contract-venv}"
-STAMP="$VENV/.requirements"
-if [[ ! -x "$VENV/bin/st" ]] || ! cmp -s "$HERE/requirements.txt" "$STAMP"; then
-    log "installing schemathesis into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$HERE/requirements.txt"
-    cp "$HERE/requirements.txt" "$STAMP"
-fi
+# shellcheck source=../support/venv.sh
+. "$ROOT/tests/support/venv.sh"
+ensure_venv "$VENV" "$HERE/requirements.txt"
 
 # A webhook secret, so that a forged Stripe event is the 400 it is in production, not the
 # 503 of a hub without payments.

@@ -13,13 +13,9 @@ log() { echo "sdk: $*" >&2; }
 
 # --- the SDKs ----------------------------------------------------------------------------
 VENV="${AIHUB_SDK_VENV:-$HOME/.cache/aihub/sdk-venv}"
-STAMP="$VENV/.requirements"
-if [[ ! -x "$VENV/bin/python" ]] || ! cmp -s "$SDK/requirements.txt" "$STAMP"; then
-    log "installing the SDKs into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$SDK/requirements.txt"
-    cp "$SDK/requirements.txt" "$STAMP"
-fi
+# shellcheck source=../support/venv.sh
+. "$ROOT/tests/support/venv.sh"
+ensure_venv "$VENV" "$SDK/requirements.txt"
 
 # --- the hub ---------------------------------------------------------------------------
 # shellcheck source=../support/live-hub.sh
