@@ -427,7 +427,7 @@ pub async fn replay_until(
         copy_table(&mut tx, &schema, &live_q, table).await?;
     }
     // The live schema stays on the path, after the target, for the functions the
-    // projection calls (`usage_hist_add`); every table it writes is in the target.
+    // projection calls (`usage_hist_merge`); every table it writes is in the target.
     sqlx::query(&format!("SET LOCAL search_path TO {schema}, {live_q}"))
         .execute(&mut *tx)
         .await?;

@@ -10,7 +10,9 @@
 //! Latency and time to first token are kept as fixed log-bucket histograms: bucket 0 is
 //! `[0, 1)` ms, bucket `i` is `[BOUNDS_MS[i-1], BOUNDS_MS[i])` ms and the last is
 //! `[524288 ms, ∞)`. The bounds grow by about √2 (rounded to whole milliseconds), so a
-//! percentile read from a histogram is known within one bucket: within about 41 %.
+//! percentile read from a histogram is known within one bucket: within about 41 %. A row
+//! stores them sparse ([`to_sparse`]): the buckets that hold requests, as `{bucket, count,
+//! ...}` pairs in bucket order; most hourly per-account rows count a request or two.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgConnection;
@@ -41,6 +43,56 @@ pub fn bucket_range(i: usize) -> (i64, Option<i64>) {
         _ => BOUNDS_MS.get(i - 1).copied().unwrap_or(i64::MAX),
     };
     (lower, BOUNDS_MS.get(i).copied())
+}
+
+/// A stored histogram that is not `{bucket, count, ...}` pairs of known buckets.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a stored histogram is malformed: {0:?}")]
+pub struct MalformedHistogram(pub Vec<i64>);
+
+/// Append the buckets of `dense` that hold requests to `out`, as `bucket, count` pairs in
+/// bucket order: how a row stores a histogram.
+pub fn to_sparse(dense: &[i64; BUCKETS], out: &mut Vec<i64>) {
+    for (bucket, &count) in (0i64..).zip(dense) {
+        if count != 0 {
+            out.extend_from_slice(&[bucket, count]);
+        }
+    }
+}
+
+/// A stored histogram (`bucket, count` pairs) with every bucket: the counts in bucket order.
+pub fn from_sparse(sparse: &[i64]) -> Result<[i64; BUCKETS], MalformedHistogram> {
+    let mut dense = [0; BUCKETS];
+    let (pairs, rest) = sparse.as_chunks::<2>();
+    if !rest.is_empty() {
+        return Err(MalformedHistogram(sparse.to_vec()));
+    }
+    for &[bucket, count] in pairs {
+        let slot = usize::try_from(bucket)
+            .ok()
+            .and_then(|b| dense.get_mut(b))
+            .ok_or_else(|| MalformedHistogram(sparse.to_vec()))?;
+        *slot += count;
+    }
+    Ok(dense)
+}
+
+/// Histograms of many rows for one `UNNEST`: their pairs end to end, and each row's
+/// 1-based, inclusive bounds in them (`lower > upper`: an empty histogram).
+#[derive(Default)]
+struct Packed {
+    values: Vec<i64>,
+    lower: Vec<i32>,
+    upper: Vec<i32>,
+}
+
+impl Packed {
+    fn push(&mut self, dense: &[i64; BUCKETS]) -> anyhow::Result<()> {
+        self.lower.push(i32::try_from(self.values.len() + 1)?);
+        to_sparse(dense, &mut self.values);
+        self.upper.push(i32::try_from(self.values.len())?);
+        Ok(())
+    }
 }
 
 /// One new usage record, as much of it as the rollups need.
@@ -127,8 +179,7 @@ async fn add_global(
     let mut providers = Vec::with_capacity(n);
     let mut outcomes = Vec::with_capacity(n);
     let mut columns: [Vec<i64>; 6] = Default::default();
-    let mut latency = Vec::with_capacity(n * BUCKETS);
-    let mut ttft = Vec::with_capacity(n * BUCKETS);
+    let (mut latency, mut ttft) = (Packed::default(), Packed::default());
     for ((hour, model, provider, outcome), s) in sums {
         hours.push(hour);
         models.push(model);
@@ -140,8 +191,8 @@ async fn add_global(
         {
             column.push(value);
         }
-        latency.extend_from_slice(&s.latency);
-        ttft.extend_from_slice(&s.ttft);
+        latency.push(&s.latency)?;
+        ttft.push(&s.ttft)?;
     }
     let [requests, input, output, cached, cost, charged] = columns;
     sqlx::query(&format!(
@@ -150,12 +201,13 @@ async fn add_global(
                                    cost_micros, charged_micros, latency_hist, ttft_hist)
          SELECT u.hour, u.model, u.provider, u.outcome,
                 u.requests, u.input, u.output, u.cached, u.cost, u.charged,
-                ($11::int8[])[(u.i - 1) * $13 + 1 : u.i * $13],
-                ($12::int8[])[(u.i - 1) * $13 + 1 : u.i * $13]
+                ($11::int8[])[u.latency_lower : u.latency_upper],
+                ($12::int8[])[u.ttft_lower : u.ttft_upper]
            FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                       $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[])
-                WITH ORDINALITY AS u(hour, model, provider, outcome,
-                                     requests, input, output, cached, cost, charged, i)
+                       $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
+                       $13::int4[], $14::int4[], $15::int4[], $16::int4[])
+                AS u(hour, model, provider, outcome, requests, input, output, cached, cost,
+                     charged, latency_lower, latency_upper, ttft_lower, ttft_upper)
          ON CONFLICT ({time}, model, provider, outcome) DO UPDATE {ADD_TO_EXISTING}"
     ))
     .bind(&hours)
@@ -168,9 +220,12 @@ async fn add_global(
     .bind(&cached)
     .bind(&cost)
     .bind(&charged)
-    .bind(&latency)
-    .bind(&ttft)
-    .bind(i32::try_from(BUCKETS)?)
+    .bind(&latency.values)
+    .bind(&ttft.values)
+    .bind(&latency.lower)
+    .bind(&latency.upper)
+    .bind(&ttft.lower)
+    .bind(&ttft.upper)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -185,8 +240,8 @@ const ADD_TO_EXISTING: &str = "
                 cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,
                 cost_micros = r.cost_micros + excluded.cost_micros,
                 charged_micros = r.charged_micros + excluded.charged_micros,
-                latency_hist = usage_hist_add(r.latency_hist, excluded.latency_hist),
-                ttft_hist = usage_hist_add(r.ttft_hist, excluded.ttft_hist)";
+                latency_hist = usage_hist_merge(r.latency_hist, excluded.latency_hist),
+                ttft_hist = usage_hist_merge(r.ttft_hist, excluded.ttft_hist)";
 
 /// Add new records to their hours' rollups (one statement, rows in key order).
 pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> anyhow::Result<()> {
@@ -243,9 +298,7 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    // Histograms flattened, BUCKETS per row: UNNEST cannot take an array per row.
-    let mut latency = Vec::with_capacity(n * BUCKETS);
-    let mut ttft = Vec::with_capacity(n * BUCKETS);
+    let (mut latency, mut ttft) = (Packed::default(), Packed::default());
     for ((hour, account, key, model, provider, outcome), s) in sums {
         hours.push(hour);
         accounts.push(account);
@@ -259,8 +312,8 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
         cached.push(s.cached);
         cost.push(s.cost);
         charged.push(s.charged);
-        latency.extend_from_slice(&s.latency);
-        ttft.extend_from_slice(&s.ttft);
+        latency.push(&s.latency)?;
+        ttft.push(&s.ttft)?;
     }
     sqlx::query(&format!(
         "INSERT INTO usage_rollups AS r (hour, account_id, api_key_id, model, provider, outcome,
@@ -269,13 +322,15 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
                                          latency_hist, ttft_hist)
          SELECT u.hour, u.account_id, u.api_key_id, u.model, u.provider, u.outcome,
                 u.requests, u.input, u.output, u.cached, u.cost, u.charged,
-                ($13::int8[])[(u.i - 1) * $15 + 1 : u.i * $15],
-                ($14::int8[])[(u.i - 1) * $15 + 1 : u.i * $15]
+                ($13::int8[])[u.latency_lower : u.latency_upper],
+                ($14::int8[])[u.ttft_lower : u.ttft_upper]
            FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
                        $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
-                       $11::int8[], $12::int8[])
-                WITH ORDINALITY AS u(hour, account_id, api_key_id, model, provider, outcome,
-                                     requests, input, output, cached, cost, charged, i)
+                       $11::int8[], $12::int8[], $15::int4[], $16::int4[], $17::int4[],
+                       $18::int4[])
+                AS u(hour, account_id, api_key_id, model, provider, outcome, requests, input,
+                     output, cached, cost, charged, latency_lower, latency_upper, ttft_lower,
+                     ttft_upper)
          ON CONFLICT ON CONSTRAINT usage_rollups_key DO UPDATE {ADD_TO_EXISTING}"
     ))
     .bind(&hours)
@@ -290,9 +345,12 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
     .bind(&cached)
     .bind(&cost)
     .bind(&charged)
-    .bind(&latency)
-    .bind(&ttft)
-    .bind(i32::try_from(BUCKETS)?)
+    .bind(&latency.values)
+    .bind(&ttft.values)
+    .bind(&latency.lower)
+    .bind(&latency.upper)
+    .bind(&ttft.lower)
+    .bind(&ttft.upper)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -321,5 +379,28 @@ mod tests {
         assert_eq!(bucket_of(0), 0);
         assert_eq!(bucket_of(1), 1);
         assert_eq!(bucket_of(10_000_000), BUCKETS - 1);
+    }
+
+    #[test]
+    fn a_histogram_stored_sparse_reads_back_whole() {
+        let mut dense = [0; BUCKETS];
+        dense[0] = 3;
+        dense[7] = 1;
+        dense[BUCKETS - 1] = 12;
+        let mut sparse = vec![];
+        to_sparse(&dense, &mut sparse);
+        assert_eq!(sparse, [0, 3, 7, 1, 38, 12]);
+        assert_eq!(from_sparse(&sparse), Ok(dense));
+        let mut empty = vec![];
+        to_sparse(&[0; BUCKETS], &mut empty);
+        assert!(empty.is_empty());
+        assert_eq!(from_sparse(&empty), Ok([0; BUCKETS]));
+    }
+
+    #[test]
+    fn a_malformed_stored_histogram_is_an_error() {
+        for bad in [&[1][..], &[39, 1], &[-1, 1], &[2, 1, 3]] {
+            assert!(from_sparse(bad).is_err(), "{bad:?}");
+        }
     }
 }

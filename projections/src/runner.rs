@@ -229,6 +229,14 @@ pub(crate) async fn apply_decoded_batch(
     last: u64,
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
+    if kind != ProjectionKind::Alerts {
+        // A commit lost to a database crash takes its checkpoint with it, and the batch is
+        // applied again; nothing outside the database acted on it meanwhile. Alerts are the
+        // exception: the delivery loop may have sent what a lost commit wrote.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
     let at: i64 = sqlx::query_scalar(
         "SELECT stream_sequence FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
     )

@@ -30,6 +30,7 @@ impl From<SummaryError> for ApiError {
             }
             SummaryError::Bound(_) => ApiError::bad_request("invalid_filter", err.to_string()),
             SummaryError::Database(err) => err.into(),
+            SummaryError::Histogram(err) => ApiError::internal(err),
         }
     }
 }

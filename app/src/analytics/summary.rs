@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures::TryStreamExt;
-use hub_projections::rollups::{bucket_range, BUCKETS};
+use hub_projections::rollups::{bucket_range, from_sparse, BUCKETS};
 use serde::Serialize;
 use sqlx::{PgPool, QueryBuilder, Row};
 use std::collections::hash_map::{Entry, HashMap};
@@ -179,6 +179,8 @@ pub enum SummaryError {
     Bound(#[from] chrono::RoundingError),
     #[error("could not read the usage rollups")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Histogram(#[from] hub_projections::rollups::MalformedHistogram),
 }
 
 /// Sums of one group as read, before percentiles.
@@ -336,8 +338,8 @@ async fn read_groups(
                 return Err(SummaryError::TooManyGroups);
             }
             let requests: i64 = row.try_get("requests")?;
-            let latency: Vec<i64> = row.try_get("latency_hist")?;
-            let ttft: Vec<i64> = row.try_get("ttft_hist")?;
+            let latency = from_sparse(&row.try_get::<Vec<i64>, _>("latency_hist")?)?.to_vec();
+            let ttft = from_sparse(&row.try_get::<Vec<i64>, _>("ttft_hist")?)?.to_vec();
             let sums = Sums {
                 key: key.clone(),
                 requests,
