@@ -2,11 +2,13 @@
 //! end: one sort per index instead of a random insertion per row, which is most of what a
 //! bulk load costs (the way `pg_restore` loads a dump).
 //!
-//! Only secondary indexes are set aside: an index behind a primary key or a unique
-//! constraint stays, since the projection's `ON CONFLICT` clauses need it.
+//! An index behind a primary key or a unique constraint stays, since the projection's
+//! `ON CONFLICT` clauses need it, except for a projection that can load without them
+//! ([`ProjectionKind::loads_without_keys`]): its keys are set aside too, and what shares a
+//! key is added together before they are built again (`crate::load`).
 //!
-//! An index set aside from a live table is written down in `projection_index_stash` in
-//! the same transaction that drops it, and built again (and crossed off) by [`restore`]:
+//! An index or key set aside from a live table is written down in `projection_index_stash`
+//! in the same transaction that drops it, and built again (and crossed off) by [`restore`]:
 //! at the end of the rebuild, or, if the rebuild died on the way, by the next rebuild or by
 //! the live projector when it next leads the projection.
 
@@ -14,10 +16,55 @@ use sqlx::PgConnection;
 
 use crate::model::ProjectionKind;
 
-/// An index: its schema-qualified, quoted name and the statement that creates it.
+/// An index, or a key and its index: the index's schema-qualified, quoted name and the
+/// statement that creates it.
 pub(crate) struct IndexDef {
     pub name: String,
     pub definition: String,
+}
+
+/// A primary key or unique constraint: how to build it again, and how to drop it.
+pub(crate) struct KeyDef {
+    pub index: IndexDef,
+    pub drop: String,
+}
+
+/// The primary keys and unique constraints of `tables`, as the connection's `search_path`
+/// finds them.
+pub(crate) async fn keys(
+    conn: &mut PgConnection,
+    tables: &[&str],
+) -> Result<Vec<KeyDef>, sqlx::Error> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT format('%I.%I', n.nspname, c.conname),
+                format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s',
+                       n.nspname, t.relname, c.conname, pg_get_constraintdef(c.oid)),
+                format('ALTER TABLE %I.%I DROP CONSTRAINT %I', n.nspname, t.relname, c.conname)
+           FROM pg_constraint c
+           JOIN pg_class t ON t.oid = c.conrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE c.conrelid = ANY (SELECT to_regclass(x) FROM unnest($1::text[]) AS x)
+            AND c.contype IN ('p', 'u')
+          ORDER BY 1",
+    )
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, definition, drop)| KeyDef {
+            index: IndexDef { name, definition },
+            drop,
+        })
+        .collect())
+}
+
+/// Drop `keys` (statements from the catalog).
+pub(crate) async fn drop_keys(conn: &mut PgConnection, keys: &[KeyDef]) -> Result<(), sqlx::Error> {
+    for key in keys {
+        sqlx::query(&key.drop).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The secondary indexes of `tables`, as the connection's `search_path` finds them.
@@ -75,14 +122,15 @@ pub(crate) async fn create_all(
     Ok(())
 }
 
-/// Set aside the secondary indexes of `kind`'s live tables, writing them down first; in
-/// the caller's transaction.
+/// Set aside the secondary indexes of `kind`'s live tables, and its keys if it loads
+/// without them, writing them down first; in the caller's transaction.
 pub(crate) async fn set_aside(
     conn: &mut PgConnection,
     kind: ProjectionKind,
 ) -> Result<(), sqlx::Error> {
     let indexes = secondary(conn, kind.tables()).await?;
-    for index in &indexes {
+    let keys = keys(conn, kind.tables_loaded_without_keys()).await?;
+    for index in indexes.iter().chain(keys.iter().map(|k| &k.index)) {
         sqlx::query(
             "INSERT INTO projection_index_stash (projection, index_name, definition)
              VALUES ($1, $2, $3)
@@ -94,15 +142,13 @@ pub(crate) async fn set_aside(
         .execute(&mut *conn)
         .await?;
     }
-    drop_all(conn, &indexes).await
+    drop_all(conn, &indexes).await?;
+    drop_keys(conn, &keys).await
 }
 
 /// Build again every index set aside from `kind`'s tables and cross it off, in one
 /// transaction. Nothing to do (the usual case): one indexed read.
-pub(crate) async fn restore(
-    pool: &sqlx::PgPool,
-    kind: ProjectionKind,
-) -> Result<usize, sqlx::Error> {
+pub(crate) async fn restore(pool: &sqlx::PgPool, kind: ProjectionKind) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let stashed: Vec<(String, String)> = sqlx::query_as(
         "SELECT index_name, definition FROM projection_index_stash
@@ -132,6 +178,8 @@ pub(crate) async fn restore(
         .into_iter()
         .filter(|i| !existing.contains(&i.name))
         .collect();
+    // Rows loaded without their keys are made unique first.
+    crate::load::finish(&mut tx, kind).await?;
     create_all(&mut tx, &missing).await?;
     sqlx::query("DELETE FROM projection_index_stash WHERE projection = $1")
         .bind(kind.name())

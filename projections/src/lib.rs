@@ -17,13 +17,14 @@
 //! - [`journal`]: the double-entry view: every credit event posted as balanced legs
 //!   between the user's accounts (available, held) and the hub's system accounts.
 //! - [`rollups`]: the hourly usage sums kept beside `usage_records`, and their latency
-//!   histogram buckets.
+//!   histogram buckets; `load`: how a rebuild loads them without their keys.
 //! - [`alerts`]: low-balance alerts: each account's armed state, and a notification row per
 //!   fall below its owner's threshold (sent by `hub_app::alerts`).
 
 pub mod alerts;
 mod indexes;
 pub mod journal;
+mod load;
 pub mod model;
 mod payments;
 mod promos;
@@ -33,5 +34,7 @@ pub mod runner;
 mod users;
 
 pub use model::ProjectionKind;
-pub use replay::{replay, replay_until, PointInTime, PointInTimeError, ReplayStats, SchemaName};
+pub use replay::{
+    finish_rebuild, replay, replay_until, PointInTime, PointInTimeError, ReplayStats, SchemaName,
+};
 pub use runner::{checkpoint, Projector, ProjectorConfig};

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use hub_domain::CreditEvent;
 use hub_nats::EventEnvelope;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -151,12 +151,49 @@ impl ProjectionKind {
         }
     }
 
+    /// The tables a rebuild loads without their primary keys and unique constraints
+    /// (`crate::load`): `usage`'s two that grow by a row per request. None for the others.
+    pub fn tables_loaded_without_keys(self) -> &'static [&'static str] {
+        match self {
+            ProjectionKind::Usage => &["usage_records", "usage_rollups"],
+            _ => &[],
+        }
+    }
+
+    /// Whether a rebuild loads some of this projection's tables without their keys.
+    pub fn loads_without_keys(self) -> bool {
+        !self.tables_loaded_without_keys().is_empty()
+    }
+
     /// Apply a batch [`ProjectionKind::decode`] made for this projection, inside the caller's
     /// transaction.
     pub async fn apply_decoded(
         self,
         conn: &mut PgConnection,
         batch: Decoded,
+    ) -> anyhow::Result<()> {
+        self.write_decoded(conn, batch, Writes::Live).await
+    }
+
+    /// [`ProjectionKind::apply_decoded`] for a rebuild, which loads the tables
+    /// [`ProjectionKind::tables_loaded_without_keys`] names with their keys set aside.
+    pub(crate) async fn load_decoded(
+        self,
+        conn: &mut PgConnection,
+        batch: Decoded,
+    ) -> anyhow::Result<()> {
+        let writes = match self.loads_without_keys() {
+            true => Writes::Load,
+            false => Writes::Live,
+        };
+        self.write_decoded(conn, batch, writes).await
+    }
+
+    async fn write_decoded(
+        self,
+        conn: &mut PgConnection,
+        batch: Decoded,
+        writes: Writes,
     ) -> anyhow::Result<()> {
         let events = match (self, batch) {
             (ProjectionKind::Users, Decoded::Envelopes(messages)) => {
@@ -177,7 +214,7 @@ impl ProjectionKind {
         match self {
             ProjectionKind::Balances => apply_balances(conn, &events).await,
             ProjectionKind::Ledger => apply_ledger(conn, &events).await,
-            ProjectionKind::Usage => apply_usage(conn, &events).await,
+            ProjectionKind::Usage => apply_usage(conn, &events, writes).await,
             ProjectionKind::Journal => crate::journal::apply(conn, &events).await,
             ProjectionKind::Alerts => crate::alerts::apply(conn, &events).await,
             ProjectionKind::Users | ProjectionKind::Payments | ProjectionKind::Promos => {
@@ -185,6 +222,16 @@ impl ProjectionKind {
             }
         }
     }
+}
+
+/// How a batch's rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// Against every key: a row already there (a redelivered event) is left as it is, or
+    /// added to.
+    Live,
+    /// Into tables whose keys are set aside (a rebuild, `crate::load`): every row is new.
+    Load,
 }
 
 /// A batch decoded for one projection ([`ProjectionKind::decode`]).
@@ -633,7 +680,11 @@ struct LedgerRows<'a> {
 
 /// One `usage_records` row per settlement that carries usage; the rows that are new add to
 /// `usage_rollups`.
-async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::Result<()> {
+async fn apply_usage(
+    conn: &mut PgConnection,
+    events: &[Projected],
+    writes: Writes,
+) -> anyhow::Result<()> {
     let mut rows = UsageRows::default();
     let mut records = Vec::new();
     for e in events {
@@ -690,7 +741,15 @@ async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::R
     if rows.accounts.is_empty() {
         return Ok(());
     }
-    let inserted: Vec<(Uuid, String)> = sqlx::query_as(
+    // Live, only the records written now count: one applied before (a redelivery) is not
+    // new. Loading, every record is new; `crate::load` finds the repeats.
+    let conflict = match writes {
+        Writes::Live => {
+            "ON CONFLICT (account_id, request_id) DO NOTHING RETURNING account_id, request_id"
+        }
+        Writes::Load => "",
+    };
+    let query = format!(
         "INSERT INTO usage_records (account_id, request_id, api_key_id, model, provider,
                                     input_tokens, output_tokens, cached_input_tokens,
                                     token_source, latency_ms, first_token_ms, cost_micros,
@@ -700,36 +759,44 @@ async fn apply_usage(conn: &mut PgConnection, events: &[Projected]) -> anyhow::R
                               $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::int8[],
                               $11::int8[], $12::int8[], $13::int8[], $14::text[], $15::text[],
                               $16::int8[], $17::timestamptz[])
-         ON CONFLICT (account_id, request_id) DO NOTHING
-         RETURNING account_id, request_id",
-    )
-    .bind(&rows.accounts)
-    .bind(&rows.requests)
-    .bind(&rows.api_keys)
-    .bind(&rows.models)
-    .bind(&rows.providers)
-    .bind(&rows.input)
-    .bind(&rows.output)
-    .bind(&rows.cached)
-    .bind(&rows.sources)
-    .bind(&rows.latency)
-    .bind(&rows.first_token)
-    .bind(&rows.cost)
-    .bind(&rows.charged)
-    .bind(&rows.price_versions)
-    .bind(&rows.outcomes)
-    .bind(&rows.stream_sequences)
-    .bind(&rows.recorded_at)
-    .fetch_all(&mut *conn)
-    .await?;
-    // Only the records written now count: one applied before (a redelivery) is not new.
-    let mut new: std::collections::HashSet<(Uuid, String)> = inserted.into_iter().collect();
-    let fresh: Vec<crate::rollups::NewUsage<'_>> = records
-        .into_iter()
-        .filter(|(request, r)| new.remove(&(r.account, request.to_string())))
-        .map(|(_, r)| r)
-        .collect();
-    crate::rollups::add(conn, &fresh).await
+         {conflict}"
+    );
+    let insert = sqlx::query(&query)
+        .bind(&rows.accounts)
+        .bind(&rows.requests)
+        .bind(&rows.api_keys)
+        .bind(&rows.models)
+        .bind(&rows.providers)
+        .bind(&rows.input)
+        .bind(&rows.output)
+        .bind(&rows.cached)
+        .bind(&rows.sources)
+        .bind(&rows.latency)
+        .bind(&rows.first_token)
+        .bind(&rows.cost)
+        .bind(&rows.charged)
+        .bind(&rows.price_versions)
+        .bind(&rows.outcomes)
+        .bind(&rows.stream_sequences)
+        .bind(&rows.recorded_at);
+    let fresh: Vec<crate::rollups::NewUsage<'_>> = match writes {
+        Writes::Live => {
+            let mut new = std::collections::HashSet::new();
+            for row in insert.fetch_all(&mut *conn).await? {
+                new.insert((row.try_get::<Uuid, _>(0)?, row.try_get::<String, _>(1)?));
+            }
+            records
+                .into_iter()
+                .filter(|(request, r)| new.remove(&(r.account, request.to_string())))
+                .map(|(_, r)| r)
+                .collect()
+        }
+        Writes::Load => {
+            insert.execute(&mut *conn).await?;
+            records.into_iter().map(|(_, r)| r).collect()
+        }
+    };
+    crate::rollups::add(conn, &fresh, writes).await
 }
 
 /// Usage rows as columns, for one `UNNEST` insert.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Decoded, ProjectionKind};
 use crate::runner::{
-    apply_decoded_batch, consumer_name, ensure_checkpoint_row, envelopes, next_batch, role,
+    consumer_name, ensure_checkpoint_row, envelopes, load_decoded_batch, next_batch, role,
 };
 
 /// Messages applied per transaction during a replay.
@@ -80,6 +80,14 @@ pub async fn replay(
     set_paused(&mut owner, kind, false).await?;
     let _ = owner.close().await;
     result
+}
+
+/// Build again what a rebuild of `kind` that died on the way set aside (its secondary
+/// indexes, and for `usage` its keys, once the rows loaded without them are made unique);
+/// returns how many indexes were built. The live projector does this when it next leads
+/// the projection, and the next rebuild when it starts; nothing to do is one indexed read.
+pub async fn finish_rebuild(pool: &PgPool, kind: ProjectionKind) -> anyhow::Result<usize> {
+    crate::indexes::restore(pool, kind).await
 }
 
 async fn set_paused(
@@ -171,8 +179,8 @@ enum Sink<'a> {
 impl Sink<'_> {
     async fn apply(&mut self, kind: ProjectionKind, chunk: Chunk) -> anyhow::Result<()> {
         match self {
-            Sink::Live(pool) => apply_decoded_batch(pool, kind, chunk.decoded, chunk.last).await,
-            Sink::Schema(conn) => kind.apply_decoded(conn, chunk.decoded).await,
+            Sink::Live(pool) => load_decoded_batch(pool, kind, chunk.decoded, chunk.last).await,
+            Sink::Schema(conn) => kind.load_decoded(conn, chunk.decoded).await,
         }
     }
 }
@@ -431,9 +439,11 @@ pub async fn replay_until(
     sqlx::query(&format!("SET LOCAL search_path TO {schema}, {live_q}"))
         .execute(&mut *tx)
         .await?;
-    // Loaded without their secondary indexes, built once at the end.
+    // Loaded without their secondary indexes (and keys, for some), built once at the end.
     let indexes = crate::indexes::secondary(&mut tx, kind.tables()).await?;
     crate::indexes::drop_all(&mut tx, &indexes).await?;
+    let keys = crate::indexes::keys(&mut tx, kind.tables_loaded_without_keys()).await?;
+    crate::indexes::drop_keys(&mut tx, &keys).await?;
     let progress = progress_bar(kind, show_progress)?;
     let (applied, through) = read_stream(
         js,
@@ -444,6 +454,9 @@ pub async fn replay_until(
         &mut Sink::Schema(&mut tx),
     )
     .await?;
+    crate::load::finish(&mut tx, kind).await?;
+    let keys: Vec<_> = keys.into_iter().map(|k| k.index).collect();
+    crate::indexes::create_all(&mut tx, &keys).await?;
     crate::indexes::create_all(&mut tx, &indexes).await?;
     tx.commit().await?;
     progress.finish_and_clear();

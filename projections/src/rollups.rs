@@ -19,6 +19,8 @@ use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+use crate::model::Writes;
+
 /// The lower bounds, in milliseconds, of buckets 1 to 38 (bucket 0 starts at 0):
 /// `round(2^(k/2))` without the repeats at the low end. Fixed forever: rollups already
 /// written count by them (the migration checks the length).
@@ -243,8 +245,13 @@ const ADD_TO_EXISTING: &str = "
                 latency_hist = usage_hist_merge(r.latency_hist, excluded.latency_hist),
                 ttft_hist = usage_hist_merge(r.ttft_hist, excluded.ttft_hist)";
 
-/// Add new records to their hours' rollups (one statement, rows in key order).
-pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> anyhow::Result<()> {
+/// Add new records to their hours' rollups (one statement, rows in key order). Loading
+/// (`crate::load`), the batch's sums of an hour are a row of their own.
+pub(crate) async fn add(
+    conn: &mut PgConnection,
+    records: &[NewUsage<'_>],
+    writes: Writes,
+) -> anyhow::Result<()> {
     let mut sums: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
     for r in records {
         let hour = r.recorded_at.duration_trunc(TimeDelta::hours(1))?;
@@ -298,6 +305,12 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let conflict = match writes {
+        Writes::Live => {
+            format!("ON CONFLICT ON CONSTRAINT usage_rollups_key DO UPDATE {ADD_TO_EXISTING}")
+        }
+        Writes::Load => String::new(),
+    };
     let (mut latency, mut ttft) = (Packed::default(), Packed::default());
     for ((hour, account, key, model, provider, outcome), s) in sums {
         hours.push(hour);
@@ -331,7 +344,7 @@ pub(crate) async fn add(conn: &mut PgConnection, records: &[NewUsage<'_>]) -> an
                 AS u(hour, account_id, api_key_id, model, provider, outcome, requests, input,
                      output, cached, cost, charged, latency_lower, latency_upper, ttft_lower,
                      ttft_upper)
-         ON CONFLICT ON CONSTRAINT usage_rollups_key DO UPDATE {ADD_TO_EXISTING}"
+         {conflict}"
     ))
     .bind(&hours)
     .bind(&accounts)

@@ -219,10 +219,11 @@ pub(crate) async fn apply_batch(
     Ok(())
 }
 
-/// Apply one projection's decoded batch, whose last message has stream sequence `last`, and
-/// move its checkpoint there, in one transaction (events at or below the checkpoint are
-/// skipped: applied before).
-pub(crate) async fn apply_decoded_batch(
+/// Apply one projection's decoded batch, whose last message has stream sequence `last`, to
+/// tables a rebuild is loading ([`ProjectionKind::load_decoded`]), and move its checkpoint
+/// there, in one transaction (events at or below the checkpoint are skipped: applied
+/// before).
+pub(crate) async fn load_decoded_batch(
     pool: &PgPool,
     kind: ProjectionKind,
     batch: Decoded,
@@ -248,7 +249,7 @@ pub(crate) async fn apply_decoded_batch(
     if last <= at {
         return Ok(());
     }
-    kind.apply_decoded(&mut tx, batch.after(at)).await?;
+    kind.load_decoded(&mut tx, batch.after(at)).await?;
     sqlx::query(
         "UPDATE projection_checkpoints
             SET stream_sequence = $2, updated_at = clock_timestamp()

@@ -898,3 +898,157 @@ async fn a_real_chat_request_is_listed_summarised_exported_and_looked_up() {
         std::fs::write(folder.join("export.ndjson"), ndjson).expect("written");
     }
 }
+
+/// Every row of the three rollup tables, in key order, as JSON text.
+async fn rollup_rows(app: &TestApp) -> Vec<String> {
+    let mut rows = Vec::new();
+    for (table, time) in [
+        ("usage_rollups", "hour, account_id, api_key_id"),
+        ("usage_rollups_global", "hour"),
+        ("usage_rollups_global_daily", "day"),
+    ] {
+        let sql = format!(
+            "SELECT '{table}: ' || row_to_json(r)::text FROM {table} r
+              ORDER BY {time}, model, provider, outcome"
+        );
+        rows.extend(
+            sqlx::query_scalar::<_, String>(&sql)
+                .fetch_all(&app.pool)
+                .await
+                .expect("rollups"),
+        );
+    }
+    rows
+}
+
+/// Set aside the keys of `usage_records` and `usage_rollups` as a rebuild loading them does
+/// (written down, then dropped), and leave them so: a rebuild that died on the way.
+async fn drop_usage_keys_as_a_dead_rebuild_would(app: &TestApp) {
+    let mut tx = app.pool.begin().await.expect("tx");
+    let keys: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT format('public.%I', c.conname), t.relname::text, c.conname::text,
+                format('ALTER TABLE public.%I ADD CONSTRAINT %I %s',
+                       t.relname, c.conname, pg_get_constraintdef(c.oid))
+           FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+          WHERE t.relname IN ('usage_records', 'usage_rollups') AND c.contype IN ('p', 'u')",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .expect("keys");
+    assert_eq!(
+        keys.len(),
+        2,
+        "a primary key and the rollups' key: {keys:?}"
+    );
+    for (name, table, constraint, definition) in keys {
+        sqlx::query(
+            "INSERT INTO projection_index_stash (projection, index_name, definition)
+             VALUES ('usage', $1, $2)",
+        )
+        .bind(&name)
+        .bind(&definition)
+        .execute(&mut *tx)
+        .await
+        .expect("stashed");
+        sqlx::query(&format!("ALTER TABLE {table} DROP CONSTRAINT {constraint}"))
+            .execute(&mut *tx)
+            .await
+            .expect("dropped");
+    }
+    tx.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_rebuild_loaded_without_keys_are_made_one_before_the_keys_come_back() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    fund(&app, user).await;
+    let key = Uuid::new_v4();
+    let settled = settle_workload(&app, user, Some(key), 40, 11).await;
+    let n = settled.len() as i64;
+    wait_for_usage_records(&app, n).await;
+    let projected = rollup_rows(&app).await;
+    let keys_before: Vec<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes
+          WHERE tablename IN ('usage_records', 'usage_rollups') ORDER BY indexdef",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("indexes");
+
+    // An hour whose requests two batches loaded: its rollup row twice.
+    drop_usage_keys_as_a_dead_rebuild_would(&app).await;
+    let (hour, account, requests, latency): (DateTime<Utc>, Uuid, i64, Vec<i64>) = sqlx::query_as(
+        "SELECT hour, account_id, requests, latency_hist FROM usage_rollups
+              ORDER BY hour, api_key_id NULLS FIRST, model, provider, outcome LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("a rollup row");
+    sqlx::query(
+        "INSERT INTO usage_rollups
+         SELECT * FROM usage_rollups
+          ORDER BY hour, api_key_id NULLS FIRST, model, provider, outcome LIMIT 1",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("the row again");
+    hub_projections::finish_rebuild(&app.pool, ProjectionKind::Usage)
+        .await
+        .expect("finished");
+    let merged: Vec<(i64, Vec<i64>)> = sqlx::query_as(
+        "SELECT requests, latency_hist FROM usage_rollups
+          WHERE hour = $1 AND account_id = $2
+          ORDER BY hour, api_key_id NULLS FIRST, model, provider, outcome LIMIT 2",
+    )
+    .bind(hour)
+    .bind(account)
+    .fetch_all(&app.pool)
+    .await
+    .expect("merged");
+    let doubled: Vec<i64> = latency
+        .chunks(2)
+        .flat_map(|pair| [pair[0], pair[1] * 2])
+        .collect();
+    assert_eq!(
+        merged.first(),
+        Some(&(requests * 2, doubled)),
+        "the two rows became one with both counts"
+    );
+
+    // A settlement the stream held twice: its record loaded twice, and counted twice.
+    drop_usage_keys_as_a_dead_rebuild_would(&app).await;
+    sqlx::query(
+        "INSERT INTO usage_records
+         SELECT account_id, request_id, api_key_id, model, provider, input_tokens + 1,
+                output_tokens, cached_input_tokens, token_source, latency_ms * 3 + 1,
+                first_token_ms, cost_micros, charged_micros, price_version, outcome,
+                stream_sequence + 1000000, recorded_at
+           FROM usage_records ORDER BY stream_sequence LIMIT 3",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("repeats");
+    let built = hub_projections::finish_rebuild(&app.pool, ProjectionKind::Usage)
+        .await
+        .expect("finished");
+    assert_eq!(built, 2, "both keys are built again");
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_records")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(records, n, "each request keeps one record");
+    assert_eq!(
+        rollup_rows(&app).await,
+        projected,
+        "the rollups derived from the records are those the projector kept, row for row"
+    );
+    let keys_after: Vec<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes
+          WHERE tablename IN ('usage_records', 'usage_rollups') ORDER BY indexdef",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("indexes");
+    assert_eq!(keys_after, keys_before, "the keys are there again");
+}
