@@ -14,6 +14,7 @@
 
 use sqlx::PgConnection;
 
+use crate::load::Suspects;
 use crate::model::ProjectionKind;
 
 /// An index, or a key and its index: the index's schema-qualified, quoted name and the
@@ -149,6 +150,16 @@ pub(crate) async fn set_aside(
 /// Build again every index set aside from `kind`'s tables and cross it off, in one
 /// transaction. Nothing to do (the usual case): one indexed read.
 pub(crate) async fn restore(pool: &sqlx::PgPool, kind: ProjectionKind) -> anyhow::Result<usize> {
+    restore_after(pool, kind, Suspects::All).await
+}
+
+/// [`restore`], for a rebuild that knows where rows loaded without their keys may share
+/// one (`crate::load`).
+pub(crate) async fn restore_after(
+    pool: &sqlx::PgPool,
+    kind: ProjectionKind,
+    suspects: Suspects<'_>,
+) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let stashed: Vec<(String, String)> = sqlx::query_as(
         "SELECT index_name, definition FROM projection_index_stash
@@ -164,27 +175,35 @@ pub(crate) async fn restore(pool: &sqlx::PgPool, kind: ProjectionKind) -> anyhow
         .into_iter()
         .map(|(name, definition)| IndexDef { name, definition })
         .collect();
-    // An index already there (built by hand, or by a restore whose crossing-off was lost)
-    // is left as it is.
+    // Rows loaded without their keys are made unique first (a key may be built there).
+    crate::load::finish(&mut tx, kind, suspects).await?;
+    let built = create_missing(&mut tx, indexes).await?;
+    sqlx::query("DELETE FROM projection_index_stash WHERE projection = $1")
+        .bind(kind.name())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(built)
+}
+
+/// Build those of `indexes` that are not there (built by hand, by `crate::load`, or by a
+/// restore whose crossing-off was lost); returns how many were built.
+pub(crate) async fn create_missing(
+    conn: &mut PgConnection,
+    indexes: Vec<IndexDef>,
+) -> Result<usize, sqlx::Error> {
     let existing: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', n.nspname, c.relname)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE c.relkind = 'i' AND format('%I.%I', n.nspname, c.relname) = ANY($1)",
     )
     .bind(indexes.iter().map(|i| i.name.as_str()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let missing: Vec<IndexDef> = indexes
         .into_iter()
         .filter(|i| !existing.contains(&i.name))
         .collect();
-    // Rows loaded without their keys are made unique first.
-    crate::load::finish(&mut tx, kind).await?;
-    create_all(&mut tx, &missing).await?;
-    sqlx::query("DELETE FROM projection_index_stash WHERE projection = $1")
-        .bind(kind.name())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    create_all(conn, &missing).await?;
     Ok(missing.len())
 }

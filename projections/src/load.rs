@@ -8,30 +8,90 @@
 //! Before the keys are built again ([`finish`], called by `crate::indexes::restore` in its
 //! transaction), what shares a key is made one:
 //!
-//! - a settlement the stream holds twice (published again after JetStream's duplicate
-//!   window) keeps its first record, as the live projection's `ON CONFLICT DO NOTHING`
-//!   does; since the rollups counted both, they are then derived again from the records;
+//! - `usage_records`' primary key is built first, in a savepoint: it fails only if the
+//!   stream held a settlement twice (published again after JetStream's duplicate window).
+//!   Then each request keeps its first record, as the live projection's
+//!   `ON CONFLICT DO NOTHING` does, and since the rollups counted both, they are derived
+//!   again from the records;
 //! - otherwise only an hour whose requests straddle two batches has more than one rollup
-//!   row, and those rows are added together.
+//!   row, and those rows are added together. A rebuild knows which hours its batches
+//!   shared ([`SplitHours`]) and looks only at those; finishing a rebuild that died looks
+//!   at every row.
 //!
 //! The global rollups keep their keys: they are small, and each batch adds to them.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::model::ProjectionKind;
 use crate::rollups::BOUNDS_MS;
 
-/// Make the rows of `kind`'s tables that share a key one, where a key is missing: a
-/// no-op for a projection that loads with its keys, or whose keys are there.
-pub(crate) async fn finish(conn: &mut PgConnection, kind: ProjectionKind) -> anyhow::Result<()> {
+/// The hours whose usage more than one batch of a rebuild loaded: the only ones whose
+/// rollup rows can be split.
+#[derive(Debug, Default)]
+pub(crate) struct SplitHours {
+    seen: HashSet<DateTime<Utc>>,
+    split: BTreeSet<DateTime<Utc>>,
+}
+
+impl SplitHours {
+    /// Note the hours of one batch.
+    pub fn batch(&mut self, hours: &BTreeSet<DateTime<Utc>>) {
+        for hour in hours {
+            if !self.seen.insert(*hour) {
+                self.split.insert(*hour);
+            }
+        }
+    }
+}
+
+/// Which rollup rows may share a key.
+pub(crate) enum Suspects<'a> {
+    /// Those of these hours (a rebuild that saw every batch).
+    Hours(&'a SplitHours),
+    /// Any (finishing a rebuild that died).
+    All,
+}
+
+/// `usage_records`' primary key, as migration 0008 made it.
+const RECORDS_KEY: &str = "ALTER TABLE usage_records
+                               ADD CONSTRAINT usage_records_pkey PRIMARY KEY (account_id, request_id)";
+
+/// Make the rows of `kind`'s tables that share a key one, where a key is missing, building
+/// `usage_records`' key on the way: a no-op for a projection that loads with its keys, or
+/// whose keys are there.
+pub(crate) async fn finish(
+    conn: &mut PgConnection,
+    kind: ProjectionKind,
+    suspects: Suspects<'_>,
+) -> anyhow::Result<()> {
     if !kind.loads_without_keys() {
         return Ok(());
     }
-    if !has_key(conn, "usage_records").await? && remove_repeated_records(conn).await? > 0 {
-        return derive_rollups(conn).await;
+    if !has_key(conn, "usage_records").await? {
+        sqlx::query("SAVEPOINT usage_records_key")
+            .execute(&mut *conn)
+            .await?;
+        match sqlx::query(RECORDS_KEY).execute(&mut *conn).await {
+            Ok(_) => {
+                sqlx::query("RELEASE SAVEPOINT usage_records_key")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                sqlx::query("ROLLBACK TO SAVEPOINT usage_records_key")
+                    .execute(&mut *conn)
+                    .await?;
+                remove_repeated_records(conn).await?;
+                sqlx::query(RECORDS_KEY).execute(&mut *conn).await?;
+                return derive_rollups(conn).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     if !has_key(conn, "usage_rollups").await? {
-        merge_rollups(conn).await?;
+        merge_rollups(conn, suspects).await?;
     }
     Ok(())
 }
@@ -47,10 +107,9 @@ async fn has_key(conn: &mut PgConnection, table: &str) -> Result<bool, sqlx::Err
     .await
 }
 
-/// Delete every record but the first (lowest stream sequence) of a request; returns how
-/// many were deleted.
-async fn remove_repeated_records(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+/// Delete every record but the first (lowest stream sequence) of a request.
+async fn remove_repeated_records(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "DELETE FROM usage_records r
           USING (SELECT ctid AS row,
                         row_number() OVER (PARTITION BY account_id, request_id
@@ -63,7 +122,7 @@ async fn remove_repeated_records(conn: &mut PgConnection) -> Result<u64, sqlx::E
     )
     .execute(conn)
     .await?;
-    Ok(done.rows_affected())
+    Ok(())
 }
 
 /// The columns every rollup table shares after its time column.
@@ -76,14 +135,20 @@ const ADDED: &str = "sum(requests)::bigint, sum(input_tokens)::bigint,
                      sum(cost_micros)::bigint, sum(charged_micros)::bigint,
                      usage_hist_merge_all(latency_hist), usage_hist_merge_all(ttft_hist)";
 
-/// Add together the `usage_rollups` rows that share a key.
-async fn merge_rollups(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+/// Add together the `usage_rollups` rows that share a key, looking among `suspects`.
+async fn merge_rollups(conn: &mut PgConnection, suspects: Suspects<'_>) -> anyhow::Result<()> {
+    let hours: Option<Vec<DateTime<Utc>>> = match suspects {
+        Suspects::Hours(split) if split.split.is_empty() => return Ok(()),
+        Suspects::Hours(split) => Some(split.split.iter().copied().collect()),
+        Suspects::All => None,
+    };
     // A NULL key (no API key) matches a NULL key; the nil UUID is never a key's id, and
     // unlike `IS NOT DISTINCT FROM` it lets the join hash.
     sqlx::query(&format!(
         "WITH repeated AS (
              SELECT hour, account_id, api_key_id, model, provider, outcome
                FROM usage_rollups
+              WHERE $1::timestamptz[] IS NULL OR hour = ANY($1)
               GROUP BY hour, account_id, api_key_id, model, provider, outcome
              HAVING count(*) > 1),
          parts AS (
@@ -100,6 +165,7 @@ async fn merge_rollups(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
            FROM parts
           GROUP BY hour, account_id, api_key_id, model, provider, outcome"
     ))
+    .bind(hours)
     .execute(conn)
     .await?;
     Ok(())

@@ -243,6 +243,18 @@ pub enum Decoded {
 }
 
 impl Decoded {
+    /// The hours (UTC) its credit events were recorded in.
+    pub(crate) fn hours(&self) -> anyhow::Result<std::collections::BTreeSet<DateTime<Utc>>> {
+        use chrono::{DurationRound, TimeDelta};
+        let mut hours = std::collections::BTreeSet::new();
+        if let Decoded::Credit(events) = self {
+            for e in events {
+                hours.insert(e.recorded_at.duration_trunc(TimeDelta::hours(1))?);
+            }
+        }
+        Ok(hours)
+    }
+
     /// Keep only the events after stream sequence `at` (those at or below it were applied).
     pub fn after(self, at: u64) -> Decoded {
         match self {

@@ -8,8 +8,10 @@ use hub_nats::leader::Leadership;
 use hub_nats::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{Connection, PgConnection, PgPool};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::load::{SplitHours, Suspects};
 use crate::model::{Decoded, ProjectionKind};
 use crate::runner::{
     consumer_name, ensure_checkpoint_row, envelopes, load_decoded_batch, next_batch, role,
@@ -17,6 +19,13 @@ use crate::runner::{
 
 /// Messages applied per transaction during a replay.
 const REPLAY_BATCH_MAX: usize = 5_000;
+
+/// How long a replay's batch waits to fill up once its first message is in. Without it a
+/// batch took only the messages already delivered: one pull's worth, ~130 of them, and the
+/// per-batch statements (the global rollups, the checkpoint, the commit) cost more than the
+/// rows. Messages arrive far faster than they are written, so a batch fills in a few ms;
+/// only the last one of the stream waits the whole time.
+const REPLAY_LINGER: Duration = Duration::from_millis(100);
 
 /// Decoded batches a replay holds ready while the database writes one.
 const REPLAY_BATCHES_AHEAD: usize = 2;
@@ -136,9 +145,9 @@ async fn rebuild(
     let _ = stream.delete_consumer(&consumer_name(kind)).await;
 
     let progress = progress_bar(kind, show_progress)?;
-    let (messages_read, through) =
+    let (messages_read, through, split) =
         read_stream(js, topology, kind, None, &progress, &mut Sink::Live(pool)).await?;
-    crate::indexes::restore(pool, kind).await?;
+    crate::indexes::restore_after(pool, kind, Suspects::Hours(&split)).await?;
     progress.finish_and_clear();
     let elapsed = started.elapsed();
     Ok(ReplayStats {
@@ -188,6 +197,8 @@ impl Sink<'_> {
 /// A batch read and decoded, ready to apply.
 struct Chunk {
     decoded: Decoded,
+    /// The hours its events were recorded in (credit events only).
+    hours: BTreeSet<DateTime<Utc>>,
     /// Messages in it (of every aggregate type).
     messages: u64,
     /// The stream sequence of its last message.
@@ -196,7 +207,8 @@ struct Chunk {
 
 /// Read `kind`'s messages from the first of the stream to the last stored when the read
 /// began, or, with `until`, to the last stored (JetStream's time) at or before `until`, and
-/// apply them in batches. Returns the messages applied and the last one's stream sequence.
+/// apply them in batches. Returns the messages applied, the last one's stream sequence, and
+/// the hours more than one batch held.
 async fn read_stream(
     js: &jetstream::Context,
     topology: &Topology,
@@ -204,7 +216,7 @@ async fn read_stream(
     until: Option<DateTime<Utc>>,
     progress: &ProgressBar,
     sink: &mut Sink<'_>,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<(u64, u64, SplitHours)> {
     let mut stream = js.get_stream(topology.events_stream()).await?;
     let last = stream.info().await?.state.last_sequence;
     progress.set_length(last);
@@ -216,8 +228,9 @@ async fn read_stream(
         .transpose()?
         .map(i128::from);
     let (mut applied, mut through) = (0u64, 0u64);
+    let mut split = SplitHours::default();
     if last == 0 {
-        return Ok((applied, through));
+        return Ok((applied, through, split));
     }
     let consumer = stream
         .create_consumer(OrderedConfig {
@@ -233,6 +246,7 @@ async fn read_stream(
     let reader = tokio::spawn(read_chunks(messages, kind, until_nanos, last, ready));
     while let Some(chunk) = chunks.recv().await {
         let (count, seq) = (chunk.messages, chunk.last);
+        split.batch(&chunk.hours);
         if count > 0 {
             sink.apply(kind, chunk).await?;
             applied += count;
@@ -243,7 +257,7 @@ async fn read_stream(
     reader
         .await
         .map_err(|e| anyhow::anyhow!("the replay's reader failed: {e}"))??;
-    Ok((applied, through))
+    Ok((applied, through, split))
 }
 
 /// Read and decode `kind`'s messages in batches until the last one stored when the read
@@ -265,7 +279,7 @@ where
             &mut messages,
             REPLAY_BATCH_MAX,
             Duration::from_secs(5),
-            Duration::ZERO,
+            REPLAY_LINGER,
             tokio::time::Instant::now(),
         )
         .await?;
@@ -298,9 +312,11 @@ where
             return Ok(());
         };
         let end = past_until || pending == 0 || seq >= last;
+        let decoded = kind.decode(envelopes(&batch)?)?;
         let chunk = Chunk {
             messages: batch.len() as u64,
-            decoded: kind.decode(envelopes(&batch)?)?,
+            hours: decoded.hours()?,
+            decoded,
             last: seq,
         };
         if ready.send(chunk).await.is_err() || end {
@@ -445,7 +461,7 @@ pub async fn replay_until(
     let keys = crate::indexes::keys(&mut tx, kind.tables_loaded_without_keys()).await?;
     crate::indexes::drop_keys(&mut tx, &keys).await?;
     let progress = progress_bar(kind, show_progress)?;
-    let (applied, through) = read_stream(
+    let (applied, through, split) = read_stream(
         js,
         topology,
         kind,
@@ -454,9 +470,9 @@ pub async fn replay_until(
         &mut Sink::Schema(&mut tx),
     )
     .await?;
-    crate::load::finish(&mut tx, kind).await?;
+    crate::load::finish(&mut tx, kind, Suspects::Hours(&split)).await?;
     let keys: Vec<_> = keys.into_iter().map(|k| k.index).collect();
-    crate::indexes::create_all(&mut tx, &keys).await?;
+    crate::indexes::create_missing(&mut tx, keys).await?;
     crate::indexes::create_all(&mut tx, &indexes).await?;
     tx.commit().await?;
     progress.finish_and_clear();
