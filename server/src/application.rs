@@ -335,12 +335,23 @@ impl Application {
                 // Every request counted and timed by the route it matched.
                 routes = routes.layer(axum::middleware::from_fn(hub_api::metrics::track));
             }
+            let request_span: fn(&axum::extract::Request) -> tracing::Span =
+                if state.settings.traces.enabled {
+                    hub_api::edge::traced_span
+                } else {
+                    hub_api::edge::span
+                };
             let mut app = routes
                 .layer(RequestBodyLimitLayer::new(
                     state.settings.server.body_limit_bytes,
                 ))
-                // Every line logged while serving a request carries its id.
-                .layer(TraceLayer::new_for_http().make_span_with(hub_api::edge::span));
+                // Every line logged while serving a request carries its id; with traces on,
+                // the span is also the root of the request's trace.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(hub_api::edge::OnResponse),
+                );
             if let Some(cors) = hub_api::edge::cors(&state.settings.server.cors) {
                 let allowed = Arc::new(state.settings.server.cors.allowed_origins.clone());
                 app = app.layer(cors).layer(axum::middleware::from_fn_with_state(
