@@ -1,12 +1,13 @@
-//! OpenTelemetry traces: a chat is one trace, from the HTTP request through its reservation,
-//! the publish of its command, the NATS hop, the worker, the provider call and the
-//! settlement, as an OTLP/HTTP receiver gets it.
+//! OpenTelemetry traces: a chat is one trace, from the HTTP request (or the WebSocket chat)
+//! through its reservation, the publish of its command, the NATS hop, the worker, the
+//! provider call and the settlement, as an OTLP/HTTP receiver gets it.
 //!
 //! The subscriber is one per process: this binary installs it once, exporting to its own
 //! receiver (`traces_off.rs` holds the same run with traces off).
 
 mod otlp;
 
+use futures::{SinkExt, StreamExt};
 use hub_app::config::{LogSettings, TracesSettings};
 use hub_domain::Role;
 use hub_server::Roles;
@@ -72,6 +73,12 @@ fn check_trace(spans: &[Span], request_id: &str, streamed: bool) {
     assert_eq!(root.attribute("http.request.method"), Some("POST"));
     assert_eq!(root.attribute("http.route"), Some("/v1/chat/completions"));
     assert_eq!(root.attribute("http.response.status_code"), Some("200"));
+    check_tree(spans, root, Some(request_id), streamed);
+}
+
+/// Under `root`: `reserve` and `publish`, the worker's `process` under `publish`, and the
+/// `provider call` and `settle` under `process`.
+fn check_tree(spans: &[Span], root: &Span, request_id: Option<&str>, streamed: bool) {
     assert_eq!(
         root.resource.get("service.name").map(String::as_str),
         Some("aihub")
@@ -110,7 +117,9 @@ fn check_trace(spans: &[Span], request_id: &str, streamed: bool) {
         "process under publish"
     );
     assert!(descends_from(&trace, &process, root));
-    assert_eq!(process.attribute("request_id"), Some(request_id));
+    if let Some(request_id) = request_id {
+        assert_eq!(process.attribute("request_id"), Some(request_id));
+    }
     assert_eq!(process.attribute("request"), Some(request));
     for span in [&call, &settle] {
         assert!(
@@ -184,12 +193,48 @@ async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
     let events = answer.text().await.expect("the whole stream");
     assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
 
+    // A WebSocket chat runs on a task of its own: its span `chat` is its trace's root.
+    let url = format!(
+        "{}/api/ws?token={token}",
+        app.address.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the socket opens");
+    let start = json!({"type": "chat.start", "id": "w1", "model": "mock-1",
+        "messages": [{"role": "user", "content": "Say hello."}], "options": {"max_tokens": 32}});
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            start.to_string().into(),
+        ))
+        .await
+        .expect("sent");
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(30), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("ok");
+        let tokio_tungstenite::tungstenite::Message::Text(text) = message else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(text.as_str()).expect("json");
+        assert_ne!(message["type"], "chat.error", "{message}");
+        if message["type"] == "chat.done" {
+            break;
+        }
+    }
+    drop(socket);
+
     // Every span has ended once the app has stopped; the flush sends them all.
     app.stop().await;
     telemetry.shutdown().await;
     let spans = receiver.spans();
     check_trace(&spans, &json_id, false);
     check_trace(&spans, &stream_id, true);
+    let chat = find(&spans, "chat", "chat", "w1");
+    assert!(chat.parent_span_id.is_empty(), "a WebSocket chat is a root");
+    check_tree(&spans, chat, None, true);
     let root = |id: &str| {
         find(&spans, "POST /v1/chat/completions", "request_id", id)
             .trace_id

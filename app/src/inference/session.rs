@@ -73,10 +73,15 @@ impl<M: From<ChatUpdate> + Send + 'static> ChatSession<M> {
             self.out.clone(),
         );
         let finished = self.finished.clone();
-        let task = tokio::spawn(async move {
-            chat.await;
-            finished.notify_one();
-        });
+        // The chat's own span: its log lines name it, and it is the root of its trace.
+        let span = tracing::info_span!("chat", chat = %id);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                chat.await;
+                finished.notify_one();
+            },
+            span,
+        ));
         self.chats.insert(id, task);
         Ok(())
     }

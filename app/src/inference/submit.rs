@@ -37,7 +37,23 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 const LOST_WORKER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Validate, check, estimate, reserve and publish; the answer comes from the [`Submission`].
+///
+/// Traced under the span the caller is in (the HTTP request's); a chat that runs on a task
+/// of its own, outside any span (an MCP tool call), gets a root span `chat`, so that its
+/// reservation, its publish and the worker's spans are one trace.
 pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submission, GatewayError> {
+    if tracing::Span::current().is_none() {
+        let span = tracing::info_span!("chat", model = %chat.model);
+        return tracing::Instrument::instrument(submit_traced(hub, payer, chat), span).await;
+    }
+    submit_traced(hub, payer, chat).await
+}
+
+async fn submit_traced(
+    hub: &Arc<Hub>,
+    payer: &Payer,
+    chat: Chat,
+) -> Result<Submission, GatewayError> {
     // Held until the command is queued: bounds the work (and memory) of a burst.
     let _admitted = hub
         .admission
