@@ -78,8 +78,9 @@ pub fn span(request: &Request) -> tracing::Span {
 /// what OpenTelemetry's HTTP conventions name, for the trace's root span: its name
 /// `{method} {route}` (`POST /v1/chat/completions`; the method alone where no route
 /// matched), kind `server`, `http.request.method`, `http.route`, `url.path`, and
-/// `http.response.status_code` once answered ([`on_response`]). Only the route's template is
-/// in the name, never a raw path.
+/// `http.response.status_code` once answered ([`OnResponse`]). Only the route's template is
+/// in the name, never a raw path. Probes and scrapes ([`UNTRACED`]) are left out of the
+/// traces: their span is at `debug`.
 pub fn traced_span(request: &Request) -> tracing::Span {
     let id = request
         .headers()
@@ -91,6 +92,14 @@ pub fn traced_span(request: &Request) -> tracing::Span {
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
+    if route.is_some_and(|route| UNTRACED.contains(&route)) {
+        return tracing::debug_span!(
+            "request",
+            request_id = %id,
+            method = %method,
+            path = %request.uri().path(),
+        );
+    }
     let name = match route {
         Some(route) => format!("{method} {route}"),
         None => method.to_owned(),
@@ -109,6 +118,10 @@ pub fn traced_span(request: &Request) -> tracing::Span {
         otel.status_code = tracing::field::Empty,
     )
 }
+
+/// The routes a load balancer, an orchestrator or Prometheus calls every few seconds: a
+/// trace each would bury the requests'.
+pub const UNTRACED: [&str; 3] = ["/health", "/ready", "/metrics"];
 
 /// Records the answer's status on the request's span (for `TraceLayer::on_response`; a
 /// field [`span`] does not declare is ignored): `http.response.status_code`, and an error

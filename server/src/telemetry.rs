@@ -69,20 +69,6 @@ impl Telemetry {
         self.provider.is_some()
     }
 
-    /// Send every span ended so far, waiting for the receiver (each batch at most
-    /// `traces.export_timeout_ms`).
-    pub async fn flush(&self) {
-        let Some(provider) = self.provider.clone() else {
-            return;
-        };
-        // The SDK blocks the calling thread until its export task, on this runtime, is done.
-        match tokio::task::spawn_blocking(move || provider.force_flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "could not export the last spans"),
-            Err(err) => tracing::warn!(error = %err, "the span flush did not finish"),
-        }
-    }
-
     /// Send what is still buffered and stop exporting: once, as the process exits.
     pub async fn shutdown(self) {
         let Some(provider) = self.provider else {

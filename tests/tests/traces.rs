@@ -193,6 +193,9 @@ async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
     let events = answer.text().await.expect("the whole stream");
     assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
 
+    // Probes are not traced.
+    assert!(app.get("/health", None).await.status().is_success());
+
     // A WebSocket chat runs on a task of its own: its span `chat` is its trace's root.
     let url = format!(
         "{}/api/ws?token={token}",
@@ -232,6 +235,12 @@ async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
     let spans = receiver.spans();
     check_trace(&spans, &json_id, false);
     check_trace(&spans, &stream_id, true);
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.attribute("url.path") == Some("/health")),
+        "a probe makes no trace"
+    );
     let chat = find(&spans, "chat", "chat", "w1");
     assert!(chat.parent_span_id.is_empty(), "a WebSocket chat is a root");
     check_tree(&spans, chat, None, true);
