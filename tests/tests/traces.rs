@@ -1,6 +1,7 @@
 //! OpenTelemetry traces: a chat is one trace, from the HTTP request (or the WebSocket chat)
 //! through its reservation, the publish of its command, the NATS hop, the worker, the
-//! provider call and the settlement, as an OTLP/HTTP receiver gets it.
+//! provider call and the settlement, as an OTLP/HTTP receiver gets it; and a settlement
+//! handed to JetStream keeps its trace through the settler.
 //!
 //! The subscriber is one per process: this binary installs it once, exporting to its own
 //! receiver (`traces_off.rs` holds the same run with traces off).
@@ -9,12 +10,16 @@ mod otlp;
 
 use futures::{SinkExt, StreamExt};
 use hub_app::config::{LogSettings, TracesSettings};
-use hub_domain::Role;
+use hub_domain::{
+    AccountId, CreditCommand, Credits, RequestId, Role, TokenSource, UsageOutcome, UsageRecord,
+};
 use hub_server::Roles;
-use hub_tests::spawn_app_with;
+use hub_tests::{eventually, spawn_app_with, TestApp};
+use hub_workers::settlement::Settlement;
 use otlp::{Receiver, Span};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The span named `name` among `spans` whose attribute `key` is `value`.
@@ -142,6 +147,44 @@ fn check_tree(spans: &[Span], root: &Span, request_id: Option<&str>, streamed: b
     );
 }
 
+/// A settlement of `request` on `user`'s account, reserved first, as a worker writes it.
+async fn deferred_settlement(app: &TestApp, user: Uuid, request: &str) -> Settlement {
+    let account = AccountId(user);
+    let request_id = RequestId::parse(request).expect("a request id");
+    let now = app.state.clock.now();
+    let reserve = CreditCommand::ReserveCredits {
+        request_id: request_id.clone(),
+        amount: Credits::from_micros(5_000),
+        expires_at: now + chrono::Duration::minutes(5),
+        now,
+        key: None,
+    };
+    app.state
+        .credits
+        .execute(account, reserve, "test")
+        .await
+        .expect("reserved");
+    Settlement {
+        account,
+        request_id,
+        usage: UsageRecord {
+            model: "mock-1".into(),
+            provider: "mock".into(),
+            api_key: None,
+            input_tokens: 10,
+            output_tokens: 20,
+            cached_input_tokens: 0,
+            token_source: TokenSource::Provider,
+            latency_ms: 30,
+            first_token_ms: Some(5),
+            cost: Credits::from_micros(1_234),
+            price_version: "v1".into(),
+            outcome: UsageOutcome::Completed,
+        },
+        written_at: now,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
     let receiver = Receiver::start().await;
@@ -213,7 +256,7 @@ async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
         .await
         .expect("sent");
     loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(30), socket.next())
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
             .await
             .expect("a message in time")
             .expect("open")
@@ -229,6 +272,27 @@ async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
     }
     drop(socket);
 
+    // A settlement Postgres did not take goes through JetStream to a settler, which
+    // continues the trace of the `settle` that handed it on (here a span of the test's own,
+    // recorded under the workers' target).
+    let request = format!("req_{}", Uuid::new_v4().simple());
+    let deferred = deferred_settlement(&app, user, &request).await;
+    let handed_on = tracing::info_span!(target: "hub_workers::worker", "handed on by the test");
+    let written = app
+        .state
+        .settlements
+        .defer(&deferred, Duration::from_secs(10));
+    tracing::Instrument::instrument(written, handed_on.clone())
+        .await
+        .expect("written to JetStream");
+    drop(handed_on);
+    let settlements = app.state.settlements.clone();
+    eventually(Duration::from_secs(15), "the settler to apply it", || {
+        let (settlements, id) = (settlements.clone(), deferred.request_id.clone());
+        async move { settlements.pending(&id).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+
     // Every span has ended once the app has stopped; the flush sends them all.
     app.stop().await;
     telemetry.shutdown().await;
@@ -241,6 +305,21 @@ async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
             .any(|s| s.attribute("url.path") == Some("/health")),
         "a probe makes no trace"
     );
+    let handed_on = spans
+        .iter()
+        .find(|s| s.name == "handed on by the test")
+        .expect("the test's span");
+    let settler = find(&spans, "settle", "request", &request);
+    assert_eq!(settler.attribute("settlement"), Some("settler"));
+    assert_eq!(
+        settler.trace_id, handed_on.trace_id,
+        "one trace through JetStream"
+    );
+    assert_eq!(
+        settler.parent_span_id, handed_on.span_id,
+        "the settler's settle"
+    );
+    assert!(!settler.error);
     let chat = find(&spans, "chat", "chat", "w1");
     assert!(chat.parent_span_id.is_empty(), "a WebSocket chat is a root");
     check_tree(&spans, chat, None, true);
