@@ -4,12 +4,14 @@
 //!   ([`REQUEST_ID_LEN_MAX`] characters at most of letters, digits, `-`, `_`, `.`, `:`),
 //!   otherwise generated (a UUID); set on the request before anything else sees it, recorded
 //!   in the request's tracing span (so every log line of the request carries it), and sent
-//!   back on every response ([`request_id`], [`span`]).
+//!   back on every response ([`request_id`], [`span`]); with traces on, the span is the
+//!   trace's root and follows OpenTelemetry's HTTP conventions ([`traced_span`],
+//!   [`OnResponse`]).
 //! - **CORS** ([`cors`]): the origins in `server.cors.allowed_origins` may call the API from
 //!   a browser, with credentials if `allow_credentials`, their preflights cached
 //!   `max_age_s`; an origin not on the list gets no CORS header at all ([`strip_cors`]).
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN, RETRY_AFTER};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
@@ -70,6 +72,72 @@ pub fn span(request: &Request) -> tracing::Span {
         method = %request.method(),
         path = %request.uri().path(),
     )
+}
+
+/// The request's span when traces are exported (`traces.enabled`): [`span`]'s fields, and
+/// what OpenTelemetry's HTTP conventions name, for the trace's root span: its name
+/// `{method} {route}` (`POST /v1/chat/completions`; the method alone where no route
+/// matched), kind `server`, `http.request.method`, `http.route`, `url.path`, and
+/// `http.response.status_code` once answered ([`OnResponse`]). Only the route's template is
+/// in the name, never a raw path. Probes and scrapes ([`UNTRACED`]) are left out of the
+/// traces: their span is at `debug`.
+pub fn traced_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    if route.is_some_and(|route| UNTRACED.contains(&route)) {
+        return tracing::debug_span!(
+            "request",
+            request_id = %id,
+            method = %method,
+            path = %request.uri().path(),
+        );
+    }
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        path = %request.uri().path(),
+        otel.name = %name,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// The routes a load balancer, an orchestrator or Prometheus calls every few seconds: a
+/// trace each would bury the requests'.
+pub const UNTRACED: [&str; 3] = ["/health", "/ready", "/metrics"];
+
+/// Records the answer's status on the request's span (for `TraceLayer::on_response`; a
+/// field [`span`] does not declare is ignored): `http.response.status_code`, and an error
+/// status for a 5xx. Then logs it as tower-http does by default (at `debug`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OnResponse;
+
+impl<B> tower_http::trace::OnResponse<B> for OnResponse {
+    fn on_response(self, response: &Response<B>, latency: Duration, span: &tracing::Span) {
+        let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        tower_http::trace::DefaultOnResponse::default().on_response(response, latency, span);
+    }
 }
 
 /// The headers a page may read from an answer: the request id and the rate limits.

@@ -40,6 +40,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// How log lines are written.
     pub log: LogSettings,
+    /// OpenTelemetry traces over OTLP/HTTP (docs/operations.md); off unless `enabled`.
+    pub traces: TracesSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +106,84 @@ pub struct LogSettings {
     /// `text` (the default: one readable line per event) or `json` (one JSON object per
     /// line, for a log shipper). `RUST_LOG` still chooses what is logged.
     pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesSettings {
+    /// Export spans to an OTLP/HTTP receiver (an OpenTelemetry Collector, Jaeger, Tempo).
+    /// Off: no exporter is built and no span is recorded for it.
+    pub enabled: bool,
+    /// The receiver's base URL (`http://` or `https://`); spans are posted, as protobuf, to
+    /// `<endpoint>/v1/traces`.
+    pub endpoint: String,
+    /// `service.name` of every span; the process's role is the resource attribute
+    /// `aihub.role` (`all`, `serve`, `worker`, ...).
+    pub service_name: String,
+    /// The share of new traces recorded, 0.0 to 1.0. A span whose parent came from another
+    /// process follows that parent's decision, so a trace is kept whole or not at all.
+    pub sample_ratio: f64,
+    /// Longest wait for the receiver to take one batch of spans, in milliseconds.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracesSettings {
+    fn default() -> Self {
+        TracesSettings {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318".into(),
+            service_name: "aihub".into(),
+            sample_ratio: 1.0,
+            export_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl TracesSettings {
+    /// The longest `export_timeout_ms`: a batch held longer would hold up shutdown.
+    pub const EXPORT_TIMEOUT_MS_MAX: u64 = 60_000;
+
+    /// Where spans are posted: the endpoint's `/v1/traces`.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let endpoint = url::Url::parse(&self.endpoint).map_err(|err| {
+            invalid(
+                "traces.endpoint",
+                format!("{:?} is not a URL: {err}", self.endpoint),
+            )
+        })?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+            return Err(invalid(
+                "traces.endpoint",
+                "must be an http:// or https:// URL with a host (http://127.0.0.1:4318)",
+            ));
+        }
+        if endpoint.query().is_some() || endpoint.fragment().is_some() {
+            return Err(invalid(
+                "traces.endpoint",
+                "must be a base URL without a query or fragment; /v1/traces is added to it",
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(invalid("traces.service_name", "must not be empty"));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(invalid(
+                "traces.sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if !(1..=Self::EXPORT_TIMEOUT_MS_MAX).contains(&self.export_timeout_ms) {
+            return Err(invalid(
+                "traces.export_timeout_ms",
+                format!("must be 1 to {}", Self::EXPORT_TIMEOUT_MS_MAX),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How log lines are written.
@@ -446,6 +526,7 @@ impl Default for Settings {
             },
             metrics: MetricsSettings::default(),
             log: LogSettings::default(),
+            traces: TracesSettings::default(),
         }
     }
 }
@@ -737,6 +818,7 @@ impl Settings {
                 "must be at least 100",
             ));
         }
+        self.traces.validate()?;
         Ok(())
     }
 
@@ -900,6 +982,63 @@ mod tests {
             "http://localhost:5173".into(),
         ];
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn trace_settings_are_checked_naming_the_field() {
+        let refused = |tweak: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            tweak(&mut s);
+            s.validate().expect_err("refused").to_string()
+        };
+        for (tweak, field) in [
+            (
+                (|s: &mut Settings| s.traces.endpoint = "127.0.0.1:4318".into())
+                    as fn(&mut Settings),
+                "traces.endpoint",
+            ),
+            (
+                |s| s.traces.endpoint = "grpc://collector:4317".into(),
+                "traces.endpoint",
+            ),
+            (
+                |s| s.traces.endpoint = "http://collector:4318/?x=1".into(),
+                "traces.endpoint",
+            ),
+            (
+                |s| s.traces.service_name = " ".into(),
+                "traces.service_name",
+            ),
+            (|s| s.traces.sample_ratio = 1.5, "traces.sample_ratio"),
+            (|s| s.traces.sample_ratio = f64::NAN, "traces.sample_ratio"),
+            (
+                |s| s.traces.export_timeout_ms = 0,
+                "traces.export_timeout_ms",
+            ),
+        ] {
+            let err = refused(tweak);
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let mut s = Settings::default();
+        s.traces.endpoint = "https://otel.example.com/base/".into();
+        assert!(s.validate().is_ok());
+        assert_eq!(
+            s.traces.traces_url(),
+            "https://otel.example.com/base/v1/traces"
+        );
+    }
+
+    #[test]
+    fn traces_are_turned_on_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AIHUB__TRACES__ENABLED", "true");
+            jail.set_env("AIHUB__TRACES__SAMPLE_RATIO", "0.25");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.traces.enabled);
+            assert_eq!(s.traces.sample_ratio, 0.25);
+            assert_eq!(s.traces.endpoint, "http://127.0.0.1:4318");
+            Ok(())
+        });
     }
 
     #[test]

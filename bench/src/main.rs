@@ -21,9 +21,13 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(hub_bench::run(cli.which, settings))
+        .block_on(async move {
+            let telemetry = telemetry::init(&settings.log, &settings.traces, "bench")?;
+            let ran = hub_bench::run(cli.which, settings).await;
+            telemetry.shutdown().await;
+            ran
+        })
 }

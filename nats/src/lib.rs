@@ -11,12 +11,15 @@
 //! - [`relay`]: the outbox relay; exactly once in the stream, in order per aggregate.
 //! - [`leader`]: Postgres advisory locks as leader election for single-writer roles.
 //! - [`wake`]: writers wake the relay after a commit, over core NATS.
+//! - [`trace_context`]: W3C trace context in message headers, so that a trace crosses a
+//!   NATS hop.
 
 pub mod envelope;
 pub mod history;
 pub mod leader;
 pub mod relay;
 pub mod topology;
+pub mod trace_context;
 pub mod wake;
 
 pub use envelope::{EventEnvelope, RawJson};

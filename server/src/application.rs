@@ -158,9 +158,10 @@ impl Application {
 
     /// Run every role until `shutdown` resolves, then stop them, the front first: the HTTP
     /// server stops accepting and the worker stops pulling commands, and both get
-    /// `server.shutdown_grace_ms` to finish the requests in flight. Streams still open then
-    /// are cut, and the worker cancels what it still runs, each request settled for what it
-    /// delivered. Only then do the relay, projections, settler and sweeper stop, so that
+    /// `server.shutdown_grace_ms` to finish the requests in flight (WebSocket chats included:
+    /// a socket starts no new chat and closes once its chats are done). Streams and chats
+    /// still open then are cut, and the worker cancels what it still runs, each request
+    /// settled for what it delivered. Only then do the relay, projections, settler and sweeper stop, so that
     /// what the front wrote while draining is relayed.
     pub async fn run_until(
         self,
@@ -170,8 +171,10 @@ impl Application {
         let stopped = move || raised(stop_rx.clone());
         // The front: HTTP and the worker, stopped first.
         let (drain_tx, drain_rx) = watch::channel(false);
-        let draining = move || raised(drain_rx.clone());
         let (deadline_tx, deadline_rx) = watch::channel(false);
+        // WebSocket sessions outlive their HTTP request: drained on their own.
+        let sockets = hub_api::shutdown::Sockets::new(drain_rx.clone(), deadline_rx.clone());
+        let draining = move || raised(drain_rx.clone());
         let state = self.state;
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
         let mut front = tokio::task::JoinSet::new();
@@ -327,7 +330,8 @@ impl Application {
             });
         }
         if let Some(listener) = self.listener {
-            let mut routes = hub_api::routes::router(state.clone());
+            let mut routes =
+                hub_api::routes::router(state.clone()).layer(axum::Extension(sockets.clone()));
             if metrics_on {
                 if state.settings.metrics.api_route {
                     routes = routes.merge(hub_api::metrics::router());
@@ -335,12 +339,23 @@ impl Application {
                 // Every request counted and timed by the route it matched.
                 routes = routes.layer(axum::middleware::from_fn(hub_api::metrics::track));
             }
+            let request_span: fn(&axum::extract::Request) -> tracing::Span =
+                if state.settings.traces.enabled {
+                    hub_api::edge::traced_span
+                } else {
+                    hub_api::edge::span
+                };
             let mut app = routes
                 .layer(RequestBodyLimitLayer::new(
                     state.settings.server.body_limit_bytes,
                 ))
-                // Every line logged while serving a request carries its id.
-                .layer(TraceLayer::new_for_http().make_span_with(hub_api::edge::span));
+                // Every line logged while serving a request carries its id; with traces on,
+                // the span is also the root of the request's trace.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(hub_api::edge::OnResponse),
+                );
             if let Some(cors) = hub_api::edge::cors(&state.settings.server.cors) {
                 let allowed = Arc::new(state.settings.server.cors.allowed_origins.clone());
                 app = app.layer(cors).layer(axum::middleware::from_fn_with_state(
@@ -355,6 +370,8 @@ impl Application {
             ));
             // Outermost: every response, a preflight's too, carries the request id.
             let app = app.layer(axum::middleware::from_fn(hub_api::edge::request_id));
+            // Shutdown waits for the WebSocket sessions as for the HTTP requests.
+            front.spawn(sockets.drained());
             tracing::info!(address = ?listener.local_addr().ok(), "serving HTTP");
             let graceful = draining();
             front.spawn(async move {

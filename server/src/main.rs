@@ -211,11 +211,38 @@ fn main() -> anyhow::Result<()> {
         println!("{token}");
         return Ok(());
     }
-    telemetry::init(&settings.log);
+    let role = cli.command.role();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(cli.command, settings))
+        .block_on(async move {
+            // Inside the runtime: spans are exported from a task on it.
+            let telemetry = telemetry::init(&settings.log, &settings.traces, role)?;
+            let ran = run(cli.command, settings).await;
+            // After every role stopped: the last spans go out before the process exits.
+            telemetry.shutdown().await;
+            ran
+        })
+}
+
+impl Command {
+    /// The role a process runs, as its spans name it (`aihub.role`).
+    fn role(&self) -> &'static str {
+        match self {
+            Command::Serve => "serve",
+            Command::Relay => "relay",
+            Command::Project => "project",
+            Command::Worker { .. } => "worker",
+            Command::All => "all",
+            Command::Migrate => "migrate",
+            Command::Replay { .. } => "replay",
+            Command::Token { .. } => "token",
+            Command::Events { .. } => "events",
+            Command::Usage { .. } => "usage",
+            Command::Audit { .. } => "audit",
+            Command::Admin { .. } => "admin",
+        }
+    }
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {

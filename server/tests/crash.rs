@@ -1269,3 +1269,156 @@ async fn sigterm_finishes_or_cuts_every_stream_and_leaves_nothing_reserved() {
         seen.len() - cut
     );
 }
+
+/// The next JSON message of a WebSocket (heartbeats skipped), or the code of the close frame
+/// that ended it.
+async fn next_ws<S>(socket: &mut S) -> Result<Value, Option<u16>>
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("a message in time");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value = serde_json::from_str(text.as_str()).expect("json");
+                if value["type"] != "heartbeat" {
+                    return Ok(value);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => panic!("the socket failed before its close frame: {err}"),
+            None => return Err(None),
+        }
+    }
+}
+
+/// SIGTERM to the API with WebSocket chats running: the socket starts no new chat, a chat
+/// shorter than the grace finishes whole, a longer one is cut at its end (`shutting_down`,
+/// charged for what it produced), then the hub closes the socket with 1001 (going away);
+/// the API exits cleanly and nothing is left reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_websocket_chats_finish_then_closes_the_socket() {
+    use futures::SinkExt;
+    let mut scene = Scene::new(&[], &[]).await;
+    let url = format!(
+        "{}?token={}",
+        scene.hub.url("/api/ws").replacen("http://", "ws://", 1),
+        scene.tokens[0]
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the socket opens");
+    assert_eq!(next_ws(&mut socket).await.expect("open")["type"], "welcome");
+    let start = |id: &str, model: &str| {
+        tokio_tungstenite::tungstenite::Message::Text(
+            json!({"type": "chat.start", "id": id, "model": model,
+                "messages": [{"role": "user", "content": "Tell me about graceful shutdown."}],
+                "options": {"max_tokens": 40}})
+            .to_string()
+            .into(),
+        )
+    };
+    // 40 tokens: 1.6 s at 25/s, within the grace; 8 s at 5/s, beyond it.
+    for (id, model) in [("short", "mock-medium"), ("long", "mock-slow")] {
+        socket.send(start(id, model)).await.expect("sent");
+    }
+    let mut seen: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut record = |message: Value| {
+        let id = message["id"].as_str().unwrap_or_default().to_string();
+        seen.entry(id).or_default().push(message);
+    };
+    let mut started = 0;
+    while started < 2 {
+        let message = next_ws(&mut socket).await.expect("open");
+        started += usize::from(message["type"] == "chat.started");
+        record(message);
+    }
+
+    scene.hub.terminate("serve");
+    // Draining: the API takes no new connection.
+    let api = scene.hub.url("/health");
+    eventually(
+        Duration::from_secs(10),
+        "the API to refuse connections",
+        || {
+            let api = api.clone();
+            async move {
+                reqwest::Client::new()
+                    .get(&api)
+                    .send()
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    socket.send(start("late", "mock-1")).await.expect("sent");
+    let closed = loop {
+        match next_ws(&mut socket).await {
+            Ok(message) => record(message),
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(
+        closed,
+        Some(1001),
+        "the hub closes the socket as going away"
+    );
+    let last = |id: &str| {
+        seen.get(id)
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let late = last("late");
+    assert_eq!(late["type"], "chat.error", "{late}");
+    assert_eq!(late["code"], "shutting_down", "{late}");
+    let short = last("short");
+    assert_eq!(
+        short["type"], "chat.done",
+        "a chat shorter than the grace ends whole: {short}"
+    );
+    let long = last("long");
+    assert_eq!(
+        long["type"], "chat.error",
+        "a chat longer than the grace is cut: {long}"
+    );
+    assert_eq!(long["code"], "shutting_down", "{long}");
+    let serve = scene
+        .hub
+        .exit_status("serve", SHUTDOWN_GRACE + Duration::from_secs(20))
+        .await;
+    assert!(serve.success(), "the API exits cleanly: {serve}");
+
+    // An API again, to read the hub's state through.
+    scene.hub.start("serve2", &["serve"], &[]);
+    scene.quiesce().await;
+    let mut db = scene.db().await;
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM usage_records ORDER BY outcome")
+            .fetch_all(&mut db)
+            .await
+            .expect("usage");
+    assert_eq!(
+        outcomes,
+        ["cancelled", "completed"],
+        "the short chat completed, the long one was charged for what it produced"
+    );
+    let reserved: Option<i64> =
+        sqlx::query_scalar("SELECT sum(reserved_micros)::bigint FROM balances")
+            .fetch_one(&mut db)
+            .await
+            .expect("balances");
+    assert_eq!(reserved, Some(0), "nothing is left reserved");
+}

@@ -6,7 +6,7 @@
 
 use chrono::Utc;
 use hub_adapters::mail::{MailTransport, SmtpTls};
-use hub_app::config::{LogFormat, LogSettings};
+use hub_app::config::{LogFormat, LogSettings, TracesSettings};
 use hub_domain::Role;
 use hub_server::Roles;
 use hub_tests::fake_stripe::{completed_session, stripe_signature, FakeStripe, WEBHOOK_SECRET};
@@ -102,10 +102,12 @@ fn find<'a>(logs: &'a str, secret: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_of_a_whole_run_appears_in_the_trace_logs() {
     let logs = Capture::default();
-    hub_server::telemetry::try_init(
+    let _telemetry = hub_server::telemetry::try_init(
         &LogSettings {
             format: LogFormat::Json,
         },
+        &TracesSettings::default(),
+        "all",
         tracing_subscriber::EnvFilter::new("trace"),
         logs.clone(),
     )

@@ -187,6 +187,9 @@ pub struct Opened {
     pub stream: EventStream,
     /// Upstream calls made, this one included (1 when the first call answered).
     pub attempts: u32,
+    /// The `provider call` span of the attempt that answered: it ends when this is dropped,
+    /// with the stream.
+    pub span: tracing::Span,
 }
 
 impl std::fmt::Debug for Opened {
@@ -416,7 +419,7 @@ impl ProviderRouter {
             request.max_tokens = request.max_tokens.min(max);
         }
         let request = &request;
-        let (slot, stream, attempts) = self
+        let (slot, stream, attempts, span) = self
             .route(entry, deadline, in_flight, |slot| {
                 let upstream = request.for_upstream(&slot.upstream_model);
                 until_first_token(slot.provider.stream(upstream), in_flight, slot)
@@ -427,6 +430,7 @@ impl ProviderRouter {
             kind: slot.kind,
             stream: bounded(watched(Arc::clone(slot), stream), deadline),
             attempts,
+            span,
         })
     }
 
@@ -443,7 +447,7 @@ impl ProviderRouter {
             return Err(RouteError::UnknownModel(request.model));
         };
         let request = &request;
-        let (slot, embeddings, _) = self
+        let (slot, embeddings, _, _) = self
             .route(entry, deadline, in_flight, |slot| {
                 in_flight.set(Some(&slot.name));
                 slot.provider
@@ -457,14 +461,16 @@ impl ProviderRouter {
     /// not cooling gets `retries_max` retries of a retryable error (with backoff, never
     /// past `deadline`), a cooling one is skipped (or probed once when its cooldown is
     /// over), a refused request (`BadRequest`) ends the search. Returns the provider that
-    /// succeeded, its answer and the attempts made.
+    /// succeeded, its answer, the attempts made and the `provider call` span of the one
+    /// that succeeded (each attempt has one: `model`, `provider`, `attempt`, and the error's
+    /// code and an error status when it failed).
     async fn route<'s, T, F, Fut>(
         &'s self,
         entry: &'s Model,
         deadline: Instant,
         in_flight: &InFlight,
         attempt: F,
-    ) -> Result<(&'s Arc<Slot>, T, u32), RouteError>
+    ) -> Result<(&'s Arc<Slot>, T, u32, tracing::Span), RouteError>
     where
         F: Fn(&'s Arc<Slot>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -495,9 +501,24 @@ impl ProviderRouter {
             }
             for try_index in 0..tries {
                 attempts += 1;
-                let Ok(outcome) = tokio::time::timeout_at(deadline, attempt(slot)).await else {
+                let span = tracing::info_span!(
+                    "provider call",
+                    model = %entry.name,
+                    provider = %slot.name,
+                    provider_kind = slot.kind.as_str(),
+                    attempt = attempts,
+                    error.type = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                );
+                let failed = |code: &str| {
+                    span.record("error.type", code);
+                    span.record("otel.status_code", "ERROR");
+                };
+                let call = tracing::Instrument::instrument(attempt(slot), span.clone());
+                let Ok(outcome) = tokio::time::timeout_at(deadline, call).await else {
                     // The request's time is up: not the provider's failure, and nothing
                     // left to retry or fall back with.
+                    failed("timeout_total");
                     crate::metrics::upstream_error(&entry.name, &slot.name, "timeout_total");
                     in_flight.set(None);
                     return Err(RouteError::Provider {
@@ -512,9 +533,10 @@ impl ProviderRouter {
                         if let Some(guard) = probe.take() {
                             guard.disarm();
                         }
-                        return Ok((slot, answer, attempts));
+                        return Ok((slot, answer, attempts, span));
                     }
                     Err(error @ ProviderError::BadRequest { .. }) => {
+                        failed(error.code());
                         // The upstream answered: not a failure of the provider, nor worth
                         // another. A probe that got this is simply taken again later.
                         crate::metrics::upstream_error(&entry.name, &slot.name, error.code());
@@ -525,6 +547,7 @@ impl ProviderRouter {
                         });
                     }
                     Err(error) => {
+                        failed(error.code());
                         in_flight.set(None);
                         tracing::warn!(
                             model = entry.name,

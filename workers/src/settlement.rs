@@ -142,6 +142,8 @@ impl Settlements {
                 async_nats::header::NATS_MESSAGE_ID,
                 format!("settle:{}", settlement.request_id).as_str(),
             );
+            // The settler's `settle` span continues the worker's.
+            hub_nats::trace_context::inject(&tracing::Span::current(), &mut headers);
             let published = self
                 .js
                 .publish_with_headers(subject.clone(), headers, body.clone().into())
@@ -341,7 +343,19 @@ async fn settle_one(queue: &Settlements, message: jetstream::Message) {
     };
     let request = settlement.request_id.clone();
     let written_at = settlement.written_at;
-    match queue.apply(settlement).await {
+    let span = tracing::info_span!(
+        "settle",
+        request = %request,
+        settlement = "settler",
+        otel.status_code = tracing::field::Empty,
+    );
+    hub_nats::trace_context::follow(&span, message.headers.as_ref());
+    let applied = tracing::Instrument::instrument(queue.apply(settlement), span.clone()).await;
+    if matches!(applied, Err(SettlementError::Refused(_))) {
+        span.record("otel.status_code", "ERROR");
+    }
+    drop(span);
+    match applied {
         Ok(_) => log_if_delayed(written_at),
         Err(SettlementError::Refused(refusal)) => {
             // Released or unknown: nothing to charge will ever be found. Loud, because an

@@ -241,12 +241,14 @@ impl Worker {
             map.insert(command.request_id.clone(), token.clone());
         }
         let request_id = command.request_id.clone();
-        // Every line logged for the request names it and the client's x-request-id.
+        // Every line logged for the request names it and the client's x-request-id; with
+        // traces on, the span is the child of the API's `publish` of the command.
         let span = tracing::info_span!(
-            "inference",
+            "process",
             request = %request_id,
             request_id = command.correlation_id.as_deref().unwrap_or(""),
         );
+        hub_nats::trace_context::follow(&span, message.headers.as_ref());
         // Its events (the settlement) name the client's request and this command.
         let trace = hub_commands::trace::Trace {
             correlation_id: command.correlation_id.clone(),
@@ -405,7 +407,11 @@ impl Worker {
                 None => break,
             }
         }
-        // Dropping the stream aborts the upstream call (a cancelled or broken request).
+        if run.broken.is_some() {
+            opened.span.record("otel.status_code", "ERROR");
+        }
+        // Dropping the stream aborts the upstream call (a cancelled or broken request), and
+        // ends its `provider call` span.
         drop(opened);
         self.conclude(&command, &reply, run, started).await;
     }
@@ -651,8 +657,27 @@ impl Worker {
     /// Postgres takes it within [`DIRECT_SETTLE_WAIT`], else handed to JetStream for the
     /// settlers ([`crate::settlement`]). Returns what it charges (the account's answer, or
     /// the cost capped at the reservation, as the account charges an active reservation)
-    /// and whether it was handed on.
+    /// and whether it was handed on. Traced as the span `settle` (`settlement`: `direct`,
+    /// `deferred`, or `refused`).
+    #[tracing::instrument(
+        name = "settle",
+        skip_all,
+        fields(
+            request = %command.request_id,
+            settlement = tracing::field::Empty,
+            charged_micros = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    )]
     async fn settle(&self, command: &InferenceCommand, usage: UsageRecord) -> (i64, bool) {
+        let (charged, deferred) = self.settle_durably(command, usage).await;
+        let span = tracing::Span::current();
+        span.record("charged_micros", charged);
+        span.record("settlement", if deferred { "deferred" } else { "direct" });
+        (charged, deferred)
+    }
+
+    async fn settle_durably(&self, command: &InferenceCommand, usage: UsageRecord) -> (i64, bool) {
         let reserved = Credits::from_micros(command.reserved_micros);
         let charged = usage.cost.min(reserved).max(Credits::ZERO).micros();
         crate::metrics::settled(&usage);
@@ -674,6 +699,7 @@ impl Worker {
         {
             Ok(Ok(applied)) => return (applied.charged_micros, false),
             Ok(Err(err)) if !err.is_transient() => {
+                tracing::Span::current().record("otel.status_code", "ERROR");
                 tracing::error!(request = %command.request_id, error = %err, "an answered request's settlement was refused");
                 return (0, false);
             }

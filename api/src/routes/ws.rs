@@ -29,9 +29,15 @@
 //! | `{"type":"error","code","message"}` | a message the hub could not use |
 //! | `{"type":"heartbeat"}` | every `HEARTBEAT`, so idle proxies keep the connection |
 //! | `{"type":"balance.updated","account_id","balance_micros","reserved_micros","available_micros","debt_micros","version"}` | the account's balance, as the `balances` read model has it after each change (whoever caused it) |
+//!
+//! When the process stops ([`crate::shutdown::Sockets`]), a `chat.start` is refused with
+//! `chat.error` code `shutting_down` (503), the chats running finish, and the hub then
+//! closes with code 1001 (going away): connect again, to another replica. A chat still
+//! running when the shutdown grace ends gets `chat.error` `shutting_down` (charged for what
+//! it produced) before that close.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{Extension, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
 use futures::stream::SplitSink;
@@ -45,6 +51,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::shutdown::Sockets;
 use crate::state::AppState;
 use hub_app::identity::access::{AccessError, AccessRefused, Credential};
 use hub_app::identity::ws_ticket;
@@ -61,6 +68,8 @@ const MESSAGE_MAX_BYTES: usize = 1 << 20;
 pub const CLOSE_CREDENTIAL_ENDED: u16 = 4401;
 /// Close code: the account is suspended.
 pub const CLOSE_SUSPENDED: u16 = 4403;
+/// Close code: the hub is shutting down (RFC 6455's "going away"); connect again.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// A one-use ticket for `GET /api/ws?ticket=`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -125,9 +134,11 @@ pub async fn ticket(
 pub async fn connect(
     State(state): State<Arc<AppState>>,
     Query(query): Query<TokenQuery>,
+    sockets: Option<Extension<Sockets>>,
     upgrade: WebSocketUpgrade,
     parts: RequestParts,
 ) -> Result<Response, ApiError> {
+    let sockets = sockets.map(|Extension(sockets)| sockets);
     let RequestParts(mut parts) = parts;
     if let Some(ticket) = query.ticket {
         let redeemed = ws_ticket::redeem(&state, &ticket)
@@ -143,7 +154,7 @@ pub async fn connect(
         caller.recheck(&state).await?;
         return Ok(upgrade
             .max_message_size(MESSAGE_MAX_BYTES)
-            .on_upgrade(move |socket| session(socket, state, caller)));
+            .on_upgrade(move |socket| tracked(socket, state, caller, sockets)));
     }
     // A browser's token comes in the query; it then counts as the `Authorization` header.
     if let Some(token) = query.token {
@@ -156,7 +167,23 @@ pub async fn connect(
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
     Ok(upgrade
         .max_message_size(MESSAGE_MAX_BYTES)
-        .on_upgrade(move |socket| session(socket, state, caller)))
+        .on_upgrade(move |socket| tracked(socket, state, caller, sockets)))
+}
+
+/// The session, as one that shutdown waits for when the process has [`Sockets`].
+async fn tracked(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    caller: Caller,
+    sockets: Option<Sockets>,
+) {
+    match sockets {
+        Some(sockets) => {
+            let session = session(socket, state, caller, Some(sockets.clone()));
+            sockets.track(session).await;
+        }
+        None => session(socket, state, caller, None).await,
+    }
 }
 
 /// The request's head, to authenticate after choosing where the token comes from.
@@ -283,7 +310,33 @@ fn read(message: Message) -> Incoming {
     }
 }
 
-async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
+/// Why a session ended from the hub's side.
+enum End {
+    /// The credential no longer lets its holder in.
+    Refused(AccessRefused),
+    /// The process is stopping and no chat runs any more.
+    Drained,
+    /// The process's shutdown grace ended with chats still running.
+    Cut,
+}
+
+/// The chat refused, or cut, because the process is stopping.
+fn shutting_down(cut: bool) -> ChatFailure {
+    let message = if cut {
+        "the hub is shutting down: the chat was cut (what it produced is charged); \
+         connect again and retry"
+    } else {
+        "the hub is shutting down; connect again to start a chat"
+    };
+    ChatFailure::new("shutting_down", message, 503)
+}
+
+async fn session(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    caller: Caller,
+    sockets: Option<Sockets>,
+) {
     let (sink, mut incoming) = socket.split();
     let (out, outbox) = mpsc::channel::<Outgoing>(256);
     // One writer: chats and the reader send through the channel.
@@ -298,7 +351,25 @@ async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
         out.clone(),
     ));
     let mut chats = ChatSession::new(state.clone(), caller.payer(), out.clone());
+    // Shutdown: no new chat once draining; the running ones are waited for until the
+    // deadline. Without `Sockets` (a router built alone) neither comes.
+    let (draining, deadline) = match &sockets {
+        Some(sockets) => (
+            futures::future::Either::Left(sockets.draining()),
+            futures::future::Either::Left(sockets.deadline()),
+        ),
+        None => (
+            futures::future::Either::Right(std::future::pending()),
+            futures::future::Either::Right(std::future::pending()),
+        ),
+    };
+    tokio::pin!(draining, deadline);
+    let finished = chats.finished();
+    let mut stopping = false;
     let ended = loop {
+        if stopping && chats.running() == 0 {
+            break Some(End::Drained);
+        }
         // The credential's own end (an access token's expiry), on the hub's clock: measured
         // again at every turn, so a moved clock counts from the next message.
         let ends_at = caller.credential.ends_at();
@@ -311,23 +382,34 @@ async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
         };
         let message = tokio::select! {
             message = incoming.next() => message,
-            () = expiry => break Some(AccessRefused::Expired),
+            () = expiry => break Some(End::Refused(AccessRefused::Expired)),
+            () = &mut draining, if !stopping => {
+                stopping = true;
+                continue;
+            }
+            () = &mut deadline, if stopping => break Some(End::Cut),
+            () = finished.notified(), if stopping => continue,
         };
         let Some(Ok(message)) = message else {
             break None;
         };
         if ends_at.is_some_and(|end| end < state.clock.now()) {
-            break Some(AccessRefused::Expired);
+            break Some(End::Refused(AccessRefused::Expired));
         }
+        // Read now as well: a message and the drain may arrive together.
+        stopping = stopping || sockets.as_ref().is_some_and(Sockets::is_draining);
         let reply = match read(message) {
             Incoming::Closed => break None,
             Incoming::Ignored => None,
             Incoming::Refused(reply) => Some(reply),
+            Incoming::Message(ClientMessage::Start { id, .. }) if stopping => {
+                Some(chat_error(&id, &shutting_down(false)))
+            }
             Incoming::Message(message @ ClientMessage::Start { .. }) => {
                 // Every chat spends: the credential is checked again against the user now.
                 match caller.recheck(&state).await {
                     Ok(()) => handle(&mut chats, message).await,
-                    Err(AccessError::Refused(refused)) => break Some(refused),
+                    Err(AccessError::Refused(refused)) => break Some(End::Refused(refused)),
                     Err(AccessError::Store(err)) => {
                         tracing::warn!(error = %err, "could not check a socket's credential");
                         Some(error(
@@ -343,9 +425,25 @@ async fn session(socket: WebSocket, state: Arc<AppState>, caller: Caller) {
             let _ = out.send(Outgoing::Json(reply)).await;
         }
     };
-    if let Some(refused) = ended {
-        tracing::info!(user = %caller.user, reason = %refused, "WebSocket closed: its credential ended");
-        let _ = out.send(Outgoing::ended(refused)).await;
+    let going_away = || Outgoing::Close {
+        code: CLOSE_GOING_AWAY,
+        reason: "the hub is shutting down".into(),
+    };
+    match ended {
+        Some(End::Refused(refused)) => {
+            tracing::info!(user = %caller.user, reason = %refused, "WebSocket closed: its credential ended");
+            let _ = out.send(Outgoing::ended(refused)).await;
+        }
+        Some(End::Drained) => {
+            let _ = out.send(going_away()).await;
+        }
+        Some(End::Cut) => {
+            let cut = chats.running();
+            tracing::info!(user = %caller.user, cut, "WebSocket closed at the shutdown deadline; its chats were cut");
+            chats.stop_all(&shutting_down(true)).await;
+            let _ = out.send(going_away()).await;
+        }
+        None => {}
     }
     // The client left or was closed: dropping the session stops every chat still running.
     balances.abort();

@@ -1,13 +1,15 @@
 //! Several chats at once for one connection (the WebSocket): each chat, named by the client,
 //! runs as its own task and reports its [`Progress`] through the connection's one outbox.
 //! Cancelling a chat, or dropping the session (the client left), drops its [`Submission`],
-//! which stops its worker; what was produced is charged.
+//! which stops its worker; what was produced is charged. At shutdown the connection waits
+//! for its chats ([`ChatSession::running`], [`ChatSession::finished`]) and cuts those still
+//! running at the deadline ([`ChatSession::stop_all`]).
 //!
 //! [`Submission`]: super::Submission
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use super::{submit, Chat, ChatFailure, Payer, Progress};
@@ -31,6 +33,8 @@ pub struct ChatSession<M> {
     payer: Payer,
     out: mpsc::Sender<M>,
     chats: HashMap<String, JoinHandle<()>>,
+    /// Told each time a chat ends by itself.
+    finished: Arc<Notify>,
 }
 
 impl<M: From<ChatUpdate> + Send + 'static> ChatSession<M> {
@@ -40,6 +44,7 @@ impl<M: From<ChatUpdate> + Send + 'static> ChatSession<M> {
             payer,
             out,
             chats: HashMap::new(),
+            finished: Arc::new(Notify::new()),
         }
     }
 
@@ -60,12 +65,22 @@ impl<M: From<ChatUpdate> + Send + 'static> ChatSession<M> {
                 429,
             ));
         }
-        let task = tokio::spawn(run(
+        let chat = run(
             self.hub.clone(),
             self.payer,
             id.clone(),
             chat,
             self.out.clone(),
+        );
+        let finished = self.finished.clone();
+        // The chat's own span: its log lines name it, and it is the root of its trace.
+        let span = tracing::info_span!("chat", chat = %id);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                chat.await;
+                finished.notify_one();
+            },
+            span,
         ));
         self.chats.insert(id, task);
         Ok(())
@@ -78,6 +93,30 @@ impl<M: From<ChatUpdate> + Send + 'static> ChatSession<M> {
             task.abort();
             let cancelled = ChatFailure::new("cancelled", "cancelled by the client", 499);
             let _ = self.out.send(update(id, Progress::Failed(cancelled))).await;
+        }
+    }
+
+    /// Chats still running.
+    pub fn running(&mut self) -> usize {
+        self.forget_finished();
+        self.chats.len()
+    }
+
+    /// Notified each time a chat ends by itself (a permit is kept when no one waits).
+    pub fn finished(&self) -> Arc<Notify> {
+        self.finished.clone()
+    }
+
+    /// Stops every chat still running and tells the client why, with `failure` for each
+    /// (each is charged what it produced).
+    pub async fn stop_all(&mut self, failure: &ChatFailure) {
+        self.forget_finished();
+        for (id, task) in self.chats.drain() {
+            task.abort();
+            let _ = self
+                .out
+                .send(update(&id, Progress::Failed(failure.clone())))
+                .await;
         }
     }
 

@@ -8,8 +8,9 @@
 //!    an API key's charges and holds would pass its spending limit: decided by the account
 //!    in the same step, [`key_limit`]);
 //! 5. [`publish`]: registered with this process's [`Replies`](crate::replies::Replies), then the command, naming
-//!    the reply subject, published to `HUB_COMMANDS` with `Nats-Msg-Id` = request id (the
-//!    reservation is released when the queue does not take it);
+//!    the reply subject, published to `HUB_COMMANDS` with `Nats-Msg-Id` = request id and
+//!    the trace context of the span `publish` (the reservation is released when the queue
+//!    does not take it);
 //! 6. the answer is awaited through the returned [`Submission`].
 
 use async_nats::jetstream::message::PublishMessage;
@@ -36,7 +37,23 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 const LOST_WORKER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Validate, check, estimate, reserve and publish; the answer comes from the [`Submission`].
+///
+/// Traced under the span the caller is in (the HTTP request's); a chat that runs on a task
+/// of its own, outside any span (an MCP tool call), gets a root span `chat`, so that its
+/// reservation, its publish and the worker's spans are one trace.
 pub async fn submit(hub: &Arc<Hub>, payer: &Payer, chat: Chat) -> Result<Submission, GatewayError> {
+    if tracing::Span::current().is_none() {
+        let span = tracing::info_span!("chat", model = %chat.model);
+        return tracing::Instrument::instrument(submit_traced(hub, payer, chat), span).await;
+    }
+    submit_traced(hub, payer, chat).await
+}
+
+async fn submit_traced(
+    hub: &Arc<Hub>,
+    payer: &Payer,
+    chat: Chat,
+) -> Result<Submission, GatewayError> {
     // Held until the command is queued: bounds the work (and memory) of a burst.
     let _admitted = hub
         .admission
@@ -79,7 +96,12 @@ pub(super) struct Reservation {
 }
 
 /// Step 4: reserve `max_cost` on the payer's account for a new request, within the API
-/// key's spending limit.
+/// key's spending limit. Traced as the span `reserve`.
+#[tracing::instrument(
+    name = "reserve",
+    skip_all,
+    fields(request = tracing::field::Empty, reserved_micros = max_cost.micros())
+)]
 pub(super) async fn reserve(
     hub: &Hub,
     payer: &Payer,
@@ -88,6 +110,7 @@ pub(super) async fn reserve(
 ) -> Result<Reservation, GatewayError> {
     let request_id = format!("req_{}", Uuid::new_v4().simple());
     let rid = RequestId::parse(&request_id).map_err(|e| GatewayError::Internal(e.into()))?;
+    tracing::Span::current().record("request", request_id.as_str());
     let now = hub.clock.now();
     let duration =
         |d: Duration| chrono::Duration::from_std(d).map_err(|e| GatewayError::Internal(e.into()));
@@ -143,20 +166,39 @@ pub(super) async fn publish(
     let command = build(&reservation, &registration);
     let body = serde_json::to_vec(&command).map_err(|e| GatewayError::Internal(e.into()))?;
     let request_id = reservation.request_id.clone();
+    let subject = hub.topology.inference_command_subject();
+    // The worker's `process` span is this one's child: its context rides in the headers.
+    let span = tracing::info_span!(
+        "publish",
+        otel.kind = "producer",
+        request = %request_id,
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        otel.status_code = tracing::field::Empty,
+    );
     let mut message = PublishMessage::build()
         .payload(body.into())
         .message_id(request_id.clone());
     if let Some(id) = &command.correlation_id {
         message = message.header("x-request-id", id.as_str());
     }
-    let published = hub
-        .js
-        .send_publish(hub.topology.inference_command_subject(), message)
-        .await;
-    let acked = match published {
-        Ok(ack) => ack.await.is_ok(),
-        Err(_) => false,
-    };
+    for (name, value) in hub_nats::trace_context::headers(&span) {
+        message = message.header(name.as_str(), value.as_str());
+    }
+    let acked = tracing::Instrument::instrument(
+        async {
+            match hub.js.send_publish(subject, message).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        },
+        span.clone(),
+    )
+    .await;
+    if !acked {
+        span.record("otel.status_code", "ERROR");
+    }
+    drop(span);
     if !acked {
         release(hub, &reservation).await;
         return Err(GatewayError::Unavailable(
