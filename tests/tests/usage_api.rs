@@ -1056,3 +1056,53 @@ async fn rows_a_rebuild_loaded_without_keys_are_made_one_before_the_keys_come_ba
         .expect("stash");
     assert_eq!(stashed, 0, "nothing is left set aside");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_batches_split_an_hour_adds_the_split_rollup_rows_together() {
+    // More settlements than one replay batch takes (5,000), all in this hour: the rebuild
+    // loads the hour's rollups from two batches, as two rows per key, and must merge them.
+    const USERS: usize = 8;
+    const EACH: usize = 650;
+    let app = spawn_app().await;
+    let mut workloads = Vec::new();
+    for i in 0..USERS {
+        let user = Uuid::new_v4();
+        fund(&app, user).await;
+        let key = (i % 2 == 0).then(Uuid::new_v4);
+        workloads.push(settle_workload(&app, user, key, EACH, 100 + i as u64));
+    }
+    let settled: usize = futures::future::join_all(workloads)
+        .await
+        .iter()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(settled, USERS * EACH);
+    wait_for_usage_records(&app, settled as i64).await;
+    let projected = rollup_rows(&app).await;
+
+    let stats = hub_projections::replay(
+        &app.pool,
+        &app.settings.database.url,
+        &app.state.js,
+        &app.state.topology,
+        ProjectionKind::Usage,
+        false,
+    )
+    .await
+    .expect("replay");
+    assert!(stats.messages >= settled as u64);
+    assert_eq!(
+        rollup_rows(&app).await,
+        projected,
+        "the rebuilt rollups are those the live projector kept, row for row"
+    );
+    let keys: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint
+          WHERE conrelid IN ('usage_records'::regclass, 'usage_rollups'::regclass)
+            AND contype IN ('p', 'u')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("keys");
+    assert_eq!(keys, 2, "both keys are built again");
+}
