@@ -9,7 +9,6 @@
 mod otlp;
 
 use futures::{SinkExt, StreamExt};
-use hub_app::config::{LogSettings, TracesSettings};
 use hub_domain::{
     AccountId, CreditCommand, Credits, RequestId, Role, TokenSource, UsageOutcome, UsageRecord,
 };
@@ -188,20 +187,7 @@ async fn deferred_settlement(app: &TestApp, user: Uuid, request: &str) -> Settle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_chat_from_the_http_request_to_its_settlement() {
     let receiver = Receiver::start().await;
-    let traces = TracesSettings {
-        enabled: true,
-        endpoint: receiver.endpoint(),
-        ..TracesSettings::default()
-    };
-    let telemetry = hub_server::telemetry::try_init(
-        &LogSettings::default(),
-        &traces,
-        "all",
-        tracing_subscriber::EnvFilter::new("warn"),
-        std::io::stderr,
-    )
-    .expect("the only subscriber of this test binary");
-    assert!(telemetry.exporting());
+    let (traces, telemetry) = otlp::subscribe(&receiver, true);
     let app = spawn_app_with(Roles::ALL, move |s| s.traces = traces).await;
     let user = Uuid::new_v4();
     let admin = app.token(Uuid::new_v4(), Role::Admin);

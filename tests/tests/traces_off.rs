@@ -5,7 +5,6 @@
 
 mod otlp;
 
-use hub_app::config::{LogSettings, TracesSettings};
 use hub_domain::Role;
 use hub_server::Roles;
 use hub_tests::spawn_app_with;
@@ -17,20 +16,7 @@ use uuid::Uuid;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_traces_off_a_chat_sends_no_span() {
     let receiver = Receiver::start().await;
-    let traces = TracesSettings {
-        enabled: false,
-        endpoint: receiver.endpoint(),
-        ..TracesSettings::default()
-    };
-    let telemetry = hub_server::telemetry::try_init(
-        &LogSettings::default(),
-        &traces,
-        "all",
-        tracing_subscriber::EnvFilter::new("warn"),
-        std::io::stderr,
-    )
-    .expect("the only subscriber of this test binary");
-    assert!(!telemetry.exporting());
+    let (traces, telemetry) = otlp::subscribe(&receiver, false);
     let app = spawn_app_with(Roles::ALL, move |s| s.traces = traces).await;
     let user = Uuid::new_v4();
     let admin = app.token(Uuid::new_v4(), Role::Admin);

@@ -507,16 +507,7 @@ async fn a_redelivered_or_replayed_settlement_is_counted_once_in_the_rollups() {
         .await
         .expect("dropped");
 
-    let stats = hub_projections::replay(
-        &app.pool,
-        &app.settings.database.url,
-        &app.state.js,
-        &app.state.topology,
-        ProjectionKind::Usage,
-        false,
-    )
-    .await
-    .expect("replay");
+    let stats = rebuild_usage(&app).await;
     assert!(stats.messages >= 12);
     let replayed = get_json(
         &app,
@@ -899,6 +890,20 @@ async fn a_real_chat_request_is_listed_summarised_exported_and_looked_up() {
     }
 }
 
+/// Rebuild the `usage` projection from the stream (`aihub replay usage`).
+async fn rebuild_usage(app: &TestApp) -> hub_projections::ReplayStats {
+    hub_projections::replay(
+        &app.pool,
+        &app.settings.database.url,
+        &app.state.js,
+        &app.state.topology,
+        ProjectionKind::Usage,
+        false,
+    )
+    .await
+    .expect("replay")
+}
+
 /// Every row of the three rollup tables, in key order, as JSON text.
 async fn rollup_rows(app: &TestApp) -> Vec<String> {
     let mut rows = Vec::new();
@@ -1080,16 +1085,7 @@ async fn a_rebuild_whose_batches_split_an_hour_adds_the_split_rollup_rows_togeth
     wait_for_usage_records(&app, settled as i64).await;
     let projected = rollup_rows(&app).await;
 
-    let stats = hub_projections::replay(
-        &app.pool,
-        &app.settings.database.url,
-        &app.state.js,
-        &app.state.topology,
-        ProjectionKind::Usage,
-        false,
-    )
-    .await
-    .expect("replay");
+    let stats = rebuild_usage(&app).await;
     assert!(stats.messages >= settled as u64);
     assert_eq!(
         rollup_rows(&app).await,

@@ -22,6 +22,33 @@ use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// A receiver, and this process's subscriber installed with `[traces]` pointing at it
+/// (exporting only when `enabled`): the traces settings for the hub under test, and the
+/// telemetry to shut down (flushing what is queued) once the hub has stopped.
+pub fn subscribe(
+    receiver: &Receiver,
+    enabled: bool,
+) -> (
+    hub_app::config::TracesSettings,
+    hub_server::telemetry::Telemetry,
+) {
+    let traces = hub_app::config::TracesSettings {
+        enabled,
+        endpoint: receiver.endpoint(),
+        ..hub_app::config::TracesSettings::default()
+    };
+    let telemetry = hub_server::telemetry::try_init(
+        &hub_app::config::LogSettings::default(),
+        &traces,
+        "all",
+        tracing_subscriber::EnvFilter::new("warn"),
+        std::io::stderr,
+    )
+    .expect("the only subscriber of this test binary");
+    assert_eq!(telemetry.exporting(), enabled);
+    (traces, telemetry)
+}
+
 /// One span as received.
 #[derive(Debug, Clone)]
 pub struct Span {
