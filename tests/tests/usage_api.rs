@@ -1102,3 +1102,77 @@ async fn a_rebuild_whose_batches_split_an_hour_adds_the_split_rollup_rows_togeth
     .expect("keys");
     assert_eq!(keys, 2, "both keys are built again");
 }
+
+/// `usage_hist_merge` (the SQL the projector's upserts and the bulk load add histograms
+/// with) gives what adding the histograms bucket by bucket gives, for histograms empty,
+/// missing (NULL), overlapping and disjoint; and `usage_hist_merge_all` over many rows
+/// gives their sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merging_stored_histograms_in_sql_adds_them_bucket_by_bucket() {
+    use hub_projections::rollups::{from_sparse, to_sparse, BUCKETS};
+    let app = spawn_app().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_4157);
+    let random = |rng: &mut rand::rngs::StdRng| {
+        let mut dense = [0i64; BUCKETS];
+        // From nothing to every bucket filled, counts from 1 to large.
+        let filled = rng.random_range(0..=BUCKETS);
+        for _ in 0..filled {
+            dense[rng.random_range(0..BUCKETS)] += rng.random_range(1..1_000_000);
+        }
+        dense
+    };
+    let sparse = |dense: &[i64; BUCKETS]| {
+        let mut out = Vec::new();
+        to_sparse(dense, &mut out);
+        out
+    };
+    let mut all = [0i64; BUCKETS];
+    let mut rows = Vec::new();
+    for case in 0..300 {
+        let (a, b) = (random(&mut rng), random(&mut rng));
+        let mut sum = [0i64; BUCKETS];
+        for i in 0..BUCKETS {
+            sum[i] = a[i] + b[i];
+            all[i] += a[i];
+        }
+        rows.push(sparse(&a));
+        let merged: Vec<i64> = sqlx::query_scalar("SELECT usage_hist_merge($1, $2)")
+            .bind(sparse(&a))
+            .bind(sparse(&b))
+            .fetch_one(&app.pool)
+            .await
+            .expect("merge");
+        assert_eq!(merged, sparse(&sum), "case {case}: {a:?} + {b:?}");
+        assert_eq!(from_sparse(&merged).expect("well formed"), sum);
+    }
+    let (a, none) = (sparse(&random(&mut rng)), None::<Vec<i64>>);
+    for (x, y) in [
+        (Some(a.clone()), none.clone()),
+        (none.clone(), Some(a.clone())),
+    ] {
+        let merged: Vec<i64> = sqlx::query_scalar("SELECT usage_hist_merge($1, $2)")
+            .bind(x)
+            .bind(y)
+            .fetch_one(&app.pool)
+            .await
+            .expect("merge with NULL");
+        assert_eq!(merged, a, "NULL is an empty histogram");
+    }
+    let empty: Vec<i64> = sqlx::query_scalar("SELECT usage_hist_merge('{}', '{}')")
+        .fetch_one(&app.pool)
+        .await
+        .expect("merge of empties");
+    assert!(empty.is_empty());
+    let merged_all: Vec<i64> =
+        sqlx::query_scalar("SELECT usage_hist_merge_all(h) FROM UNNEST($1::text[]) AS t(s), LATERAL (SELECT s::bigint[] AS h) AS x")
+            .bind(
+                rows.iter()
+                    .map(|r| format!("{{{}}}", r.iter().map(i64::to_string).collect::<Vec<_>>().join(",")))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("aggregate");
+    assert_eq!(merged_all, sparse(&all));
+    app.stop().await;
+}
