@@ -278,10 +278,12 @@ async fn measure(
             turn += 1;
             let shaped = shaped.iter().map(|target| (target, &hub.pid));
             for (target, pid) in order.into_iter().map(|(t, p)| (t, p)).chain(shaped) {
-                let load = run_load(target, *mode, *rate, args).await?;
+                let mark = CpuMark::now(*pid);
+                let mut load = run_load(target, *mode, *rate, args).await?;
+                wait_idle(*pid).await;
+                load.cpu = mark.cost_since(*pid, load.answered_total);
                 progress(&load.summary());
                 loads.push(load);
-                wait_idle(*pid).await;
             }
         }
     }
@@ -1124,6 +1126,64 @@ struct Load {
     /// The slowest answer to the requests due in each second of the window: shows whether
     /// a tail is spread out or one stall.
     slowest_ms: Vec<f64>,
+    /// What each answered request cost in CPU (measured for the hubs' plain loads).
+    cpu: Option<CpuCost>,
+}
+
+/// CPU time per answered request over a load, from its first request until the proxy was
+/// idle again (so the work a load leaves behind, the projections, is counted): the proxy's
+/// own process tree, and the whole machine (the proxy, Postgres, NATS, Redis, the load
+/// generator and the upstream). A difference between two hubs here is what one does more
+/// per request, measured without the queueing noise that moves a loaded p99.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct CpuCost {
+    proxy_us: f64,
+    machine_us: f64,
+}
+
+/// CPU clock ticks so far: a process tree's, and the machine's busy time (`/proc/stat`).
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    proxy: u64,
+    machine: u64,
+}
+
+impl CpuMark {
+    fn now(root: u32) -> Self {
+        CpuMark {
+            proxy: cpu_ticks_tree(root),
+            machine: machine_busy_ticks(),
+        }
+    }
+
+    /// Per answered request since `self`, in microseconds (a clock tick is 10 ms).
+    fn cost_since(self, root: u32, answered: u64) -> Option<CpuCost> {
+        let now = CpuMark::now(root);
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / answered as f64;
+        (answered > 0).then(|| CpuCost {
+            proxy_us: per(now.proxy.saturating_sub(self.proxy)),
+            machine_us: per(now.machine.saturating_sub(self.machine)),
+        })
+    }
+}
+
+/// The machine's busy clock ticks, all cores: user, nice, system, irq, softirq and steal.
+fn machine_busy_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    stat.lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: skip idle and iowait.
+                .filter(|(i, _)| !matches!(i, 3 | 4) && *i < 8)
+                .map(|(_, v)| v)
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 impl Load {
@@ -1154,7 +1214,12 @@ impl Load {
             self.throughput,
             self.error_count(),
             slowest.join(" ")
-        )
+        ) + &self.cpu.map_or_else(String::new, |c| {
+            format!(
+                "; CPU per request: proxy {:.0} µs, machine {:.0} µs",
+                c.proxy_us, c.machine_us
+            )
+        })
     }
 }
 
@@ -1287,6 +1352,7 @@ async fn run_load(
         throughput: answered as f64 / window.as_secs_f64(),
         latency_ms: Percentiles::of(&hist),
         slowest_ms,
+        cpu: None,
     })
 }
 
@@ -1557,6 +1623,8 @@ struct Added {
     /// The target's percentile minus the upstream's, in milliseconds.
     p50_ms: f64,
     p99_ms: f64,
+    /// For the edge: CPU per request of the edge hub and of the plain one, µs.
+    cpu: Option<(CpuCost, CpuCost)>,
 }
 
 /// Resident memory of the proxies outside the stream measurement, in MB.
@@ -1622,6 +1690,7 @@ impl Report {
                     rate: load.rate,
                     p50_ms: load.latency_ms.p50 - direct.latency_ms.p50,
                     p99_ms: load.latency_ms.p99 - direct.latency_ms.p99,
+                    cpu: None,
                 });
             }
         }
@@ -1645,6 +1714,7 @@ impl Report {
                     rate: load.rate,
                     p50_ms: load.latency_ms.p50 - plain.latency_ms.p50,
                     p99_ms: load.latency_ms.p99 - plain.latency_ms.p99,
+                    cpu: load.cpu.zip(plain.cpu),
                 });
             }
         }
@@ -1763,10 +1833,29 @@ impl Report {
             out.push_str(&format!(
                 "\nadded by the edge ({EDGE}: rate limits in Redis, metrics, client request ids) over the hub without it, load for load\n\n"
             ));
-            out.push_str("| mode | rate/s | added p50 ms | added p99 ms |\n|---|---:|---:|---:|\n");
+            out.push_str("| mode | rate/s | added p50 ms | added p99 ms | hub CPU µs/request (plain → edge) | machine CPU µs/request (plain → edge) |\n|---|---:|---:|---:|---:|---:|\n");
             for a in &self.edge {
+                let (hub, machine) = a.cpu.map_or_else(
+                    || ("—".to_string(), "—".to_string()),
+                    |(edge, plain)| {
+                        (
+                            format!(
+                                "{:.0} → {:.0} ({:+.0})",
+                                plain.proxy_us,
+                                edge.proxy_us,
+                                edge.proxy_us - plain.proxy_us
+                            ),
+                            format!(
+                                "{:.0} → {:.0} ({:+.0})",
+                                plain.machine_us,
+                                edge.machine_us,
+                                edge.machine_us - plain.machine_us
+                            ),
+                        )
+                    },
+                );
                 out.push_str(&format!(
-                    "| {} | {} | {:.2} | {:.2} |\n",
+                    "| {} | {} | {:.2} | {:.2} | {hub} | {machine} |\n",
                     mode_name(a.mode),
                     a.rate,
                     a.p50_ms,
@@ -1859,6 +1948,7 @@ mod tests {
                 throughput: 500.0,
                 latency_ms: Percentiles::of(&h),
                 slowest_ms: vec![p99],
+                cpu: None,
             }
         };
         let args = GatewayArgs {
@@ -1924,6 +2014,7 @@ mod tests {
                 throughput,
                 latency_ms: Percentiles::of(&h),
                 slowest_ms: vec![p99],
+                cpu: None,
             }
         };
         assert!(load(0, 1_000.0, 20.0).sustained());
