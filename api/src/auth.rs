@@ -141,15 +141,32 @@ impl Caller {
             let owner = hub_app::keys::authenticate(state, token).await?;
             return Ok(Caller::of_key(owner));
         }
-        Caller::of_token(state, token).await
+        let (caller, ()) = Caller::of_token(state, token, |_| async {}).await?;
+        Ok(caller)
     }
 
-    /// The caller, and who its requests count against for rate limits: the user with the
-    /// roles they hold and, for a program, its API key with the key's own limits.
-    pub async fn with_limits(
+    /// The caller; who its requests count against for rate limits (the user with the roles
+    /// they hold and, for a program, its API key with the key's own limits); and the request
+    /// admitted by the rate limits (a place among the caller's concurrent requests taken too
+    /// when `lease`). For an access token the
+    /// subject is in the signed claims, so the store's round trip runs beside the check of
+    /// the user in the event store instead of after it: under load each is a wait for
+    /// another process, and the edge then costs one of them, not both (docs/benchmarks.md,
+    /// "The edge's cost"). A request whose user does not check out drops its admission
+    /// (the lease is given back) and is refused as before. An API key's limits are read
+    /// with the key, so its admission waits for the lookup.
+    pub async fn admitted(
         state: &AppState,
         headers: &axum::http::HeaderMap,
-    ) -> Result<(Self, hub_app::rate_limits::Subject), ApiError> {
+        lease: bool,
+    ) -> Result<
+        (
+            Self,
+            hub_app::rate_limits::Subject,
+            hub_app::rate_limits::Verdict,
+        ),
+        ApiError,
+    > {
         let token = bearer(headers)?;
         if hub_adapters::secrets::api_key_prefix(token).is_some() {
             let owner = hub_app::keys::authenticate(state, token).await?;
@@ -159,11 +176,16 @@ impl Caller {
                 &owner.roles,
                 Some((owner.key_id, overrides)),
             );
-            return Ok((Caller::of_key(owner), subject));
+            let verdict = state.rate_limits.admit_request(&subject, lease).await;
+            return Ok((Caller::of_key(owner), subject, verdict));
         }
-        let caller = Caller::of_token(state, token).await?;
-        let subject = state.rate_limits.subject(caller.user, &caller.roles, None);
-        Ok((caller, subject))
+        let (caller, (subject, verdict)) = Caller::of_token(state, token, |claims| async move {
+            let subject = state.rate_limits.subject(claims.sub, &claims.roles, None);
+            let verdict = state.rate_limits.admit_request(&subject, lease).await;
+            (subject, verdict)
+        })
+        .await?;
+        Ok((caller, subject, verdict))
     }
 
     fn of_key(owner: hub_app::keys::KeyOwner) -> Self {
@@ -176,20 +198,32 @@ impl Caller {
         }
     }
 
-    async fn of_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
+    /// The caller an access token names, its user checked in the event store (suspended, or
+    /// signed out since the token was made: refused); `beside` runs with the token's claims
+    /// while that check waits, and its output comes back with the caller.
+    async fn of_token<F: std::future::Future>(
+        state: &AppState,
+        token: &str,
+        beside: impl FnOnce(Claims) -> F,
+    ) -> Result<(Self, F::Output), ApiError> {
         let claims = state
             .jwt
             .verify_at(token, state.clock.now())
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
         let credential = Credential::of_token(&claims);
-        access::check(state, UserId(claims.sub), &credential).await?;
-        Ok(Caller {
+        let (checked, beside) = tokio::join!(
+            access::check(state, UserId(claims.sub), &credential),
+            beside(claims.clone())
+        );
+        checked?;
+        let caller = Caller {
             user: claims.sub,
             roles: claims.roles,
             api_key: None,
             scopes: BTreeSet::new(),
             credential,
-        })
+        };
+        Ok((caller, beside))
     }
 
     /// Whether the request's access token names an admin, for `/ready` only: when the user

@@ -85,12 +85,13 @@ async fn anonymous(state: Arc<AppState>, request: Request, next: Next) -> Respon
 
 async fn v1(state: Arc<AppState>, mut request: Request, next: Next) -> Response {
     let anthropic = request.uri().path() == "/v1/messages";
-    let Ok((caller, subject)) = Caller::with_limits(&state, request.headers()).await else {
+    let chat = request.method() == Method::POST;
+    let Ok((caller, subject, verdict)) = Caller::admitted(&state, request.headers(), chat).await
+    else {
         return unauthenticated(state, request, next, anthropic).await;
     };
-    let chat = request.method() == Method::POST;
     request.extensions_mut().insert(caller);
-    let (report, lease) = match state.rate_limits.admit_request(&subject, chat).await {
+    let (report, lease) = match verdict {
         Verdict::Admitted { report, lease } => (report, lease),
         Verdict::Unchecked => return next.run(request).await,
         Verdict::Refused {
