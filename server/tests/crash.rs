@@ -6,6 +6,9 @@
 //! request answered with 200 (and every stream that ended with `[DONE]`) must have exactly one
 //! settlement, one usage record and one ledger charge; every balance must equal the sum of its
 //! ledger; the events stream must hold every stored event once.
+//!
+//! The same processes also show that a trace crosses them: a chat sent to `serve` and run
+//! by `worker` is one trace at an OTLP receiver.
 
 use hub_adapters::jwt::Jwt;
 use hub_app::Settings;
@@ -286,6 +289,8 @@ struct Processes {
     config: PathBuf,
     port: u16,
     running: BTreeMap<&'static str, Child>,
+    /// Environment every process gets, besides the settings' own.
+    common: Vec<(String, String)>,
 }
 
 impl Processes {
@@ -330,6 +335,7 @@ providers = [{ kind = "mock", mock_tokens_per_second = 25 }]
             config,
             port: OwnPostgres::free_port(),
             running: BTreeMap::new(),
+            common: Vec::new(),
         }
     }
 
@@ -362,6 +368,9 @@ providers = [{ kind = "mock", mock_tokens_per_second = 25 }]
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
+        for (key, value) in &self.common {
+            command.env(key, value);
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -448,6 +457,15 @@ struct Scene {
 
 impl Scene {
     async fn new(worker_args: &[&str], worker_env: &[(&str, &str)]) -> Scene {
+        Scene::with_env(&[], worker_args, worker_env).await
+    }
+
+    /// With `common` in every process's environment.
+    async fn with_env(
+        common: &[(&str, &str)],
+        worker_args: &[&str],
+        worker_env: &[(&str, &str)],
+    ) -> Scene {
         let pg = OwnPostgres::start_new().await;
         let mut base = Settings::default();
         base.nats.url = nats_url();
@@ -455,6 +473,10 @@ impl Scene {
             .await
             .expect("a migrated database on the test's own Postgres");
         let mut hub = Processes::new(sandbox.settings.clone(), &pg.dir);
+        hub.common = common
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
         hub.start("serve", &["serve"], &[]);
         hub.start("relay", &["relay"], &[]);
         hub.start("project", &["project"], &[]);
@@ -1421,4 +1443,123 @@ async fn sigterm_lets_websocket_chats_finish_then_closes_the_socket() {
             .await
             .expect("balances");
     assert_eq!(reserved, Some(0), "nothing is left reserved");
+}
+
+// ---------------------------------------------------------------------------------------
+// One trace across the processes.
+
+#[path = "../../tests/tests/otlp/mod.rs"]
+mod otlp;
+
+/// With traces on in every process, a chat sent to the API process and run by a worker
+/// process is one trace at the OTLP receiver: the API's request, `reserve` and `publish`
+/// spans say role `serve`; the worker's `process`, `provider call` and `settle` say role
+/// `worker`; and `process` is the child of `publish`, whose context rode in the command's
+/// NATS headers (a worker that dropped them would start a trace of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_is_one_trace_across_the_api_and_worker_processes() {
+    let receiver = otlp::Receiver::start().await;
+    let endpoint = receiver.endpoint();
+    let scene = Scene::with_env(
+        &[
+            ("AIHUB__TRACES__ENABLED", "true"),
+            ("AIHUB__TRACES__ENDPOINT", &endpoint),
+        ],
+        &[],
+        &[],
+    )
+    .await;
+    let request_id = format!("cross-process-{}", Uuid::new_v4());
+    let response = scene
+        .client
+        .post(scene.hub.url("/v1/chat/completions"))
+        .bearer_auth(&scene.tokens[0])
+        .header("x-request-id", &request_id)
+        .json(&json!({"model": "mock-1", "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .expect("the chat is sent");
+    assert_eq!(response.status(), 200);
+
+    // Each process exports on its own schedule: wait for both sides of the trace.
+    let spans = eventually(
+        Duration::from_secs(30),
+        "both processes' spans at the receiver",
+        || async {
+            let spans = receiver.spans();
+            let root = spans.iter().find(|s| {
+                s.name == "POST /v1/chat/completions"
+                    && s.attribute("request_id") == Some(request_id.as_str())
+            })?;
+            let in_trace = |name: &str| {
+                spans
+                    .iter()
+                    .any(|s| s.trace_id == root.trace_id && s.name == name)
+            };
+            (in_trace("publish") && in_trace("process") && in_trace("settle"))
+                .then(|| spans.clone())
+        },
+    )
+    .await;
+    let root = spans
+        .iter()
+        .find(|s| {
+            s.name == "POST /v1/chat/completions"
+                && s.attribute("request_id") == Some(request_id.as_str())
+        })
+        .expect("the request's span");
+    assert!(
+        root.parent_span_id.is_empty(),
+        "the HTTP request is the root"
+    );
+    let role = |s: &otlp::Span| s.resource.get("aihub.role").cloned().unwrap_or_default();
+    let one = |name: &str| {
+        let named: Vec<&otlp::Span> = spans
+            .iter()
+            .filter(|s| s.trace_id == root.trace_id && s.name == name)
+            .collect();
+        assert_eq!(named.len(), 1, "one {name:?} in the request's trace");
+        named[0].clone()
+    };
+    let (reserve, publish, process) = (one("reserve"), one("publish"), one("process"));
+    let (call, settle) = (one("provider call"), one("settle"));
+    assert_eq!(role(root), "serve");
+    for span in [&reserve, &publish] {
+        assert_eq!(
+            span.parent_span_id, root.span_id,
+            "{} under the request",
+            span.name
+        );
+        assert_eq!(role(span), "serve", "{} in the API process", span.name);
+    }
+    assert_eq!(
+        process.parent_span_id, publish.span_id,
+        "the worker's process span is the child of the API's publish"
+    );
+    assert_eq!(process.attribute("request_id"), Some(request_id.as_str()));
+    assert_eq!(process.attribute("request"), publish.attribute("request"));
+    for span in [&process, &call, &settle] {
+        assert_eq!(role(span), "worker", "{} in the worker process", span.name);
+    }
+    // Under `process`, through whatever spans the worker opens between.
+    let under_process = |span: &otlp::Span| {
+        let mut parent = span.parent_span_id.clone();
+        for _ in 0..16 {
+            if parent == process.span_id {
+                return true;
+            }
+            match spans
+                .iter()
+                .find(|s| s.trace_id == span.trace_id && s.span_id == parent)
+            {
+                Some(next) => parent = next.parent_span_id.clone(),
+                None => return false,
+            }
+        }
+        false
+    };
+    for span in [&call, &settle] {
+        assert!(under_process(span), "{} under process", span.name);
+    }
+    assert_eq!(settle.attribute("settlement"), Some("direct"));
 }
