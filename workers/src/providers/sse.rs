@@ -46,7 +46,8 @@ impl SseParser {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         let mut events = Vec::new();
         let mut rest = chunk;
-        if self.after_cr {
+        // An empty chunk (a frame with no data) says nothing about a pending `\r\n`.
+        if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
             if let Some(tail) = rest.strip_prefix(b"\n") {
                 rest = tail;
@@ -179,6 +180,19 @@ mod tests {
         assert_eq!(
             parse_all(&[b"data: x\r", b"\n\r", b"\ndata: y\r\n\r\n"]),
             vec![data("x"), data("y")]
+        );
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_keeps_them_one_line_end() {
+        // Found by the proptest below: the empty chunk used to forget the `\r`, so the `\n`
+        // after it ended a blank line, which dispatched nothing and dropped `event: a`.
+        assert_eq!(
+            parse_all(&[b"event: a\r", b"", b"\ndata: x\r\n\r\n"]),
+            vec![SseEvent {
+                event: Some("a".into()),
+                data: "x".into()
+            }]
         );
     }
 
