@@ -130,6 +130,27 @@ fn key_roles(owner_roles: &[Role]) -> Vec<Role> {
         .collect()
 }
 
+/// An access token's claims, its signature and expiry checked (its user not yet).
+fn verified(state: &AppState, token: &str) -> Result<(Claims, Credential), ApiError> {
+    let claims = state
+        .jwt
+        .verify_at(token, state.clock.now())
+        .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
+    let credential = Credential::of_token(&claims);
+    Ok((claims, credential))
+}
+
+/// The caller an access token's checked claims name.
+fn of_claims(claims: Claims, credential: Credential) -> Caller {
+    Caller {
+        user: claims.sub,
+        roles: claims.roles,
+        api_key: None,
+        scopes: BTreeSet::new(),
+        credential,
+    }
+}
+
 impl Caller {
     /// The caller a request's `Authorization: Bearer` names (an access token or an API key).
     pub async fn from_headers(
@@ -141,20 +162,21 @@ impl Caller {
             let owner = hub_app::keys::authenticate(state, token).await?;
             return Ok(Caller::of_key(owner));
         }
-        let (caller, ()) = Caller::of_token(state, token, |_| async {}).await?;
-        Ok(caller)
+        Caller::of_token(state, token).await
     }
 
     /// The caller; who its requests count against for rate limits (the user with the roles
     /// they hold and, for a program, its API key with the key's own limits); and the request
     /// admitted by the rate limits (a place among the caller's concurrent requests taken too
-    /// when `lease`). For an access token the
-    /// subject is in the signed claims, so the store's round trip runs beside the check of
-    /// the user in the event store instead of after it: under load each is a wait for
-    /// another process, and the edge then costs one of them, not both (docs/benchmarks.md,
-    /// "The edge's cost"). A request whose user does not check out drops its admission
-    /// (the lease is given back) and is refused as before. An API key's limits are read
-    /// with the key, so its admission waits for the lookup.
+    /// when `lease`).
+    ///
+    /// For an access token the subject is in the signed claims, so the store's round trip
+    /// runs beside the check of the user in the event store instead of after it: under load
+    /// each is a wait for another process, and the edge then costs one of them, not both
+    /// (docs/benchmarks.md, "Where the edge's time goes"). A request whose user does not
+    /// check out is refused as before, and gives back what its admission took (the request
+    /// and the lease). An API key's limits are read with the key, so its
+    /// admission waits for the lookup.
     pub async fn admitted(
         state: &AppState,
         headers: &axum::http::HeaderMap,
@@ -179,13 +201,19 @@ impl Caller {
             let verdict = state.rate_limits.admit_request(&subject, lease).await;
             return Ok((Caller::of_key(owner), subject, verdict));
         }
-        let (caller, (subject, verdict)) = Caller::of_token(state, token, |claims| async move {
-            let subject = state.rate_limits.subject(claims.sub, &claims.roles, None);
-            let verdict = state.rate_limits.admit_request(&subject, lease).await;
-            (subject, verdict)
-        })
-        .await?;
-        Ok((caller, subject, verdict))
+        let (claims, credential) = verified(state, token)?;
+        let subject = state.rate_limits.subject(claims.sub, &claims.roles, None);
+        let (checked, verdict) = tokio::join!(
+            access::check(state, UserId(claims.sub), &credential),
+            state.rate_limits.admit_request(&subject, lease)
+        );
+        if let Err(refused) = checked {
+            if matches!(verdict, hub_app::rate_limits::Verdict::Admitted { .. }) {
+                state.rate_limits.refund_request(&subject).await;
+            }
+            return Err(refused.into());
+        }
+        Ok((of_claims(claims, credential), subject, verdict))
     }
 
     fn of_key(owner: hub_app::keys::KeyOwner) -> Self {
@@ -199,31 +227,11 @@ impl Caller {
     }
 
     /// The caller an access token names, its user checked in the event store (suspended, or
-    /// signed out since the token was made: refused); `beside` runs with the token's claims
-    /// while that check waits, and its output comes back with the caller.
-    async fn of_token<F: std::future::Future>(
-        state: &AppState,
-        token: &str,
-        beside: impl FnOnce(Claims) -> F,
-    ) -> Result<(Self, F::Output), ApiError> {
-        let claims = state
-            .jwt
-            .verify_at(token, state.clock.now())
-            .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
-        let credential = Credential::of_token(&claims);
-        let (checked, beside) = tokio::join!(
-            access::check(state, UserId(claims.sub), &credential),
-            beside(claims.clone())
-        );
-        checked?;
-        let caller = Caller {
-            user: claims.sub,
-            roles: claims.roles,
-            api_key: None,
-            scopes: BTreeSet::new(),
-            credential,
-        };
-        Ok((caller, beside))
+    /// signed out since the token was made: refused).
+    async fn of_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
+        let (claims, credential) = verified(state, token)?;
+        access::check(state, UserId(claims.sub), &credential).await?;
+        Ok(of_claims(claims, credential))
     }
 
     /// Whether the request's access token names an admin, for `/ready` only: when the user

@@ -377,6 +377,22 @@ impl RateLimits {
         }
     }
 
+    /// Give back the request an admission took from the subject's per-minute request
+    /// budgets: for a request refused after it was admitted (its access token's user was
+    /// signed out or suspended), which must not use up the user's budget.
+    pub async fn refund_request(&self, subject: &Subject) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let buckets = self.buckets(subject, "req", |q| q.requests_per_minute, 1);
+        if buckets.is_empty() {
+            return;
+        }
+        if let Err(err) = store.refund(&buckets, WINDOW).await {
+            tracing::debug!(error = %err, "could not give a request back to the rate limits");
+        }
+    }
+
     /// Give back `tokens` of the subject's per-minute token budgets: what a request was
     /// counted for at acceptance (its prompt and the most it could generate) and did not use.
     /// A store that does not answer keeps them (the budget only errs on the strict side).

@@ -629,3 +629,56 @@ async fn unused_tokens_go_back_to_the_budget_when_the_answer_ends() {
         "{restored} tokens left after the answer, {left} while it ran"
     );
 }
+
+/// An access token signed out (`logout-all`) is refused with 401 on `/v1`, and the requests
+/// it was refused for do not use up its user's per-minute budget: the user's new token still
+/// gets the whole of it, and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_out_tokens_refused_requests_leave_the_users_budget_whole() {
+    let limit = 5;
+    let app = limited_app(|s| {
+        s.rate_limits.user.requests_per_minute = limit;
+        s.rate_limits.anonymous_requests_per_minute_per_ip = 1_000;
+    })
+    .await;
+    let email = format!("{}@example.com", Uuid::new_v4().simple());
+    let credentials = json!({"email": email, "password": "password123"});
+    let sign = |path: &'static str| {
+        let request = app.client.post(app.url(path)).json(&credentials);
+        async move {
+            let response = request.send().await.expect("sent");
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
+            let body: Value = response.json().await.expect("json");
+            body["token"].as_str().expect("token").to_string()
+        }
+    };
+    let old = sign("/api/auth/register").await;
+    let ended = app
+        .client
+        .post(app.url("/api/auth/logout-all"))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        ended.status().is_success(),
+        "logout-all: {}",
+        ended.status()
+    );
+    for _ in 0..(2 * limit) {
+        let refused = app.get("/v1/models", Some(&old)).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A new session of the same user: the whole budget, then 429.
+    let fresh = sign("/api/auth/login").await;
+    for i in 0..limit {
+        let answer = app.get("/v1/models", Some(&fresh)).await;
+        assert_eq!(answer.status(), StatusCode::OK, "request {i} of {limit}");
+    }
+    let over = app.get("/v1/models", Some(&fresh)).await;
+    assert_openai_refusal(over).await;
+}
