@@ -99,29 +99,30 @@ end
 return reply
 ";
 
-/// Give a lease back. KEYS: the lease sets; ARGV: the lease id.
-const RELEASE: &str = r"
-for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
-return 1
-";
-
-/// Give back part of a bucket's take (a reservation that used less than it counted).
-/// KEYS: the buckets; ARGV: window (µs), then each bucket's limit and the units to give back.
-const REFUND: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local window = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i])
-  local units = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  local new_tat = tat - units * window / limit
-  if new_tat > now then
-    redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-  elseif tat > now then
-    redis.call('DEL', KEYS[i])
+/// Give back what a request took and did not use: its lease in each set, and units of each
+/// bucket (a take that counted more than was used), in one call.
+/// KEYS: the buckets, then the lease sets.
+/// ARGV: number of buckets, window (µs), lease id, then each bucket's limit and the units to
+/// give back.
+const GIVE_BACK: &str = r"
+local nb = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+if nb > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  for i = 1, nb do
+    local limit = tonumber(ARGV[2 + 2 * i])
+    local units = tonumber(ARGV[3 + 2 * i])
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local new_tat = tat - units * window / limit
+    if new_tat > now then
+      redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+    elseif tat > now then
+      redis.call('DEL', KEYS[i])
+    end
   end
 end
+for j = nb + 1, #KEYS do redis.call('ZREM', KEYS[j], ARGV[3]) end
 return 1
 ";
 
@@ -191,8 +192,7 @@ struct Inner {
     epoch: Instant,
     timeout: Duration,
     take: redis::Script,
-    release: redis::Script,
-    refund: redis::Script,
+    give_back: redis::Script,
 }
 
 impl std::fmt::Debug for RateStore {
@@ -218,8 +218,7 @@ impl RateStore {
                 epoch: Instant::now(),
                 timeout,
                 take: redis::Script::new(TAKE),
-                release: redis::Script::new(RELEASE),
-                refund: redis::Script::new(REFUND),
+                give_back: redis::Script::new(GIVE_BACK),
             }),
         })
     }
@@ -379,29 +378,29 @@ impl RateStore {
         })
     }
 
-    /// Give back the lease `lease_id` in every set it was taken in.
-    pub async fn release(&self, leases: &[LeaseSet], lease_id: &str) -> Result<(), RateStoreError> {
-        if leases.is_empty() {
+    /// Give back `units` of each bucket (their `cost` field), as if they had not been taken,
+    /// and the lease `lease_id` in every set it was taken in: all in one call.
+    pub async fn give_back(
+        &self,
+        buckets: &[Bucket],
+        leases: &[LeaseSet],
+        lease_id: &str,
+        window: Duration,
+    ) -> Result<(), RateStoreError> {
+        if buckets.is_empty() && leases.is_empty() {
             return Ok(());
         }
-        let mut invocation = self.inner.release.prepare_invoke();
-        for set in leases {
-            invocation.key(&set.key);
-        }
-        invocation.arg(lease_id);
-        self.run::<i64>(invocation).await.map(|_| ())
-    }
-
-    /// Give back `units` of each bucket (their `cost` field), as if they had not been taken.
-    pub async fn refund(&self, buckets: &[Bucket], window: Duration) -> Result<(), RateStoreError> {
-        if buckets.is_empty() {
-            return Ok(());
-        }
-        let mut invocation = self.inner.refund.prepare_invoke();
+        let mut invocation = self.inner.give_back.prepare_invoke();
         for bucket in buckets {
             invocation.key(&bucket.key);
         }
-        invocation.arg(micros(window));
+        for set in leases {
+            invocation.key(&set.key);
+        }
+        invocation
+            .arg(buckets.len())
+            .arg(micros(window))
+            .arg(lease_id);
         for bucket in buckets {
             invocation.arg(bucket.limit.max(1)).arg(bucket.cost);
         }

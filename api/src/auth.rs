@@ -166,9 +166,10 @@ impl Caller {
     }
 
     /// The caller; who its requests count against for rate limits (the user with the roles
-    /// they hold and, for a program, its API key with the key's own limits); and the request
-    /// admitted by the rate limits (a place among the caller's concurrent requests taken too
-    /// when `lease`).
+    /// they hold and, for a program, its API key with the key's own limits); and, when
+    /// `admission` asks for it, the request admitted by the rate limits (`Some(true)`: a place
+    /// among the caller's concurrent requests taken too). `None` leaves the admission to the
+    /// submit pipeline, which takes the request with its tokens in one call.
     ///
     /// For an access token the subject is in the signed claims, so the store's round trip
     /// runs beside the check of the user in the event store instead of after it: under load
@@ -180,12 +181,12 @@ impl Caller {
     pub async fn admitted(
         state: &AppState,
         headers: &axum::http::HeaderMap,
-        lease: bool,
+        admission: Option<bool>,
     ) -> Result<
         (
             Self,
             hub_app::rate_limits::Subject,
-            hub_app::rate_limits::Verdict,
+            Option<hub_app::rate_limits::Verdict>,
         ),
         ApiError,
     > {
@@ -198,11 +199,18 @@ impl Caller {
                 &owner.roles,
                 Some((owner.key_id, overrides)),
             );
-            let verdict = state.rate_limits.admit_request(&subject, lease).await;
+            let verdict = match admission {
+                Some(lease) => Some(state.rate_limits.admit_request(&subject, lease).await),
+                None => None,
+            };
             return Ok((Caller::of_key(owner), subject, verdict));
         }
         let (claims, credential) = verified(state, token)?;
         let subject = state.rate_limits.subject(claims.sub, &claims.roles, None);
+        let Some(lease) = admission else {
+            access::check(state, UserId(claims.sub), &credential).await?;
+            return Ok((of_claims(claims, credential), subject, None));
+        };
         let (checked, verdict) = tokio::join!(
             access::check(state, UserId(claims.sub), &credential),
             state.rate_limits.admit_request(&subject, lease)
@@ -213,7 +221,7 @@ impl Caller {
             }
             return Err(refused.into());
         }
-        Ok((of_claims(claims, credential), subject, verdict))
+        Ok((of_claims(claims, credential), subject, Some(verdict)))
     }
 
     fn of_key(owner: hub_app::keys::KeyOwner) -> Self {

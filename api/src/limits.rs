@@ -2,10 +2,13 @@
 //! ([`enforce`]), which acts on two kinds of path and lets every other through untouched.
 //!
 //! - **`/v1/…`** (the OpenAI- and Anthropic-compatible API): the caller is authenticated here
-//!   (and handed to the handler, which does not authenticate again), one request is taken
-//!   from its per-minute budgets and, for a `POST` (a chat), a place among its concurrent
-//!   requests, held until the answer's body ends. The handler's submit pipeline takes the
-//!   tokens. Every answer carries OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+//!   (and handed to the handler, which does not authenticate again). A request to a route
+//!   that runs the submit pipeline ([`PIPELINED`]: chats, messages, embeddings) is admitted
+//!   there, in one call to the store that takes the request from its per-minute budgets,
+//!   its tokens, and a place among its concurrent requests, held until the answer's body
+//!   ends; one the pipeline refused before it got that far (a malformed request) is counted
+//!   here afterwards. Any other `/v1` request is admitted here before its handler runs.
+//!   Every answer carries OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
 //!   headers; a refusal is a 429 with `Retry-After`, in OpenAI's error shape
 //!   (`{"error":{"message","type":"rate_limit_error","param","code":"rate_limit_exceeded"}}`),
 //!   or Anthropic's on `/v1/messages`.
@@ -83,53 +86,105 @@ async fn anonymous(state: Arc<AppState>, request: Request, next: Next) -> Respon
     }
 }
 
+/// The `/v1` routes that run the submit pipeline: their request is admitted there, with its
+/// tokens and its place among the caller's concurrent requests, in one call to the store.
+pub const PIPELINED: [&str; 3] = ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"];
+
 async fn v1(state: Arc<AppState>, mut request: Request, next: Next) -> Response {
-    let anthropic = request.uri().path() == "/v1/messages";
-    let chat = request.method() == Method::POST;
-    let Ok((caller, subject, verdict)) = Caller::admitted(&state, request.headers(), chat).await
+    let path = request.uri().path();
+    let anthropic = path == "/v1/messages";
+    let pipelined = request.method() == Method::POST && PIPELINED.contains(&path);
+    let admission = (!pipelined).then_some(false);
+    let Ok((caller, subject, verdict)) =
+        Caller::admitted(&state, request.headers(), admission).await
     else {
         return unauthenticated(state, request, next, anthropic).await;
     };
     request.extensions_mut().insert(caller);
-    let (report, lease) = match verdict {
-        Verdict::Admitted { report, lease } => (report, lease),
-        Verdict::Unchecked => return next.run(request).await,
-        Verdict::Refused {
+    let (mut report, mut lease) = match verdict {
+        // Admitted in the submit pipeline.
+        None => (Report::default(), None),
+        Some(Verdict::Admitted { report, lease }) => (report, lease),
+        Some(Verdict::Unchecked) => return next.run(request).await,
+        Some(Verdict::Refused {
             limited,
             retry_after,
             report,
-        } => {
-            let mut response = refusal(anthropic, StatusCode::TOO_MANY_REQUESTS, limited.message());
-            set_headers(response.headers_mut(), &report);
-            set_retry_after(response.headers_mut(), retry_after);
-            return response;
-        }
-        Verdict::Unavailable => {
-            return refusal(
-                anthropic,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the rate-limit store is unavailable; retry in a moment",
-            )
-        }
+        }) => return refused(anthropic, limited, retry_after, &report),
+        Some(Verdict::Unavailable) => return unavailable(anthropic),
     };
-    let limits = RequestLimits::new(subject);
+    let limits = RequestLimits::new(subject, !pipelined);
     let mut response = hub_app::rate_limits::with_request(limits.clone(), next.run(request)).await;
-    let mut report = report;
-    if let Some((tokens, retry_after)) = limits.tokens_taken() {
-        report.tokens = tokens.or(report.tokens);
-        if response.status() == StatusCode::TOO_MANY_REQUESTS
-            && !response
-                .headers()
-                .contains_key(axum::http::header::RETRY_AFTER)
-        {
-            set_retry_after(response.headers_mut(), retry_after);
+    match limits.take_verdict() {
+        Some(Verdict::Admitted {
+            report: taken,
+            lease: held,
+        }) => {
+            report.requests = taken.requests.or(report.requests);
+            report.tokens = taken.tokens.or(report.tokens);
+            lease = lease.or(held);
         }
+        Some(Verdict::Refused {
+            report: taken,
+            retry_after,
+            ..
+        }) => {
+            report.requests = taken.requests.or(report.requests);
+            report.tokens = taken.tokens.or(report.tokens);
+            if response.status() == StatusCode::TOO_MANY_REQUESTS
+                && !response
+                    .headers()
+                    .contains_key(axum::http::header::RETRY_AFTER)
+            {
+                set_retry_after(response.headers_mut(), retry_after);
+            }
+        }
+        Some(Verdict::Unchecked | Verdict::Unavailable) => {}
+        // Refused before the pipeline reached the limits (a malformed or unpriceable
+        // request, an unverified email): it counts all the same, and a caller out of
+        // requests hears that first.
+        None if pipelined => match state
+            .rate_limits
+            .admit_request(&limits.subject, false)
+            .await
+        {
+            Verdict::Admitted { report: taken, .. } => report = taken,
+            Verdict::Refused {
+                limited,
+                retry_after,
+                report,
+            } => return refused(anthropic, limited, retry_after, &report),
+            Verdict::Unavailable => return unavailable(anthropic),
+            Verdict::Unchecked => {}
+        },
+        None => {}
     }
     set_headers(response.headers_mut(), &report);
     match lease {
         Some(lease) => hold_until_sent(response, lease),
         None => response,
     }
+}
+
+/// A 429 on `/v1`, with what is left and when to come back.
+fn refused(
+    anthropic: bool,
+    limited: hub_app::rate_limits::Limited,
+    retry_after: Option<Duration>,
+    report: &Report,
+) -> Response {
+    let mut response = refusal(anthropic, StatusCode::TOO_MANY_REQUESTS, limited.message());
+    set_headers(response.headers_mut(), report);
+    set_retry_after(response.headers_mut(), retry_after);
+    response
+}
+
+fn unavailable(anthropic: bool) -> Response {
+    refusal(
+        anthropic,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the rate-limit store is unavailable; retry in a moment",
+    )
 }
 
 /// A `/v1` caller whose credentials do not check out: the handler refuses it in its own
@@ -156,11 +211,7 @@ async fn unauthenticated(
             set_retry_after(response.headers_mut(), retry_after);
             response
         }
-        Verdict::Unavailable => refusal(
-            anthropic,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the rate-limit store is unavailable; retry in a moment",
-        ),
+        Verdict::Unavailable => unavailable(anthropic),
         Verdict::Admitted { .. } | Verdict::Unchecked => {
             next.run(Request::from_parts(parts, body)).await
         }

@@ -1,12 +1,17 @@
 //! Rate limits and quotas, held across every API process by one shared store
 //! ([`hub_adapters::rate_store`], Redis; docs/adr/05-rate-limits.md).
 //!
-//! - **Per caller, on `/v1`**: requests per minute and concurrent requests, taken by the API
-//!   before the handler runs ([`RateLimits::admit_request`]); tokens per minute, taken when
-//!   a chat request is accepted, from its estimate ([`take_tokens`], one call in the submit
-//!   pipeline). A WebSocket chat takes its request there too, with its tokens (its
-//!   concurrency is the socket's own limit of chats at once). Each counts against the user and, for a program, against its API key too:
-//!   a request passes only when every budget has room, and takes from all of them at once.
+//! - **Per caller, on `/v1`**: requests per minute, tokens per minute and concurrent
+//!   requests. A chat (or an embeddings request) takes all three in one call when the submit
+//!   pipeline has its estimate ([`take_tokens`]): the request, its tokens (its prompt and
+//!   the most it may generate) and its place among the caller's concurrent requests. Any
+//!   other `/v1` request is admitted by the API before its handler runs
+//!   ([`RateLimits::admit_request`]). A WebSocket chat or an MCP tool's takes its request
+//!   and tokens in the pipeline too (its concurrency is the connection's own limit). What an
+//!   answer did not use of its tokens goes back with its place, in one call, when it ends
+//!   ([`TokensTaken::give_back`]). Each counts against the user and, for a program, against
+//!   its API key too: a request passes only when every budget has room, and takes from all
+//!   of them at once.
 //! - **Per client address, on the routes anyone may call** (register, sign in, password
 //!   reset, resend verification, Google sign-in): requests per minute
 //!   ([`RateLimits::admit_address`]). Beside it stay the login throttle's rows in Postgres
@@ -126,12 +131,21 @@ pub enum Verdict {
 }
 
 /// A place among a caller's concurrent requests, given back when dropped (or, if the process
-/// dies, when it lapses).
+/// dies, when it lapses). What the request's answer left of the tokens it took can be handed
+/// to the lease before then ([`TokensTaken::give_back`]): both go back in one call.
 #[derive(Debug)]
 pub struct Lease {
     store: RateStore,
     sets: Vec<LeaseSet>,
     id: String,
+    handover: Arc<Mutex<Handover>>,
+}
+
+/// Unused tokens waiting for their lease to end, or the news that it has.
+#[derive(Debug, Default)]
+struct Handover {
+    ended: bool,
+    tokens: Vec<Bucket>,
 }
 
 impl Drop for Lease {
@@ -139,9 +153,16 @@ impl Drop for Lease {
         let store = self.store.clone();
         let sets = std::mem::take(&mut self.sets);
         let id = std::mem::take(&mut self.id);
+        let tokens = match self.handover.lock() {
+            Ok(mut handover) => {
+                handover.ended = true;
+                std::mem::take(&mut handover.tokens)
+            }
+            Err(_) => Vec::new(),
+        };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(err) = store.release(&sets, &id).await {
+                if let Err(err) = store.give_back(&tokens, &sets, &id, WINDOW).await {
                     tracing::debug!(error = %err, "a concurrency lease was not released; it will lapse");
                 }
             });
@@ -305,6 +326,35 @@ impl RateLimits {
         buckets
     }
 
+    /// The sets of the subject's concurrent requests, those that have a limit.
+    fn lease_sets(&self, subject: &Subject) -> Vec<LeaseSet> {
+        let mut sets = Vec::with_capacity(2);
+        if subject.user_quota.concurrent_requests > 0 {
+            sets.push(LeaseSet {
+                key: self.key(subject, "con", None),
+                limit: subject.user_quota.concurrent_requests,
+            });
+        }
+        if let Some((id, quota)) = &subject.key {
+            if quota.concurrent_requests > 0 {
+                sets.push(LeaseSet {
+                    key: self.key(subject, "con", Some(*id)),
+                    limit: quota.concurrent_requests,
+                });
+            }
+        }
+        sets
+    }
+
+    fn lease(&self, store: &RateStore, sets: Vec<LeaseSet>, id: String) -> Option<Lease> {
+        (!sets.is_empty()).then(|| Lease {
+            store: store.clone(),
+            sets,
+            id,
+            handover: Arc::default(),
+        })
+    }
+
     /// Admit one `/v1` request: a request from each per-minute budget, and (when `lease`, an
     /// inference request) a place among the caller's concurrent requests. The tokens left are
     /// read too, for the headers.
@@ -314,23 +364,11 @@ impl RateLimits {
         };
         let requests = self.buckets(subject, "req", |q| q.requests_per_minute, 1);
         let tokens = self.buckets(subject, "tok", |q| q.tokens_per_minute, 0);
-        let mut sets = Vec::new();
-        if lease {
-            if subject.user_quota.concurrent_requests > 0 {
-                sets.push(LeaseSet {
-                    key: self.key(subject, "con", None),
-                    limit: subject.user_quota.concurrent_requests,
-                });
-            }
-            if let Some((id, quota)) = &subject.key {
-                if quota.concurrent_requests > 0 {
-                    sets.push(LeaseSet {
-                        key: self.key(subject, "con", Some(*id)),
-                        limit: quota.concurrent_requests,
-                    });
-                }
-            }
-        }
+        let sets = if lease {
+            self.lease_sets(subject)
+        } else {
+            Vec::new()
+        };
         let all: Vec<Bucket> = requests.iter().chain(tokens.iter()).cloned().collect();
         if all.is_empty() && sets.is_empty() {
             return Verdict::Admitted {
@@ -352,11 +390,7 @@ impl RateLimits {
             tokens: tightest(token_states),
         };
         if taken.admitted {
-            let lease = (!sets.is_empty()).then(|| Lease {
-                store: store.clone(),
-                sets,
-                id: lease_id,
-            });
+            let lease = self.lease(store, sets, lease_id);
             return Verdict::Admitted { report, lease };
         }
         // The request budgets first: a refusal there says when to come back.
@@ -388,31 +422,21 @@ impl RateLimits {
         if buckets.is_empty() {
             return;
         }
-        if let Err(err) = store.refund(&buckets, WINDOW).await {
+        if let Err(err) = store.give_back(&buckets, &[], "", WINDOW).await {
             tracing::debug!(error = %err, "could not give a request back to the rate limits");
         }
     }
 
-    /// Give back `tokens` of the subject's per-minute token budgets: what a request was
-    /// counted for at acceptance (its prompt and the most it could generate) and did not use.
-    /// A store that does not answer keeps them (the budget only errs on the strict side).
-    pub async fn refund_tokens(&self, subject: &Subject, tokens: u64) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        let buckets = self.buckets(subject, "tok", |q| q.tokens_per_minute, tokens);
-        if tokens == 0 || buckets.is_empty() {
-            return;
-        }
-        if let Err(err) = store.refund(&buckets, WINDOW).await {
-            tracing::debug!(error = %err, "could not give unused tokens back to the rate limits");
-        }
-    }
-
     /// Take `tokens` from the subject's per-minute token budgets and, when `request` (a chat
-    /// no middleware counted: the WebSocket's), one request from its request budgets, all
-    /// in one decision.
-    pub async fn admit_tokens(&self, subject: &Subject, tokens: u64, request: bool) -> Verdict {
+    /// the edge did not count before its handler ran), one request from its request budgets
+    /// and, when `lease` too, a place among its concurrent requests: all in one decision.
+    pub async fn admit_tokens(
+        &self,
+        subject: &Subject,
+        tokens: u64,
+        request: bool,
+        lease: bool,
+    ) -> Verdict {
         let Some(store) = &self.store else {
             return Verdict::Unchecked;
         };
@@ -422,11 +446,24 @@ impl RateLimits {
             Vec::new()
         };
         let tokens = self.buckets(subject, "tok", |q| q.tokens_per_minute, tokens);
+        let sets = if lease {
+            self.lease_sets(subject)
+        } else {
+            Vec::new()
+        };
         let all: Vec<Bucket> = requests.iter().chain(tokens.iter()).cloned().collect();
-        if all.is_empty() {
+        if all.is_empty() && sets.is_empty() {
             return Verdict::Unchecked;
         }
-        let taken = match store.take(&all, &[], "", Duration::ZERO, WINDOW).await {
+        let lease_id = if sets.is_empty() {
+            String::new()
+        } else {
+            uuid::Uuid::new_v4().simple().to_string()
+        };
+        let taken = match store
+            .take(&all, &sets, &lease_id, self.lease_lifetime, WINDOW)
+            .await
+        {
             Ok(taken) => taken,
             Err(err) => return self.store_failed(&err),
         };
@@ -436,10 +473,8 @@ impl RateLimits {
             tokens: tightest(token_states),
         };
         if taken.admitted {
-            return Verdict::Admitted {
-                report,
-                lease: None,
-            };
+            let lease = self.lease(store, sets, lease_id);
+            return Verdict::Admitted { report, lease };
         }
         let refused = |states: &[BucketState]| {
             states
@@ -448,9 +483,11 @@ impl RateLimits {
                 .map(|s| s.retry_after)
                 .max_by_key(|r| r.unwrap_or(Duration::MAX))
         };
-        let (limited, retry_after) = match refused(request_states) {
-            Some(retry_after) => (Limited::Requests, retry_after),
-            None => (Limited::Tokens, refused(token_states).flatten()),
+        let (limited, retry_after) = match (refused(request_states), refused(token_states)) {
+            (Some(retry_after), _) => (Limited::Requests, retry_after),
+            (None, Some(retry_after)) => (Limited::Tokens, retry_after),
+            // Every bucket had room: the concurrent requests were full.
+            (None, None) => (Limited::Concurrency, Some(Duration::from_secs(1))),
         };
         Verdict::Refused {
             limited,
@@ -558,38 +595,34 @@ fn tightest(states: &[BucketState]) -> Option<BucketState> {
 }
 
 /// What one request's middleware knows, for the steps inside it: who it counts against,
-/// and the tokens the submit pipeline took (read back for the headers).
+/// whether it admitted the request already, and what the submit pipeline decided (read back
+/// for the headers, and the lease to hold while the answer is sent).
 #[derive(Debug)]
 pub struct RequestLimits {
     pub subject: Subject,
-    tokens: Mutex<Option<Verdict>>,
+    /// The edge took the request (and its place among the concurrent ones) before the
+    /// handler ran: the pipeline takes the tokens only. Otherwise the pipeline takes all of
+    /// them in its one call.
+    admitted: bool,
+    verdict: Mutex<Option<Verdict>>,
 }
 
 impl RequestLimits {
-    pub fn new(subject: Subject) -> Arc<Self> {
+    pub fn new(subject: Subject, admitted: bool) -> Arc<Self> {
         Arc::new(RequestLimits {
             subject,
-            tokens: Mutex::new(None),
+            admitted,
+            verdict: Mutex::new(None),
         })
     }
 
-    /// The token budget after the submit pipeline took from it, if it did: the state, and
-    /// when to come back if it refused.
-    pub fn tokens_taken(&self) -> Option<(Option<BucketState>, Option<Duration>)> {
-        let guard = self.tokens.lock().ok()?;
-        match guard.as_ref()? {
-            Verdict::Admitted { report, .. } => Some((report.tokens, None)),
-            Verdict::Refused {
-                report,
-                retry_after,
-                ..
-            } => Some((report.tokens, *retry_after)),
-            Verdict::Unchecked | Verdict::Unavailable => None,
-        }
+    /// What the submit pipeline's limits decided, if the request got that far.
+    pub fn take_verdict(&self) -> Option<Verdict> {
+        self.verdict.lock().ok()?.take()
     }
 
     fn record(&self, verdict: Verdict) {
-        if let Ok(mut slot) = self.tokens.lock() {
+        if let Ok(mut slot) = self.verdict.lock() {
             *slot = Some(verdict);
         }
     }
@@ -601,11 +634,47 @@ tokio::task_local! {
 }
 
 /// Tokens a chat took from its caller's per-minute budgets at acceptance; what its answer did
-/// not use is given back when it ends ([`RateLimits::refund_tokens`]).
-#[derive(Debug, Clone)]
+/// not use goes back when it ends ([`TokensTaken::give_back`]).
+#[derive(Debug)]
 pub struct TokensTaken {
     pub subject: Subject,
     pub tokens: u64,
+    /// The request's concurrency lease, when it has one: the unused tokens go back with it.
+    handover: Option<Arc<Mutex<Handover>>>,
+}
+
+impl TokensTaken {
+    /// Give back what the answer did not use of the tokens taken, `used` being what it
+    /// did (0 when it failed), off the answer's path: handed to the request's lease if it
+    /// is still held, so that one call returns both, or on their own.
+    pub fn give_back(self, hub: Arc<Hub>, used: u64) {
+        let unused = self.tokens.saturating_sub(used);
+        if unused == 0 {
+            return;
+        }
+        let limits = &hub.rate_limits;
+        let buckets = limits.buckets(&self.subject, "tok", |q| q.tokens_per_minute, unused);
+        if buckets.is_empty() {
+            return;
+        }
+        if let Some(handover) = &self.handover {
+            if let Ok(mut handover) = handover.lock() {
+                if !handover.ended {
+                    handover.tokens = buckets;
+                    return;
+                }
+            }
+        }
+        let Some(store) = limits.store.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            // A store that does not answer keeps them (the budget only errs on the strict side).
+            if let Err(err) = store.give_back(&buckets, &[], "", WINDOW).await {
+                tracing::debug!(error = %err, "could not give unused tokens back to the rate limits");
+            }
+        });
+    }
 }
 
 /// Run `work` (a request's handler) with `limits` visible to [`take_tokens`].
@@ -617,7 +686,9 @@ pub async fn with_request<F: std::future::Future>(
 }
 
 /// The submit pipeline's step: take the request's tokens (its prompt and the most it may
-/// generate) from the payer's per-minute budgets. `user`: the payer, when already loaded.
+/// generate) from the payer's per-minute budgets, and, unless the edge did already, the
+/// request itself and its place among the concurrent ones, in one call. `user`: the payer,
+/// when already loaded.
 pub async fn take_tokens(
     hub: &Hub,
     payer: &Payer,
@@ -631,8 +702,8 @@ pub async fn take_tokens(
     let request = REQUEST.try_with(Arc::clone).ok();
     let subject = match &request {
         Some(request) => request.subject.clone(),
-        // A chat without the API's middleware around it (the WebSocket): who pays, as
-        // the event store has them.
+        // A chat without the API's middleware around it (the WebSocket, an MCP tool): who
+        // pays, as the event store has them.
         None => {
             let loaded;
             let user = match user {
@@ -652,15 +723,21 @@ pub async fn take_tokens(
             limits.subject(payer.user, user.roles(), key)
         }
     };
-    // Through `/v1`, the middleware took the request already; a WebSocket chat takes one
-    // here, with its tokens.
+    // Through `/v1` the request takes its place among the caller's concurrent ones here
+    // (the middleware holds it until the answer is sent); without the middleware, the
+    // WebSocket's own cap of chats at once bounds it.
+    let (take_request, lease) = match &request {
+        Some(request) => (!request.admitted, !request.admitted),
+        None => (true, false),
+    };
     let verdict = limits
-        .admit_tokens(&subject, tokens, request.is_none())
+        .admit_tokens(&subject, tokens, take_request, lease)
         .await;
     let outcome = match &verdict {
-        Verdict::Admitted { .. } => Ok(Some(TokensTaken {
+        Verdict::Admitted { lease, .. } => Ok(Some(TokensTaken {
             subject: subject.clone(),
             tokens,
+            handover: lease.as_ref().map(|lease| Arc::clone(&lease.handover)),
         })),
         Verdict::Unchecked => Ok(None),
         Verdict::Refused {

@@ -682,3 +682,110 @@ async fn a_signed_out_tokens_refused_requests_leave_the_users_budget_whole() {
     let over = app.get("/v1/models", Some(&fresh)).await;
     assert_openai_refusal(over).await;
 }
+
+/// A chat refused before the limits were reached (its model unknown) still counts against
+/// the caller's requests per minute and says so in its headers; a caller out of requests
+/// hears 429 before anything about its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_refused_for_its_body_still_counts_and_carries_the_headers() {
+    let app = limited_app(|_| {}).await;
+    let (_, token) = funded_user(&app).await;
+    let key = key_with(&app, &token, json!({"requests_per_minute": 3})).await;
+    let send = |model: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": model, "max_tokens": 10,
+                          "messages": [{"role": "user", "content": "Hello there"}]}));
+        async move { request.send().await.expect("sent") }
+    };
+    let unknown = send("no-such-model").await;
+    assert!(
+        unknown.status().is_client_error() && unknown.status() != StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        unknown.status()
+    );
+    assert_eq!(
+        header(&unknown, "x-ratelimit-remaining-requests").as_deref(),
+        Some("2"),
+        "the refused chat took a request"
+    );
+    for left in ["1", "0"] {
+        let answered = send("mock-1").await;
+        assert_eq!(answered.status(), StatusCode::OK);
+        assert_eq!(
+            header(&answered, "x-ratelimit-remaining-requests").as_deref(),
+            Some(left)
+        );
+        assert!(header(&answered, "x-ratelimit-remaining-tokens").is_some());
+    }
+    assert_openai_refusal(send("no-such-model").await).await;
+    assert_openai_refusal(send("mock-1").await).await;
+}
+
+/// A streamed chat holds its place among the caller's concurrent requests until its last
+/// chunk is sent; then the place and the tokens its answer did not use go back together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_streams_place_and_unused_tokens_go_back_together() {
+    let app = limited_app(|_| {}).await;
+    let (_, token) = funded_user(&app).await;
+    let limit: u64 = 3_000;
+    let key = key_with(
+        &app,
+        &token,
+        json!({"tokens_per_minute": limit, "concurrent_requests": 1}),
+    )
+    .await;
+    let open = || {
+        let request = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(
+                &json!({"model": "mock-1", "max_tokens": 1000, "stream": true,
+                          "stream_options": {"include_usage": true},
+                          "messages": [{"role": "user", "content": "Hello there"}]}),
+            );
+        async move { request.send().await.expect("sent") }
+    };
+    let stream = open().await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let left: u64 = header(&stream, "x-ratelimit-remaining-tokens")
+        .expect("remaining tokens")
+        .parse()
+        .expect("a number");
+    assert!(limit - left >= 1_000, "max_tokens was counted: {left} left");
+    let body = stream.text().await.expect("the whole stream");
+    assert!(body.contains("data: [DONE]"), "{body}");
+    let usage: Value = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find_map(|chunk| chunk.get("usage").filter(|u| u.is_object()).cloned())
+        .expect("a usage chunk");
+    let used = usage["total_tokens"].as_u64().expect("usage");
+
+    let restored = eventually(
+        Duration::from_secs(10),
+        "the place and the unused tokens back",
+        || async {
+            let models = app.get("/v1/models", Some(&key)).await;
+            let now: u64 = header(&models, "x-ratelimit-remaining-tokens")?
+                .parse()
+                .ok()?;
+            (now + used + 2 >= limit).then_some(now)
+        },
+    )
+    .await;
+    assert!(
+        restored > left,
+        "{restored} tokens left after the stream, {left} while it ran"
+    );
+    let next = open().await;
+    assert_eq!(
+        next.status(),
+        StatusCode::OK,
+        "the one place went back with the tokens"
+    );
+}

@@ -138,12 +138,7 @@ impl Submission {
             }
             _ => 0,
         };
-        let unused = taken.tokens.saturating_sub(used);
-        if unused > 0 {
-            tokio::spawn(async move {
-                hub.rate_limits.refund_tokens(&taken.subject, unused).await;
-            });
-        }
+        taken.give_back(hub, used);
     }
 
     /// The next chunk; `None` if none came within the idle bound (a lost worker).
