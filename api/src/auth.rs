@@ -35,14 +35,28 @@ pub struct Caller {
     /// The credential presented, to check again later (an open WebSocket does on every chat
     /// it starts).
     pub credential: Credential,
+    /// The user as the check of this request's credential read them.
+    checked: hub_app::inference::CheckedUser,
 }
 
 impl Caller {
-    /// Who pays for what this caller runs.
+    /// Who pays for what this caller runs, over a connection that outlives the request
+    /// it was authenticated on (a WebSocket, an MCP session): each chat reads the user afresh.
     pub fn payer(&self) -> hub_app::inference::Payer {
         hub_app::inference::Payer {
             user: self.user,
             api_key: self.api_key,
+            checked: None,
+        }
+    }
+
+    /// Who pays for the one request this caller was authenticated on: the user as its
+    /// credential check read them goes with it, so the submit pipeline does not read them
+    /// again (one round trip to the event store less for a program's chat).
+    pub fn payer_of_this_request(&self) -> hub_app::inference::Payer {
+        hub_app::inference::Payer {
+            checked: Some(self.checked.clone()),
+            ..self.payer()
         }
     }
 
@@ -141,13 +155,14 @@ fn verified(state: &AppState, token: &str) -> Result<(Claims, Credential), ApiEr
 }
 
 /// The caller an access token's checked claims name.
-fn of_claims(claims: Claims, credential: Credential) -> Caller {
+fn of_claims(claims: Claims, credential: Credential, user: Arc<hub_domain::User>) -> Caller {
     Caller {
         user: claims.sub,
         roles: claims.roles,
         api_key: None,
         scopes: BTreeSet::new(),
         credential,
+        checked: hub_app::inference::CheckedUser(user),
     }
 }
 
@@ -208,20 +223,42 @@ impl Caller {
         let (claims, credential) = verified(state, token)?;
         let subject = state.rate_limits.subject(claims.sub, &claims.roles, None);
         let Some(lease) = admission else {
-            access::check(state, UserId(claims.sub), &credential).await?;
-            return Ok((of_claims(claims, credential), subject, None));
+            let user = access::check(state, UserId(claims.sub), &credential).await?;
+            return Ok((of_claims(claims, credential, user), subject, None));
         };
         let (checked, verdict) = tokio::join!(
             access::check(state, UserId(claims.sub), &credential),
             state.rate_limits.admit_request(&subject, lease)
         );
-        if let Err(refused) = checked {
-            if matches!(verdict, hub_app::rate_limits::Verdict::Admitted { .. }) {
-                state.rate_limits.refund_request(&subject).await;
+        let user = match checked {
+            Ok(user) => user,
+            Err(refused) => {
+                if matches!(verdict, hub_app::rate_limits::Verdict::Admitted { .. }) {
+                    state.rate_limits.refund_request(&subject).await;
+                }
+                return Err(refused.into());
             }
-            return Err(refused.into());
-        }
-        Ok((of_claims(claims, credential), subject, Some(verdict)))
+        };
+        Ok((of_claims(claims, credential, user), subject, Some(verdict)))
+    }
+
+    /// A person's caller from a credential held elsewhere (a redeemed WebSocket ticket),
+    /// checked against the user now.
+    pub async fn of_credential(
+        state: &AppState,
+        user: Uuid,
+        roles: Vec<Role>,
+        credential: Credential,
+    ) -> Result<Self, ApiError> {
+        let checked = access::check(state, UserId(user), &credential).await?;
+        Ok(Caller {
+            user,
+            roles,
+            api_key: None,
+            scopes: BTreeSet::new(),
+            credential,
+            checked: hub_app::inference::CheckedUser(checked),
+        })
     }
 
     fn of_key(owner: hub_app::keys::KeyOwner) -> Self {
@@ -231,6 +268,7 @@ impl Caller {
             api_key: Some(owner.key_id),
             scopes: owner.scopes,
             credential: Credential::ApiKey(owner.key_id),
+            checked: owner.state,
         }
     }
 
@@ -238,8 +276,8 @@ impl Caller {
     /// signed out since the token was made: refused).
     async fn of_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
         let (claims, credential) = verified(state, token)?;
-        access::check(state, UserId(claims.sub), &credential).await?;
-        Ok(of_claims(claims, credential))
+        let user = access::check(state, UserId(claims.sub), &credential).await?;
+        Ok(of_claims(claims, credential, user))
     }
 
     /// Whether the request's access token names an admin, for `/ready` only: when the user
@@ -261,7 +299,7 @@ impl Caller {
         }
         let credential = Credential::of_token(&claims);
         match access::check(state, UserId(claims.sub), &credential).await {
-            Ok(()) | Err(access::AccessError::Store(_)) => true,
+            Ok(_) | Err(access::AccessError::Store(_)) => true,
             Err(access::AccessError::Refused(_)) => false,
         }
     }
@@ -269,7 +307,9 @@ impl Caller {
     /// Check the caller's credential again, against the user as they are now: what a
     /// long-lived connection does before each thing it starts.
     pub async fn recheck(&self, state: &AppState) -> Result<(), access::AccessError> {
-        access::check(state, UserId(self.user), &self.credential).await
+        access::check(state, UserId(self.user), &self.credential)
+            .await
+            .map(|_| ())
     }
 }
 

@@ -155,6 +155,8 @@ pub struct KeyOwner {
     pub scopes: BTreeSet<ApiKeyScope>,
     /// The key's own rate limits.
     pub rate_limits: ApiKeyRateLimits,
+    /// The owner as read for this check.
+    pub state: crate::inference::CheckedUser,
 }
 
 /// Resolve a presented key to its owner, with the owner's roles now. A revoked or expired key,
@@ -195,5 +197,6 @@ pub async fn authenticate(hub: &Hub, key: &str) -> Result<KeyOwner, KeyError> {
         key_id: api_key.id(),
         scopes: api_key.scopes().clone(),
         rate_limits: api_key.rate_limits(),
+        state: crate::inference::CheckedUser(user),
     })
 }

@@ -587,7 +587,7 @@ pub async fn messages(
     }
     let stream = request.stream.unwrap_or(false);
     let chat = request.into_chat(!stream)?;
-    let mut submission = inference::submit(&state, &caller.payer(), chat).await?;
+    let mut submission = inference::submit(&state, &caller.payer_of_this_request(), chat).await?;
     if !stream {
         let answer = submission.answer().await?;
         return Ok(Json(message(&submission, &answer)).into_response());

@@ -471,7 +471,7 @@ pub async fn chat_completions(
     let request = ChatCompletionRequest::parse(&body)?;
     let (stream, include_usage) = (request.stream, request.include_usage);
     let chat = request.into_chat();
-    let mut submission = inference::submit(&state, &caller.payer(), chat).await?;
+    let mut submission = inference::submit(&state, &caller.payer_of_this_request(), chat).await?;
     if !stream {
         let answer = submission.answer().await?;
         return Ok(Json(completion(&submission, &answer)).into_response());
@@ -740,7 +740,8 @@ pub async fn embeddings(
         inputs,
         dimensions: request.dimensions,
     };
-    let mut submission = inference::submit_embeddings(&state, &caller.payer(), embed).await?;
+    let mut submission =
+        inference::submit_embeddings(&state, &caller.payer_of_this_request(), embed).await?;
     let answer = submission.embeddings(count).await?;
     let data: Vec<Value> = answer
         .vectors

@@ -56,7 +56,6 @@ use crate::state::AppState;
 use hub_app::identity::access::{AccessError, AccessRefused, Credential};
 use hub_app::identity::ws_ticket;
 use hub_app::inference::{Chat, ChatFailure, ChatSession, ChatUpdate, Progress};
-use std::collections::BTreeSet;
 
 /// How often an idle connection hears from the hub.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -144,14 +143,9 @@ pub async fn connect(
         let redeemed = ws_ticket::redeem(&state, &ticket)
             .await?
             .ok_or(ApiError::unauthorized("invalid, used or expired ticket"))?;
-        let caller = Caller {
-            user: redeemed.user.0,
-            roles: redeemed.roles,
-            api_key: None,
-            scopes: BTreeSet::new(),
-            credential: redeemed.credential,
-        };
-        caller.recheck(&state).await?;
+        let caller =
+            Caller::of_credential(&state, redeemed.user.0, redeemed.roles, redeemed.credential)
+                .await?;
         return Ok(upgrade
             .max_message_size(MESSAGE_MAX_BYTES)
             .on_upgrade(move |socket| tracked(socket, state, caller, sockets)));

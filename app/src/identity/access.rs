@@ -19,6 +19,7 @@ use hub_commands::StoreError;
 use hub_domain::{ApiKeyId, User, UserId};
 
 use crate::hub::Hub;
+use std::sync::Arc;
 
 /// A credential that was accepted once and may be checked again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +83,12 @@ pub enum AccessError {
 }
 
 /// Whether `credential` of `user` lets them in now, against the user as the event store has
-/// them now.
-pub async fn check(hub: &Hub, user: UserId, credential: &Credential) -> Result<(), AccessError> {
+/// them now; the user as read, when they do.
+pub async fn check(
+    hub: &Hub,
+    user: UserId,
+    credential: &Credential,
+) -> Result<Arc<User>, AccessError> {
     let now = hub.clock.now();
     // An expired token is refused without a read.
     if credential.ends_at().is_some_and(|end| end < now) {
@@ -91,7 +96,7 @@ pub async fn check(hub: &Hub, user: UserId, credential: &Credential) -> Result<(
     }
     let current = hub.users.current(user).await?;
     judge(&current, credential, now)?;
-    Ok(())
+    Ok(current)
 }
 
 /// The rule [`check`] applies to the user as loaded.

@@ -13,6 +13,9 @@ pub async fn load_payer(hub: &Hub, payer: &Payer) -> Result<Option<Arc<User>>, G
     if !hub.settings.auth.require_verified_email && payer.api_key.is_none() {
         return Ok(None);
     }
+    if let Some(checked) = &payer.checked {
+        return Ok(Some(Arc::clone(&checked.0)));
+    }
     hub.users
         .current(UserId(payer.user))
         .await

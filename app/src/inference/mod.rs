@@ -61,11 +61,26 @@ pub(crate) fn correlation() -> Option<String> {
 }
 
 /// Who pays for a chat request: the user, through an access token or one of their API keys.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Payer {
     pub user: Uuid,
     /// The API key used, if the caller is a program (its spending limit applies).
     pub api_key: Option<ApiKeyId>,
+    /// The user as this request's credential check read them from the event store, moments
+    /// before: the pipeline uses it instead of reading them again. Only for one request
+    /// (never for a long-lived connection's chats, which read the user afresh).
+    pub checked: Option<CheckedUser>,
+}
+
+/// A user as read for one request's credential check.
+#[derive(Clone)]
+pub struct CheckedUser(pub std::sync::Arc<hub_domain::User>);
+
+impl std::fmt::Debug for CheckedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the user's fields: their email and secrets stay out of any log.
+        f.write_str("CheckedUser")
+    }
 }
 
 /// A chat request as the hub takes it from any transport: what the client asked.

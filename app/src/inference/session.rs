@@ -67,7 +67,7 @@ impl<M: From<ChatUpdate> + Send + 'static> ChatSession<M> {
         }
         let chat = run(
             self.hub.clone(),
-            self.payer,
+            self.payer.clone(),
             id.clone(),
             chat,
             self.out.clone(),
