@@ -105,6 +105,10 @@ pub struct GatewayArgs {
     /// The Redis the edge hub's rate limits use.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Call the hubs with API keys (one per funded user, as a program would) instead of
+    /// access tokens.
+    #[arg(long)]
+    pub api_keys: bool,
 }
 
 /// The targets from the issue.
@@ -203,7 +207,7 @@ async fn measure(
 
     let hub = Hub::start(env, &upstream, logs, None).await?;
     progress(&format!("hub (pid {}) on {}", hub.pid, hub.base));
-    let tokens = hub.fund(args.users).await?;
+    let tokens = hub.fund(args.users, args.api_keys).await?;
     let hub_idle_rss_mb = rss_tree_mb(hub.pid);
     let edge = match edge_env {
         Some(edge_env) => {
@@ -212,7 +216,7 @@ async fn measure(
                 "{EDGE} (pid {}) on {}: rate limits in {}, metrics on",
                 edge.pid, edge.base, args.redis_url
             ));
-            let tokens = edge.fund(args.users).await?;
+            let tokens = edge.fund(args.users, args.api_keys).await?;
             Some((edge, tokens))
         }
         None => None,
@@ -679,8 +683,9 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
         })
     }
 
-    /// Grants credits to `users` new accounts; their signed tokens.
-    async fn fund(&self, users: usize) -> anyhow::Result<Arc<Vec<String>>> {
+    /// Grants credits to `users` new accounts; their signed tokens, or with `api_keys` an
+    /// API key of each.
+    async fn fund(&self, users: usize, api_keys: bool) -> anyhow::Result<Arc<Vec<String>>> {
         let jwt = Jwt::new(&self.jwt_secret);
         let admin = jwt.mint(Uuid::new_v4(), &[Role::Admin], 86_400)?;
         let client = reqwest::Client::new();
@@ -705,9 +710,35 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
                 response.status(),
                 response.text().await.unwrap_or_default()
             );
-            tokens.push(jwt.mint(user, &[Role::User], 86_400)?);
+            let token = jwt.mint(user, &[Role::User], 86_400)?;
+            if !api_keys {
+                tokens.push(token);
+                continue;
+            }
+            let response = client
+                .post(format!("{}/api/keys", self.base))
+                .bearer_auth(&token)
+                .json(&json!({"name": "gateway benchmark"}))
+                .send()
+                .await
+                .context("could not create an API key")?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "creating an API key answered {}",
+                response.status()
+            );
+            let created: serde_json::Value = response.json().await?;
+            let key = created["key"]
+                .as_str()
+                .context("the created key is not in the answer")?;
+            tokens.push(key.to_string());
         }
-        progress(&format!("funded {users} users"));
+        let by = if api_keys {
+            "API keys"
+        } else {
+            "access tokens"
+        };
+        progress(&format!("funded {users} users, calling with {by}"));
         Ok(Arc::new(tokens))
     }
 
@@ -1966,6 +1997,7 @@ mod tests {
             json: false,
             edge: false,
             redis_url: String::new(),
+            api_keys: false,
         };
         // Direct 2 ms then 6 ms; the hub 8 ms then 15 ms: added 6 ms, then 9 ms.
         let loads = vec![
