@@ -639,6 +639,11 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
                     .env("AIHUB__RATE_LIMITS__USER__REQUESTS_PER_MINUTE", &quota)
                     .env("AIHUB__RATE_LIMITS__USER__TOKENS_PER_MINUTE", &quota)
                     .env("AIHUB__RATE_LIMITS__USER__CONCURRENT_REQUESTS", &quota)
+                    // `--api-keys` registers its users from one address.
+                    .env(
+                        "AIHUB__RATE_LIMITS__ANONYMOUS_REQUESTS_PER_MINUTE_PER_IP",
+                        &quota,
+                    )
                     .env("AIHUB__METRICS__ENABLED", "true");
             }
             None => {
@@ -691,7 +696,32 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
         let client = reqwest::Client::new();
         let mut tokens = Vec::with_capacity(users);
         for i in 0..users {
-            let user = Uuid::new_v4();
+            // A key needs its owner registered; a token does not.
+            let (user, token) = if api_keys {
+                let response = client
+                    .post(format!("{}/api/auth/register", self.base))
+                    .json(&json!({
+                        "email": format!("bench-{}@example.com", Uuid::new_v4().simple()),
+                        "password": "gateway-benchmark-password",
+                    }))
+                    .send()
+                    .await
+                    .context("could not register a user")?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "registering a user answered {}",
+                    response.status()
+                );
+                let registered: serde_json::Value = response.json().await?;
+                let token = registered["token"]
+                    .as_str()
+                    .context("no token in the registration's answer")?
+                    .to_string();
+                (jwt.verify(&token)?.sub, token)
+            } else {
+                let user = Uuid::new_v4();
+                (user, jwt.mint(user, &[Role::User], 86_400)?)
+            };
             let response = client
                 .post(format!("{}/api/admin/credits/grant", self.base))
                 .bearer_auth(&admin)
@@ -710,7 +740,6 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
                 response.status(),
                 response.text().await.unwrap_or_default()
             );
-            let token = jwt.mint(user, &[Role::User], 86_400)?;
             if !api_keys {
                 tokens.push(token);
                 continue;
