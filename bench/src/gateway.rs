@@ -237,6 +237,12 @@ async fn measure(
         memory.push(held);
         wait_idle(hub.pid).await;
     }
+    // Read before the first load and after the last: what the edge's limits cost Redis
+    // (other users of the same Redis would count too: run on a quiet one).
+    let scripts_before = match &edge {
+        Some(_) => Scripts::read(&args.redis_url).await,
+        None => None,
+    };
     let mut loads = Vec::new();
     // The upstream and the hub first, LiteLLM last: an overloaded proxy goes on working on
     // requests its clients gave up on, which would tax whatever runs next.
@@ -343,7 +349,11 @@ async fn measure(
     ));
     let edge_billing = match (&edge, edge_env) {
         (Some((edge, _)), Some(edge_env)) => {
-            let billing = edge.billing(&edge_env.settings, &loads, &ramp).await?;
+            let mut billing = edge.billing(&edge_env.settings, &loads, &ramp).await?;
+            billing.scripts = match (Scripts::read(&args.redis_url).await, scripts_before) {
+                (Some(after), Some(before)) => Some(after.since(before)),
+                _ => None,
+            };
             progress(&format!(
                 "billing ({EDGE}): {} answered requests, {} usage records",
                 billing.answered, billing.usage_records
@@ -809,6 +819,7 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
             answered,
             usage_records: u64::try_from(records).unwrap_or(0),
             charged_micros: charged,
+            scripts: None,
         })
     }
 }
@@ -1673,6 +1684,48 @@ struct Billing {
     /// Completed `bench-fast` requests in the usage read model.
     usage_records: u64,
     charged_micros: i64,
+    /// The rate-limit scripts Redis ran while the loads did (the edge hub's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scripts: Option<Scripts>,
+}
+
+/// Lua scripts Redis ran (`INFO commandstats`, `evalsha`): how many, and its time in them.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Scripts {
+    calls: u64,
+    usec: u64,
+}
+
+impl Scripts {
+    /// Redis's counts so far; `None` if it cannot be asked (the report then leaves them out).
+    async fn read(url: &str) -> Option<Scripts> {
+        let client = redis::Client::open(url).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .ok()?;
+        let line = info
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:"))?;
+        let field = |name: &str| {
+            line.split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some(Scripts {
+            calls: field("calls")?,
+            usec: field("usec")?,
+        })
+    }
+
+    fn since(self, before: Scripts) -> Scripts {
+        Scripts {
+            calls: self.calls.saturating_sub(before.calls),
+            usec: self.usec.saturating_sub(before.usec),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1953,6 +2006,15 @@ impl Report {
                 "billing ({EDGE}): {} requests answered, {} completed usage records, {} micro-credits charged\n\n",
                 b.answered, b.usage_records, b.charged_micros
             ));
+            if let Some(scripts) = b.scripts.filter(|_| b.answered > 0) {
+                let per = |n: u64| n as f64 / b.answered as f64;
+                out.push_str(&format!(
+                    "rate-limit scripts in Redis ({EDGE}): {} ({:.2} a request), {:.0} µs of Redis's time a request\n\n",
+                    scripts.calls,
+                    per(scripts.calls),
+                    per(scripts.usec)
+                ));
+            }
         }
         for (name, value, met) in &self.targets {
             out.push_str(&format!(
@@ -2039,6 +2101,7 @@ mod tests {
             answered: 0,
             usage_records: 0,
             charged_micros: 0,
+            scripts: None,
         };
         let rss = ProcessRss {
             hub_idle_mb: None,
