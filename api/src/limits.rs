@@ -120,8 +120,7 @@ async fn v1(state: Arc<AppState>, mut request: Request, next: Next) -> Response 
             report: taken,
             lease: held,
         }) => {
-            report.requests = taken.requests.or(report.requests);
-            report.tokens = taken.tokens.or(report.tokens);
+            report = taken.or(report);
             lease = lease.or(held);
         }
         Some(Verdict::Refused {
@@ -129,8 +128,7 @@ async fn v1(state: Arc<AppState>, mut request: Request, next: Next) -> Response 
             retry_after,
             ..
         }) => {
-            report.requests = taken.requests.or(report.requests);
-            report.tokens = taken.tokens.or(report.tokens);
+            report = taken.or(report);
             if response.status() == StatusCode::TOO_MANY_REQUESTS
                 && !response
                     .headers()

@@ -109,6 +109,16 @@ pub struct Report {
     pub tokens: Option<BucketState>,
 }
 
+impl Report {
+    /// This report's budgets, and `other`'s where this one has none.
+    pub fn or(self, other: Report) -> Report {
+        Report {
+            requests: self.requests.or(other.requests),
+            tokens: self.tokens.or(other.tokens),
+        }
+    }
+}
+
 /// What the store decided.
 #[derive(Debug)]
 pub enum Verdict {
@@ -359,56 +369,7 @@ impl RateLimits {
     /// inference request) a place among the caller's concurrent requests. The tokens left are
     /// read too, for the headers.
     pub async fn admit_request(&self, subject: &Subject, lease: bool) -> Verdict {
-        let Some(store) = &self.store else {
-            return Verdict::Unchecked;
-        };
-        let requests = self.buckets(subject, "req", |q| q.requests_per_minute, 1);
-        let tokens = self.buckets(subject, "tok", |q| q.tokens_per_minute, 0);
-        let sets = if lease {
-            self.lease_sets(subject)
-        } else {
-            Vec::new()
-        };
-        let all: Vec<Bucket> = requests.iter().chain(tokens.iter()).cloned().collect();
-        if all.is_empty() && sets.is_empty() {
-            return Verdict::Admitted {
-                report: Report::default(),
-                lease: None,
-            };
-        }
-        let lease_id = uuid::Uuid::new_v4().simple().to_string();
-        let taken = match store
-            .take(&all, &sets, &lease_id, self.lease_lifetime, WINDOW)
-            .await
-        {
-            Ok(taken) => taken,
-            Err(err) => return self.store_failed(&err),
-        };
-        let (request_states, token_states) = taken.buckets.split_at(requests.len());
-        let report = Report {
-            requests: tightest(request_states),
-            tokens: tightest(token_states),
-        };
-        if taken.admitted {
-            let lease = self.lease(store, sets, lease_id);
-            return Verdict::Admitted { report, lease };
-        }
-        // The request budgets first: a refusal there says when to come back.
-        if let Some(refused) = request_states
-            .iter()
-            .find(|s| s.retry_after != Some(Duration::ZERO))
-        {
-            return Verdict::Refused {
-                limited: Limited::Requests,
-                retry_after: refused.retry_after,
-                report,
-            };
-        }
-        Verdict::Refused {
-            limited: Limited::Concurrency,
-            retry_after: Some(Duration::from_secs(1)),
-            report,
-        }
+        self.admit(subject, 0, true, lease).await
     }
 
     /// Give back the request an admission took from the subject's per-minute request
@@ -427,10 +388,10 @@ impl RateLimits {
         }
     }
 
-    /// Take `tokens` from the subject's per-minute token budgets and, when `request` (a chat
-    /// the edge did not count before its handler ran), one request from its request budgets
-    /// and, when `lease` too, a place among its concurrent requests: all in one decision.
-    pub async fn admit_tokens(
+    /// Take `tokens` from the subject's per-minute token budgets (0 reads them, for the
+    /// headers) and, when `request`, one request from its request budgets and, when `lease`,
+    /// a place among its concurrent requests: all in one decision.
+    pub async fn admit(
         &self,
         subject: &Subject,
         tokens: u64,
@@ -730,9 +691,7 @@ pub async fn take_tokens(
         Some(request) => (!request.admitted, !request.admitted),
         None => (true, false),
     };
-    let verdict = limits
-        .admit_tokens(&subject, tokens, take_request, lease)
-        .await;
+    let verdict = limits.admit(&subject, tokens, take_request, lease).await;
     let outcome = match &verdict {
         Verdict::Admitted { lease, .. } => Ok(Some(TokensTaken {
             subject: subject.clone(),

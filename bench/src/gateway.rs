@@ -573,6 +573,24 @@ where
 // The proxies
 // ---------------------------------------------------------------------------------------
 
+/// Send `request` and read its JSON answer; anything but a success is an error naming `what`.
+async fn answer_json(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{what}: not sent"))?;
+    let status = response.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "{what} answered {status}: {}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(response.json().await?)
+}
+
 /// The `aihub` program beside this one (`cargo build --release -p hub-server -p hub-bench`
 /// puts both in the same folder).
 fn hub_executable() -> anyhow::Result<std::path::PathBuf> {
@@ -708,21 +726,16 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
         for i in 0..users {
             // A key needs its owner registered; a token does not.
             let (user, token) = if api_keys {
-                let response = client
-                    .post(format!("{}/api/auth/register", self.base))
-                    .json(&json!({
-                        "email": format!("bench-{}@example.com", Uuid::new_v4().simple()),
-                        "password": "gateway-benchmark-password",
-                    }))
-                    .send()
-                    .await
-                    .context("could not register a user")?;
-                anyhow::ensure!(
-                    response.status().is_success(),
-                    "registering a user answered {}",
-                    response.status()
-                );
-                let registered: serde_json::Value = response.json().await?;
+                let registered = answer_json(
+                    client
+                        .post(format!("{}/api/auth/register", self.base))
+                        .json(&json!({
+                            "email": format!("bench-{}@example.com", Uuid::new_v4().simple()),
+                            "password": "gateway-benchmark-password",
+                        })),
+                    "registering a user",
+                )
+                .await?;
                 let token = registered["token"]
                     .as_str()
                     .context("no token in the registration's answer")?
@@ -732,41 +745,31 @@ providers = [{{ kind = "compatible", base_url = "{base}", upstream_model = "slow
                 let user = Uuid::new_v4();
                 (user, jwt.mint(user, &[Role::User], 86_400)?)
             };
-            let response = client
-                .post(format!("{}/api/admin/credits/grant", self.base))
-                .bearer_auth(&admin)
-                .header("idempotency-key", format!("bench-{i}"))
-                .json(&json!({
-                    "user_id": user,
-                    "amount_micros": USER_CREDITS * 1_000_000,
-                    "reason": "gateway benchmark"
-                }))
-                .send()
-                .await
-                .context("could not fund a user")?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "funding a user answered {}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
+            answer_json(
+                client
+                    .post(format!("{}/api/admin/credits/grant", self.base))
+                    .bearer_auth(&admin)
+                    .header("idempotency-key", format!("bench-{i}"))
+                    .json(&json!({
+                        "user_id": user,
+                        "amount_micros": USER_CREDITS * 1_000_000,
+                        "reason": "gateway benchmark"
+                    })),
+                "funding a user",
+            )
+            .await?;
             if !api_keys {
                 tokens.push(token);
                 continue;
             }
-            let response = client
-                .post(format!("{}/api/keys", self.base))
-                .bearer_auth(&token)
-                .json(&json!({"name": "gateway benchmark"}))
-                .send()
-                .await
-                .context("could not create an API key")?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "creating an API key answered {}",
-                response.status()
-            );
-            let created: serde_json::Value = response.json().await?;
+            let created = answer_json(
+                client
+                    .post(format!("{}/api/keys", self.base))
+                    .bearer_auth(&token)
+                    .json(&json!({"name": "gateway benchmark"})),
+                "creating an API key",
+            )
+            .await?;
             let key = created["key"]
                 .as_str()
                 .context("the created key is not in the answer")?;

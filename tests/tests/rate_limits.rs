@@ -583,6 +583,23 @@ async fn guessing_keys_on_v1_is_held_to_the_addresss_budget() {
     );
 }
 
+/// The tokens `key` has left once all but the `used` of its `limit` are back, read through a
+/// request that takes none (a fraction of a minute's refill only adds).
+async fn tokens_back(app: &TestApp, key: &str, limit: u64, used: u64) -> u64 {
+    eventually(
+        Duration::from_secs(10),
+        "the unused tokens back",
+        || async {
+            let models = app.get("/v1/models", Some(key)).await;
+            let now: u64 = header(&models, "x-ratelimit-remaining-tokens")?
+                .parse()
+                .ok()?;
+            (now + used + 2 >= limit).then_some(now)
+        },
+    )
+    .await
+}
+
 /// Tokens per minute are counted at acceptance (the prompt and the most the answer may
 /// take) and corrected when the answer ends: what it did not use goes back to the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,20 +627,7 @@ async fn unused_tokens_go_back_to_the_budget_when_the_answer_ends() {
     let body: Value = answer.json().await.expect("json");
     let used = body["usage"]["total_tokens"].as_u64().expect("usage");
     assert!(used < 200, "a short answer: {used}");
-    // Read back through a request that takes no tokens: the budget holds all but what was
-    // used (and what a fraction of a minute refilled, which only adds).
-    let restored = eventually(
-        Duration::from_secs(10),
-        "the unused tokens back",
-        || async {
-            let models = app.get("/v1/models", Some(&key)).await;
-            let now: u64 = header(&models, "x-ratelimit-remaining-tokens")?
-                .parse()
-                .ok()?;
-            (now + used + 2 >= limit).then_some(now)
-        },
-    )
-    .await;
+    let restored = tokens_back(&app, &key, limit, used).await;
     assert!(
         restored > left + counted / 2,
         "{restored} tokens left after the answer, {left} while it ran"
@@ -766,18 +770,7 @@ async fn a_finished_streams_place_and_unused_tokens_go_back_together() {
         .expect("a usage chunk");
     let used = usage["total_tokens"].as_u64().expect("usage");
 
-    let restored = eventually(
-        Duration::from_secs(10),
-        "the place and the unused tokens back",
-        || async {
-            let models = app.get("/v1/models", Some(&key)).await;
-            let now: u64 = header(&models, "x-ratelimit-remaining-tokens")?
-                .parse()
-                .ok()?;
-            (now + used + 2 >= limit).then_some(now)
-        },
-    )
-    .await;
+    let restored = tokens_back(&app, &key, limit, used).await;
     assert!(
         restored > left,
         "{restored} tokens left after the stream, {left} while it ran"
