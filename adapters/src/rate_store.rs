@@ -25,14 +25,17 @@ use std::time::{Duration, Instant};
 /// must not add its connect timeout to every request.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
-/// Check every budget, then take all of them or none.
+/// Check every budget, then take all of them or none; when all were taken, take from each
+/// as much of what it asks ahead as it has room for (a share the caller's process spends
+/// without asking again, `app::rate_limits`).
 ///
 /// KEYS: the buckets, then the lease sets.
 /// ARGV: number of buckets, lease id, lease lifetime (µs), window (µs), then for each bucket
-/// its limit and cost, then for each lease set its limit.
+/// its limit, cost and units asked ahead, then for each lease set its limit and places
+/// asked ahead (named `<lease id>:1`, `:2`, …).
 /// Returns: 1 or 0 (taken), then for each bucket remaining, µs until full, µs until the
-/// take could pass (-1: never, it costs more than the limit), then for each lease set the
-/// leases held (with this one when taken).
+/// take could pass (-1: never, it costs more than the limit), units taken ahead; then for
+/// each lease set the leases held (with those taken) and places taken ahead.
 const TAKE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -40,12 +43,12 @@ local nb = tonumber(ARGV[1])
 local lease_id = ARGV[2]
 local lease_us = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
+local sets_at = 4 + 3 * nb
 local ok = 1
 local out = {}
-local tats = {}
 for i = 1, nb do
-  local limit = tonumber(ARGV[3 + 2 * i])
-  local cost = tonumber(ARGV[4 + 2 * i])
+  local limit = tonumber(ARGV[2 + 3 * i])
+  local cost = tonumber(ARGV[3 + 3 * i])
   local interval = window / limit
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
@@ -58,14 +61,13 @@ for i = 1, nb do
     retry = new_tat - now - window
     ok = 0
   end
-  tats[i] = new_tat
-  out[#out + 1] = { tat, new_tat, interval, retry }
+  out[i] = { tat, new_tat, interval, retry }
 end
 local nl = #KEYS - nb
 local held = {}
 for j = 1, nl do
   local key = KEYS[nb + j]
-  local limit = tonumber(ARGV[4 + 2 * nb + j])
+  local limit = tonumber(ARGV[sets_at + 2 * j - 1])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   local n = redis.call('ZCARD', key)
   if n >= limit then ok = 0 end
@@ -75,10 +77,19 @@ local reply = { ok }
 for i = 1, nb do
   local o = out[i]
   local tat = o[1]
+  local ahead = 0
   if ok == 1 then
     tat = o[2]
-    if o[2] > now and o[2] ~= o[1] then
-      redis.call('SET', KEYS[i], string.format('%.0f', o[2]), 'PX', math.ceil((o[2] - now) / 1000) + 1)
+    local want = tonumber(ARGV[4 + 3 * i])
+    if want > 0 then
+      local room = math.floor((now + window - tat) / o[3])
+      if room > 0 then
+        ahead = math.min(want, room)
+        tat = tat + ahead * o[3]
+      end
+    end
+    if tat > now and tat ~= o[1] then
+      redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
     end
   end
   local remaining = math.floor((now + window - tat) / o[3])
@@ -86,24 +97,37 @@ for i = 1, nb do
   reply[#reply + 1] = remaining
   reply[#reply + 1] = math.floor(tat - now)
   reply[#reply + 1] = math.floor(o[4])
+  reply[#reply + 1] = ahead
 end
 for j = 1, nl do
   local key = KEYS[nb + j]
+  local ahead = 0
   if ok == 1 then
+    local limit = tonumber(ARGV[sets_at + 2 * j - 1])
+    local want = tonumber(ARGV[sets_at + 2 * j])
     redis.call('ZADD', key, now + lease_us, lease_id)
-    redis.call('PEXPIRE', key, math.ceil(lease_us / 1000) + 1)
     held[j] = held[j] + 1
+    if want > 0 and held[j] < limit then
+      ahead = math.min(want, limit - held[j])
+      for k = 1, ahead do
+        redis.call('ZADD', key, now + lease_us, lease_id .. ':' .. k)
+      end
+      held[j] = held[j] + ahead
+    end
+    redis.call('PEXPIRE', key, math.ceil(lease_us / 1000) + 1)
   end
   reply[#reply + 1] = held[j]
+  reply[#reply + 1] = ahead
 end
 return reply
 ";
 
-/// Give back what a request took and did not use: its lease in each set, and units of each
-/// bucket (a take that counted more than was used), in one call.
-/// KEYS: the buckets, then the lease sets.
-/// ARGV: number of buckets, window (µs), lease id, then each bucket's limit and the units to
-/// give back.
+/// Give back what requests took and did not use: units of each bucket (a take that
+/// counted more than was used, or a share taken ahead and not spent), and leases, in one
+/// call.
+/// KEYS: the buckets, then the lease sets (one per lease; a set may repeat).
+/// ARGV: number of buckets, window (µs), then each bucket's limit and the units to give
+/// back, then each lease's id.
 const GIVE_BACK: &str = r"
 local nb = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -111,8 +135,8 @@ if nb > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   for i = 1, nb do
-    local limit = tonumber(ARGV[2 + 2 * i])
-    local units = tonumber(ARGV[3 + 2 * i])
+    local limit = tonumber(ARGV[1 + 2 * i])
+    local units = tonumber(ARGV[2 + 2 * i])
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
     local new_tat = tat - units * window / limit
     if new_tat > now then
@@ -122,7 +146,7 @@ if nb > 0 then
     end
   end
 end
-for j = nb + 1, #KEYS do redis.call('ZREM', KEYS[j], ARGV[3]) end
+for j = nb + 1, #KEYS do redis.call('ZREM', KEYS[j], ARGV[2 + nb + j]) end
 return 1
 ";
 
@@ -134,6 +158,9 @@ pub struct Bucket {
     pub limit: u64,
     /// Units this take needs; 0 reads the bucket only.
     pub cost: u64,
+    /// Units to take ahead when the take passes, as many of them as there is room for
+    /// (0: none).
+    pub ahead: u64,
 }
 
 /// One set of concurrent leases: its key and how many may be held at once (at least 1).
@@ -141,6 +168,21 @@ pub struct Bucket {
 pub struct LeaseSet {
     pub key: String,
     pub limit: u64,
+    /// Places to take ahead when the take passes, as many as there is room for (0: none);
+    /// they are named `<lease id>:1`, `<lease id>:2`, ….
+    pub ahead: u64,
+}
+
+/// One lease held in a set: what [`RateStore::give_back`] removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    pub key: String,
+    pub id: String,
+}
+
+/// The id of the `n`-th place a take with `lease_id` took ahead (1-based).
+pub fn lease_ahead_id(lease_id: &str, n: u64) -> String {
+    format!("{lease_id}:{n}")
 }
 
 /// A bucket after a take, or as it stands when the take was refused.
@@ -163,8 +205,13 @@ pub struct Taken {
     pub admitted: bool,
     /// In the order asked.
     pub buckets: Vec<BucketState>,
-    /// Leases held in each set (counting this one when admitted), in the order asked.
+    /// Leases held in each set (counting this one and those taken ahead when admitted),
+    /// in the order asked.
     pub leases_held: Vec<u64>,
+    /// Units taken ahead of each bucket, in the order asked (all 0 when refused).
+    pub buckets_ahead: Vec<u64>,
+    /// Places taken ahead in each set, in the order asked (all 0 when refused).
+    pub leases_ahead: Vec<u64>,
 }
 
 /// Why the store gave no decision.
@@ -187,6 +234,8 @@ struct Inner {
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     /// Serialises connection attempts, so a burst makes one.
     connecting: tokio::sync::Mutex<()>,
+    /// Scripts run (or tried), for the process's own accounting.
+    calls: AtomicU64,
     /// Milliseconds since `epoch` of the last failure (0: none).
     failed_at_ms: AtomicU64,
     epoch: Instant,
@@ -214,6 +263,7 @@ impl RateStore {
                 client,
                 connection: tokio::sync::OnceCell::new(),
                 connecting: tokio::sync::Mutex::new(()),
+                calls: AtomicU64::new(0),
                 failed_at_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
                 timeout,
@@ -221,6 +271,11 @@ impl RateStore {
                 give_back: redis::Script::new(GIVE_BACK),
             }),
         })
+    }
+
+    /// Scripts this store has sent (a call that failed counts too).
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
     }
 
     fn note_failure(&self) {
@@ -292,6 +347,7 @@ impl RateStore {
             ));
         }
         let mut connection = self.connection().await?;
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let answer = tokio::time::timeout(
             self.inner.timeout,
             invocation.invoke_async::<T>(&mut connection),
@@ -342,13 +398,16 @@ impl RateStore {
             .arg(micros(lease_lifetime))
             .arg(micros(window));
         for bucket in buckets {
-            invocation.arg(bucket.limit.max(1)).arg(bucket.cost);
+            invocation
+                .arg(bucket.limit.max(1))
+                .arg(bucket.cost)
+                .arg(bucket.ahead);
         }
         for set in leases {
-            invocation.arg(set.limit.max(1));
+            invocation.arg(set.limit.max(1)).arg(set.ahead);
         }
         let reply: Vec<i64> = self.run(invocation).await?;
-        let expected = 1 + 3 * buckets.len() + leases.len();
+        let expected = 1 + 4 * buckets.len() + 2 * leases.len();
         if reply.len() != expected {
             return Err(RateStoreError::Protocol(format!(
                 "{} values, expected {expected}",
@@ -356,35 +415,46 @@ impl RateStore {
             )));
         }
         let duration = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        let count = |value: i64| u64::try_from(value).unwrap_or(0);
         let admitted = reply[0] == 1;
+        let (bucket_values, set_values) = reply[1..].split_at(4 * buckets.len());
         let states = buckets
             .iter()
-            .zip(reply[1..].chunks_exact(3))
+            .zip(bucket_values.chunks_exact(4))
             .map(|(bucket, values)| BucketState {
                 limit: bucket.limit,
-                remaining: u64::try_from(values[0]).unwrap_or(0).min(bucket.limit),
+                remaining: count(values[0]).min(bucket.limit),
                 reset: duration(values[1]),
                 retry_after: (values[2] >= 0).then(|| duration(values[2])),
             })
             .collect();
-        let leases_held = reply[1 + 3 * buckets.len()..]
-            .iter()
-            .map(|held| u64::try_from(*held).unwrap_or(0))
+        let buckets_ahead = bucket_values
+            .chunks_exact(4)
+            .map(|values| count(values[3]))
+            .collect();
+        let leases_held = set_values
+            .chunks_exact(2)
+            .map(|values| count(values[0]))
+            .collect();
+        let leases_ahead = set_values
+            .chunks_exact(2)
+            .map(|values| count(values[1]))
             .collect();
         Ok(Taken {
             admitted,
             buckets: states,
             leases_held,
+            buckets_ahead,
+            leases_ahead,
         })
     }
 
     /// Give back `units` of each bucket (their `cost` field), as if they had not been taken,
-    /// and the lease `lease_id` in every set it was taken in: all in one call.
+    /// and each of `leases`: all in one call.
     pub async fn give_back(
         &self,
         buckets: &[Bucket],
-        leases: &[LeaseSet],
-        lease_id: &str,
+        leases: &[HeldLease],
         window: Duration,
     ) -> Result<(), RateStoreError> {
         if buckets.is_empty() && leases.is_empty() {
@@ -394,15 +464,15 @@ impl RateStore {
         for bucket in buckets {
             invocation.key(&bucket.key);
         }
-        for set in leases {
-            invocation.key(&set.key);
+        for lease in leases {
+            invocation.key(&lease.key);
         }
-        invocation
-            .arg(buckets.len())
-            .arg(micros(window))
-            .arg(lease_id);
+        invocation.arg(buckets.len()).arg(micros(window));
         for bucket in buckets {
             invocation.arg(bucket.limit.max(1)).arg(bucket.cost);
+        }
+        for lease in leases {
+            invocation.arg(&lease.id);
         }
         self.run::<i64>(invocation).await.map(|_| ())
     }

@@ -24,11 +24,14 @@
 //! When the store does not answer, a request is admitted unlimited (`rate_limits.fail_open`,
 //! the default) or refused (503); `/ready` shows the store's state either way.
 
-use hub_adapters::rate_store::{Bucket, BucketState, LeaseSet, RateStore, RateStoreError};
+use hub_adapters::rate_store::{
+    lease_ahead_id, Bucket, BucketState, HeldLease, LeaseSet, RateStore, RateStoreError,
+};
 use hub_domain::{ApiKey, ApiKeyId, ApiKeyRateLimits, Role, User, UserId};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::config::{Quota, RateLimitSettings};
@@ -41,6 +44,367 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// How long a concurrency lease outlives the request's deadline before it lapses by itself
 /// (a process that died holding it).
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// A per-minute budget smaller than this is decided by the store on every request: exact
+/// across processes, where a share would be much of it.
+const SHARE_MIN_LIMIT: u64 = 100;
+/// A process takes ahead at most this part (1/n) of a per-minute budget…
+const SHARE_OF_LIMIT: u64 = 20;
+/// …and at most this many requests' worth (of the request that took it).
+const SHARE_REQUESTS: u64 = 16;
+/// Concurrency smaller than this is decided by the store on every request.
+const PLACES_MIN_LIMIT: u64 = 16;
+/// A process takes ahead at most this many places among a caller's concurrent requests
+/// (and at most an eighth of the limit).
+const PLACES_AHEAD: u64 = 4;
+/// A share unused this long goes back to the store, for the caller's other processes.
+pub const SHARE_IDLE: Duration = Duration::from_secs(1);
+/// A share goes back this long after it was first taken, used or not.
+const SHARE_MAX_AGE: Duration = Duration::from_secs(10);
+/// How often a process gives back the shares that are due.
+const GIVE_BACK_EVERY: Duration = Duration::from_millis(250);
+/// A place is held for a new request only this long after the store gave it: its lease
+/// lapses `LEASE_MARGIN` after a whole request's time, so a request that starts within
+/// this ends before it can lapse.
+const PLACE_REUSE: Duration = Duration::from_secs(20);
+
+/// Units of a bucket to take ahead, beside a take of `cost`.
+fn ahead_of_bucket(limit: u64, cost: u64) -> u64 {
+    if limit < SHARE_MIN_LIMIT || cost == 0 {
+        0
+    } else {
+        (limit / SHARE_OF_LIMIT).min(cost.saturating_mul(SHARE_REQUESTS))
+    }
+}
+
+/// Places of a set to take ahead, beside a request's own.
+fn ahead_of_set(limit: u64) -> u64 {
+    if limit < PLACES_MIN_LIMIT {
+        0
+    } else {
+        (limit / 8).min(PLACES_AHEAD)
+    }
+}
+
+/// What this process holds of the store's budgets, taken ahead of need
+/// (docs/adr/05-rate-limits.md, decision 10): a request that finds all it needs here is
+/// decided without a call to the store. Every unit and place here was taken in the store,
+/// so the processes together never admit more than the store's budgets; what one holds
+/// and does not use, the caller's requests through another process cannot have until it
+/// goes back ([`SHARE_IDLE`], [`SHARE_MAX_AGE`]).
+#[derive(Debug, Default)]
+struct Shares {
+    held: Mutex<HashMap<String, Share>>,
+}
+
+/// One budget's share: a bucket's units, or a set's free places.
+#[derive(Debug)]
+struct Share {
+    /// The budget's limit (a bucket's per window, a set's at once).
+    limit: u64,
+    /// Units of the bucket taken in the store and not yet spent.
+    units: u64,
+    /// Places of the set taken in the store and free: each lease's id, and when it was
+    /// taken.
+    places: Vec<(String, Instant)>,
+    /// What the store had left of the bucket when last asked, and when.
+    seen: Option<(u64, Instant)>,
+    first: Instant,
+    used: Instant,
+}
+
+impl Share {
+    fn new(limit: u64, now: Instant) -> Share {
+        Share {
+            limit: limit.max(1),
+            units: 0,
+            places: Vec::new(),
+            seen: None,
+            first: now,
+            used: now,
+        }
+    }
+
+    /// The bucket as this process sees it now: what the store had left when last asked,
+    /// what has refilled since, and the units held here.
+    fn state(&self, now: Instant) -> Option<BucketState> {
+        let (remaining, at) = self.seen?;
+        let interval = (WINDOW.as_micros() / u128::from(self.limit)).max(1);
+        let refilled = now.saturating_duration_since(at).as_micros() / interval;
+        let remaining = u128::from(remaining + self.units)
+            .saturating_add(refilled)
+            .min(u128::from(self.limit));
+        let reset = (u128::from(self.limit) - remaining) * interval;
+        Some(BucketState {
+            limit: self.limit,
+            remaining: u64::try_from(remaining).unwrap_or(self.limit),
+            reset: Duration::from_micros(u64::try_from(reset).unwrap_or(u64::MAX)),
+            retry_after: Some(Duration::ZERO),
+        })
+    }
+
+    fn fresh_place(&self, now: Instant) -> Option<usize> {
+        self.places
+            .iter()
+            .position(|(_, taken)| now.saturating_duration_since(*taken) < PLACE_REUSE)
+    }
+}
+
+/// What a request drew from this process's shares before asking the store.
+struct Drawn {
+    /// For each bucket: its cost was spent here (a read: the share's view was enough).
+    buckets: Vec<bool>,
+    /// For each set: a free place held here.
+    places: Vec<Option<(String, Instant)>>,
+}
+
+impl Drawn {
+    fn complete(&self) -> bool {
+        self.buckets.iter().all(|b| *b) && self.places.iter().all(Option::is_some)
+    }
+}
+
+/// A place a request holds among its caller's concurrent requests.
+#[derive(Debug)]
+struct Place {
+    key: String,
+    limit: u64,
+    id: String,
+    taken: Instant,
+}
+
+impl Shares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Share>> {
+        // A panic while holding it leaves counts that are still counts.
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Spend what this process holds toward a request: each bucket whose share covers its
+    /// cost, and a free place in each set.
+    fn draw(&self, buckets: &[Bucket], sets: &[LeaseSet], now: Instant) -> Drawn {
+        let mut held = self.lock();
+        let buckets = buckets
+            .iter()
+            .map(|bucket| match held.get_mut(&bucket.key) {
+                Some(share) if share.seen.is_some() && share.units >= bucket.cost => {
+                    share.units -= bucket.cost;
+                    share.used = now;
+                    true
+                }
+                _ => false,
+            })
+            .collect();
+        let places = sets
+            .iter()
+            .map(|set| {
+                let share = held.get_mut(&set.key)?;
+                let at = share.fresh_place(now)?;
+                share.used = now;
+                Some(share.places.swap_remove(at))
+            })
+            .collect();
+        Drawn { buckets, places }
+    }
+
+    /// Put back what [`Shares::draw`] took, for a request the store refused.
+    fn undraw(&self, buckets: &[Bucket], sets: &[LeaseSet], drawn: Drawn) {
+        let mut held = self.lock();
+        for (bucket, spent) in buckets.iter().zip(drawn.buckets) {
+            if let (true, Some(share)) = (spent, held.get_mut(&bucket.key)) {
+                share.units += bucket.cost;
+            }
+        }
+        for (set, place) in sets.iter().zip(drawn.places) {
+            if let (Some(place), Some(share)) = (place, held.get_mut(&set.key)) {
+                share.places.push(place);
+            }
+        }
+    }
+
+    /// Record what the store answered for `asked` (the buckets sent, in order) and the
+    /// sets sent: what it has left, and what it gave ahead (when admitted).
+    fn record(
+        &self,
+        asked: &[Bucket],
+        sets: &[LeaseSet],
+        lease_id: &str,
+        taken: &hub_adapters::rate_store::Taken,
+        now: Instant,
+    ) {
+        let mut held = self.lock();
+        for (i, (bucket, state)) in asked.iter().zip(&taken.buckets).enumerate() {
+            let share = held
+                .entry(bucket.key.clone())
+                .or_insert_with(|| Share::new(bucket.limit, now));
+            share.units += taken.buckets_ahead.get(i).copied().unwrap_or(0);
+            share.seen = Some((state.remaining, now));
+            share.used = now;
+        }
+        for (j, set) in sets.iter().enumerate() {
+            let ahead = taken.leases_ahead.get(j).copied().unwrap_or(0);
+            if ahead == 0 {
+                continue;
+            }
+            let share = held
+                .entry(set.key.clone())
+                .or_insert_with(|| Share::new(set.limit, now));
+            share.used = now;
+            share
+                .places
+                .extend((1..=ahead).map(|n| (lease_ahead_id(lease_id, n), now)));
+        }
+    }
+
+    /// The state of each bucket as this process sees it, `fallback` where it holds none.
+    fn states(
+        &self,
+        buckets: &[Bucket],
+        fallback: &[BucketState],
+        now: Instant,
+    ) -> Vec<BucketState> {
+        let held = self.lock();
+        buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, bucket)| {
+                let mine = held.get(&bucket.key).and_then(|share| share.state(now));
+                match (mine, fallback.get(i)) {
+                    // A refusal keeps the store's word on when to come back.
+                    (Some(mine), Some(theirs)) => Some(BucketState {
+                        retry_after: theirs.retry_after,
+                        ..mine
+                    }),
+                    (mine, theirs) => mine.or(theirs.copied()),
+                }
+            })
+            .collect()
+    }
+
+    /// Keep what a request gives back where it is worth keeping (units of a shared bucket,
+    /// a place still fresh in a shared set); the rest goes back to the store.
+    fn keep(
+        &self,
+        units: Vec<Bucket>,
+        places: Vec<Place>,
+        now: Instant,
+    ) -> (Vec<Bucket>, Vec<HeldLease>) {
+        let mut held = self.lock();
+        let mut to_store = Vec::new();
+        for bucket in units {
+            let cap = bucket.limit / SHARE_OF_LIMIT;
+            if bucket.limit < SHARE_MIN_LIMIT || bucket.cost == 0 {
+                if bucket.cost > 0 {
+                    to_store.push(bucket);
+                }
+                continue;
+            }
+            let share = held
+                .entry(bucket.key.clone())
+                .or_insert_with(|| Share::new(bucket.limit, now));
+            let kept = bucket.cost.min(cap.saturating_sub(share.units));
+            share.units += kept;
+            if bucket.cost > kept {
+                to_store.push(Bucket {
+                    cost: bucket.cost - kept,
+                    ..bucket
+                });
+            }
+        }
+        let mut leases = Vec::new();
+        for place in places {
+            let fresh = now.saturating_duration_since(place.taken) < PLACE_REUSE;
+            if fresh && ahead_of_set(place.limit) > 0 {
+                let share = held
+                    .entry(place.key.clone())
+                    .or_insert_with(|| Share::new(place.limit, now));
+                share.used = now;
+                share.places.push((place.id, place.taken));
+            } else {
+                leases.push(HeldLease {
+                    key: place.key,
+                    id: place.id,
+                });
+            }
+        }
+        (to_store, leases)
+    }
+
+    /// Take out the shares that are due back in the store (unused for [`SHARE_IDLE`], or
+    /// held for [`SHARE_MAX_AGE`]; places too old to start a request on), grouped by the
+    /// keys' hash tag (one call each, so that each stays in one Redis Cluster slot). All
+    /// of them when `all`.
+    fn due(&self, now: Instant, all: bool) -> Vec<(Vec<Bucket>, Vec<HeldLease>)> {
+        let mut groups: HashMap<String, (Vec<Bucket>, Vec<HeldLease>)> = HashMap::new();
+        let mut held = self.lock();
+        held.retain(|key, share| {
+            let tag = hash_tag(key).to_string();
+            let over = all
+                || now.saturating_duration_since(share.used) >= SHARE_IDLE
+                || now.saturating_duration_since(share.first) >= SHARE_MAX_AGE;
+            let places: Vec<(String, Instant)> = if over {
+                std::mem::take(&mut share.places)
+            } else {
+                let (stale, fresh) = std::mem::take(&mut share.places)
+                    .into_iter()
+                    .partition(|(_, taken)| now.saturating_duration_since(*taken) >= PLACE_REUSE);
+                share.places = fresh;
+                stale
+            };
+            let units = if over {
+                std::mem::take(&mut share.units)
+            } else {
+                0
+            };
+            if units > 0 || !places.is_empty() {
+                let group = groups.entry(tag).or_default();
+                if units > 0 {
+                    group.0.push(Bucket {
+                        key: key.clone(),
+                        limit: share.limit,
+                        cost: units,
+                        ahead: 0,
+                    });
+                }
+                group.1.extend(places.into_iter().map(|(id, _)| HeldLease {
+                    key: key.clone(),
+                    id,
+                }));
+            }
+            !over
+        });
+        groups.into_values().collect()
+    }
+}
+
+/// The Redis Cluster hash tag of a key (`{u:…}`), or the key itself.
+fn hash_tag(key: &str) -> &str {
+    match (key.find('{'), key.find('}')) {
+        (Some(open), Some(close)) if close > open => &key[open..=close],
+        _ => key,
+    }
+}
+
+/// Give back, every [`GIVE_BACK_EVERY`], the shares that are due, until the limits they
+/// belong to are dropped.
+async fn give_back_due(shares: Weak<Shares>, store: RateStore) {
+    let mut tick = tokio::time::interval(GIVE_BACK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let Some(held) = shares.upgrade() else {
+            return;
+        };
+        let due = held.due(Instant::now(), false);
+        drop(held);
+        for (buckets, leases) in due {
+            if let Err(err) = store.give_back(&buckets, &leases, WINDOW).await {
+                tracing::debug!(error = %err, "a share of the rate limits was not given back; it lapses");
+            }
+        }
+    }
+}
 
 /// An API key's own limits, overriding the `user` role's where set (0: no limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,8 +510,8 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Lease {
     store: RateStore,
-    sets: Vec<LeaseSet>,
-    id: String,
+    shares: Arc<Shares>,
+    places: Vec<Place>,
     handover: Arc<Mutex<Handover>>,
 }
 
@@ -160,9 +524,6 @@ struct Handover {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let store = self.store.clone();
-        let sets = std::mem::take(&mut self.sets);
-        let id = std::mem::take(&mut self.id);
         let tokens = match self.handover.lock() {
             Ok(mut handover) => {
                 handover.ended = true;
@@ -170,9 +531,15 @@ impl Drop for Lease {
             }
             Err(_) => Vec::new(),
         };
+        let places = std::mem::take(&mut self.places);
+        let (buckets, leases) = self.shares.keep(tokens, places, Instant::now());
+        if buckets.is_empty() && leases.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(err) = store.give_back(&tokens, &sets, &id, WINDOW).await {
+                if let Err(err) = store.give_back(&buckets, &leases, WINDOW).await {
                     tracing::debug!(error = %err, "a concurrency lease was not released; it will lapse");
                 }
             });
@@ -186,6 +553,10 @@ pub struct RateLimits {
     /// `None` when limits are off.
     store: Option<RateStore>,
     lease_lifetime: Duration,
+    /// What this process took from the store ahead of need.
+    shares: Arc<Shares>,
+    /// The task that gives back shares when they are due, started on first use.
+    giving_back: OnceLock<()>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -225,7 +596,27 @@ impl RateLimits {
             settings: settings.clone(),
             store,
             lease_lifetime: request_deadline + LEASE_MARGIN,
+            shares: Arc::default(),
+            giving_back: OnceLock::new(),
         })
+    }
+
+    /// Calls this process has made to the store (every script run, whether it answered).
+    pub fn store_calls(&self) -> u64 {
+        self.store.as_ref().map_or(0, RateStore::calls)
+    }
+
+    /// Give back to the store everything this process holds of it (at shutdown, so that
+    /// other processes need not wait for it to lapse).
+    pub async fn give_back_shares(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        for (buckets, leases) in self.shares.due(Instant::now(), true) {
+            if let Err(err) = store.give_back(&buckets, &leases, WINDOW).await {
+                tracing::debug!(error = %err, "a share of the rate limits was not given back; it lapses");
+            }
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -321,6 +712,7 @@ impl RateLimits {
                 key: self.key(subject, what, None),
                 limit: user_limit,
                 cost,
+                ahead: 0,
             });
         }
         if let Some((id, quota)) = &subject.key {
@@ -330,6 +722,7 @@ impl RateLimits {
                     key: self.key(subject, what, Some(*id)),
                     limit: key_limit,
                     cost,
+                    ahead: 0,
                 });
             }
         }
@@ -343,6 +736,7 @@ impl RateLimits {
             sets.push(LeaseSet {
                 key: self.key(subject, "con", None),
                 limit: subject.user_quota.concurrent_requests,
+                ahead: 0,
             });
         }
         if let Some((id, quota)) = &subject.key {
@@ -350,17 +744,18 @@ impl RateLimits {
                 sets.push(LeaseSet {
                     key: self.key(subject, "con", Some(*id)),
                     limit: quota.concurrent_requests,
+                    ahead: 0,
                 });
             }
         }
         sets
     }
 
-    fn lease(&self, store: &RateStore, sets: Vec<LeaseSet>, id: String) -> Option<Lease> {
-        (!sets.is_empty()).then(|| Lease {
+    fn lease(&self, store: &RateStore, places: Vec<Place>) -> Option<Lease> {
+        (!places.is_empty()).then(|| Lease {
             store: store.clone(),
-            sets,
-            id,
+            shares: Arc::clone(&self.shares),
+            places,
             handover: Arc::default(),
         })
     }
@@ -383,7 +778,7 @@ impl RateLimits {
         if buckets.is_empty() {
             return;
         }
-        if let Err(err) = store.give_back(&buckets, &[], "", WINDOW).await {
+        if let Err(err) = store.give_back(&buckets, &[], WINDOW).await {
             tracing::debug!(error = %err, "could not give a request back to the rate limits");
         }
     }
@@ -416,27 +811,104 @@ impl RateLimits {
         if all.is_empty() && sets.is_empty() {
             return Verdict::Unchecked;
         }
-        let lease_id = if sets.is_empty() {
+        self.giving_back.get_or_init(|| {
+            tokio::spawn(give_back_due(Arc::downgrade(&self.shares), store.clone()));
+        });
+        let now = Instant::now();
+        // What this process holds decides the request when it covers all of it; otherwise
+        // the store decides on the rest, and gives a share ahead where the budget is large.
+        let drawn = self.shares.draw(&all, &sets, now);
+        let report_of = |states: &[BucketState]| {
+            let (request_states, token_states) = states.split_at(requests.len());
+            Report {
+                requests: tightest(request_states),
+                tokens: tightest(token_states),
+            }
+        };
+        if drawn.complete() {
+            let states = self.shares.states(&all, &[], now);
+            let places = sets
+                .iter()
+                .zip(drawn.places)
+                .filter_map(|(set, place)| {
+                    let (id, taken) = place?;
+                    Some(Place {
+                        key: set.key.clone(),
+                        limit: set.limit,
+                        id,
+                        taken,
+                    })
+                })
+                .collect();
+            return Verdict::Admitted {
+                report: report_of(&states),
+                lease: self.lease(store, places),
+            };
+        }
+        let asked: Vec<Bucket> = all
+            .iter()
+            .zip(&drawn.buckets)
+            .map(|(bucket, spent)| {
+                let cost = if *spent { 0 } else { bucket.cost };
+                Bucket {
+                    key: bucket.key.clone(),
+                    limit: bucket.limit,
+                    cost,
+                    ahead: ahead_of_bucket(bucket.limit, cost),
+                }
+            })
+            .collect();
+        let asked_sets: Vec<LeaseSet> = sets
+            .iter()
+            .zip(&drawn.places)
+            .filter(|(_, place)| place.is_none())
+            .map(|(set, _)| LeaseSet {
+                key: set.key.clone(),
+                limit: set.limit,
+                ahead: ahead_of_set(set.limit),
+            })
+            .collect();
+        let lease_id = if asked_sets.is_empty() {
             String::new()
         } else {
             uuid::Uuid::new_v4().simple().to_string()
         };
         let taken = match store
-            .take(&all, &sets, &lease_id, self.lease_lifetime, WINDOW)
+            .take(&asked, &asked_sets, &lease_id, self.lease_lifetime, WINDOW)
             .await
         {
             Ok(taken) => taken,
-            Err(err) => return self.store_failed(&err),
+            Err(err) => {
+                self.shares.undraw(&all, &sets, drawn);
+                return self.store_failed(&err);
+            }
         };
-        let (request_states, token_states) = taken.buckets.split_at(requests.len());
-        let report = Report {
-            requests: tightest(request_states),
-            tokens: tightest(token_states),
-        };
+        let now = Instant::now();
+        self.shares
+            .record(&asked, &asked_sets, &lease_id, &taken, now);
         if taken.admitted {
-            let lease = self.lease(store, sets, lease_id);
-            return Verdict::Admitted { report, lease };
+            let states = self.shares.states(&all, &taken.buckets, now);
+            let places = sets
+                .iter()
+                .zip(drawn.places)
+                .map(|(set, place)| {
+                    let (id, taken) = place.unwrap_or_else(|| (lease_id.clone(), now));
+                    Place {
+                        key: set.key.clone(),
+                        limit: set.limit,
+                        id,
+                        taken,
+                    }
+                })
+                .collect();
+            return Verdict::Admitted {
+                report: report_of(&states),
+                lease: self.lease(store, places),
+            };
         }
+        self.shares.undraw(&all, &sets, drawn);
+        let report = report_of(&self.shares.states(&all, &taken.buckets, now));
+        let (request_states, token_states) = taken.buckets.split_at(requests.len());
         let refused = |states: &[BucketState]| {
             states
                 .iter()
@@ -481,6 +953,7 @@ impl RateLimits {
             key: format!("{}:rl:{{ip:{client}}}:anon", self.settings.key_prefix),
             limit,
             cost: 1,
+            ahead: 0,
         };
         let taken = match store.take(&[bucket], &[], "", Duration::ZERO, WINDOW).await {
             Ok(taken) => taken,
@@ -629,9 +1102,13 @@ impl TokensTaken {
         let Some(store) = limits.store.clone() else {
             return;
         };
+        let (buckets, _) = limits.shares.keep(buckets, Vec::new(), Instant::now());
+        if buckets.is_empty() {
+            return;
+        }
         tokio::spawn(async move {
             // A store that does not answer keeps them (the budget only errs on the strict side).
-            if let Err(err) = store.give_back(&buckets, &[], "", WINDOW).await {
+            if let Err(err) = store.give_back(&buckets, &[], WINDOW).await {
                 tracing::debug!(error = %err, "could not give unused tokens back to the rate limits");
             }
         });

@@ -408,6 +408,9 @@ impl Application {
                 front.abort_all();
             }
         }
+        // What this process took ahead of the rate limits' budgets goes back to the store
+        // now, not when it would lapse, so the callers' other processes can use it.
+        state.rate_limits.give_back_shares().await;
         // Cancellations and last replies published while draining reach NATS before exit.
         if let Err(err) = state.nats.flush().await {
             tracing::warn!(error = %err, "could not flush NATS at shutdown");

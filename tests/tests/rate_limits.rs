@@ -782,3 +782,122 @@ async fn a_finished_streams_place_and_unused_tokens_go_back_together() {
         "the one place went back with the tokens"
     );
 }
+
+fn remaining_requests(response: &reqwest::Response) -> u64 {
+    header(response, "x-ratelimit-remaining-requests")
+        .expect("remaining requests")
+        .parse()
+        .expect("a number")
+}
+
+/// A caller with a large budget is decided in the process it calls, from a share of its
+/// budget taken ahead: fifty requests cost the store a handful of calls, not fifty or a
+/// hundred, and the headers still count every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_callers_requests_are_decided_from_a_share_without_asking_the_store_each_time() {
+    // The `user` role's defaults: 600 requests and 2,000,000 tokens a minute, 32 at once.
+    let app = limited_app(|_| {}).await;
+    let (_, token) = funded_user(&app).await;
+    let before = app.state.rate_limits.store_calls();
+    let started = Instant::now();
+    let mut remaining = Vec::new();
+    for _ in 0..40 {
+        let answer = app.get("/v1/models", Some(&token)).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        remaining.push(remaining_requests(&answer));
+    }
+    for _ in 0..10 {
+        let chat = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&json!({"model": "mock-1", "max_tokens": 20,
+                          "messages": [{"role": "user", "content": "Hello there"}]}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(chat.status(), StatusCode::OK);
+        remaining.push(remaining_requests(&chat));
+        chat.bytes().await.expect("the answer");
+    }
+    let calls = app.state.rate_limits.store_calls() - before;
+    assert!(
+        calls <= 10,
+        "{calls} calls to the store for 50 requests and their ends"
+    );
+    // One request a tenth of a second refills; none is lost from the count.
+    let refilled = started.elapsed().as_millis() as u64 / 100 + 1;
+    for (i, left) in remaining.iter().enumerate() {
+        let taken = i as u64 + 1;
+        assert!(
+            *left + taken >= 600 && *left + taken <= 600 + refilled,
+            "request {taken}: {left} left ({remaining:?})"
+        );
+    }
+}
+
+/// What one process took ahead and left unused goes back to the store after a second
+/// idle, for the caller's requests through the other processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_left_unused_goes_back_for_the_callers_other_processes() {
+    let app = limited_app(|_| {}).await;
+    let peer = second_api(&app).await;
+    let (_, token) = funded_user(&app).await;
+    // 100 a minute: each process takes 5 ahead, and one comes back every 0.6 s.
+    let key = key_with(&app, &token, json!({"requests_per_minute": 100})).await;
+    let first = app.get("/v1/models", Some(&key)).await;
+    assert_eq!(remaining_requests(&first), 99);
+    let through_peer = app
+        .client
+        .get(peer.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("sent");
+    let left = remaining_requests(&through_peer);
+    assert!(
+        left <= 94,
+        "the first process's share is counted in the store: {left} left"
+    );
+
+    tokio::time::sleep(hub_app::rate_limits::SHARE_IDLE + Duration::from_millis(1_000)).await;
+    let again = app
+        .client
+        .get(peer.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("sent");
+    let left = remaining_requests(&again);
+    // Kept by the first process, its share would leave at most 96 here (2 s of refill).
+    assert!(
+        left >= 98,
+        "both shares went back, two requests used: {left} left"
+    );
+}
+
+/// Places among a caller's concurrent requests taken ahead never let more run at once than
+/// the limit, in the process that holds them or in another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn places_taken_ahead_never_let_more_than_the_limit_run_at_once() {
+    let app = limited_app(|_| {}).await;
+    let peer = second_api(&app).await;
+    let (_, token) = funded_user(&app).await;
+    let limit = 16;
+    let key = key_with(&app, &token, json!({"concurrent_requests": limit})).await;
+    let stream = json!({"model": "mock-slow", "max_tokens": 100, "stream": true,
+                        "messages": [{"role": "user", "content": "Tell me a long story"}]});
+    let open = |url: String| {
+        let request = app.client.post(url).bearer_auth(&key).json(&stream);
+        async move { request.send().await.expect("sent") }
+    };
+    let mut running = Vec::new();
+    for _ in 0..limit {
+        let answer = open(app.url("/v1/chat/completions")).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        running.push(answer);
+    }
+    assert_openai_refusal(open(app.url("/v1/chat/completions")).await).await;
+    assert_openai_refusal(open(peer.url("/v1/chat/completions")).await).await;
+    drop(running);
+}
