@@ -11,7 +11,9 @@
 //!   lease lapses, so a process that dies holding leases gives them back by itself.
 //!
 //! [`RateStore::take`] decides on every budget of a request at once, in one script: all are
-//! taken, or none. Time is the Redis server's (`TIME`), one clock for every process.
+//! taken, or none; when all are, it also takes what each budget was asked ahead, as far as
+//! there is room (the caller's process spends it later without asking). Time is the Redis
+//! server's (`TIME`), one clock for every process.
 //!
 //! The connection is made on first use, and after a failure no call is tried for
 //! [`RETRY_AFTER_FAILURE`]: a store that is down costs a request nothing but the decision to

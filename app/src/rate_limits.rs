@@ -21,6 +21,11 @@
 //! Quotas: each role's from settings (a user with several roles gets the largest), an API
 //! key's the `user` role's unless the key overrides them. 0 means no limit.
 //!
+//! A process takes a share of a large budget ahead, beside a take that passes, and decides
+//! the caller's next requests from it without a call to the store ([`Shares`]; ADR 05,
+//! decision 9): never more than the store's budget in all, at the price of a share that
+//! one process holds unused for up to a second.
+//!
 //! When the store does not answer, a request is admitted unlimited (`rate_limits.fail_open`,
 //! the default) or refused (503); `/ready` shows the store's state either way.
 
@@ -87,7 +92,7 @@ fn ahead_of_set(limit: u64) -> u64 {
 }
 
 /// What this process holds of the store's budgets, taken ahead of need
-/// (docs/adr/05-rate-limits.md, decision 10): a request that finds all it needs here is
+/// (docs/adr/05-rate-limits.md, decision 9): a request that finds all it needs here is
 /// decided without a call to the store. Every unit and place here was taken in the store,
 /// so the processes together never admit more than the store's budgets; what one holds
 /// and does not use, the caller's requests through another process cannot have until it
@@ -257,18 +262,20 @@ impl Shares {
         }
     }
 
-    /// The state of each bucket as this process sees it, `fallback` where it holds none.
+    /// The state of each bucket as this process sees it, `fallback` where it holds none
+    /// (one for each bucket, in order; `None` where neither knows it, a share given back
+    /// since it was drawn).
     fn states(
         &self,
         buckets: &[Bucket],
         fallback: &[BucketState],
         now: Instant,
-    ) -> Vec<BucketState> {
+    ) -> Vec<Option<BucketState>> {
         let held = self.lock();
         buckets
             .iter()
             .enumerate()
-            .filter_map(|(i, bucket)| {
+            .map(|(i, bucket)| {
                 let mine = held.get(&bucket.key).and_then(|share| share.state(now));
                 match (mine, fallback.get(i)) {
                     // A refusal keeps the store's word on when to come back.
@@ -818,11 +825,11 @@ impl RateLimits {
         // What this process holds decides the request when it covers all of it; otherwise
         // the store decides on the rest, and gives a share ahead where the budget is large.
         let drawn = self.shares.draw(&all, &sets, now);
-        let report_of = |states: &[BucketState]| {
+        let report_of = |states: &[Option<BucketState>]| {
             let (request_states, token_states) = states.split_at(requests.len());
             Report {
-                requests: tightest(request_states),
-                tokens: tightest(token_states),
+                requests: tightest(request_states.iter().flatten()),
+                tokens: tightest(token_states.iter().flatten()),
             }
         };
         if drawn.complete() {
@@ -1024,8 +1031,8 @@ fn largest(a: u64, b: u64) -> u64 {
 }
 
 /// The budget with the least left.
-fn tightest(states: &[BucketState]) -> Option<BucketState> {
-    states.iter().copied().min_by_key(|s| s.remaining)
+fn tightest<'a>(states: impl IntoIterator<Item = &'a BucketState>) -> Option<BucketState> {
+    states.into_iter().copied().min_by_key(|s| s.remaining)
 }
 
 /// What one request's middleware knows, for the steps inside it: who it counts against,

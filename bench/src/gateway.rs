@@ -120,7 +120,7 @@ const TARGET_EDGE_ADDED_P99_MS_AT_500: f64 = 1.0;
 /// The hub with the edge on, in the report.
 const EDGE: &str = "hub+edge";
 /// Per-user quotas of the edge hub: far above what the loads ask, so that every request is
-/// counted in Redis and none is refused.
+/// counted (in Redis, or in the share of it the hub took ahead) and none is refused.
 const EDGE_QUOTA: u64 = 10_000_000;
 
 /// Tokens in the fast upstream's answer.
