@@ -385,6 +385,28 @@ impl Shares {
     }
 }
 
+/// The places a request holds, one in each of `sets`: the one drawn from the process's
+/// share, or else the one the store just gave it (`lease_id`, taken at `now`).
+fn placed(
+    sets: &[LeaseSet],
+    drawn: Vec<Option<(String, Instant)>>,
+    lease_id: &str,
+    now: Instant,
+) -> Vec<Place> {
+    sets.iter()
+        .zip(drawn)
+        .map(|(set, place)| {
+            let (id, taken) = place.unwrap_or_else(|| (lease_id.to_string(), now));
+            Place {
+                key: set.key.clone(),
+                limit: set.limit,
+                id,
+                taken,
+            }
+        })
+        .collect()
+}
+
 /// The Redis Cluster hash tag of a key (`{u:…}`), or the key itself.
 fn hash_tag(key: &str) -> &str {
     match (key.find('{'), key.find('}')) {
@@ -834,22 +856,9 @@ impl RateLimits {
         };
         if drawn.complete() {
             let states = self.shares.states(&all, &[], now);
-            let places = sets
-                .iter()
-                .zip(drawn.places)
-                .filter_map(|(set, place)| {
-                    let (id, taken) = place?;
-                    Some(Place {
-                        key: set.key.clone(),
-                        limit: set.limit,
-                        id,
-                        taken,
-                    })
-                })
-                .collect();
             return Verdict::Admitted {
                 report: report_of(&states),
-                lease: self.lease(store, places),
+                lease: self.lease(store, placed(&sets, drawn.places, "", now)),
             };
         }
         let asked: Vec<Bucket> = all
@@ -895,22 +904,9 @@ impl RateLimits {
             .record(&asked, &asked_sets, &lease_id, &taken, now);
         if taken.admitted {
             let states = self.shares.states(&all, &taken.buckets, now);
-            let places = sets
-                .iter()
-                .zip(drawn.places)
-                .map(|(set, place)| {
-                    let (id, taken) = place.unwrap_or_else(|| (lease_id.clone(), now));
-                    Place {
-                        key: set.key.clone(),
-                        limit: set.limit,
-                        id,
-                        taken,
-                    }
-                })
-                .collect();
             return Verdict::Admitted {
                 report: report_of(&states),
-                lease: self.lease(store, places),
+                lease: self.lease(store, placed(&sets, drawn.places, &lease_id, now)),
             };
         }
         self.shares.undraw(&all, &sets, drawn);

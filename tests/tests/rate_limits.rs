@@ -112,6 +112,14 @@ async fn key_with(app: &TestApp, token: &str, rate_limits: Value) -> String {
     body["key"].as_str().expect("shown once").to_string()
 }
 
+/// What an answer's `x-ratelimit-remaining-<what>` says is left (`requests` or `tokens`).
+fn left_of(what: &str, response: &reqwest::Response) -> u64 {
+    header(response, &format!("x-ratelimit-remaining-{what}"))
+        .unwrap_or_else(|| panic!("remaining {what}"))
+        .parse()
+        .expect("a number")
+}
+
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response
         .headers()
@@ -194,10 +202,7 @@ async fn the_rate_limit_headers_count_down_on_every_v1_answer() {
         assert!(header(&answer, "x-ratelimit-reset-requests").is_some());
         assert!(header(&answer, "x-ratelimit-remaining-tokens").is_some());
         assert!(header(&answer, "x-ratelimit-reset-tokens").is_some());
-        let left: u64 = header(&answer, "x-ratelimit-remaining-requests")
-            .expect("remaining")
-            .parse()
-            .expect("a number");
+        let left: u64 = left_of("requests", &answer);
         remaining.push(left);
     }
     assert_eq!(remaining[0], 9, "{remaining:?}");
@@ -217,10 +222,7 @@ async fn the_rate_limit_headers_count_down_on_every_v1_answer() {
         .await
         .expect("sent");
     assert_eq!(chat.status(), StatusCode::OK);
-    let tokens_left: u64 = header(&chat, "x-ratelimit-remaining-tokens")
-        .expect("remaining tokens")
-        .parse()
-        .expect("a number");
+    let tokens_left: u64 = left_of("tokens", &chat);
     assert!(
         tokens_left <= 50_000 - 20,
         "at least max_tokens were counted: {tokens_left} left"
@@ -247,10 +249,7 @@ async fn tokens_per_minute_hold_across_two_processes() {
         .await
         .expect("sent");
     assert_eq!(first.status(), StatusCode::OK);
-    let left: u64 = header(&first, "x-ratelimit-remaining-tokens")
-        .expect("remaining tokens")
-        .parse()
-        .expect("a number");
+    let left: u64 = left_of("tokens", &first);
     let cost = limit - left;
     assert!(cost >= 100, "prompt and max_tokens are counted: {cost}");
     // What an answer leaves taken once the unused tokens are given back.
@@ -618,10 +617,7 @@ async fn unused_tokens_go_back_to_the_budget_when_the_answer_ends() {
         .await
         .expect("sent");
     assert_eq!(answer.status(), StatusCode::OK);
-    let left: u64 = header(&answer, "x-ratelimit-remaining-tokens")
-        .expect("remaining tokens")
-        .parse()
-        .expect("a number");
+    let left: u64 = left_of("tokens", &answer);
     let counted = limit - left;
     assert!(counted >= 1_000, "max_tokens was counted: {counted}");
     let body: Value = answer.json().await.expect("json");
@@ -755,10 +751,7 @@ async fn a_finished_streams_place_and_unused_tokens_go_back_together() {
     };
     let stream = open().await;
     assert_eq!(stream.status(), StatusCode::OK);
-    let left: u64 = header(&stream, "x-ratelimit-remaining-tokens")
-        .expect("remaining tokens")
-        .parse()
-        .expect("a number");
+    let left: u64 = left_of("tokens", &stream);
     assert!(limit - left >= 1_000, "max_tokens was counted: {left} left");
     let body = stream.text().await.expect("the whole stream");
     assert!(body.contains("data: [DONE]"), "{body}");
@@ -783,13 +776,6 @@ async fn a_finished_streams_place_and_unused_tokens_go_back_together() {
     );
 }
 
-fn remaining_requests(response: &reqwest::Response) -> u64 {
-    header(response, "x-ratelimit-remaining-requests")
-        .expect("remaining requests")
-        .parse()
-        .expect("a number")
-}
-
 /// A caller with a large budget is decided in the process it calls, from a share of its
 /// budget taken ahead: fifty requests cost the store a handful of calls, not fifty or a
 /// hundred, and the headers still count every request.
@@ -804,7 +790,7 @@ async fn a_busy_callers_requests_are_decided_from_a_share_without_asking_the_sto
     for _ in 0..40 {
         let answer = app.get("/v1/models", Some(&token)).await;
         assert_eq!(answer.status(), StatusCode::OK);
-        remaining.push(remaining_requests(&answer));
+        remaining.push(left_of("requests", &answer));
     }
     for _ in 0..10 {
         let chat = app
@@ -817,7 +803,7 @@ async fn a_busy_callers_requests_are_decided_from_a_share_without_asking_the_sto
             .await
             .expect("sent");
         assert_eq!(chat.status(), StatusCode::OK);
-        remaining.push(remaining_requests(&chat));
+        remaining.push(left_of("requests", &chat));
         chat.bytes().await.expect("the answer");
     }
     let calls = app.state.rate_limits.store_calls() - before;
@@ -846,29 +832,19 @@ async fn a_share_left_unused_goes_back_for_the_callers_other_processes() {
     // 100 a minute: each process takes 5 ahead, and one comes back every 0.6 s.
     let key = key_with(&app, &token, json!({"requests_per_minute": 100})).await;
     let first = app.get("/v1/models", Some(&key)).await;
-    assert_eq!(remaining_requests(&first), 99);
-    let through_peer = app
-        .client
-        .get(peer.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("sent");
-    let left = remaining_requests(&through_peer);
+    assert_eq!(left_of("requests", &first), 99);
+    let through_peer = || {
+        let request = app.client.get(peer.url("/v1/models")).bearer_auth(&key);
+        async move { request.send().await.expect("sent") }
+    };
+    let left = left_of("requests", &through_peer().await);
     assert!(
         left <= 94,
         "the first process's share is counted in the store: {left} left"
     );
 
     tokio::time::sleep(hub_app::rate_limits::SHARE_IDLE + Duration::from_millis(1_000)).await;
-    let again = app
-        .client
-        .get(peer.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("sent");
-    let left = remaining_requests(&again);
+    let left = left_of("requests", &through_peer().await);
     // Kept by the first process, its share would leave at most 96 here (2 s of refill).
     assert!(
         left >= 98,
